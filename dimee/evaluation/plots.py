@@ -1,0 +1,84 @@
+"""PNG figures of the report: accuracy against cost, the cost sweeps, the device ablation, calibration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers
+import matplotlib.pyplot as plt
+
+
+def accuracy_vs_cost(methods: list[dict], path: Path, frontier: list[dict] | None = None) -> None:
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    if frontier:
+        ax.plot([r["cost"] for r in frontier], [100 * r["accuracy"] for r in frontier], "--", color="0.6",
+                label="DIMEE-D over the α grid", zorder=1)
+    for row in methods:
+        marker = "*" if row["name"].startswith("DIMEE") else "o"
+        ax.scatter(row["cost"], 100 * row["accuracy"], s=120 if marker == "*" else 50, marker=marker, zorder=2)
+        ax.annotate(row["name"], (row["cost"], 100 * row["accuracy"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("mean cost per sample (cloud-only = 1.0 by default)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy against cost on the test split")
+    ax.grid(alpha=0.3)
+    if frontier:
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cost_sweeps(sweeps: dict[str, list[dict]], path: Path) -> None:
+    labels = {"lambda_m": "λ_m (mobile cost per layer)", "lambda_e": "λ_e (edge cost per layer)",
+              "o_c": "o_c (offload to cloud)"}
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(5 * len(sweeps), 4))
+    for ax, (name, rows) in zip(axes, sweeps.items(), strict=True):
+        values = [r["value"] for r in rows]
+        ax.plot(values, [100 * r["accuracy"] for r in rows], "o-", color="tab:blue")
+        ax.set_xlabel(labels.get(name, name))
+        ax.set_ylabel("DIMEE-D accuracy (%)", color="tab:blue")
+        twin = ax.twinx()
+        twin.plot(values, [r["cost"] for r in rows], "s--", color="tab:red")
+        twin.set_ylabel("DIMEE-D mean cost", color="tab:red")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Cost sweeps (α*, pools and centroids re-derived on calibration for every value)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def device_ablation(rows: list[dict], path: Path) -> None:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    names = [r["devices"] for r in rows]
+    left.bar(names, [100 * r["accuracy"] for r in rows], color="tab:blue")
+    lowest = min(100 * r["accuracy"] for r in rows)
+    left.set_ylim(max(0.0, lowest - 5), 100)
+    left.set_ylabel("accuracy (%)")
+    right.bar(names, [r["cost"] for r in rows], color="tab:red")
+    right.set_ylabel("mean cost")
+    for ax in (left, right):
+        ax.tick_params(axis="x", rotation=20)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Which devices help: DIMEE-D with each set of tiers")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def calibration_curves(grid: list[float], reward: list[float], accuracy: list[float], cost: list[float],
+                       alpha: float, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(grid, reward, "o-", label="mean reward")
+    ax.plot(grid, accuracy, "s-", label="accuracy (true-pool routing)")
+    ax.plot(grid, cost, "^-", label="mean cost (true-pool routing)")
+    ax.axvline(alpha, color="k", linestyle=":", label=f"α* = {alpha:.3f}")
+    ax.set_xlabel("threshold α")
+    ax.set_title("Calibration split")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

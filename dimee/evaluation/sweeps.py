@@ -1,0 +1,78 @@
+"""Re-calibrate under changed costs or tier sets and re-run DIMEE-D: the paper's sweeps and ablation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dimee import method
+from dimee.calibration import Calibration, calibrate
+from dimee.config import Tier
+from dimee.evaluation.methods import cost_of_cloud_only, dimee
+from dimee.records import ExitRecords
+
+SWEEP_VALUES = {
+    "lambda_m": [0.02, 0.05, 0.1, 0.15, 0.2, 0.3],
+    "lambda_e": [0.01, 0.025, 0.05, 0.1, 0.15, 0.2],
+    "o_c": [0.1, 0.25, 0.5, 0.75, 1.0, 1.5],
+}
+
+
+def _recalibrated(calibration: ExitRecords, cal: Calibration, **changes) -> Calibration:
+    plan = changes.pop("plan", cal.tier_plan())
+    cost = cal.cost_model.model_copy(update=changes)
+    return calibrate(
+        calibration.probs, calibration.labels, calibration.embeddings, cal.m, cal.n, cost=cost,
+        objective=cal.objective, max_drop=cal.max_drop or 0.5, distance=cal.distance,
+        embedding=cal.embedding, plan=plan, model_id=cal.model_id,
+    )
+
+
+def _row(test: ExitRecords, new_cal: Calibration) -> dict:
+    result = dimee(test, new_cal, adaptive=True)
+    base = cost_of_cloud_only(new_cal.cost_model, test.probs.shape[1])
+    return {"alpha": new_cal.alpha, "accuracy": result.accuracy(test.labels), "cost": result.mean_cost(),
+            "delta_cost": (result.mean_cost() - base) / base if base else float("nan"),
+            "tier_shares": result.tier_shares()}
+
+
+def cost_sweeps(test: ExitRecords, calibration: ExitRecords, cal: Calibration) -> dict[str, list[dict]]:
+    """Vary λ_m, λ_e and o_c one at a time (α*, pools and centroids re-derived on calibration each time)."""
+    out: dict[str, list[dict]] = {}
+    for name, values in SWEEP_VALUES.items():
+        out[name] = [{"value": v, **_row(test, _recalibrated(calibration, cal, **{name: v}))} for v in values]
+    return out
+
+
+def device_ablation(test: ExitRecords, calibration: ExitRecords, cal: Calibration) -> list[dict]:
+    """DIMEE-D with each subset of devices that ends in the cloud (paper Figure 2)."""
+    num_layers = test.probs.shape[1]
+    plans = {
+        "mobile+edge+cloud": method.default_plan(cal.m, cal.n, num_layers),
+        "mobile+cloud": [(Tier.MOBILE, cal.m), (Tier.CLOUD, num_layers)],
+        "edge+cloud": [(Tier.EDGE, cal.n), (Tier.CLOUD, num_layers)],
+        "mobile+edge": [(Tier.MOBILE, cal.m), (Tier.EDGE, cal.n)],
+    }
+    rows = []
+    for name, plan in plans.items():
+        rows.append({"devices": name, **_row(test, _recalibrated(calibration, cal, plan=plan))})
+    cloud_acc = float((test.probs[:, -1].argmax(-1) == test.labels).mean())
+    base = cost_of_cloud_only(cal.cost_model, num_layers)
+    rows.append({"devices": "cloud", "alpha": None, "accuracy": cloud_acc, "cost": base, "delta_cost": 0.0,
+                 "tier_shares": {"mobile": 0.0, "edge": 0.0, "cloud": 1.0}})
+    return rows
+
+
+def alpha_frontier(test: ExitRecords, calibration: ExitRecords, cal: Calibration) -> list[dict]:
+    """DIMEE-D at every α of the grid (pools and centroids re-derived at that α): its accuracy-cost curve."""
+    rows = []
+    for alpha in cal.grid:
+        pools = method.true_pools(calibration.probs, alpha, cal.tier_plan())
+        means, counts = method.centroids(calibration.embeddings, pools, len(cal.plan))
+        fixed = cal.model_copy(update={"alpha": alpha, "pool_sizes": counts,
+                                       "centroids": [None if m is None else m.tolist() for m in means]})
+        rows.append({"value": alpha, **_row(test, fixed)})
+    return rows
+
+
+def mean_or_nan(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")

@@ -1,0 +1,191 @@
+"""A BERT-family encoder with a classifier after every layer, run layer by layer with batched early exit.
+
+A partition (mobile, edge, cloud) is the same class built with only its first k layers and heads; the
+router's embedder is the same class with k = 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, Field
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig
+
+Pooling = Literal["mean", "cls"]
+
+
+class ModelSpec(BaseModel):
+    """Everything besides the weights needed to rebuild the model; stored as JSON beside the safetensors."""
+
+    backbone_config: dict
+    num_labels: int = Field(ge=2)
+    label_names: list[str]
+    pooling: Pooling = "mean"
+    dropout: float = 0.1
+    max_length: int = 64
+    base_model: str = ""
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.backbone_config["num_hidden_layers"])
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.backbone_config["hidden_size"])
+
+    def hf_config(self, num_layers: int | None = None) -> PretrainedConfig:
+        values = dict(self.backbone_config)
+        if num_layers is not None:
+            values["num_hidden_layers"] = num_layers
+        return AutoConfig.for_model(**values)
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over non-padding positions: (B, S, H), (B, S) → (B, H)."""
+    weights = mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class ExitHead(nn.Module):
+    """Pooling → dropout → linear, as DESIGN.md fixes it."""
+
+    def __init__(self, hidden_size: int, num_labels: int, pooling: Pooling, dropout: float) -> None:
+        super().__init__()
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        pooled = hidden[:, 0] if self.pooling == "cls" else masked_mean(hidden, mask)
+        return self.classifier(self.dropout(pooled))
+
+
+@dataclass
+class ExitResult:
+    """Per-sample outcome of early exit; exit_layer is 1-based and equals the layers run."""
+
+    pred: torch.Tensor
+    confidence: torch.Tensor
+    exit_layer: torch.Tensor
+    hidden: torch.Tensor | None = None  # (B, S, H) at the exit layer, when asked for
+
+
+class EarlyExitEncoder(nn.Module):
+    def __init__(self, spec: ModelSpec, num_layers: int | None = None, backbone: nn.Module | None = None):
+        super().__init__()
+        self.spec = spec
+        k = spec.num_layers if num_layers is None else num_layers
+        if not 0 <= k <= spec.num_layers:
+            raise ValueError(f"a partition holds 0..{spec.num_layers} layers, not {k}")
+        if backbone is None:
+            backbone = AutoModel.from_config(spec.hf_config(num_layers=k), add_pooling_layer=False)
+        if not hasattr(backbone, "embeddings") or not hasattr(getattr(backbone, "encoder", None), "layer"):
+            raise ValueError(f"{type(backbone).__name__} is not a BERT-family encoder (embeddings + encoder.layer)")
+        self.embeddings = backbone.embeddings
+        self.layers = nn.ModuleList(list(backbone.encoder.layer)[:k])
+        self.heads = nn.ModuleList(
+            ExitHead(spec.hidden_size, spec.num_labels, spec.pooling, spec.dropout) for _ in range(k)
+        )
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    # -- building blocks ------------------------------------------------------------------------------
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        return self.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+
+    def run_layer(self, index: int, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # Additive mask broadcast over heads and query positions; works for eager and SDPA attention.
+        additive = (1.0 - mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+        out = self.layers[index](hidden, attention_mask=additive)
+        return out[0] if isinstance(out, tuple) else out
+
+    def routing_embedding(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None, raw: bool = False,
+    ) -> torch.Tensor:
+        """e(x): mean over real tokens of the embedding layer's output (or of raw word embeddings)."""
+        with torch.inference_mode():
+            if raw:
+                hidden = self.embeddings.word_embeddings(input_ids)
+            else:
+                hidden = self.embed(input_ids, token_type_ids)
+            return masked_mean(hidden, attention_mask)
+
+    # -- training -------------------------------------------------------------------------------------
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """Logits of every exit head, layer 1 first."""
+        hidden = self.embed(input_ids, token_type_ids)
+        logits = []
+        for i in range(self.num_layers):
+            hidden = self.run_layer(i, hidden, attention_mask)
+            logits.append(self.heads[i](hidden, attention_mask))
+        return logits
+
+    # -- inference ------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def exit_probabilities(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, k, C) softmax of every head: what calibration and the offline evaluator record."""
+        return torch.stack([logits.softmax(-1) for logits in self(input_ids, attention_mask, token_type_ids)], 1)
+
+    @torch.inference_mode()
+    def early_exit(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        alpha: float = 1.0,
+        cap: int | None = None,
+        start_layer: int = 0,
+        hidden: torch.Tensor | None = None,
+        keep_hidden: bool = False,
+    ) -> ExitResult:
+        """Run the batch layer by layer; after layer i every sample with conf_i ≥ alpha (or i = cap) leaves.
+
+        Samples that leave are dropped from the batch (and trailing all-padding columns trimmed) before the
+        next layer, so a batch costs what its samples cost one at a time. `start_layer` and `hidden` resume
+        from a hidden state computed elsewhere.
+        """
+        cap = self.num_layers if cap is None else cap
+        if not start_layer < cap <= self.num_layers:
+            raise ValueError(f"cap must be in {start_layer + 1}..{self.num_layers}, got {cap}")
+        batch = input_ids.shape[0]
+        pred = torch.empty(batch, dtype=torch.long)
+        conf = torch.empty(batch)
+        exit_layer = torch.empty(batch, dtype=torch.long)
+        exit_hidden = [None] * batch if keep_hidden else None
+        mask = attention_mask
+        if hidden is None:
+            hidden = self.embed(input_ids, token_type_ids)
+        active = torch.arange(batch)
+        for i in range(start_layer, cap):
+            hidden = self.run_layer(i, hidden, mask)
+            probs = self.heads[i](hidden, mask).softmax(-1)
+            best_conf, best = probs.max(-1)
+            done = best_conf >= alpha if i + 1 < cap else torch.ones_like(best_conf, dtype=torch.bool)
+            leaving = active[done]
+            pred[leaving], conf[leaving], exit_layer[leaving] = best[done], best_conf[done], i + 1
+            if exit_hidden is not None:
+                for row, sample in zip(hidden[done], leaving.tolist(), strict=True):
+                    exit_hidden[sample] = row
+            stay = ~done
+            if not bool(stay.any()):
+                break
+            active, hidden, mask = active[stay], hidden[stay], mask[stay]
+            width = int(mask.any(0).nonzero().max()) + 1  # right padding: drop all-padding columns
+            hidden, mask = hidden[:, :width], mask[:, :width]
+        stacked = None
+        if exit_hidden is not None:
+            width = max(h.shape[0] for h in exit_hidden)
+            stacked = torch.stack([nn.functional.pad(h, (0, 0, 0, width - h.shape[0])) for h in exit_hidden])
+        return ExitResult(pred, conf, exit_layer, stacked)

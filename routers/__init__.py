@@ -1,0 +1,1 @@
+"""routers stage of the dimee stream."""

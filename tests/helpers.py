@@ -1,0 +1,92 @@
+"""Builders shared by the tests: a tiny BERT from a config (no download) and its tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import BertConfig, BertModel, BertTokenizerFast
+
+from dimee.model.artifacts import save_model
+from dimee.model.early_exit import EarlyExitEncoder, ModelSpec
+
+WORDS = [
+    "the",
+    "a",
+    "movie",
+    "film",
+    "good",
+    "bad",
+    "great",
+    "awful",
+    "plot",
+    "actor",
+    "boring",
+    "fun",
+    "loved",
+    "hated",
+    "it",
+    "was",
+    "is",
+    "not",
+    "very",
+    "really",
+    "story",
+    "scene",
+    "music",
+    "dull",
+    "brilliant",
+    "mess",
+    "charming",
+    "slow",
+    "fast",
+    "funny",
+    "sad",
+]
+
+
+def tiny_tokenizer(folder: Path) -> BertTokenizerFast:
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+
+
+def tiny_model(num_layers: int = 6, num_labels: int = 2, seed: int = 0, hidden: int = 32) -> EarlyExitEncoder:
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(WORDS) + 5,
+        hidden_size=hidden,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=64,
+    )
+    backbone = BertModel(config, add_pooling_layer=False)
+    spec = ModelSpec(
+        backbone_config=config.to_dict(),
+        num_labels=num_labels,
+        label_names=[str(i) for i in range(num_labels)],
+        max_length=32,
+        base_model="tiny",
+    )
+    model = EarlyExitEncoder(spec, backbone=backbone)
+    # Later heads more confident, as in a trained model, so a threshold spreads exits over layers.
+    with torch.no_grad():
+        for i, head in enumerate(model.heads):
+            head.classifier.weight.mul_(0.5 + 1.5 * i)
+    return model.eval()
+
+
+def saved_tiny_model(folder: Path, num_layers: int = 6, seed: int = 0) -> Path:
+    save_model(tiny_model(num_layers, seed=seed), tiny_tokenizer(folder / "tok"), folder)
+    return folder
+
+
+def sentences(count: int, seed: int = 0) -> list[str]:
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        length = int(torch.randint(2, 14, (1,), generator=gen))
+        out.append(" ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (length,), generator=gen)))
+    return out

@@ -1,0 +1,151 @@
+"""Loaders on small files the tests write, malformed ones included; stratified splits."""
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from dimee.data import DatasetSpec, load_splits
+from dimee.data import fetch as fetch_mod
+from dimee.data.loaders import load_glue, load_rt_sentences, load_table, load_uci_sentences
+from dimee.data.splits import stratified_indices
+from dimee.errors import DataError
+
+
+def test_rt_sentences_labels_by_rating_sign_and_drops_zeros(tmp_path):
+    path = tmp_path / "rt.txt"
+    path.write_bytes(b"1\t2.5\tA fine film.\r\n2\t-0.6\tToo tepid\r\n3\t0\tNeutral\r\n4\t-3.1\tAwful\tand dull\r\n")
+    data = load_rt_sentences(path)
+    assert data.texts == ["A fine film.", "Too tepid", "Awful\tand dull"]
+    assert data.labels == [1, 0, 0]
+    assert data.ids == ["rt-1", "rt-2", "rt-4"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("1\tgood\tText\n", "rating 'good' is not a number"),
+    ("1\t2.0\n", "expected 'id<TAB>rating<TAB>text'"),
+    ("\n\n", "no labelled sentences"),
+])
+def test_rt_sentences_malformed(tmp_path, content, message):
+    path = tmp_path / "rt.txt"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message):
+        load_rt_sentences(path)
+
+
+def test_uci_sentences_keeps_domains_and_skips_the_empty_record(tmp_path):
+    for domain in ("amazon", "imdb", "yelp"):
+        rows = [{"text": f"{domain} good", "class": 1}, {"text": f"{domain} bad", "class": 0},
+                {"text": "", "class": None}]
+        (tmp_path / f"{domain}.json").write_text(json.dumps(rows))
+    data = load_uci_sentences(tmp_path)
+    assert len(data) == 6 and data.domains == ["amazon"] * 2 + ["imdb"] * 2 + ["yelp"] * 2
+    only = load_uci_sentences(tmp_path, ("yelp",))
+    assert only.texts == ["yelp good", "yelp bad"]
+    (tmp_path / "imdb.json").write_text("[{\"text\": \"x\", ")
+    with pytest.raises(DataError, match="not valid JSON"):
+        load_uci_sentences(tmp_path)
+
+
+def test_csv_tsv_jsonl_with_named_columns(tmp_path):
+    (tmp_path / "d.csv").write_text('sentence,other,y\n"Hello, world",a,pos\nbye,b,neg\n')
+    data = load_table(tmp_path / "d.csv", text_col="sentence", label_col="y")
+    assert data.texts == ["Hello, world", "bye"] and data.labels == [1, 0] and data.label_names == ["neg", "pos"]
+    (tmp_path / "d.tsv").write_text("q\tp\tlabel\nwho?\tme\t1\nwhy?\tno\t0\n")
+    pairs = load_table(tmp_path / "d.tsv", text_col="q", pair_col="p")
+    assert pairs.text_pairs == ["me", "no"] and pairs.labels == [1, 0]
+    (tmp_path / "d.jsonl").write_text('{"text": "a", "label": 2}\n\n{"text": "b", "label": 0}\n')
+    jsonl = load_table(tmp_path / "d.jsonl")
+    assert jsonl.labels == [2, 0] and jsonl.num_labels == 3
+
+
+@pytest.mark.parametrize(("name", "content", "kwargs", "message"), [
+    ("bad.jsonl", '{"text": "a", "label": 1}\n{"text": "b", \n', {}, r"bad.jsonl:2: not valid JSON"),
+    ("list.jsonl", "[1, 2]\n", {}, "expected a JSON object"),
+    ("cols.csv", "text,label\na,1\n", {"label_col": "y"}, "no column 'y'"),
+    ("empty.csv", "text,label\n", {}, "no rows"),
+    ("blank.csv", "text,label\n ,1\n", {}, "row 1 has an empty 'text'"),
+    ("nolabel.csv", "text,label\na,\n", {}, "empty label"),
+    ("extra.tsv", "text\tlabel\na\t1\tsurplus\n", {}, "more fields than the header"),
+    ("x.parquet", "", {}, "unknown format"),
+])
+def test_malformed_tables(tmp_path, name, content, kwargs, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(DataError, match=message):
+        load_table(tmp_path / name, **kwargs)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        load_table(tmp_path / "nope.csv")
+
+
+def test_glue_sst2_and_mrpc_pairs(tmp_path):
+    sst = tmp_path / "SST-2"
+    sst.mkdir()
+    (sst / "train.tsv").write_text("sentence\tlabel\ngood film \t1\nbad film \t0\nfine\t1\nawful\t0\n")
+    (sst / "dev.tsv").write_text("sentence\tlabel\nnice\t1\n")
+    train, dev = load_glue(tmp_path, "sst2")
+    assert train.labels == [1, 0, 1, 0] and dev.texts == ["nice"]
+    mrpc = tmp_path / "MRPC"
+    mrpc.mkdir()
+    header = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+    (mrpc / "train.tsv").write_text(header + "1\t1\t2\tA cat sat.\tThe cat sat.\n0\t3\t4\tNo.\tYes.\n")
+    (mrpc / "dev.tsv").write_text(header + "1\t5\t6\tHi.\tHello.\n")
+    train, dev = load_glue(tmp_path / "MRPC", "mrpc")
+    assert train.text_pairs == ["The cat sat.", "Yes."] and dev.text_pairs == ["Hello."]
+    (mrpc / "dev.tsv").write_text(header + "1\t5\n")
+    with pytest.raises(DataError, match="malformed GLUE row"):
+        load_glue(tmp_path, "mrpc")
+    with pytest.raises(DataError, match="unknown GLUE task"):
+        load_glue(tmp_path, "wnli2")
+
+
+def test_glue_splits_train_into_train_and_calibration(tmp_path):
+    sst = tmp_path / "SST-2"
+    sst.mkdir()
+    rows = "".join(f"s{i}\t{i % 2}\n" for i in range(100))
+    (sst / "train.tsv").write_text("sentence\tlabel\n" + rows)
+    (sst / "dev.tsv").write_text("sentence\tlabel\nnice\t1\nbad\t0\nok\t1\nmeh\t0\n")
+    splits = load_splits(DatasetSpec(name="glue:sst2", path=tmp_path), tmp_path)
+    assert (len(splits.train), len(splits.calibration), len(splits.test)) == (80, 20, 4)
+    assert not set(splits.train.ids) & set(splits.calibration.ids)
+
+
+def test_stratified_split_is_fixed_and_keeps_label_shares():
+    labels = [0] * 600 + [1] * 400
+    parts = stratified_indices(labels, seed=7)
+    assert [len(p) for p in parts] == [600, 150, 250]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(1000))
+    for part in parts:
+        counts = Counter(labels[i] for i in part)
+        assert counts[1] / len(part) == pytest.approx(0.4, abs=0.01)
+    again = stratified_indices(labels, seed=7)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))
+    assert not np.array_equal(parts[2], stratified_indices(labels, seed=8)[2])
+
+
+def test_unknown_dataset_and_domain(tmp_path):
+    with pytest.raises(DataError, match="unknown dataset"):
+        load_splits(DatasetSpec(name="imagenet"), tmp_path)
+    with pytest.raises(DataError, match="domain"):
+        load_splits(DatasetSpec(name="uci-sentences:twitter"), tmp_path)
+    with pytest.raises(DataError, match="--data-path"):
+        load_splits(DatasetSpec(name="glue:sst2"), tmp_path)
+
+
+def test_fetch_without_the_tool_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no npm on PATH
+    with pytest.raises(DataError, match="`npm` is not installed"):
+        fetch_mod.fetch_uci_sentences(tmp_path / "data")
+
+
+def test_fetch_failure_reports_the_tools_last_line(tmp_path, monkeypatch):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "npm").write_text("#!/bin/sh\necho 'npm error code E404' >&2\necho 'npm error 404 Not Found' >&2\nexit 1\n")
+    (fake / "npm").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:/usr/bin:/bin")
+    with pytest.raises(DataError, match="failed: npm error 404 Not Found"):
+        fetch_mod.fetch_uci_sentences(tmp_path / "data")

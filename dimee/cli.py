@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from dimee import cli_stream as stream_commands
 from dimee.config import CostModel, Settings
 from dimee.data.registry import NAMES_HELP, DatasetSpec
 from dimee.errors import DimeeError
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Fetch and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+stream_commands.register(app)
 
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help=f"Dataset: {NAMES_HELP}.")]
 DataPathOpt = Annotated[Path | None, typer.Option(help="Folder for glue:TASK data (the GLUE TSV folder).")]
@@ -174,10 +176,12 @@ def demo_cmd(
     workdir: WorkdirOpt = Path("artifacts/demo"),
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 3,
     retrain: Annotated[bool, typer.Option(help="Train again even if WORKDIR has a model.")] = False,
+    stream: Annotated[bool, typer.Option(help="Also stream the test split through the embedded pipeline.")] = True,
 ) -> None:
-    """The main job: rt-sentences → fine-tune MiniLM → calibrate → evaluate every method → report."""
+    """The main job: rt-sentences → fine-tune MiniLM → calibrate → evaluate every method → stream the test
+    split through producer → router → workers → sink → report in OUT."""
     from dimee.evaluation.report import methods_table
-    from dimee.offline import run_calibrate, run_evaluate, run_train, splits_for
+    from dimee.offline import records_path, run_calibrate, run_evaluate, run_train, splits_for
     from dimee.training import TrainConfig
 
     _threads()
@@ -194,8 +198,19 @@ def demo_cmd(
                         model_id="rt-sentences")
     report = run_evaluate(splits, workdir, out, title="dimee demo: rt-sentences, all-MiniLM-L6-v2")
     typer.echo(methods_table(report["methods"]))
-    typer.echo(f"α* = {cal.alpha:.4f}; pools {cal.pool_sizes}; "
-               f"wall-clock {time.perf_counter() - started:.0f} s; report: {out / 'report.md'}")
+    typer.echo(f"α* = {cal.alpha:.4f}; pools {cal.pool_sizes}")
+    if stream:
+        from dimee.records import ExitRecords
+        from dimee.runtime import configure_logging
+        from dimee.streaming_report import append_to_report, markdown, stream_and_compare
+
+        configure_logging("WARNING")
+        test_records = ExitRecords.load(records_path(workdir, "test"))
+        result = stream_and_compare(splits.test, test_records, workdir / "model", cal,
+                                    Settings(broker="memory://", state="memory://", topic_prefix="demo"))
+        append_to_report(result, out)
+        typer.echo(markdown(result))
+    typer.echo(f"wall-clock {time.perf_counter() - started:.0f} s; report: {out / 'report.md'}")
 
 
 def main() -> None:

@@ -90,3 +90,38 @@ def sentences(count: int, seed: int = 0) -> list[str]:
         length = int(torch.randint(2, 14, (1,), generator=gen))
         out.append(" ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (length,), generator=gen)))
     return out
+
+
+def tiny_workdir(folder: Path, num_layers: int = 6, calibration_size: int = 200, seed: int = 0) -> Path:
+    """A saved tiny model plus its calibration.json, calibrated on random tiny-vocabulary sentences."""
+    import numpy as np
+
+    from dimee import method
+    from dimee.calibration import calibrate
+    from dimee.data.dataset import TextDataset
+    from dimee.model.artifacts import load_model, load_tokenizer
+    from dimee.offline import calibration_path, default_m_n, model_dir
+    from dimee.training import record_exit_probabilities
+
+    saved_tiny_model(model_dir(folder), num_layers=num_layers, seed=seed)
+    model, tokenizer = load_model(model_dir(folder)), load_tokenizer(model_dir(folder))
+    texts = sentences(calibration_size, seed=seed + 100)
+    labels = [len(t) % 2 for t in texts]
+    data = TextDataset("tiny", texts, labels, ["0", "1"])
+    probs, embeddings = record_exit_probabilities(model, tokenizer, data)
+    m, n = default_m_n(num_layers)
+    cal = calibrate(probs, np.array(labels), embeddings, m, n, model_id="tiny")
+    # Random weights leave the reward's α* with nearly one pool; tests want traffic on every tier, so take the
+    # grid α whose pools are most even, with the centroids of those pools.
+    plan = cal.tier_plan()
+    alpha = min(cal.grid, key=lambda a: np.bincount(method.true_pools(probs, a, plan), minlength=3).max())
+    means, counts = method.centroids(embeddings, method.true_pools(probs, alpha, plan), len(plan))
+    cal = cal.model_copy(update={"alpha": alpha, "pool_sizes": counts,
+                                 "centroids": [None if mu is None else mu.tolist() for mu in means]})
+    cal.save(calibration_path(folder))
+    return folder
+
+
+def stream_records(count: int, seed: int = 7, prefix: str = "s") -> list[dict]:
+    texts = sentences(count, seed=seed)
+    return [{"id": f"{prefix}-{i}", "text": t, "label": len(t) % 2} for i, t in enumerate(texts)]

@@ -1,0 +1,144 @@
+"""The JSON messages on every topic (DESIGN.md section 3), validated by pydantic. Every message has v = 1.
+
+Parsing goes through `parse`, which turns any failure (bad JSON, bad UTF-8, missing field, wrong type,
+empty or oversized text) into a `MessageError` carrying one readable reason for the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from dimee.config import Tier
+
+DEFAULT_MAX_TEXT_CHARS = 10_000
+
+
+def now() -> float:
+    return time.time()
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+    v: Literal[1] = 1
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class Sample(Message):
+    id: str = Field(min_length=1, max_length=128)
+    text: str = Field(min_length=1)
+    text_pair: str | None = None
+    label: int | None = None
+    produced_at: float = Field(default_factory=now)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("text", "text_pair")
+    @classmethod
+    def _within_limit(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if not value.strip():
+            raise ValueError("text is blank")
+        limit = (info.context or {}).get("max_text_chars", DEFAULT_MAX_TEXT_CHARS)
+        if len(value) > limit:
+            raise ValueError(f"text has {len(value)} characters, more than the limit of {limit}")
+        return value
+
+
+class Routed(Sample):
+    tier: Tier
+    pool: int = Field(ge=0)
+    distances: list[float | None]
+    centroid_version: int = Field(ge=0)
+    router: str
+    routed_at: float = Field(default_factory=now)
+
+
+class CostBreakdown(BaseModel):
+    processing: float
+    offload: float
+    cloud: float
+    total: float
+
+
+class Timings(BaseModel):
+    produced_at: float
+    routed_at: float
+    started_at: float
+    finished_at: float
+
+
+class Prediction(Message):
+    id: str = Field(min_length=1, max_length=128)
+    tier: Tier
+    label_pred: int
+    confidence: float
+    exit_layer: int = Field(ge=1)
+    layers_run: int = Field(ge=1)
+    cost: CostBreakdown
+    label: int | None = None
+    correct: bool | None = None
+    model: str
+    timings: Timings
+    worker: str
+    pool: int | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeadLetter(Message):
+    stage: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None = None
+    error: str
+    payload: str
+    payload_base64: bool = False
+    at: float = Field(default_factory=now)
+
+    @classmethod
+    def for_record(cls, stage: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes,
+                   error: str) -> DeadLetter:
+        try:
+            payload, encoded = value.decode("utf-8"), False
+        except UnicodeDecodeError:
+            payload, encoded = base64.b64encode(value).decode("ascii"), True
+        return cls(stage=stage, topic=topic, partition=partition, offset=offset,
+                   key=key.decode("utf-8", "replace") if key is not None else None,
+                   error=error, payload=payload, payload_base64=encoded)
+
+    def original_bytes(self) -> bytes:
+        return base64.b64decode(self.payload) if self.payload_base64 else self.payload.encode("utf-8")
+
+
+class MessageError(ValueError):
+    """A payload that is not a valid message; str() is the reason written to the dead-letter topic."""
+
+
+M = TypeVar("M", bound=Message)
+
+
+def _reason(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "message"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def parse(kind: type[M], value: bytes, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> M:
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MessageError(f"payload is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    try:
+        return kind.model_validate_json(text, context={"max_text_chars": max_text_chars})
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise MessageError(f"invalid JSON: {exc.errors()[0]['msg']}") from exc
+        raise MessageError(_reason(exc)) from exc

@@ -1,0 +1,75 @@
+"""What every long-running role shares: logging, graceful stop on SIGTERM/SIGINT, retry with backoff."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import structlog
+
+from dimee.errors import ServiceUnavailable
+
+T = TypeVar("T")
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Readable lines on a terminal, one JSON object per line elsewhere (files, containers, CI)."""
+    renderer = (structlog.dev.ConsoleRenderer(colors=False) if sys.stderr.isatty()
+                else structlog.processors.JSONRenderer())
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"), renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # its own retries are reported by ours
+
+
+log = structlog.get_logger()
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT (or by code); roles check it between batches, then finish, flush, commit."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        return self._event.wait(seconds)
+
+    def install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handler(signum: int, _frame: object) -> None:
+            log.info("stopping", signal=signal.Signals(signum).name)
+            self.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+def retry(action: Callable[[], T], what: str, stop: StopFlag, first_delay_s: float = 0.2,
+          max_delay_s: float = 5.0) -> T:
+    """Run `action` until it stops raising ServiceUnavailable, backing off exponentially. If a stop is asked
+    for meanwhile, re-raise: the caller then exits without committing past the failure."""
+    delay = first_delay_s
+    while True:
+        try:
+            return action()
+        except ServiceUnavailable as exc:
+            if stop.is_set():
+                raise
+            log.warning("service unavailable, retrying", what=what, error=str(exc), retry_in_s=round(delay, 2))
+            stop.wait(delay)
+            delay = min(delay * 2, max_delay_s)

@@ -1,0 +1,140 @@
+"""The loop every stream stage runs: poll a micro-batch → validate (failures to the dead-letter topic) →
+process → send outputs → flush (broker acknowledges) → commit. Nothing is committed past a failure:
+an unavailable broker or state store is retried with backoff, and on a stop signal the current batch is
+finished, flushed and committed before the stage returns."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from prometheus_client import Counter, Histogram
+
+from dimee.messages import DeadLetter, Message, MessageError, parse
+from dimee.runtime import StopFlag, log, retry
+from dimee.transport.base import Consumer, Producer, Record, Topics, Transport
+
+IN = Counter("dimee_messages_in_total", "Records consumed", ["stage"])
+OUT = Counter("dimee_messages_out_total", "Records produced", ["stage", "topic"])
+DEAD = Counter("dimee_dead_letters_total", "Records sent to the dead-letter topic", ["stage"])
+BATCH = Histogram("dimee_batch_seconds", "Processing time of one micro-batch", ["stage"])
+
+
+@dataclass(frozen=True)
+class Output:
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class BatchLimits:
+    max_batch: int = 32
+    max_wait_s: float = 0.05  # how long a partial batch waits for more records
+    poll_timeout_s: float = 0.5
+    max_poll_interval_s: float = 300.0
+
+
+class Stage(ABC):
+    """Subclasses say what a valid message is and what outputs a batch of them makes."""
+
+    name: str = "stage"
+    message_type: type[Message]
+
+    def __init__(self, transport: Transport, topics: Topics, in_topics: list[str], group_id: str,
+                 stop: StopFlag | None = None, limits: BatchLimits | None = None,
+                 max_text_chars: int = 10_000) -> None:
+        self.transport, self.topics = transport, topics
+        self.stop = stop or StopFlag()
+        self.limits = limits or BatchLimits()
+        self.max_text_chars = max_text_chars
+        self.in_topics, self.group_id = in_topics, group_id
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self.processed = 0
+        self.dead_letters = 0
+        self.dead_keys: set[str] = set()
+
+    @abstractmethod
+    def process(self, batch: list[tuple[Record, Message]]) -> list[Output]:
+        """Outputs for a batch of valid messages; may raise ServiceUnavailable (then retried)."""
+
+    def open(self) -> None:
+        self.transport.ensure_topics(sorted({*self.in_topics, self.topics.dead_letter}))
+        self.producer = retry(self.transport.producer, "broker", self.stop)
+        self.consumer = retry(lambda: self.transport.consumer(self.in_topics, self.group_id,
+                                                              self.limits.max_poll_interval_s), "broker", self.stop)
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()
+        if self.producer is not None:
+            self.producer.close()
+
+    def collect(self) -> list[Record]:
+        """A micro-batch: up to max_batch records, waiting at most max_wait_s after the first arrived."""
+        assert self.consumer is not None
+        records = self.consumer.poll(self.limits.max_batch, self.limits.poll_timeout_s)
+        if not records:
+            return records
+        deadline = time.monotonic() + self.limits.max_wait_s
+        while len(records) < self.limits.max_batch and (remaining := deadline - time.monotonic()) > 0:
+            more = self.consumer.poll(self.limits.max_batch - len(records), remaining)
+            if not more:
+                break
+            records.extend(more)
+        return records
+
+    def dead_letter(self, record: Record, reason: str) -> Output:
+        self.dead_letters += 1
+        if record.key is not None:
+            self.dead_keys.add(record.key.decode("utf-8", "replace"))
+        DEAD.labels(self.name).inc()
+        letter = DeadLetter.for_record(self.name, record.topic, record.partition, record.offset, record.key,
+                                       record.value, reason)
+        log.warning("dead letter", stage=self.name, topic=record.topic, offset=record.offset, error=reason)
+        return Output(self.topics.dead_letter, record.key, letter.to_bytes())
+
+    def handle(self, records: list[Record]) -> None:
+        started = time.perf_counter()
+        IN.labels(self.name).inc(len(records))
+        valid, outputs = [], []
+        for record in records:
+            try:
+                valid.append((record, parse(self.message_type, record.value, self.max_text_chars)))
+            except MessageError as exc:
+                outputs.append(self.dead_letter(record, str(exc)))
+        if valid:
+            outputs.extend(retry(lambda: self.process(valid), "process", self.stop))
+        retry(lambda: self._deliver(outputs), "broker", self.stop)
+        assert self.consumer is not None
+        self.consumer.commit()
+        self.processed += len(valid)
+        BATCH.labels(self.name).observe(time.perf_counter() - started)
+
+    def _deliver(self, outputs: list[Output]) -> None:
+        """Send and wait for acknowledgement; after a failure the whole batch is sent again (at-least-once,
+        downstream deduplicates by id)."""
+        assert self.producer is not None
+        for out in outputs:
+            self.producer.send(out.topic, out.key, out.value)
+            OUT.labels(self.name, out.topic).inc()
+        self.producer.flush()
+
+    def run(self, idle_exit_s: float | None = None) -> None:
+        """Until stopped (or idle for idle_exit_s, used by batch jobs and tests)."""
+        self.open()
+        log.info("stage started", stage=self.name, topics=self.in_topics, group=self.group_id)
+        last_record = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                records = self.collect()
+                if records:
+                    self.handle(records)
+                    last_record = time.monotonic()
+                elif idle_exit_s is not None and time.monotonic() - last_record > idle_exit_s:
+                    break
+        finally:
+            self.close()
+            log.info("stage stopped", stage=self.name, processed=self.processed, dead_letters=self.dead_letters)

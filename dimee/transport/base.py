@@ -1,0 +1,90 @@
+"""What every role needs from a broker: keyed sends with acknowledgement, group consumers with manual commit.
+
+Delivery contract (at-least-once): a role polls a batch, sends its outputs, calls `Producer.flush()` (which
+raises if any send was not acknowledged), and only then `Consumer.commit()`, which commits exactly the
+records it has returned so far. A consumer that dies before committing leaves its records to the next
+member of its group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names under one prefix (DESIGN.md section 3)."""
+
+    prefix: str = "dimee"
+
+    @property
+    def samples(self) -> str:
+        return f"{self.prefix}.samples"
+
+    def tier(self, tier: str) -> str:
+        return f"{self.prefix}.{tier}"
+
+    @property
+    def predictions(self) -> str:
+        return f"{self.prefix}.predictions"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"{self.prefix}.dead-letter"
+
+    def all(self) -> list[str]:
+        return [self.samples, *(self.tier(t) for t in ("mobile", "edge", "cloud")), self.predictions,
+                self.dead_letter]
+
+
+class Producer(Protocol):
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None: ...
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Block until every send so far is acknowledged; raise if one failed."""
+
+    def close(self) -> None: ...
+
+
+class Consumer(Protocol):
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]: ...
+
+    def commit(self) -> None:
+        """Commit everything returned by poll so far."""
+
+    def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    def producer(self) -> Producer: ...
+
+    def consumer(self, topics: list[str], group_id: str, max_poll_interval_s: float = 300.0) -> Consumer: ...
+
+    def ensure_topics(self, topics: list[str], partitions: int = 3) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_transport(url: str, api_version: tuple[int, ...] | None = None, client_id: str = "dimee") -> Transport:
+    """`memory://` (the process-wide embedded broker) or `kafka://HOST:PORT[,HOST:PORT]`."""
+    from dimee.errors import DimeeError
+
+    if url.startswith("memory://"):
+        from dimee.transport.memory import shared_broker
+
+        return shared_broker(url)
+    if url.startswith("kafka://"):
+        from dimee.transport.kafka import KafkaTransport
+
+        return KafkaTransport(url.removeprefix("kafka://"), api_version=api_version, client_id=client_id)
+    raise DimeeError(f"unknown broker {url!r}: use memory:// or kafka://HOST:PORT")

@@ -1,0 +1,144 @@
+"""The embedded broker: topics with partitions, key-hash partitioning, consumer groups whose members share
+partitions, and committed offsets, so the same role code runs here and on Kafka. Thread-safe; one
+process-wide instance per memory:// URL."""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from collections import defaultdict
+
+from dimee.transport.base import Record
+
+_BROKERS: dict[str, InMemoryBroker] = {}
+_BROKERS_LOCK = threading.Lock()
+
+
+def shared_broker(url: str = "memory://") -> InMemoryBroker:
+    with _BROKERS_LOCK:
+        return _BROKERS.setdefault(url, InMemoryBroker())
+
+
+def partition_for(key: bytes | None, partitions: int, counter: int) -> int:
+    return counter % partitions if key is None else zlib.crc32(key) % partitions
+
+
+class InMemoryBroker:
+    def __init__(self, default_partitions: int = 3) -> None:
+        self.default_partitions = default_partitions
+        self._logs: dict[str, list[list[tuple[bytes | None, bytes]]]] = {}
+        self._committed: dict[tuple[str, str, int], int] = {}
+        self._members: dict[str, list[_MemoryConsumer]] = defaultdict(list)
+        self._lock = threading.Condition()
+        self._sent = 0
+
+    # -- Transport ------------------------------------------------------------------------------------
+    def ensure_topics(self, topics: list[str], partitions: int | None = None) -> None:
+        with self._lock:
+            for topic in topics:
+                self._logs.setdefault(topic, [[] for _ in range(partitions or self.default_partitions)])
+
+    def producer(self) -> _MemoryProducer:
+        return _MemoryProducer(self)
+
+    def consumer(self, topics: list[str], group_id: str, max_poll_interval_s: float = 300.0) -> _MemoryConsumer:
+        self.ensure_topics(topics)
+        member = _MemoryConsumer(self, topics, group_id)
+        with self._lock:
+            self._members[group_id].append(member)
+            self._rebalance(group_id)
+        return member
+
+    def close(self) -> None:  # the broker outlives its clients, like a real one
+        pass
+
+    # -- internals ------------------------------------------------------------------------------------
+    def append(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.ensure_topics([topic])
+        with self._lock:
+            log = self._logs[topic]
+            log[partition_for(key, len(log), self._sent)].append((key, value))
+            self._sent += 1
+            self._lock.notify_all()
+
+    def _rebalance(self, group_id: str) -> None:
+        """Round-robin every partition of the group's topics over its live members (like Kafka's)."""
+        members = self._members[group_id]
+        for member in members:
+            member.assigned = {}
+        if not members:
+            return
+        pairs = [(t, p) for t in sorted({t for m in members for t in m.topics}) for p in range(len(self._logs[t]))]
+        for i, (topic, partition) in enumerate(pairs):
+            member = members[i % len(members)]
+            member.assigned[(topic, partition)] = self._committed.get((group_id, topic, partition), 0)
+
+    def leave(self, member: _MemoryConsumer) -> None:
+        with self._lock:
+            if member in self._members[member.group_id]:
+                self._members[member.group_id].remove(member)
+                self._rebalance(member.group_id)
+
+    def end_offsets(self, topic: str) -> list[int]:
+        with self._lock:
+            return [len(part) for part in self._logs.get(topic, [])]
+
+    def read_all(self, topic: str) -> list[Record]:
+        with self._lock:
+            return [Record(topic, p, o, k, v) for p, part in enumerate(self._logs.get(topic, []))
+                    for o, (k, v) in enumerate(part)]
+
+
+class _MemoryProducer:
+    def __init__(self, broker: InMemoryBroker) -> None:
+        self.broker = broker
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.broker.append(topic, key, value)
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        pass  # appends are acknowledged synchronously
+
+    def close(self) -> None:
+        pass
+
+
+class _MemoryConsumer:
+    def __init__(self, broker: InMemoryBroker, topics: list[str], group_id: str) -> None:
+        self.broker, self.topics, self.group_id = broker, list(topics), group_id
+        self.assigned: dict[tuple[str, int], int] = {}  # (topic, partition) → next offset to return
+        self.closed = False
+
+    def _take(self, max_records: int) -> list[Record]:
+        out: list[Record] = []
+        for (topic, partition), position in sorted(self.assigned.items()):
+            log = self.broker._logs[topic][partition]
+            while position < len(log) and len(out) < max_records:
+                key, value = log[position]
+                out.append(Record(topic, partition, position, key, value))
+                position += 1
+            self.assigned[(topic, partition)] = position
+        return out
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        deadline = time.monotonic() + timeout_s
+        with self.broker._lock:
+            while True:
+                records = self._take(max_records)
+                remaining = deadline - time.monotonic()
+                if records or remaining <= 0 or self.closed:
+                    return records
+                self.broker._lock.wait(remaining)
+
+    def commit(self) -> None:
+        with self.broker._lock:
+            for (topic, partition), position in self.assigned.items():
+                self.broker._committed[(self.group_id, topic, partition)] = position
+
+    def committed(self, topic: str, partition: int) -> int:
+        return self.broker._committed.get((self.group_id, topic, partition), 0)
+
+    def close(self) -> None:
+        self.closed = True
+        self.broker.leave(self)

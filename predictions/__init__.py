@@ -1,0 +1,1 @@
+"""Consumers of the predictions topic: the deduplicating sink and the live tail."""

@@ -1,0 +1,60 @@
+"""Running statistics over predictions: what the tail shows and the demo reports."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dimee.messages import Prediction
+
+
+@dataclass
+class PredictionStats:
+    cloud_only_cost: float = 1.0
+    count: int = 0
+    labelled: int = 0
+    correct: int = 0
+    total_cost: float = 0.0
+    tiers: Counter = field(default_factory=Counter)
+    latencies_s: list[float] = field(default_factory=list)
+    first_seen: float | None = None
+    last_seen: float | None = None
+
+    def add(self, prediction: Prediction) -> None:
+        now = time.monotonic()
+        self.first_seen = self.first_seen or now
+        self.last_seen = now
+        self.count += 1
+        self.total_cost += prediction.cost.total
+        self.tiers[prediction.tier.value] += 1
+        if prediction.correct is not None:
+            self.labelled += 1
+            self.correct += int(prediction.correct)
+        self.latencies_s.append(prediction.timings.finished_at - prediction.timings.produced_at)
+
+    def summary(self) -> dict:
+        elapsed = (self.last_seen - self.first_seen) if self.first_seen and self.last_seen else 0.0
+        mean_cost = self.total_cost / self.count if self.count else float("nan")
+        latencies = np.asarray(self.latencies_s) if self.latencies_s else np.array([np.nan])
+        return {
+            "count": self.count,
+            "accuracy": self.correct / self.labelled if self.labelled else None,
+            "mean_cost": mean_cost,
+            "delta_cost": (mean_cost - self.cloud_only_cost) / self.cloud_only_cost,
+            "tier_shares": {t: self.tiers[t] / self.count if self.count else 0.0 for t in ("mobile", "edge", "cloud")},
+            "throughput_per_s": self.count / elapsed if elapsed > 0 else None,
+            "latency_p50_ms": float(np.nanpercentile(latencies, 50) * 1000),
+            "latency_p99_ms": float(np.nanpercentile(latencies, 99) * 1000),
+        }
+
+    def line(self) -> str:
+        s = self.summary()
+        accuracy = f"{100 * s['accuracy']:.2f}%" if s["accuracy"] is not None else "n/a"
+        rate = f"{s['throughput_per_s']:.1f}/s" if s["throughput_per_s"] else "-"
+        shares = " ".join(f"{t} {100 * v:.0f}%" for t, v in s["tier_shares"].items())
+        return (f"{s['count']} predictions | {rate} | accuracy {accuracy} | cost {s['mean_cost']:.3f} "
+                f"({100 * s['delta_cost']:+.1f}% vs cloud-only) | {shares} | "
+                f"latency p50 {s['latency_p50_ms']:.0f} ms p99 {s['latency_p99_ms']:.0f} ms")

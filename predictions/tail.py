@@ -1,0 +1,35 @@
+"""`dimee tail`: a live view of the predictions stream (throughput, accuracy so far, cost against
+cloud-only, tier shares, latency percentiles), refreshed every second."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from dimee.messages import Prediction
+from dimee.stage import Output, Stage
+from dimee.transport.base import Record
+from predictions.stats import PredictionStats
+
+
+class Tail(Stage):
+    message_type = Prediction
+
+    def __init__(self, *args, cloud_only_cost: float = 1.0, every_s: float = 1.0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.name = "tail"
+        self.stats = PredictionStats(cloud_only_cost=cloud_only_cost)
+        self.seen: set[str] = set()
+        self.every_s = every_s
+        self._last_print = 0.0
+
+    def process(self, batch: list[tuple[Record, Prediction]]) -> list[Output]:
+        for _, prediction in batch:
+            if prediction.id not in self.seen:
+                self.seen.add(prediction.id)
+                self.stats.add(prediction)
+        if time.monotonic() - self._last_print >= self.every_s:
+            self._last_print = time.monotonic()
+            end = "\r" if sys.stdout.isatty() else "\n"
+            print(self.stats.line(), end=end, flush=True)
+        return []

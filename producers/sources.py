@@ -1,0 +1,61 @@
+"""Where samples come from: a dataset split, a CSV/TSV/JSONL file, or stdin; optionally reordered into a
+drift scenario (one domain after another)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+from dimee.data import DatasetSpec, load_splits
+from dimee.data.loaders import read_table
+from dimee.errors import DataError
+
+
+def from_split(spec: DatasetSpec, split: str, data_dir: Path) -> list[dict]:
+    return load_splits(spec, data_dir).get(split).records()
+
+
+def from_file(path: Path, text_col: str = "text", label_col: str | None = "label", pair_col: str | None = None,
+              id_col: str | None = None) -> Iterator[dict]:
+    for i, row in enumerate(read_table(path)):
+        if text_col not in row:
+            raise DataError(f"{path}: no column {text_col!r} (columns: {', '.join(row)})")
+        record: dict = {"id": row[id_col] if id_col else f"{path.stem}-{i}", "text": row[text_col]}
+        if label_col and row.get(label_col, "").strip():
+            record["label"] = int(row[label_col])
+        if pair_col:
+            record["text_pair"] = row[pair_col]
+        yield record
+
+
+def from_lines(stream: IO[str], prefix: str = "stdin") -> Iterator[dict]:
+    """One sample per line: a JSON object with at least `text`, or plain text."""
+    for i, line in enumerate(stream):
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = {"text": line}
+        else:
+            record = {"text": line}
+        record.setdefault("id", f"{prefix}-{i}")
+        yield record
+
+
+def drift_order(records: Iterable[dict], domains: list[str]) -> list[dict]:
+    """All samples of the first domain, then the second, ...: a stream whose distribution shifts."""
+    records = list(records)
+    by_domain: dict[str, list[dict]] = {d: [] for d in domains}
+    for record in records:
+        domain = record.get("meta", {}).get("domain")
+        if domain in by_domain:
+            by_domain[domain].append(record)
+    missing = [d for d, rows in by_domain.items() if not rows]
+    if missing:
+        raise DataError(f"drift scenario: no samples of domain(s) {missing} in this source")
+    return [record for d in domains for record in by_domain[d]]

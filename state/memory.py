@@ -1,0 +1,65 @@
+"""In-memory centroid store with the same update and idempotency rules as the Redis one."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from dimee.calibration import Calibration
+from state.base import CentroidSnapshot, NotSeeded, Update, seed_arrays
+
+_STORES: dict[tuple[str, str], InMemoryCentroidStore] = {}
+_LOCK = threading.Lock()
+
+
+def shared_store(url: str, model_id: str) -> InMemoryCentroidStore:
+    with _LOCK:
+        return _STORES.setdefault((url, model_id), InMemoryCentroidStore())
+
+
+class InMemoryCentroidStore:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._means: list[np.ndarray | None] | None = None
+        self._counts: list[int] = []
+        self._versions: list[int] = []
+        self._seen: set[str] = set()
+
+    def seed(self, calibration: Calibration) -> None:
+        means, counts = seed_arrays(calibration)
+        with self._lock:
+            self._means, self._counts = means, counts
+            self._versions = [0] * len(means)
+            self._seen = set()
+
+    def is_seeded(self) -> bool:
+        return self._means is not None
+
+    def snapshot(self) -> CentroidSnapshot:
+        with self._lock:
+            if self._means is None:
+                raise NotSeeded("the in-memory centroid store is empty: seed it from calibration.json (--reseed)")
+            return CentroidSnapshot([None if m is None else m.copy() for m in self._means], list(self._counts),
+                                    list(self._versions))
+
+    def apply(self, updates: list[Update]) -> list[bool]:
+        applied = []
+        with self._lock:
+            if self._means is None:
+                raise NotSeeded("the in-memory centroid store is empty")
+            for update in updates:
+                mean = self._means[update.pool]
+                if update.sample_id in self._seen or mean is None:
+                    applied.append(False)
+                    continue
+                self._seen.add(update.sample_id)
+                count = self._counts[update.pool]
+                self._means[update.pool] = mean + (update.embedding.astype(np.float64) - mean) / (count + 1)
+                self._counts[update.pool] = count + 1
+                self._versions[update.pool] += 1
+                applied.append(True)
+        return applied
+
+    def close(self) -> None:
+        pass

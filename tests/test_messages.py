@@ -1,0 +1,50 @@
+"""Message validation: every malformed payload becomes one readable reason."""
+
+import pytest
+
+from dimee.messages import DeadLetter, MessageError, Prediction, Routed, Sample, parse
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (b"{not json", "invalid JSON"),
+    (b"\xff\xfeabc", "not UTF-8"),
+    (b'{"id": "a"}', "text: Field required"),
+    (b'{"id": "a", "text": ""}', "text: String should have at least 1 character"),
+    (b'{"id": "a", "text": "   "}', "text is blank"),
+    (b'{"id": "a", "text": "' + b"x" * 101 + b'"}', "more than the limit of 100"),
+    (b'{"id": 7, "text": "hi"}', "id: Input should be a valid string"),
+    (b'{"id": "a", "text": "hi", "label": "pos"}', "label: Input should be a valid integer"),
+    (b'{"id": "", "text": "hi"}', "id: String should have at least 1 character"),
+    (b'{"id": "' + b"i" * 129 + b'", "text": "hi"}', "id: String should have at most 128 characters"),
+    (b'{"v": 2, "id": "a", "text": "hi"}', "v: Input should be 1"),
+    (b'{"id": "a", "text": "hi", "surprise": 1}', "surprise: Extra inputs are not permitted"),
+    (b"[1, 2]", "Input should be an object"),
+])
+def test_malformed_samples_give_a_reason(payload, reason):
+    with pytest.raises(MessageError, match=reason):
+        parse(Sample, payload, max_text_chars=100)
+
+
+def test_valid_sample_round_trip():
+    sample = parse(Sample, b'{"id": "a", "text": "fine", "text_pair": "ok", "label": 1, "meta": {"d": "x"}}')
+    assert sample.v == 1 and sample.label == 1 and sample.produced_at > 0
+    assert parse(Sample, sample.to_bytes()) == sample
+
+
+def test_routed_carries_the_sample():
+    routed = Routed(id="a", text="t", label=0, tier="edge", pool=1, distances=[1.0, 0.5, None],
+                    centroid_version=3, router="r1")
+    back = parse(Routed, routed.to_bytes())
+    assert back.tier.value == "edge" and back.distances == [1.0, 0.5, None]
+    with pytest.raises(MessageError, match="tier"):
+        parse(Routed, routed.to_bytes().replace(b'"edge"', b'"moon"'))
+    with pytest.raises(MessageError):
+        parse(Prediction, routed.to_bytes())
+
+
+def test_dead_letter_keeps_the_original_payload():
+    text = DeadLetter.for_record("router", "t", 1, 5, b"k", b'{"id": 1}', "id: bad")
+    assert not text.payload_base64 and text.original_bytes() == b'{"id": 1}'
+    binary = DeadLetter.for_record("router", "t", 1, 6, None, b"\xff\x00", "not UTF-8")
+    assert binary.payload_base64 and binary.original_bytes() == b"\xff\x00" and binary.key is None
+    assert parse(DeadLetter, binary.to_bytes()).original_bytes() == b"\xff\x00"

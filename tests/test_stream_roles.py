@@ -1,0 +1,234 @@
+"""The stream roles on the embedded broker and state store (the same code runs on Kafka + Redis)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from dimee.calibration import Calibration
+from dimee.config import Settings, Tier
+from dimee.errors import ServiceUnavailable
+from dimee.messages import DeadLetter, Prediction, Routed, Sample, parse
+from dimee.pipeline import run_pipeline
+from dimee.runtime import StopFlag
+from dimee.stage import BatchLimits
+from dimee.transport.base import Topics
+from dimee.transport.memory import InMemoryBroker
+from predictions.sink import Sink
+from producers.producer import produce
+from routers.router import Router
+from state.memory import InMemoryCentroidStore
+from tests.helpers import stream_records, tiny_workdir
+from tests.stream_checks import assert_matches_offline
+from workers.tier_worker import TierWorker
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tiny_workdir(tmp_path_factory.mktemp("workdir"))
+
+
+@pytest.fixture(scope="module")
+def cal(workdir):
+    return Calibration.load(workdir / "calibration.json")
+
+
+def _settings(prefix: str) -> Settings:
+    return Settings(broker=f"memory://{prefix}", state=f"memory://{prefix}", topic_prefix=prefix)
+
+
+def test_every_id_once_and_fixed_mode_equals_the_offline_evaluator(workdir, cal):
+    records = stream_records(240)
+    run = run_pipeline(records, workdir / "model", cal, _settings("once"), adaptive=False, progress=False,
+                       limits=BatchLimits(max_batch=16, max_wait_s=0.01))
+    assert sorted(run.predictions) == sorted(r["id"] for r in records)
+    assert run.dead_letters == 0
+    assert {p.tier for p in run.predictions.values()} == {Tier.MOBILE, Tier.EDGE, Tier.CLOUD}
+    assert_matches_offline(run.predictions, records, workdir, cal)
+    sample = next(iter(run.predictions.values()))
+    caps = dict(cal.tier_plan())
+    assert sample.exit_layer <= caps[sample.tier]
+    assert sample.cost.total == pytest.approx(cal.cost_model.cost(sample.tier, sample.layers_run))
+    assert sample.timings.produced_at <= sample.timings.routed_at <= sample.timings.finished_at
+
+
+def test_malformed_messages_go_to_the_dead_letter_topic_and_the_stream_goes_on(workdir, cal):
+    good = stream_records(40, prefix="ok")
+    bad = [b"{not json", b"\xff\xfe", {"id": "no-text"}, {"id": "empty", "text": ""},
+           {"id": "huge", "text": "x" * 301}, {"id": "typed", "text": "fine", "label": "pos"}]
+    settings = _settings("dlq").model_copy(update={"max_text_chars": 300})
+    run = run_pipeline(good[:20] + bad + good[20:], workdir / "model", cal, settings, adaptive=False,
+                       progress=False)
+    assert sorted(run.predictions) == sorted(r["id"] for r in good)
+    from dimee.transport.memory import shared_broker
+
+    letters = [parse(DeadLetter, r.value) for r in shared_broker("memory://dlq").read_all(Topics("dlq").dead_letter)]
+    reasons = {letter.key: letter.error for letter in letters}
+    assert len(letters) == len(bad)
+    assert "Field required" in reasons["no-text"] and "at least 1 character" in reasons["empty"]
+    assert "more than the limit of 300" in reasons["huge"] and "valid integer" in reasons["typed"]
+    assert {letter.stage for letter in letters} == {"router"}
+    binary = next(letter for letter in letters if letter.payload_base64)
+    assert binary.original_bytes() == b"\xff\xfe"
+
+
+def _start(stage, **kwargs) -> threading.Thread:
+    thread = threading.Thread(target=stage.run, kwargs=kwargs, daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait(predicate, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+class CrashingWorker(TierWorker):
+    """Dies (an unexpected error, no commit) on its second batch, as a killed process would."""
+
+    def process(self, batch):
+        self.batches = getattr(self, "batches", 0) + 1
+        if self.batches == 2:
+            raise RuntimeError("simulated crash")
+        return super().process(batch)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_crashed_worker_loses_nothing(workdir, cal):
+    broker, topics = InMemoryBroker(), Topics("crash")
+    store = InMemoryCentroidStore()
+    store.seed(cal)
+    limits = BatchLimits(max_batch=8, max_wait_s=0.0)
+    records = stream_records(120)
+    stop = StopFlag()
+    common = {"stop": stop, "limits": limits}
+    router = Router(broker, topics, [topics.samples], "r", model_dir=workdir / "model", calibration=cal,
+                    store=store, **common)
+    sink = Sink(broker, topics, [topics.predictions], "s", path=None, **common)
+    workers = {t: TierWorker(broker, topics, [topics.tier(t.value)], f"w-{t.value}", tier=t,
+                             model_dir=workdir / "model", calibration=cal, **common) for t in (Tier.EDGE, Tier.CLOUD)}
+    crashing = CrashingWorker(broker, topics, [topics.tier("mobile")], "w-mobile", tier=Tier.MOBILE,
+                              model_dir=workdir / "model", calibration=cal, **common)
+    threads = [_start(s) for s in (router, sink, *workers.values())]
+    produce(broker, topics, records, progress=False)
+    crashed = _start(crashing)
+    crashed.join(timeout=60)
+    assert not crashed.is_alive() and crashing.processed > 0  # it died after committing its first batch
+    restarted = TierWorker(broker, topics, [topics.tier("mobile")], "w-mobile", tier=Tier.MOBILE,
+                           model_dir=workdir / "model", calibration=cal, **common)
+    threads.append(_start(restarted))
+    _wait(lambda: len(sink.kept) == len(records))
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(sink.kept) == sorted(r["id"] for r in records)
+
+
+class FlakyStore(InMemoryCentroidStore):
+    """Unavailable for its first few calls, like a Redis that is restarting."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def snapshot(self):
+        if self.failures > 0:
+            self.failures -= 1
+            raise ServiceUnavailable("cannot reach Redis (simulated)")
+        return super().snapshot()
+
+
+def test_an_unavailable_state_store_is_retried_and_nothing_is_lost(workdir, cal):
+    store = FlakyStore(failures=4)
+    store.seed(cal)
+    broker, topics, stop = InMemoryBroker(), Topics("flaky"), StopFlag()
+    limits = BatchLimits(max_batch=16, max_wait_s=0.0)
+    router = Router(broker, topics, [topics.samples], "r", model_dir=workdir / "model", calibration=cal,
+                    store=store, adaptive=True, stop=stop, limits=limits)
+    records = stream_records(50)
+    produce(broker, topics, records, progress=False)
+    thread = _start(router)
+    _wait(lambda: sum(len(broker.read_all(topics.tier(t))) for t in ("mobile", "edge", "cloud")) >= 50)
+    stop.set()
+    thread.join(timeout=30)
+    assert store.failures == 0
+    routed = [r.key for t in ("mobile", "edge", "cloud") for r in broker.read_all(topics.tier(t))]
+    assert sorted(k.decode() for k in routed) == sorted(r["id"] for r in records)
+    assert sum(store.snapshot().counts) == sum(cal.pool_sizes) + 50
+
+
+def test_stop_finishes_the_batch_and_commits(workdir, cal):
+    broker, topics, stop = InMemoryBroker(default_partitions=1), Topics("stop"), StopFlag()
+    store = InMemoryCentroidStore()
+    store.seed(cal)
+    router = Router(broker, topics, [topics.samples], "r", model_dir=workdir / "model", calibration=cal,
+                    store=store, stop=stop, limits=BatchLimits(max_batch=10, max_wait_s=0.0))
+    produce(broker, topics, stream_records(200), progress=False)
+    thread = _start(router)
+    _wait(lambda: router.processed >= 10)
+    stop.set()
+    thread.join(timeout=30)
+    routed = sum(len(broker.read_all(topics.tier(t))) for t in ("mobile", "edge", "cloud"))
+    assert routed == router.processed and routed % 10 == 0  # whole batches only
+    follower = broker.consumer([topics.samples], "r")
+    assert len(follower.poll(1000, 0.1)) == 200 - routed  # committed exactly what was routed
+
+
+def test_two_adaptive_routers_share_one_store(workdir, cal):
+    store = InMemoryCentroidStore()
+    store.seed(cal)
+    broker, topics, stop = InMemoryBroker(default_partitions=4), Topics("two"), StopFlag()
+    limits = BatchLimits(max_batch=8, max_wait_s=0.0)
+    routers = [Router(broker, topics, [topics.samples], "routers", model_dir=workdir / "model", calibration=cal,
+                      store=store, adaptive=True, stop=stop, limits=limits, router_id=f"r{i}") for i in range(2)]
+    records = stream_records(150)
+    threads = [_start(r) for r in routers]
+    produce(broker, topics, records + records[:30], progress=False)  # 30 replays of ids already sent
+    _wait(lambda: sum(r.processed for r in routers) >= 180)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    routed = {}
+    for tier in ("mobile", "edge", "cloud"):
+        for record in broker.read_all(topics.tier(tier)):
+            message = parse(Routed, record.value)
+            routed.setdefault(message.id, message.pool)  # the first routing of an id moved its centroid
+    routers_seen = {parse(Routed, r.value).router for t in ("mobile", "edge", "cloud")
+                    for r in broker.read_all(topics.tier(t))}
+    assert routers_seen == {"r0", "r1"}
+    snap = store.snapshot()
+    assert sum(snap.counts) - sum(cal.pool_sizes) == len({r["id"] for r in records})
+    embeddings = routers[0].embed([Sample(**r) for r in records])
+    by_id = {r["id"]: e for r, e in zip(records, embeddings, strict=True)}
+    centroids = cal.centroid_arrays()
+    for pool, mean in enumerate(snap.means):
+        if mean is None:
+            continue
+        members = [by_id[i] for i, p in routed.items() if p == pool]
+        total = centroids[pool] * cal.pool_sizes[pool] + np.sum(members, axis=0) if members else \
+            centroids[pool] * cal.pool_sizes[pool]
+        assert snap.counts[pool] == cal.pool_sizes[pool] + len(members)
+        # float32 embeddings computed in other batch compositions differ by ~1e-7
+        assert mean == pytest.approx(total / snap.counts[pool], rel=1e-5, abs=1e-6)
+
+
+def test_sink_deduplicates_and_survives_restart(tmp_path):
+    broker, topics = InMemoryBroker(), Topics("sink")
+    prediction = Prediction.model_validate({
+        "id": "a", "tier": "edge", "label_pred": 1, "confidence": 0.9, "exit_layer": 2, "layers_run": 2,
+        "cost": {"processing": 0.1, "offload": 0.2, "cloud": 0.0, "total": 0.3}, "label": 1, "correct": True,
+        "model": "m", "worker": "w", "timings": {"produced_at": 1, "routed_at": 2, "started_at": 3, "finished_at": 4}})
+    producer = broker.producer()
+    for _ in range(3):
+        producer.send(topics.predictions, b"a", prediction.to_bytes())
+    out = tmp_path / "p.jsonl"
+    Sink(broker, topics, [topics.predictions], "s", path=out).run(idle_exit_s=0.3)
+    producer.send(topics.predictions, b"a", prediction.to_bytes())  # redelivered after a restart
+    second = Sink(broker, topics, [topics.predictions], "s", path=out)
+    second.run(idle_exit_s=0.3)
+    assert out.read_text().count('"id":"a"') == 1 and second.duplicates == 1

@@ -70,6 +70,7 @@ def register(app: typer.Typer) -> None:
         dataset: Annotated[str, typer.Option(help="Dataset for split: sources.")] = "rt-sentences",
         text_col: Annotated[str, typer.Option(help="Text column of a file source.")] = "text",
         label_col: Annotated[str, typer.Option(help="Label column of a file source (optional).")] = "label",
+        id_col: Annotated[str | None, typer.Option(help="Id column of a file source (default FILE-ROW).")] = None,
         count: Annotated[int | None, typer.Option(min=1, help="Send at most this many.")] = None,
         rate: Annotated[float | None, typer.Option(min=0.001, help="Messages per second (default: as fast "
                                                                    "as possible).")] = None,
@@ -95,7 +96,7 @@ def register(app: typer.Typer) -> None:
         elif source == "-":
             records = sources.from_lines(sys.stdin)
         else:
-            records = sources.from_file(Path(source), text_col, label_col or None)
+            records = sources.from_file(Path(source), text_col, label_col or None, id_col=id_col)
         if drift:
             records = sources.drift_order(records, [d for d in drift.split(",") if d])  # type: ignore[arg-type]
             total = len(records)

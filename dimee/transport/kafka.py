@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExistsError
 
-from dimee.errors import ServiceUnavailable
+from dimee.errors import DimeeError, ServiceUnavailable
 from dimee.transport.base import Record
 
 
@@ -17,7 +17,7 @@ class DeliveryError(ServiceUnavailable):
 
 
 def _unreachable(servers: str, exc: Exception) -> ServiceUnavailable:
-    return ServiceUnavailable(f"cannot reach Kafka at {servers} ({type(exc).__name__}); is the broker running?")
+    return ServiceUnavailable(f"cannot reach Kafka at {servers} ({type(exc).__name__}: {exc}); is the broker running?")
 
 
 class KafkaTransport:
@@ -38,16 +38,25 @@ class KafkaTransport:
                 acks="all", retries=10, linger_ms=5, retry_backoff_ms=200, request_timeout_ms=15000,
                 max_in_flight_requests_per_connection=1, **self._common(),
             ))
+        except KafkaConfigurationError as exc:
+            raise DimeeError(f"Kafka producer configuration rejected: {exc}") from exc
         except KafkaError as exc:
             raise _unreachable(self.servers, exc) from exc
 
     def consumer(self, topics: list[str], group_id: str, max_poll_interval_s: float = 300.0) -> KafkaConsumerAdapter:
+        session_ms, poll_interval_ms = 10000, int(max_poll_interval_s * 1000)
+        if self.api_version is not None and self.api_version < (0, 10, 1):
+            # Before 0.10.1 the session timeout also bounds the time between polls; the two must be equal.
+            # Stages poll every batch (well under 10 s), and a killed member is noticed within 10 s.
+            poll_interval_ms = session_ms
         try:
             consumer = KafkaConsumer(
                 *topics, group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
-                session_timeout_ms=10000, heartbeat_interval_ms=2000,
-                max_poll_interval_ms=int(max_poll_interval_s * 1000), **self._common(),
+                session_timeout_ms=session_ms, heartbeat_interval_ms=2000, max_poll_interval_ms=poll_interval_ms,
+                **self._common(),
             )
+        except KafkaConfigurationError as exc:  # not transient: retrying cannot help
+            raise DimeeError(f"Kafka consumer configuration rejected: {exc}") from exc
         except KafkaError as exc:
             raise _unreachable(self.servers, exc) from exc
         return KafkaConsumerAdapter(consumer)

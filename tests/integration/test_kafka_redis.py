@@ -1,0 +1,194 @@
+"""The pipeline on the real Kafka broker and Redis server that deploy/local-services.sh starts: roles as
+separate processes, crashes, restarts, replays and malformed input."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+
+from dimee.config import Settings
+from dimee.messages import DeadLetter, Prediction, Routed, parse
+from dimee.model.artifacts import load_model, load_tokenizer
+from dimee.model.tokenize import encode
+from dimee.pipeline import run_pipeline
+from dimee.transport.base import Topics
+from state.redis_store import RedisCentroidStore
+from tests.helpers import stream_records
+from tests.integration.conftest import API_VERSION, KAFKA, REDIS, read_sink, services, wait_for, write_jsonl
+from tests.stream_checks import assert_matches_offline
+from tests.test_state import check_store_semantics
+
+TIERS = ("mobile", "edge", "cloud")
+
+
+def api_version() -> tuple[int, ...] | None:
+    return tuple(int(p) for p in API_VERSION.split(".")) if API_VERSION else None
+
+
+def read_topic(topic: str, at_least: int, timeout_s: float = 60.0) -> list:
+    options = {"api_version": api_version()} if api_version() else {}
+    consumer = KafkaConsumer(bootstrap_servers=[KAFKA], group_id=None, enable_auto_commit=False, **options)
+    try:
+        wait_for(lambda: consumer.partitions_for_topic(topic), 30, f"metadata of {topic}")
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        records, deadline = [], time.monotonic() + timeout_s
+        while len(records) < at_least and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        # a short grace poll catches duplicates that at-least-once delivery may add
+        for batch in consumer.poll(timeout_ms=500).values():
+            records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def settings(prefix: str) -> Settings:
+    return Settings(broker=f"kafka://{KAFKA}", state=REDIS, topic_prefix=prefix, kafka_api_version=API_VERSION or None)
+
+
+def start_roles(procs, workdir, adaptive: bool = False, sink_out=None) -> None:
+    procs.start("router", "route", "--workdir", str(workdir), "--reseed", *(["--adaptive"] if adaptive else []),
+                "--max-batch", "16")
+    for tier in TIERS:
+        procs.start(f"worker-{tier}", "work", "--tier", tier, "--workdir", str(workdir), "--max-batch", "16")
+    procs.start("sink", "sink", "--out", str(sink_out))
+    procs.wait_started("router", *(f"worker-{t}" for t in TIERS), "sink")
+
+
+def _logs(procs):
+    return lambda: "\n".join(f"--- {n}\n{procs.log(n)[-2000:]}" for n in procs.running)
+
+
+def test_separate_processes_deliver_every_id_once_and_match_the_offline_evaluator(workdir, cal, procs, tmp_path):
+    records = stream_records(150, seed=11)
+    out = tmp_path / "predictions.jsonl"
+    start_roles(procs, workdir, sink_out=out)
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    producer = procs.start("producer", "produce", "--source", str(source), "--id-col", "id")
+    assert producer.wait(timeout=120) == 0, procs.log("producer")
+    wait_for(lambda: len(read_sink(out)) >= len(records), 240, "all predictions", _logs(procs))
+    codes = procs.stop_all()
+    assert set(codes.values()) == {0}, codes  # SIGTERM: finish the batch, flush, commit, exit 0
+    rows = read_sink(out)
+    assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in records)  # every id exactly once
+    predictions = {r["id"]: Prediction.model_validate(r) for r in rows}
+    assert {p.tier.value for p in predictions.values()} == set(TIERS)
+    assert_matches_offline(predictions, records, workdir, cal)
+
+
+def test_a_worker_killed_mid_stream_loses_nothing(workdir, procs, tmp_path):
+    records = stream_records(300, seed=12)
+    out = tmp_path / "predictions.jsonl"
+    start_roles(procs, workdir, sink_out=out)
+    source = write_jsonl(tmp_path / "in.jsonl", records)
+    procs.start("producer", "produce", "--source", str(source), "--id-col", "id", "--rate", "60")
+    wait_for(lambda: sum(r["tier"] == "mobile" for r in read_sink(out)) >= 10, 180, "mobile predictions",
+             _logs(procs))
+    procs.kill("worker-mobile")  # SIGKILL: no flush, no commit
+    killed_at = len(read_sink(out))
+    procs.start("worker-mobile", "work", "--tier", "mobile", "--workdir", str(workdir), "--max-batch", "16")
+    wait_for(lambda: len(read_sink(out)) >= len(records), 300, "all predictions after the restart", _logs(procs))
+    procs.stop_all()
+    ids = [r["id"] for r in read_sink(out)]
+    assert killed_at < len(records)
+    assert sorted(ids) == sorted(r["id"] for r in records)
+
+
+def test_two_adaptive_routers_over_one_redis(workdir, cal, procs, prefix, tmp_path):
+    procs.start("router-a", "route", "--workdir", str(workdir), "--reseed", "--adaptive", "--max-batch", "8")
+    procs.wait_started("router-a")
+    procs.start("router-b", "route", "--workdir", str(workdir), "--adaptive", "--max-batch", "8")
+    procs.wait_started("router-b")
+    time.sleep(8)  # let both join the group before the stream starts
+    records = stream_records(200, seed=13)
+    replays = records[:30]  # the same ids again: must route, must not move a centroid twice
+    source = write_jsonl(tmp_path / "in.jsonl", records + replays)
+    assert procs.start("producer", "produce", "--source", str(source), "--id-col", "id",
+                       "--rate", "60").wait(timeout=120) == 0
+    topics = Topics(prefix)
+    routed: list[Routed] = []
+    deadline = time.monotonic() + 180
+    while len({m.id for m in routed}) < len(records) or len(routed) < len(records) + len(replays):
+        assert time.monotonic() < deadline, _logs(procs)()
+        routed = [parse(Routed, r.value) for t in TIERS for r in read_topic(topics.tier(t), 1, timeout_s=2)]
+    procs.stop_all()
+    assert {m.router for m in routed} and len({m.router for m in routed}) == 2, "both routers took part"
+    first = {}
+    for message in sorted(routed, key=lambda m: m.routed_at):
+        first.setdefault(message.id, message.pool)  # the first routing of an id is the one that moved a centroid
+    store = RedisCentroidStore(REDIS, cal.model_id)
+    snap = store.snapshot()
+    store.close()
+    assert sum(snap.counts) - sum(cal.pool_sizes) == len(records)  # distinct ids, replays not counted
+    model, tokenizer = load_model(workdir / "model", num_layers=0), load_tokenizer(workdir / "model")
+    embeddings = model.routing_embedding(**encode(tokenizer, [r["text"] for r in records])).double().numpy()
+    by_id = {r["id"]: e for r, e in zip(records, embeddings, strict=True)}
+    for pool, mean in enumerate(snap.means):
+        members = [by_id[i] for i, p in first.items() if p == pool]
+        assert snap.counts[pool] == cal.pool_sizes[pool] + len(members)
+        if mean is None:
+            assert not members
+            continue
+        expected = (cal.centroid_arrays()[pool] * cal.pool_sizes[pool] + np.sum(members or [0], axis=0)) \
+            / snap.counts[pool]
+        assert mean == pytest.approx(expected, rel=1e-5, abs=1e-6)  # the arithmetic mean
+
+
+def test_redis_store_is_atomic_and_idempotent():
+    store = RedisCentroidStore(REDIS, "it-store-semantics")
+    try:
+        check_store_semantics(store)
+    finally:
+        store.close()
+
+
+def test_malformed_messages_reach_the_dead_letter_topic_on_kafka(workdir, cal, prefix):
+    good = stream_records(60, seed=14)
+    bad = [b"{not json", b"\xff\xfe", {"id": "no-text"}, {"id": "empty", "text": ""},
+           {"id": "huge", "text": "x" * 301}, {"id": "typed", "text": "fine", "label": "pos"},
+           {"id": "extra", "text": "ok", "surprise": True}]
+    run_settings = settings(prefix).model_copy(update={"max_text_chars": 300})
+    run = run_pipeline(good[:30] + bad + good[30:], workdir / "model", cal, run_settings, adaptive=False,
+                       progress=False, timeout_s=240)
+    assert sorted(run.predictions) == sorted(r["id"] for r in good)
+    letters = [parse(DeadLetter, r.value) for r in read_topic(Topics(prefix).dead_letter, len(bad))]
+    by_key = {letter.key: letter for letter in letters}
+    assert len({(letter.partition, letter.offset) for letter in letters}) == len(bad)
+    assert "Field required" in by_key["no-text"].error and "limit of 300" in by_key["huge"].error
+    assert "Extra inputs" in by_key["extra"].error
+    assert any(letter.payload_base64 and letter.original_bytes() == b"\xff\xfe" for letter in letters)
+    assert any("invalid JSON" in letter.error for letter in letters)
+
+
+def test_redis_stopped_and_restarted_mid_stream_loses_nothing(workdir, cal, prefix):
+    records = stream_records(240, seed=15)
+    outage = {}
+
+    def restart_redis() -> None:
+        time.sleep(2.0)
+        services("stop-redis")
+        outage["stopped"] = time.monotonic()
+        time.sleep(4.0)
+        services("start-redis")
+        outage["started"] = time.monotonic()
+
+    thread = threading.Thread(target=restart_redis)
+    thread.start()
+    run = run_pipeline(records, workdir / "model", cal, settings(prefix), adaptive=True, progress=False,
+                       rate=40, timeout_s=300)
+    thread.join()
+    assert "started" in outage
+    assert sorted(run.predictions) == sorted(r["id"] for r in records)
+    store = RedisCentroidStore(REDIS, cal.model_id)
+    snap = store.snapshot()
+    store.close()
+    assert sum(snap.counts) - sum(cal.pool_sizes) == len(records)  # every update applied exactly once
+    assert json.dumps(run.summary)  # the run produced a summary despite the outage

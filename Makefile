@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.dimee-installed
 PYTEST_ARGS ?= -q
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
 
-.PHONY: setup demo test unit lint services-up services-down clean
+.PHONY: setup demo test unit lint bench services-up services-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +42,7 @@ services-down:
 
 clean:
 	rm -rf runs artifacts .pytest_cache
+
+# Speed figures (needs the trained demo model: run `make demo` first).
+bench: $(STAMP)
+	bash deploy/local-services.sh run -- $(BIN)/python benchmarks/streaming_benchmark.py --json runs/benchmark.json

@@ -138,6 +138,20 @@ def register(app: typer.Typer) -> None:
                         model_dir=model_dir(workdir), calibration=cal, store=store, adaptive=adaptive)
         router.run(idle_exit_s=idle_exit)
 
+    @app.command("seed")
+    def seed_cmd(
+        workdir: WorkdirOpt = Path("artifacts/demo"), state: StateOpt = None,
+    ) -> None:
+        """Write calibration.json's centroids to the state store (replaces adapted ones; forgets seen ids)."""
+        from state.base import open_store
+
+        settings = _settings(None, state, None, None)
+        cal = _calibration(workdir)
+        store = open_store(settings.state, cal.model_id, settings.seen_ttl_s)
+        store.seed(cal)
+        store.close()
+        typer.echo(f"seeded {len(cal.centroids)} pools for model {cal.model_id!r} in {settings.state}")
+
     @app.command("work")
     def work_cmd(
         tier: Annotated[Tier, typer.Option(help="Which partition to serve: mobile (layers 1..m), edge (1..n) "

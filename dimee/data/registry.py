@@ -12,8 +12,8 @@ from dimee.data.splits import DEFAULT_FRACTIONS, stratified_indices
 from dimee.errors import DataError
 
 NAMES_HELP = (
-    "rt-sentences | uci-sentences[:DOMAIN,...] | glue:TASK (with --data-path) | "
-    "hf:DATASET[/CONFIG] | a .csv/.tsv/.jsonl file"
+    "rt-sentences | uci-sentences or uci-sentences:DOMAIN,DOMAIN | glue:TASK (with --data-path) | "
+    "hf:DATASET or hf:DATASET/CONFIG | a .csv/.tsv/.jsonl file"
 )
 
 

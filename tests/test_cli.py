@@ -1,0 +1,61 @@
+"""The CLI as a user meets it: --help everywhere, one-line errors, the embedded pipeline end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from dimee.cli import app
+from tests.helpers import tiny_workdir
+
+DIMEE = str(Path(sys.executable).parent / "dimee")
+COMMANDS = ["train", "calibrate", "evaluate", "demo", "produce", "route", "seed", "work", "sink", "tail", "pipeline"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_explains_itself(command):
+    result = CliRunner().invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.output and len(result.output) > 200
+
+
+def _one_line_error(args: list[str], env: dict | None = None) -> str:
+    proc = subprocess.run([DIMEE, *args], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_bad_arguments_and_missing_services_are_one_line_errors(tmp_path):
+    workdir = tiny_workdir(tmp_path / "w")
+    assert "objective must be" in _one_line_error(["calibrate", "--objective", "best"])
+    assert "run `dimee calibrate` first" in _one_line_error(["route", "--workdir", str(tmp_path / "none")])
+    assert "cannot reach Redis" in _one_line_error(
+        ["route", "--workdir", str(workdir), "--state", "redis://127.0.0.1:1/0"])
+    assert "unknown broker" in _one_line_error(
+        ["route", "--workdir", str(workdir), "--reseed", "--broker", "amqp://x"])
+    assert "pass --reseed" in _one_line_error(["route", "--workdir", str(workdir)])
+
+
+def test_unknown_dataset_is_one_line(tmp_path):
+    assert "unknown dataset" in _one_line_error(["data", "show", "--dataset", "imagenet"])
+
+
+def test_pipeline_command_on_the_embedded_broker(tmp_path, monkeypatch):
+    workdir = tiny_workdir(tmp_path / "w")
+    data = tmp_path / "samples.jsonl"
+    data.write_text("".join(json.dumps({"text": f"good movie {i}", "label": i % 2}) + "\n" for i in range(30)))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "pred.jsonl"
+    result = CliRunner().invoke(app, ["pipeline", "--workdir", str(workdir), "--dataset", str(data),
+                                      "--split", "test", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{"):])
+    assert summary["count"] == len(out.read_text().splitlines()) > 0

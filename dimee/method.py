@@ -148,3 +148,24 @@ def route(
             means[pool] = means[pool] + (embedding - means[pool]) / (counts[pool] + 1)
             counts[pool] += 1
     return out
+
+
+def route_with_feedback(
+    embeddings: np.ndarray, means: list[np.ndarray | None], counts: list[int], distance: Distance,
+    observed: np.ndarray, update: Literal["mean", "ema"] = "mean", gamma: float = 0.05,
+) -> np.ndarray:
+    """Route a stream in order; after each sample is served, move the centroid of the pool it was *observed*
+    in (known for free from where it exited), not the one it was routed to. Label-free."""
+    means = [None if mu is None else mu.copy() for mu in means]
+    counts = list(counts)
+    out = np.empty(len(embeddings), dtype=np.int64)
+    for i, embedding in enumerate(embeddings.astype(np.float64)):
+        out[i] = nearest_pool(embedding, means, distance)
+        k = int(observed[i])
+        if means[k] is None:  # an empty pool gets its first member
+            means[k], counts[k] = embedding.copy(), 1
+            continue
+        step = gamma if update == "ema" else 1.0 / (counts[k] + 1)
+        means[k] = means[k] + (embedding - means[k]) * step
+        counts[k] += 1
+    return out

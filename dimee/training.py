@@ -118,7 +118,7 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
-            total, count = total + float(loss) * len(idx), count + len(idx)
+            total, count = total + loss.item() * len(idx), count + len(idx)
             progress.set_postfix(loss=f"{total / count:.4f}")
         probs, _ = record_exit_probabilities(model, tokenizer, calibration_data, desc="calibration accuracy")
         accuracies = exit_accuracies(probs, calibration_data.labels)

@@ -14,7 +14,8 @@ from dimee.cli import app
 from tests.helpers import tiny_workdir
 
 DIMEE = str(Path(sys.executable).parent / "dimee")
-COMMANDS = ["train", "calibrate", "evaluate", "demo", "produce", "route", "seed", "work", "sink", "tail", "pipeline"]
+COMMANDS = ["train", "calibrate", "evaluate", "demo", "produce", "route", "seed", "work", "sink", "tail", "pipeline",
+            "study", "experiment", "drift"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

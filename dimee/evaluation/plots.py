@@ -82,3 +82,41 @@ def calibration_curves(grid: list[float], reward: list[float], accuracy: list[fl
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def frontiers(curves: dict[str, list[dict]], path: Path, highlight: tuple[str, ...] = ()) -> None:
+    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    for name, rows in sorted(curves.items()):
+        style = "-" if name in highlight or name.startswith("Oracle") else "--"
+        ax.plot([r["cost"] for r in rows], [100 * r["accuracy"] for r in rows], style, marker="o", markersize=3,
+                label=name, linewidth=2 if name in highlight else 1)
+    ax.set_xlabel("mean cost per sample")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy-cost frontier of every policy over the α grid (test split)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def drift_segments(segments: dict[str, dict[str, dict]], path: Path) -> None:
+    """Accuracy and cost per stream segment (domain) for each policy."""
+    policies = sorted({p for seg in segments.values() for p in seg})
+    names = list(segments)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / max(len(policies), 1)
+    for i, policy in enumerate(policies):
+        xs = [j + i * width for j in range(len(names))]
+        left.bar(xs, [100 * segments[s][policy]["accuracy"] for s in names], width, label=policy)
+        right.bar(xs, [segments[s][policy]["cost"] for s in names], width, label=policy)
+    for ax, label in ((left, "accuracy (%)"), (right, "mean cost")):
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], names)
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    left.set_ylim(40, 100)
+    right.legend(fontsize=7)
+    fig.suptitle("Drift: calibrated on one domain, streamed on the others")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,82 @@
+"""Serving with escalation, on recorded exit probabilities: a tier whose sample has not reached α by its cap
+passes it to the next tier up instead of answering at the cap.
+
+Modes: `off` (the paper: answer at the cap), `recompute` (the next tier runs from layer 1), `continue` (the
+hidden state travels with the sample; the next tier runs from the previous cap). Costs of every hop add up:
+processing per layer run on each tier, and the offload into each tier entered (mobile 0, edge o_e, cloud
+o_c + κ, whether the sample comes from the mobile or from the edge).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from dimee.config import CostModel, Tier
+from dimee.method import TierPlan
+
+EscalationMode = Literal["off", "recompute", "continue"]
+MODES: tuple[EscalationMode, ...] = ("off", "recompute", "continue")
+
+
+def entry_cost(cost: CostModel, tier: Tier) -> float:
+    return {Tier.MOBILE: 0.0, Tier.EDGE: cost.o_e, Tier.CLOUD: cost.o_c + cost.kappa}[tier]
+
+
+def per_layer_cost(cost: CostModel, tier: Tier) -> float:
+    return {Tier.MOBILE: cost.lambda_m, Tier.EDGE: cost.lambda_e, Tier.CLOUD: cost.lambda_c}[tier]
+
+
+@dataclass
+class Journey:
+    pred: np.ndarray  # (N,)
+    exit_layer: np.ndarray  # layer whose head answered
+    cost: np.ndarray  # total over hops
+    final: np.ndarray  # index into the plan of the tier that answered
+    hops: np.ndarray  # tiers visited (1 = no escalation)
+    layers_run: np.ndarray  # all layers computed on all tiers
+    path_bits: np.ndarray  # bit t set: tier t of the plan was visited
+
+    def paths(self, plan: TierPlan) -> list[list[str]]:
+        return [[tier.value for t, (tier, _) in enumerate(plan) if bits >> t & 1] for bits in self.path_bits]
+
+
+def serve_escalating(probs: np.ndarray, start: np.ndarray, plan: TierPlan, alpha: float, cost: CostModel,
+                     mode: EscalationMode = "continue") -> Journey:
+    if mode not in MODES:
+        raise ValueError(f"escalation mode must be one of {MODES}, got {mode!r}")
+    n, num_layers = probs.shape[0], probs.shape[1]
+    conf = probs.max(-1)
+    layer_no = np.arange(1, num_layers + 1)
+    current, begin = start.astype(np.int64).copy(), np.zeros(n, dtype=np.int64)
+    active = np.ones(n, dtype=bool)
+    pred = np.full(n, -1, dtype=np.int64)
+    exit_layer, final = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    total, layers_run = np.zeros(n), np.zeros(n, dtype=np.int64)
+    hops, path_bits = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    for t, (tier, cap) in enumerate(plan):  # escalation only moves up, so one pass over the tiers suffices
+        here = np.flatnonzero(active & (current == t))
+        if len(here) == 0:
+            continue
+        b = begin[here]
+        window = (layer_no[None, :] > b[:, None]) & (layer_no[None, :] <= cap)
+        passes = (conf[here] >= alpha) & window
+        reached = passes.any(1)
+        exit_at = np.where(reached, passes.argmax(1) + 1, cap)
+        run = exit_at - b
+        total[here] += entry_cost(cost, tier) + per_layer_cost(cost, tier) * run
+        layers_run[here] += run
+        hops[here] += 1
+        path_bits[here] |= 1 << t
+        answer = reached | (t == len(plan) - 1) | (mode == "off")
+        done = here[answer]
+        exit_layer[done] = exit_at[answer]
+        pred[done] = probs[done, exit_at[answer] - 1].argmax(-1)
+        final[done] = t
+        active[done] = False
+        up = here[~answer]
+        current[up] = t + 1
+        begin[up] = 0 if mode == "recompute" else cap
+    return Journey(pred, exit_layer, total, final, hops, layers_run, path_bits)

@@ -1,0 +1,103 @@
+"""The routing study: every policy (paper's and this project's) on the test split, the default picked on the
+calibration split, what the router-side features can predict, and accuracy-cost frontiers over the α grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dimee import learned_router, method
+from dimee.calibration import Calibration
+from dimee.data.dataset import Splits
+from dimee.evaluation import methods
+from dimee.evaluation.policies import PolicyInputs, choose_default, policy_table
+from dimee.evaluation.report import method_rows
+from dimee.model.artifacts import load_model, load_tokenizer
+from dimee.records import ExitRecords
+from dimee.routing_features import FeatureExtractor, TokenRarity, save_rarity
+
+PAPER_ROWS = ("Cloud-only", "Early-Exit", "Random-matched", "DIMEE-F", "DIMEE-D", "Oracle")
+
+
+def extract_features(splits: Splits, workdir: Path) -> tuple[FeatureExtractor, np.ndarray, np.ndarray]:
+    folder = workdir / "model"
+    embedder, tokenizer = load_model(folder, 0), load_tokenizer(folder)
+    rarity = TokenRarity.fit(tokenizer, splits.train.texts)
+    save_rarity(rarity, workdir / "token_rarity.json")
+    extractor = FeatureExtractor(embedder, tokenizer, rarity)
+    return (extractor, extractor.extract(splits.calibration.texts, splits.calibration.text_pairs),
+            extractor.extract(splits.test.texts, splits.test.text_pairs))
+
+
+def _paper(name: str, records: ExitRecords, calibration: ExitRecords, cal: Calibration) -> methods.MethodResult:
+    return {m.name: m for m in methods.all_methods(records, calibration, cal)}[name]
+
+
+def _at_alpha(cal: Calibration, calibration: ExitRecords, alpha: float) -> Calibration:
+    pools = method.true_pools(calibration.probs, alpha, cal.tier_plan())
+    means, counts = method.centroids(calibration.embeddings, pools, len(cal.plan))
+    return cal.model_copy(update={"alpha": float(alpha), "pool_sizes": counts,
+                                  "centroids": [None if m is None else m.tolist() for m in means]})
+
+
+def run_study(splits: Splits, workdir: Path, max_drop: float = 0.5, seed: int = 0, frontier: bool = True) -> dict:
+    cal = Calibration.load(workdir / "calibration.json")
+    calibration = ExitRecords.load(workdir / "records" / "calibration.safetensors")
+    test = ExitRecords.load(workdir / "records" / "test.safetensors")
+    extractor, f_cal, f_test = extract_features(splits, workdir)
+    plan = cal.tier_plan()
+    pools_cal = method.true_pools(calibration.probs, cal.alpha, plan)
+    router, oof = learned_router.fit(f_cal, pools_cal, calibration.probs, plan, cal.alpha, cal.cost_model,
+                                     "continue", extractor.names, seed)
+    router.save(workdir / "learned_router.json")
+    table = policy_table(router)
+
+    test_results = [_paper(n, test, calibration, cal) for n in PAPER_ROWS]
+    test_results += [fn(PolicyInputs(test, f_test), cal) for fn in table.values()]
+    cal_results = [_paper(n, calibration, calibration, cal) for n in PAPER_ROWS if n != "Early-Exit"]
+    cal_results += [fn(PolicyInputs(calibration, f_cal, learned_proba=oof), cal) for fn in table.values()]
+    test_rows = method_rows(test_results, test, cal)
+    cal_rows = {row["name"]: row for row in method_rows(cal_results, calibration, cal) if row["name"] != "Oracle"
+                and not row["name"].startswith("Oracle")}
+    default = choose_default(cal_rows, cal.full_model_accuracy, max_drop)
+
+    hidden_bytes = 2 * (f_test[:, extractor.names.index("token_count")] + 2) * extractor.embedder.spec.hidden_size
+    escalated = {r.name: float((getattr(r, "hops", np.ones(1)) > 1).mean()) for r in test_results}
+    learned_test = next(r for r in test_results if r.name == "Learned+esc")
+    report = {
+        "methods": test_rows,
+        "calibration_rows": list(cal_rows.values()),
+        "default_policy": default,
+        "default_rule": f"cheapest policy within {max_drop} pt of the full model's calibration accuracy "
+                        f"({100 * cal.full_model_accuracy:.2f}%), measured on the calibration split",
+        "escalated_share": escalated,
+        "continue_hidden_bytes_fp16": {"mean": float(hidden_bytes.mean()),
+                                       "p99": float(np.percentile(hidden_bytes, 99))},
+        "learned_router": {"C": router.C, "cv_log_loss": router.cv_log_loss, "reward_matrix": router.reward_matrix,
+                           "confusion": methods.confusion(learned_test, test, cal)},
+        "hard_auc_calibration": learned_router.hard_auc(f_cal, extractor.names, pools_cal, len(plan) - 1, oof),
+        "alpha": cal.alpha,
+    }
+    if frontier:
+        report["frontier"] = frontiers(cal, calibration, test, f_cal, f_test, extractor.names, router.C, seed)
+    return report
+
+
+def frontiers(cal: Calibration, calibration: ExitRecords, test: ExitRecords, f_cal: np.ndarray, f_test: np.ndarray,
+              names: list[str], c_value: float, seed: int) -> dict[str, list[dict]]:
+    """Each policy's accuracy and cost on test at every α of the grid (pools, centroids and the learned router
+    re-derived at that α from calibration)."""
+    curves: dict[str, list[dict]] = {}
+    for alpha in cal.grid:
+        at = _at_alpha(cal, calibration, alpha)
+        pools = method.true_pools(calibration.probs, alpha, at.tier_plan())
+        router, _ = learned_router.fit(f_cal, pools, calibration.probs, at.tier_plan(), alpha, at.cost_model,
+                                       "continue", names, seed, c_grid=(c_value,)) \
+            if len(set(pools.tolist())) > 1 else (None, None)
+        results = [_paper(n, test, calibration, at) for n in ("DIMEE-F", "DIMEE-D", "Oracle")]
+        results += [fn(PolicyInputs(test, f_test), at) for fn in policy_table(router).values()]
+        for row in method_rows(results, test, at):
+            curves.setdefault(row["name"], []).append({"alpha": float(alpha), "accuracy": row["accuracy"],
+                                                       "cost": row["cost"]})
+    return curves

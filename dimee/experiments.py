@@ -1,0 +1,121 @@
+"""Longer jobs built from the offline pieces: the routing study, several training seeds, the drift run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from dimee import learned_router, method
+from dimee.calibration import Calibration
+from dimee.config import CostModel
+from dimee.data import DatasetSpec, Splits
+from dimee.data.dataset import TextDataset
+from dimee.evaluation import plots
+from dimee.evaluation.methods import all_methods
+from dimee.evaluation.policies import PolicyInputs, policy_table
+from dimee.evaluation.routing_study import extract_features, run_study
+from dimee.evaluation.study_report import aggregate, aggregate_markdown, write_study
+from dimee.model.artifacts import load_model, load_tokenizer
+from dimee.offline import run_calibrate, run_evaluate, run_train, splits_for
+from dimee.records import ExitRecords
+from dimee.training import TrainConfig, record_exit_probabilities
+
+
+def prepare(splits: Splits, workdir: Path, out_dir: Path, seed: int, epochs: int, model_id: str) -> None:
+    """Train (unless WORKDIR has a model), calibrate and record the test split."""
+    if not (workdir / "model" / "model.safetensors").exists():
+        run_train(splits, workdir, TrainConfig(epochs=epochs, seed=seed), base_model=None)
+    run_calibrate(splits, workdir, None, None, CostModel(), "reward", 0.5, "euclidean", "layer", model_id=model_id)
+    run_evaluate(splits, workdir, out_dir, seed=seed)
+
+
+def study(spec: DatasetSpec, data_dir: Path, workdir: Path, out_dir: Path, max_drop: float, seed: int = 0) -> dict:
+    splits = splits_for(spec, data_dir)
+    if not (workdir / "records" / "test.safetensors").exists():
+        run_evaluate(splits, workdir, out_dir, seed=seed)
+    result = run_study(splits, workdir, max_drop=max_drop, seed=seed)
+    write_study(result, out_dir, f"Routing study: {spec.name}")
+    return result
+
+
+def multi_seed(spec: DatasetSpec, data_dir: Path, root: Path, out_dir: Path, seeds: list[int], epochs: int,
+               max_drop: float) -> dict:
+    splits = splits_for(spec, data_dir)
+    studies = []
+    for seed in seeds:
+        workdir, seed_out = root / f"seed-{seed}", out_dir / f"seed-{seed}"
+        prepare(splits, workdir, seed_out, seed, epochs, spec.name)
+        result = run_study(splits, workdir, max_drop=max_drop, seed=seed, frontier=seed == seeds[0])
+        write_study(result, seed_out, f"Routing study: {spec.name}, training seed {seed}")
+        studies.append(result)
+    rows = aggregate(studies)
+    defaults = [s["default_policy"] for s in studies]
+    summary = {"seeds": seeds, "rows": rows, "default_policies": defaults}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "seeds.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / "seeds.md").write_text(aggregate_markdown(rows, seeds, defaults))
+    return summary
+
+
+DRIFT_POLICIES = ("Cloud-only", "DIMEE-F", "DIMEE-D", "DIMEE-D+esc", "Feedback-adaptive", "Feedback-adaptive+esc",
+                  "Learned+esc", "Oracle")
+
+
+def drift(data_dir: Path, workdir: Path, out_dir: Path, calibrate_on: str, stream: list[str], epochs: int,
+          seed: int = 0) -> dict:
+    """Train and calibrate on one uci-sentences domain; stream its test split, then the other domains whole."""
+    spec = DatasetSpec(name=f"uci-sentences:{calibrate_on}", seed=seed)
+    splits = splits_for(spec, data_dir)
+    prepare(splits, workdir, out_dir, seed, epochs, f"uci-{calibrate_on}")
+    cal = Calibration.load(workdir / "calibration.json")
+    calibration = ExitRecords.load(workdir / "records" / "calibration.safetensors")
+    others = splits_for(DatasetSpec(name="uci-sentences:" + ",".join(stream), seed=seed), data_dir)
+    segments_data = [("in-domain " + calibrate_on, splits.test)]
+    for domain in stream:
+        whole = [others.train, others.calibration, others.test]
+        texts, labels = [], []
+        for part in whole:
+            for text, label, dom in zip(part.texts, part.labels, part.domains or [], strict=True):
+                if dom == domain:
+                    texts.append(text)
+                    labels.append(label)
+        segments_data.append((domain, TextDataset(domain, texts, labels, ["negative", "positive"])))
+    model, tokenizer = load_model(workdir / "model"), load_tokenizer(workdir / "model")
+    extractor, f_cal, _ = extract_features(splits, workdir)
+    stream_probs, stream_emb, stream_labels, bounds = [], [], [], [0]
+    for _, data in segments_data:
+        probs, emb = record_exit_probabilities(model, tokenizer, data, desc=f"recording {data.name}")
+        stream_probs.append(probs)
+        stream_emb.append(emb)
+        stream_labels.append(np.asarray(data.labels))
+        bounds.append(bounds[-1] + len(data))
+    records = ExitRecords(np.concatenate(stream_probs), np.concatenate(stream_emb), np.concatenate(stream_labels))
+    features = np.vstack([extractor.extract(d.texts) for _, d in segments_data])
+    pools_cal = method.true_pools(calibration.probs, cal.alpha, cal.tier_plan())
+    router, _ = learned_router.fit(f_cal, pools_cal, calibration.probs, cal.tier_plan(), cal.alpha, cal.cost_model,
+                                   "continue", extractor.names, seed)
+    results = {r.name: r for r in all_methods(records, calibration, cal, seed)}
+    results |= {name: fn(PolicyInputs(records, features), cal) for name, fn in policy_table(router).items()}
+    segments: dict[str, dict[str, dict]] = {}
+    for (name, _), start, end in zip(segments_data, bounds[:-1], bounds[1:], strict=True):
+        segments[name] = {}
+        for policy in DRIFT_POLICIES:
+            r = results[policy]
+            segments[name][policy] = {"accuracy": float((r.pred[start:end] == records.labels[start:end]).mean()),
+                                      "cost": float(r.cost[start:end].mean()), "samples": end - start}
+    report = {"calibrated_on": calibrate_on, "stream": [n for n, _ in segments_data], "alpha": cal.alpha,
+              "pool_sizes": cal.pool_sizes, "segments": segments}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "drift.json").write_text(json.dumps(report, indent=2))
+    lines = [f"# Drift: calibrated on {calibrate_on}, streamed {' → '.join(report['stream'])}", "",
+             f"α* = {cal.alpha:.4f}, calibration pools {cal.pool_sizes}.", "",
+             "| policy | " + " | ".join(f"{s} acc / cost" for s in segments) + " |",
+             "| --- |" + " ---: |" * len(segments)]
+    for policy in DRIFT_POLICIES:
+        cells = [f"{100 * segments[s][policy]['accuracy']:.1f} / {segments[s][policy]['cost']:.3f}" for s in segments]
+        lines.append(f"| {policy} | " + " | ".join(cells) + " |")
+    (out_dir / "drift.md").write_text("\n".join(lines) + "\n")
+    plots.drift_segments(segments, out_dir / "drift.png")
+    return report

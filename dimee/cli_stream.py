@@ -26,6 +26,10 @@ IdleExitOpt = Annotated[float | None, typer.Option(help="Exit after this many id
                                                         "SIGTERM/SIGINT).")]
 MetricsOpt = Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port (127.0.0.1).")]
 LogOpt = Annotated[str, typer.Option(help="Log level.")]
+PolicyOpt = Annotated[str, typer.Option(
+    help="auto (what `dimee study` chose on calibration, else DIMEE-F), or a name: DIMEE-F, DIMEE-D, DIMEE-F+esc, "
+         "DIMEE-D+esc, Feedback-adaptive(+esc), Learned(+esc), Cascade, Edge+escalation, Mobile-only, Edge-only, "
+         "Cloud-only.")]
 
 
 def _settings(broker: str | None, state: str | None, prefix: str | None, api: str | None) -> Settings:
@@ -108,7 +112,8 @@ def register(app: typer.Typer) -> None:
     @app.command("route")
     def route_cmd(
         workdir: WorkdirOpt = Path("artifacts/demo"),
-        adaptive: Annotated[bool, typer.Option(help="Move centroids towards routed samples (DIMEE-D).")] = False,
+        policy: PolicyOpt = "auto",
+        adaptive: Annotated[bool, typer.Option(help="The paper's DIMEE-D (same as --policy DIMEE-D).")] = False,
         reseed: Annotated[bool, typer.Option(help="Seed the state store from calibration.json first "
                                                   "(overwrites adapted centroids).")] = False,
         group: Annotated[str | None, typer.Option(help="Consumer group (default PREFIX.router).")] = None,
@@ -116,15 +121,20 @@ def register(app: typer.Typer) -> None:
         kafka_api_version: ApiOpt = None, max_batch: MaxBatchOpt = 64, max_wait_ms: MaxWaitOpt = 20.0,
         idle_exit: IdleExitOpt = None, metrics_port: MetricsOpt = None, log_level: LogOpt = "INFO",
     ) -> None:
-        """Route samples to the tier of the nearest pool centroid (embedding layer only)."""
+        """Pick each sample's start tier before any transformer layer runs (default: the policy `dimee study`
+        chose on calibration, else the paper's nearest-centroid DIMEE-F) and publish it to that tier."""
+        import threading
+
         from dimee.offline import model_dir
+        from dimee.routing_policy import resolve
         from dimee.transport.base import Topics, open_transport
-        from routers.router import Router
+        from routers.router import FeedbackApplier, Router
         from state.base import open_store
 
         settings = _settings(broker, state, topic_prefix, kafka_api_version)
         stop = _start(log_level, metrics_port)
         cal = _calibration(workdir)
+        chosen = resolve(workdir, "DIMEE-D" if adaptive else policy)
         store = open_store(settings.state, cal.model_id, settings.seen_ttl_s)
         if reseed:
             store.seed(cal)
@@ -132,10 +142,16 @@ def register(app: typer.Typer) -> None:
             raise DimeeError(f"no centroids in {settings.state} for model {cal.model_id!r}: pass --reseed to seed "
                              "them from calibration.json")
         topics = Topics(settings.topic_prefix)
-        router = Router(open_transport(settings.broker, settings.api_version_tuple(), client_id="dimee-router"),
-                        topics, [topics.samples], group or f"{topics.prefix}.router", stop=stop,
+        transport = open_transport(settings.broker, settings.api_version_tuple(), client_id="dimee-router")
+        router = Router(transport, topics, [topics.samples], group or f"{topics.prefix}.router", stop=stop,
                         limits=_limits(max_batch, max_wait_ms), max_text_chars=settings.max_text_chars,
-                        model_dir=model_dir(workdir), calibration=cal, store=store, adaptive=adaptive)
+                        model_dir=model_dir(workdir), calibration=cal, store=store, adaptive=chosen.adaptive,
+                        policy=chosen.router)
+        typer.echo(f"routing policy: {chosen.name}", err=True)
+        if chosen.feedback:
+            applier = FeedbackApplier(transport, topics, [topics.feedback], f"{topics.prefix}.feedback", stop=stop,
+                                      router=router)
+            threading.Thread(target=applier.run, kwargs={"idle_exit_s": idle_exit}, daemon=True).start()
         router.run(idle_exit_s=idle_exit)
 
     @app.command("seed")
@@ -158,24 +174,36 @@ def register(app: typer.Typer) -> None:
                                                 "or cloud (1..L).")],
         workdir: WorkdirOpt = Path("artifacts/demo"),
         group: Annotated[str | None, typer.Option(help="Consumer group (default PREFIX.worker.TIER).")] = None,
+        escalation: Annotated[str, typer.Option(
+            help="auto (from WORKDIR/policy.json, else off), off (answer at the cap, as the paper), recompute "
+                 "(next tier from layer 1) or continue (next tier from the cap, fp16 hidden state attached)."
+        )] = "auto",
+        feedback: Annotated[bool | None, typer.Option(
+            help="Report observed pools on the feedback topic (default: as the policy says).")] = None,
         broker: BrokerOpt = None, topic_prefix: PrefixOpt = None, kafka_api_version: ApiOpt = None,
         max_batch: MaxBatchOpt = 32, max_wait_ms: MaxWaitOpt = 20.0, idle_exit: IdleExitOpt = None,
         metrics_port: MetricsOpt = None, log_level: LogOpt = "INFO",
     ) -> None:
         """Serve one tier: batched early exit at α* on the tier's partition; publish predictions."""
         from dimee.offline import model_dir
+        from dimee.routing_policy import resolve
         from dimee.transport.base import Topics, open_transport
         from workers.tier_worker import TierWorker
 
+        if escalation not in ("auto", "off", "recompute", "continue"):
+            raise DimeeError(f"--escalation must be auto, off, recompute or continue, not {escalation!r}")
         settings = _settings(broker, None, topic_prefix, kafka_api_version)
         stop = _start(log_level, metrics_port)
         cal = _calibration(workdir)
+        default = resolve(workdir, "auto")
+        mode = default.escalation if escalation == "auto" else escalation
         topics = Topics(settings.topic_prefix)
         worker = TierWorker(open_transport(settings.broker, settings.api_version_tuple(),
                                            client_id=f"dimee-{tier.value}"),
                             topics, [topics.tier(tier.value)], group or f"{topics.prefix}.worker.{tier.value}",
                             stop=stop, limits=_limits(max_batch, max_wait_ms), max_text_chars=settings.max_text_chars,
-                            tier=tier, model_dir=model_dir(workdir), calibration=cal)
+                            tier=tier, model_dir=model_dir(workdir), calibration=cal, escalation=mode,  # type: ignore[arg-type]
+                            feedback=default.feedback if feedback is None else feedback)
         worker.run(idle_exit_s=idle_exit)
 
     @app.command("sink")
@@ -229,7 +257,8 @@ def register(app: typer.Typer) -> None:
         dataset: Annotated[str, typer.Option(help="Dataset whose split is streamed.")] = "rt-sentences",
         split: Annotated[str, typer.Option(help="Which split to stream.")] = "test",
         count: Annotated[int | None, typer.Option(min=1, help="Stream only the first N samples.")] = None,
-        adaptive: Annotated[bool, typer.Option(help="DIMEE-D: adaptive centroids.")] = False,
+        policy: PolicyOpt = "auto",
+        adaptive: Annotated[bool, typer.Option(help="The paper's DIMEE-D (same as --policy DIMEE-D).")] = False,
         reseed: Annotated[bool, typer.Option(help="Seed the state store from calibration.json (always done "
                                                   "for memory://).")] = False,
         out: Annotated[Path | None, typer.Option(help="Also write the predictions as JSONL here.")] = None,
@@ -240,13 +269,16 @@ def register(app: typer.Typer) -> None:
         """Producer, router, three workers and sink in one process; prints accuracy, cost and throughput."""
         from dimee.data import DatasetSpec
         from dimee.pipeline import run_pipeline
+        from dimee.routing_policy import resolve
         from producers.sources import from_split
 
         settings = _settings(broker, state, topic_prefix, kafka_api_version)
         _start(log_level, None)
         cal = _calibration(workdir)
         records = from_split(DatasetSpec(name=dataset), split, settings.data_dir)[:count]
-        run = run_pipeline(records, workdir / "model", cal, settings, adaptive=adaptive,
+        chosen = resolve(workdir, "DIMEE-D" if adaptive else policy)
+        typer.echo(f"routing policy: {chosen.name}", err=True)
+        run = run_pipeline(records, workdir / "model", cal, settings, policy=chosen,
                            reseed=reseed or settings.state.startswith("memory://"),
                            limits=_limits(max_batch, max_wait_ms), sink_path=out)
         typer.echo(json.dumps(run.summary, indent=2))

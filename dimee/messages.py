@@ -50,6 +50,25 @@ class Sample(Message):
         return value
 
 
+class CostBreakdown(BaseModel):
+    processing: float
+    offload: float
+    cloud: float
+    total: float
+
+    def __add__(self, other: CostBreakdown) -> CostBreakdown:
+        return CostBreakdown(processing=self.processing + other.processing, offload=self.offload + other.offload,
+                             cloud=self.cloud + other.cloud, total=self.total + other.total)
+
+
+class Hop(BaseModel):
+    """One tier a sample passed through before the one now serving it."""
+
+    tier: Tier
+    layers_run: int = Field(ge=0)
+    cost: CostBreakdown
+
+
 class Routed(Sample):
     tier: Tier
     pool: int = Field(ge=0)
@@ -57,13 +76,10 @@ class Routed(Sample):
     centroid_version: int = Field(ge=0)
     router: str
     routed_at: float = Field(default_factory=now)
-
-
-class CostBreakdown(BaseModel):
-    processing: float
-    offload: float
-    cloud: float
-    total: float
+    # Escalation: the tiers already passed, where to resume, and (mode `continue`) the hidden state there.
+    hops: list[Hop] = Field(default_factory=list)
+    start_layer: int = Field(0, ge=0)
+    hidden_fp16: str | None = Field(None, description="base64 of the (tokens, hidden) fp16 state at start_layer")
 
 
 class Timings(BaseModel):
@@ -87,7 +103,18 @@ class Prediction(Message):
     timings: Timings
     worker: str
     pool: int | None = None
+    path: list[Tier] = Field(default_factory=list, description="every tier the sample visited, in order")
     meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class Feedback(Message):
+    """A worker's report of a sample's observed pool (from where it exited), for label-free adaptation."""
+
+    id: str = Field(min_length=1, max_length=128)
+    text: str = Field(min_length=1)
+    text_pair: str | None = None
+    routed_pool: int = Field(ge=0)
+    observed_pool: int = Field(ge=0)
 
 
 class DeadLetter(Message):

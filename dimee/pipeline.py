@@ -13,12 +13,14 @@ from dimee.calibration import Calibration
 from dimee.config import Settings
 from dimee.evaluation.methods import cost_of_cloud_only
 from dimee.messages import Prediction
+from dimee.routing_policy import RoutingPolicy
+from dimee.routing_policy import get as get_policy
 from dimee.runtime import StopFlag, log
 from dimee.stage import BatchLimits
 from dimee.transport.base import Topics, open_transport
 from predictions.sink import Sink
 from producers.producer import produce
-from routers.router import Router
+from routers.router import FeedbackApplier, Router
 from state.base import open_store
 from workers.tier_worker import TierWorker
 
@@ -33,10 +35,13 @@ class PipelineRun:
 
 
 def run_pipeline(
-    records: list[dict], model_dir: Path, calibration: Calibration, settings: Settings, adaptive: bool,
+    records: list[dict], model_dir: Path, calibration: Calibration, settings: Settings, adaptive: bool = False,
     reseed: bool = True, limits: BatchLimits | None = None, sink_path: Path | None = None,
     timeout_s: float = 3600.0, rate: float | None = None, progress: bool = True,
+    policy: RoutingPolicy | None = None,
 ) -> PipelineRun:
+    """`policy` sets router and workers (default: the paper's DIMEE-F, or DIMEE-D with adaptive=True)."""
+    policy = policy or get_policy("DIMEE-D" if adaptive else "DIMEE-F")
     topics = Topics(settings.topic_prefix)
     transport = open_transport(settings.broker, settings.api_version_tuple())
     transport.ensure_topics(topics.all())
@@ -46,13 +51,18 @@ def run_pipeline(
     stop = StopFlag()
     limits = limits or BatchLimits()
     common = {"stop": stop, "limits": limits, "max_text_chars": settings.max_text_chars}
+    router = Router(transport, topics, [topics.samples], f"{topics.prefix}.router", model_dir=model_dir,
+                    calibration=calibration, store=store, adaptive=policy.adaptive, policy=policy.router, **common)
     stages = [
-        Router(transport, topics, [topics.samples], f"{topics.prefix}.router", model_dir=model_dir,
-               calibration=calibration, store=store, adaptive=adaptive, **common),
+        router,
         *(TierWorker(transport, topics, [topics.tier(t.value)], f"{topics.prefix}.worker.{t.value}", tier=t,
-                     model_dir=model_dir, calibration=calibration, **common)
+                     model_dir=model_dir, calibration=calibration, escalation=policy.escalation,
+                     feedback=policy.feedback, **common)
           for t, _ in calibration.tier_plan()),
     ]
+    if policy.feedback:  # kept just before the sink: the wait below looks for it there
+        stages.append(FeedbackApplier(transport, topics, [topics.feedback], f"{topics.prefix}.feedback",
+                                      router=router, **common))
     sink = Sink(transport, topics, [topics.predictions], f"{topics.prefix}.sink", path=sink_path,
                 cloud_only_cost=cost_of_cloud_only(calibration.cost_model, calibration.num_layers), **common)
     stages.append(sink)
@@ -68,7 +78,9 @@ def run_pipeline(
         while time.monotonic() < deadline and not stop.is_set():
             dead_keys = set().union(*(s.dead_keys for s in stages))
             answered = expected <= (sink.kept.keys() | dead_keys)
-            if answered and sum(s.dead_letters for s in stages) - len(dead_keys & expected) >= keyless:
+            feedback_done = not policy.feedback or stages[-2].processed >= len(sink.kept)
+            letters_done = sum(s.dead_letters for s in stages) - len(dead_keys & expected) >= keyless
+            if answered and feedback_done and letters_done:
                 break
             if not all(t.is_alive() for t in threads):
                 log.error("a pipeline stage died; stopping")

@@ -31,6 +31,7 @@ class Update:
     pool: int
     embedding: np.ndarray
     sample_id: str
+    gamma: float = 0.0  # 0: running mean μ + (e − μ)/(N + 1); else exponential moving average μ + γ(e − μ)
 
 
 class CentroidStore(Protocol):

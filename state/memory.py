@@ -55,7 +55,8 @@ class InMemoryCentroidStore:
                     continue
                 self._seen.add(update.sample_id)
                 count = self._counts[update.pool]
-                self._means[update.pool] = mean + (update.embedding.astype(np.float64) - mean) / (count + 1)
+                delta = update.embedding.astype(np.float64) - mean
+                self._means[update.pool] = mean + (delta * update.gamma if update.gamma > 0 else delta / (count + 1))
                 self._counts[update.pool] = count + 1
                 self._versions[update.pool] += 1
                 applied.append(True)

@@ -32,11 +32,16 @@ if not mean then
 end
 local n = tonumber(redis.call('HGET', KEYS[1], 'count'))
 local e = ARGV[1]
+local gamma = tonumber(ARGV[3])
 local out = {}
 for i = 0, string.len(mean) / 8 - 1 do
   local mu = struct.unpack('<d', mean, i * 8 + 1)
   local x = struct.unpack('<d', e, i * 8 + 1)
-  out[i + 1] = struct.pack('<d', mu + (x - mu) / (n + 1))
+  if gamma > 0 then
+    out[i + 1] = struct.pack('<d', mu + (x - mu) * gamma)
+  else
+    out[i + 1] = struct.pack('<d', mu + (x - mu) / (n + 1))
+  end
 end
 redis.call('HSET', KEYS[1], 'mean', table.concat(out), 'count', n + 1)
 return {1, redis.call('HINCRBY', KEYS[1], 'version', 1)}
@@ -113,7 +118,7 @@ class RedisCentroidStore:
         with self.client.pipeline(transaction=False) as pipe:
             for update in updates:
                 self._update(keys=[self._key("pool", update.pool), self._key("seen", update.sample_id)],
-                             args=[pack(update.embedding), self.seen_ttl_s], client=pipe)
+                             args=[pack(update.embedding), self.seen_ttl_s, repr(float(update.gamma))], client=pipe)
             results = self._call(pipe.execute)
         return [int(result[0]) == 1 for result in results]
 

@@ -14,13 +14,19 @@ from dimee.records import ExitRecords
 from dimee.training import record_exit_probabilities
 
 
-def offline_dimee(records: list[dict], workdir, cal: Calibration, adaptive: bool = False):
-    """The offline evaluator's DIMEE row for these samples, plus a mask of samples sitting on a float tie."""
+def offline_records(records: list[dict], workdir) -> ExitRecords:
+    """What the offline evaluator records for these samples: every exit of the full model."""
     model, tokenizer = load_model(workdir / "model"), load_tokenizer(workdir / "model")
     data = TextDataset("s", [r["text"] for r in records], [r["label"] for r in records], ["0", "1"],
                        ids=[r["id"] for r in records])
     probs, embeddings = record_exit_probabilities(model, tokenizer, data)
-    test = ExitRecords(probs, embeddings, np.array(data.labels))
+    return ExitRecords(probs, embeddings, np.array(data.labels))
+
+
+def offline_dimee(records: list[dict], workdir, cal: Calibration, adaptive: bool = False):
+    """The offline evaluator's DIMEE row for these samples, plus a mask of samples sitting on a float tie."""
+    test = offline_records(records, workdir)
+    probs, embeddings = test.probs, test.embeddings
     result = methods.dimee(test, cal, adaptive)
     conf = probs.max(-1)
     on_tie = (np.abs(conf - cal.alpha) < 1e-4).any(1)

@@ -16,8 +16,9 @@ from dimee.evaluation.report import method_rows
 from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.records import ExitRecords
 from dimee.routing_features import FeatureExtractor, TokenRarity, save_rarity
+from dimee.routing_policy import POLICIES, save_default
 
-PAPER_ROWS = ("Cloud-only", "Early-Exit", "Random-matched", "DIMEE-F", "DIMEE-D", "Oracle")
+PAPER_ROWS = ("Cloud-only", "Mobile-only", "Edge-only", "Early-Exit", "Random-matched", "DIMEE-F", "DIMEE-D", "Oracle")
 
 
 def extract_features(splits: Splits, workdir: Path) -> tuple[FeatureExtractor, np.ndarray, np.ndarray]:
@@ -58,9 +59,13 @@ def run_study(splits: Splits, workdir: Path, max_drop: float = 0.5, seed: int = 
     cal_results = [_paper(n, calibration, calibration, cal) for n in PAPER_ROWS if n != "Early-Exit"]
     cal_results += [fn(PolicyInputs(calibration, f_cal, learned_proba=oof), cal) for fn in table.values()]
     test_rows = method_rows(test_results, test, cal)
-    cal_rows = {row["name"]: row for row in method_rows(cal_results, calibration, cal) if row["name"] != "Oracle"
-                and not row["name"].startswith("Oracle")}
-    default = choose_default(cal_rows, cal.full_model_accuracy, max_drop)
+    cal_rows = {row["name"]: row for row in method_rows(cal_results, calibration, cal)}
+    # Candidates: what the router and workers can deploy (no oracle, no random draw, no whole model on a phone).
+    deployable = {name: row for name, row in cal_rows.items() if name in POLICIES}
+    default = choose_default(deployable, cal.full_model_accuracy, max_drop)
+    rule = (f"cheapest deployable policy within {max_drop} pt of the full model's calibration accuracy "
+            f"({100 * cal.full_model_accuracy:.2f}%), measured on the calibration split")
+    save_default(workdir, default, rule)
 
     hidden_bytes = 2 * (f_test[:, extractor.names.index("token_count")] + 2) * extractor.embedder.spec.hidden_size
     escalated = {r.name: float((getattr(r, "hops", np.ones(1)) > 1).mean()) for r in test_results}
@@ -69,8 +74,7 @@ def run_study(splits: Splits, workdir: Path, max_drop: float = 0.5, seed: int = 
         "methods": test_rows,
         "calibration_rows": list(cal_rows.values()),
         "default_policy": default,
-        "default_rule": f"cheapest policy within {max_drop} pt of the full model's calibration accuracy "
-                        f"({100 * cal.full_model_accuracy:.2f}%), measured on the calibration split",
+        "default_rule": rule,
         "escalated_share": escalated,
         "continue_hidden_bytes_fp16": {"mean": float(hidden_bytes.mean()),
                                        "p99": float(np.percentile(hidden_bytes, 99))},

@@ -42,9 +42,14 @@ class Topics:
     def dead_letter(self) -> str:
         return f"{self.prefix}.dead-letter"
 
+    @property
+    def feedback(self) -> str:
+        """Observed pools reported by workers, for label-free centroid adaptation."""
+        return f"{self.prefix}.feedback"
+
     def all(self) -> list[str]:
         return [self.samples, *(self.tier(t) for t in ("mobile", "edge", "cloud")), self.predictions,
-                self.dead_letter]
+                self.dead_letter, self.feedback]
 
 
 class Producer(Protocol):

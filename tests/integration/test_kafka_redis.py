@@ -12,10 +12,11 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from dimee.config import Settings
-from dimee.messages import DeadLetter, Prediction, Routed, parse
+from dimee.messages import DeadLetter, Feedback, Prediction, Routed, parse
 from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.model.tokenize import encode
 from dimee.pipeline import run_pipeline
+from dimee.routing_policy import get
 from dimee.transport.base import Topics
 from state.redis_store import RedisCentroidStore
 from tests.helpers import stream_records
@@ -192,3 +193,20 @@ def test_redis_stopped_and_restarted_mid_stream_loses_nothing(workdir, cal, pref
     store.close()
     assert sum(snap.counts) - sum(cal.pool_sizes) == len(records)  # every update applied exactly once
     assert json.dumps(run.summary)  # the run produced a summary despite the outage
+
+
+def test_feedback_and_escalation_on_kafka_and_redis(workdir, cal, prefix):
+    records = stream_records(100, seed=16)
+    run = run_pipeline(records, workdir / "model", cal, settings(prefix), policy=get("Feedback-adaptive+esc"),
+                       progress=False, timeout_s=240)
+    ids = sorted(r["id"] for r in records)
+    assert sorted(run.predictions) == ids
+    assert any(len(p.path) > 1 for p in run.predictions.values())  # some samples escalated on real Kafka
+    notes = [parse(Feedback, r.value) for r in read_topic(Topics(prefix).feedback, len(records))]
+    assert sorted({n.id for n in notes}) == ids
+    store = RedisCentroidStore(REDIS, cal.model_id)
+    snap = store.snapshot()
+    store.close()
+    assert sum(snap.counts) - sum(cal.pool_sizes) == len(records)  # each observed pool applied once
+    observed = np.bincount([n.observed_pool for n in {n.id: n for n in notes}.values()], minlength=3)
+    assert (np.array(snap.counts) - np.array(cal.pool_sizes)).tolist() == observed.tolist()

@@ -1,0 +1,64 @@
+"""Named routing policies as deployable settings of the router and the workers. `dimee study` writes the
+one measured best on the calibration split to WORKDIR/policy.json; roles use it unless told otherwise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from dimee.errors import DimeeError
+from dimee.escalation import EscalationMode
+
+RouterKind = Literal["centroid", "learned", "mobile", "edge", "cloud"]
+
+
+class RoutingPolicy(BaseModel):
+    name: str
+    router: RouterKind
+    adaptive: bool = False  # DIMEE-D: move the routed pool's centroid
+    feedback: bool = False  # move the observed pool's centroid (reported by workers)
+    escalation: EscalationMode = "off"
+
+
+def _p(name: str, router: RouterKind, **kw) -> RoutingPolicy:
+    return RoutingPolicy(name=name, router=router, **kw)
+
+
+POLICIES: dict[str, RoutingPolicy] = {p.name: p for p in (
+    _p("DIMEE-F", "centroid"),
+    _p("DIMEE-D", "centroid", adaptive=True),
+    _p("DIMEE-F+esc", "centroid", escalation="continue"),
+    _p("DIMEE-D+esc", "centroid", adaptive=True, escalation="continue"),
+    _p("Feedback-adaptive", "centroid", feedback=True),
+    _p("Feedback-adaptive+esc", "centroid", feedback=True, escalation="continue"),
+    _p("Learned", "learned"),
+    _p("Learned+esc", "learned", escalation="continue"),
+    _p("Cascade", "mobile", escalation="continue"),
+    _p("Edge+escalation", "edge", escalation="continue"),
+    _p("Mobile-only", "mobile"),
+    _p("Edge-only", "edge"),
+    _p("Cloud-only", "cloud"),
+)}
+PAPER = "DIMEE-F"
+POLICY_FILE = "policy.json"
+
+
+def get(name: str) -> RoutingPolicy:
+    if name not in POLICIES:
+        raise DimeeError(f"unknown policy {name!r}: choose one of {', '.join(POLICIES)} (or auto)")
+    return POLICIES[name]
+
+
+def save_default(workdir: Path, name: str, reason: str) -> None:
+    (workdir / POLICY_FILE).write_text(json.dumps({**get(name).model_dump(), "chosen_because": reason}, indent=2))
+
+
+def resolve(workdir: Path, name: str = "auto") -> RoutingPolicy:
+    """`auto`: the default measured on calibration (WORKDIR/policy.json), else the paper's DIMEE-F."""
+    if name != "auto":
+        return get(name)
+    path = workdir / POLICY_FILE
+    return get(json.loads(path.read_text())["name"]) if path.exists() else get(PAPER)

@@ -1,0 +1,84 @@
+"""Escalation and feedback in the stream (embedded broker and store) agree with the offline evaluator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dimee import method
+from dimee.calibration import Calibration
+from dimee.config import TIERS, Settings
+from dimee.escalation import serve_escalating
+from dimee.pipeline import run_pipeline
+from dimee.routing_policy import get
+from state.memory import shared_store
+from tests.helpers import stream_records, tiny_workdir
+from tests.stream_checks import offline_records
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tiny_workdir(tmp_path_factory.mktemp("esc-workdir"))
+
+
+@pytest.fixture(scope="module")
+def cal(workdir):
+    return Calibration.load(workdir / "calibration.json")
+
+
+@pytest.mark.parametrize(("policy", "mode", "band"),
+                         [("Cascade", "continue", 5e-3), ("Edge+escalation", "continue", 5e-3)])
+def test_streamed_escalation_matches_the_offline_journey(workdir, cal, policy, mode, band):
+    records = stream_records(160, seed=21)
+    settings = Settings(broker=f"memory://{policy}", state=f"memory://{policy}", topic_prefix=policy)
+    run = run_pipeline(records, workdir / "model", cal, settings, policy=get(policy), progress=False)
+    assert sorted(run.predictions) == sorted(r["id"] for r in records)
+    test = offline_records(records, workdir)
+    start = 0 if policy == "Cascade" else 1
+    journey = serve_escalating(test.probs, np.full(len(records), start), cal.tier_plan(), cal.alpha, cal.cost_model,
+                               mode)
+    # fp16 hidden states move confidences by ~1e-3: leave out samples that close to the threshold
+    stable = ~(np.abs(test.probs.max(-1) - cal.alpha) < band).any(1)
+    assert stable.mean() > 0.6
+    paths = journey.paths(cal.tier_plan())
+    escalated = 0
+    for i, record in enumerate(records):
+        if not stable[i]:
+            continue
+        p = run.predictions[record["id"]]
+        assert [t.value for t in p.path] == paths[i]
+        assert TIERS.index(p.tier) == journey.final[i] and p.exit_layer == journey.exit_layer[i]
+        assert p.label_pred == journey.pred[i]
+        assert p.cost.total == pytest.approx(journey.cost[i])
+        assert p.layers_run == journey.layers_run[i]
+        escalated += len(p.path) > 1
+    assert escalated > 0
+
+
+def test_recompute_pays_again_in_the_stream(workdir, cal):
+    records = stream_records(60, seed=22)
+    settings = Settings(broker="memory://recompute", state="memory://recompute", topic_prefix="recompute")
+    policy = get("Cascade").model_copy(update={"escalation": "recompute"})
+    run = run_pipeline(records, workdir / "model", cal, settings, policy=policy, progress=False)
+    test = offline_records(records, workdir)
+    journey = serve_escalating(test.probs, np.zeros(len(records), dtype=int), cal.tier_plan(), cal.alpha,
+                               cal.cost_model, "recompute")
+    on_tie = (np.abs(test.probs.max(-1) - cal.alpha) < 1e-4).any(1)
+    for i, record in enumerate(records):
+        if not on_tie[i]:
+            p = run.predictions[record["id"]]
+            assert p.cost.total == pytest.approx(journey.cost[i]) and p.layers_run == journey.layers_run[i]
+
+
+def test_feedback_moves_the_observed_pools_centroids(workdir, cal):
+    records = stream_records(120, seed=23)
+    settings = Settings(broker="memory://fb", state="memory://fb", topic_prefix="fb")
+    run = run_pipeline(records, workdir / "model", cal, settings, policy=get("Feedback-adaptive+esc"),
+                       progress=False)
+    assert len(run.predictions) == len(records)
+    snap = shared_store("memory://fb", cal.model_id).snapshot()
+    test = offline_records(records, workdir)
+    observed = np.bincount(method.true_pools(test.probs, cal.alpha, cal.tier_plan()), minlength=3)
+    added = np.array(snap.counts) - np.array(cal.pool_sizes)
+    assert added.sum() == len(records)  # every sample reported once, never twice
+    assert np.abs(added - observed).sum() <= 4  # = offline observed pools, up to fp16 ties at the threshold

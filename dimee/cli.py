@@ -267,6 +267,14 @@ def demo_cmd(
     report = run_evaluate(splits, workdir, out, title="dimee demo: rt-sentences, all-MiniLM-L6-v2")
     typer.echo(methods_table(report["methods"]))
     typer.echo(f"α* = {cal.alpha:.4f}; pools {cal.pool_sizes}")
+    from dimee.evaluation.routing_study import run_study
+    from dimee.evaluation.study_report import write_study
+
+    study = run_study(splits, workdir, max_drop=0.5, frontier=False)
+    write_study(study, out, "dimee demo: routing policies on rt-sentences")
+    default_row = next(r for r in study["methods"] if r["name"] == study["default_policy"])
+    typer.echo(f"routing policies: {out / 'routing.md'}; default chosen on calibration: {study['default_policy']} "
+               f"(test: {100 * default_row['accuracy']:.2f}% at cost {default_row['cost']:.3f})")
     if stream:
         from dimee.records import ExitRecords
         from dimee.runtime import configure_logging
@@ -275,7 +283,8 @@ def demo_cmd(
         configure_logging("WARNING")
         test_records = ExitRecords.load(records_path(workdir, "test"))
         result = stream_and_compare(splits.test, test_records, workdir / "model", cal,
-                                    Settings(broker="memory://", state="memory://", topic_prefix="demo"))
+                                    Settings(broker="memory://", state="memory://", topic_prefix="demo"),
+                                    default=default_row)
         append_to_report(result, out)
         typer.echo(markdown(result))
     typer.echo(f"wall-clock {time.perf_counter() - started:.0f} s; report: {out / 'report.md'}")

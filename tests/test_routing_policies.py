@@ -114,3 +114,17 @@ def test_default_policy_rule():
             "C": {"accuracy": 0.85, "cost": 0.1}}
     assert choose_default(rows, full_accuracy=0.90, max_drop=0.5) == "B"
     assert choose_default(rows, full_accuracy=0.99, max_drop=0.5) == "A"  # nobody qualifies: most accurate
+
+
+def test_policy_resolution(tmp_path):
+    from dimee.errors import DimeeError
+    from dimee.routing_policy import POLICIES, resolve, save_default
+
+    assert resolve(tmp_path).name == "DIMEE-F"  # nothing measured yet: the paper's router
+    save_default(tmp_path, "Edge+escalation", "cheapest within budget")
+    chosen = resolve(tmp_path)
+    assert (chosen.name, chosen.router, chosen.escalation) == ("Edge+escalation", "edge", "continue")
+    assert resolve(tmp_path, "DIMEE-D").adaptive  # the paper stays one flag away
+    with pytest.raises(DimeeError, match="unknown policy"):
+        resolve(tmp_path, "Oracle")
+    assert {p.router for p in POLICIES.values()} <= {"centroid", "learned", "mobile", "edge", "cloud"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -20,13 +19,14 @@ class PredictionStats:
     total_cost: float = 0.0
     tiers: Counter = field(default_factory=Counter)
     latencies_s: list[float] = field(default_factory=list)
-    first_seen: float | None = None
-    last_seen: float | None = None
+    # Throughput from the predictions' own clocks, so a consumer reading a backlog still reports the
+    # pipeline's rate, not its own read rate.
+    first_produced: float = float("inf")
+    last_finished: float = float("-inf")
 
     def add(self, prediction: Prediction) -> None:
-        now = time.monotonic()
-        self.first_seen = self.first_seen or now
-        self.last_seen = now
+        self.first_produced = min(self.first_produced, prediction.timings.produced_at)
+        self.last_finished = max(self.last_finished, prediction.timings.finished_at)
         self.count += 1
         self.total_cost += prediction.cost.total
         self.tiers[prediction.tier.value] += 1
@@ -36,7 +36,7 @@ class PredictionStats:
         self.latencies_s.append(prediction.timings.finished_at - prediction.timings.produced_at)
 
     def summary(self) -> dict:
-        elapsed = (self.last_seen - self.first_seen) if self.first_seen and self.last_seen else 0.0
+        elapsed = self.last_finished - self.first_produced if self.count else 0.0
         mean_cost = self.total_cost / self.count if self.count else float("nan")
         latencies = np.asarray(self.latencies_s) if self.latencies_s else np.array([np.nan])
         return {

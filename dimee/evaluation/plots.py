@@ -15,11 +15,12 @@ def accuracy_vs_cost(methods: list[dict], path: Path, frontier: list[dict] | Non
     if frontier:
         ax.plot([r["cost"] for r in frontier], [100 * r["accuracy"] for r in frontier], "--", color="0.6",
                 label="DIMEE-D over the α grid", zorder=1)
-    for row in methods:
+    for i, row in enumerate(methods):
         marker = "*" if row["name"].startswith("DIMEE") else "o"
         ax.scatter(row["cost"], 100 * row["accuracy"], s=120 if marker == "*" else 50, marker=marker, zorder=2)
+        # stagger labels vertically: methods often sit close together near the top
         ax.annotate(row["name"], (row["cost"], 100 * row["accuracy"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
+                    xytext=(5, (4, -11, 12)[i % 3]), fontsize=8)
     ax.set_xlabel("mean cost per sample (cloud-only = 1.0 by default)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Accuracy against cost on the test split")

@@ -87,10 +87,11 @@ def calibration_curves(grid: list[float], reward: list[float], accuracy: list[fl
 
 def frontiers(curves: dict[str, list[dict]], path: Path, highlight: tuple[str, ...] = ()) -> None:
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
-    for name, rows in sorted(curves.items()):
+    colours = plt.get_cmap("tab20")  # more policies than the default cycle has colours
+    for i, (name, rows) in enumerate(sorted(curves.items())):
         style = "-" if name in highlight or name.startswith("Oracle") else "--"
         ax.plot([r["cost"] for r in rows], [100 * r["accuracy"] for r in rows], style, marker="o", markersize=3,
-                label=name, linewidth=2 if name in highlight else 1)
+                label=name, linewidth=2 if name in highlight else 1, color=colours(i % 20))
     ax.set_xlabel("mean cost per sample")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Accuracy-cost frontier of every policy over the α grid (test split)")

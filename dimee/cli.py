@@ -232,10 +232,9 @@ def drift_cmd(
     if calibrate_on not in UCI_DOMAINS or not domains or set(domains) - set(UCI_DOMAINS) or calibrate_on in domains:
         raise DimeeError(f"domains must be distinct values of {', '.join(UCI_DOMAINS)}")
     _threads()
-    report = drift(_settings().data_dir, workdir or Path(f"artifacts/drift-{calibrate_on}"), out, calibrate_on,
-                   domains, epochs, seed)
+    drift(_settings().data_dir, workdir or Path(f"artifacts/drift-{calibrate_on}"), out, calibrate_on, domains,
+          epochs, seed)
     typer.echo((out / "drift.md").read_text())
-    del report
 
 
 @app.command("demo")

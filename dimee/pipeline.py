@@ -60,9 +60,11 @@ def run_pipeline(
                      feedback=policy.feedback, **common)
           for t, _ in calibration.tier_plan()),
     ]
-    if policy.feedback:  # kept just before the sink: the wait below looks for it there
-        stages.append(FeedbackApplier(transport, topics, [topics.feedback], f"{topics.prefix}.feedback",
-                                      router=router, **common))
+    feedback = None
+    if policy.feedback:
+        feedback = FeedbackApplier(transport, topics, [topics.feedback], f"{topics.prefix}.feedback", router=router,
+                                   **common)
+        stages.append(feedback)
     sink = Sink(transport, topics, [topics.predictions], f"{topics.prefix}.sink", path=sink_path,
                 cloud_only_cost=cost_of_cloud_only(calibration.cost_model, calibration.num_layers), **common)
     stages.append(sink)
@@ -78,7 +80,7 @@ def run_pipeline(
         while time.monotonic() < deadline and not stop.is_set():
             dead_keys = set().union(*(s.dead_keys for s in stages))
             answered = expected <= (sink.kept.keys() | dead_keys)
-            feedback_done = not policy.feedback or stages[-2].processed >= len(sink.kept)
+            feedback_done = feedback is None or feedback.processed >= len(sink.kept)
             letters_done = sum(s.dead_letters for s in stages) - len(dead_keys & expected) >= keyless
             if answered and feedback_done and letters_done:
                 break

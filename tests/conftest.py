@@ -12,3 +12,18 @@ def tiny_dir(tmp_path_factory):
     from tests.helpers import saved_tiny_model
 
     return saved_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory):
+    """A tiny model with its calibration.json, shared read-only by the stream tests."""
+    from tests.helpers import tiny_workdir
+
+    return tiny_workdir(tmp_path_factory.mktemp("workdir"))
+
+
+@pytest.fixture(scope="session")
+def cal(workdir):
+    from dimee.calibration import Calibration
+
+    return Calibration.load(workdir / "calibration.json")

@@ -6,24 +6,13 @@ import numpy as np
 import pytest
 
 from dimee import method
-from dimee.calibration import Calibration
 from dimee.config import TIERS, Settings
 from dimee.escalation import serve_escalating
 from dimee.pipeline import run_pipeline
 from dimee.routing_policy import get
 from state.memory import shared_store
-from tests.helpers import stream_records, tiny_workdir
+from tests.helpers import stream_records
 from tests.stream_checks import offline_records
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tiny_workdir(tmp_path_factory.mktemp("esc-workdir"))
-
-
-@pytest.fixture(scope="module")
-def cal(workdir):
-    return Calibration.load(workdir / "calibration.json")
 
 
 @pytest.mark.parametrize(("policy", "mode", "band"),

@@ -8,7 +8,6 @@ import time
 import numpy as np
 import pytest
 
-from dimee.calibration import Calibration
 from dimee.config import Settings, Tier
 from dimee.errors import ServiceUnavailable
 from dimee.messages import DeadLetter, Prediction, Routed, Sample, parse
@@ -21,19 +20,9 @@ from predictions.sink import Sink
 from producers.producer import produce
 from routers.router import Router
 from state.memory import InMemoryCentroidStore
-from tests.helpers import stream_records, tiny_workdir
+from tests.helpers import stream_records
 from tests.stream_checks import assert_matches_offline
 from workers.tier_worker import TierWorker
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tiny_workdir(tmp_path_factory.mktemp("workdir"))
-
-
-@pytest.fixture(scope="module")
-def cal(workdir):
-    return Calibration.load(workdir / "calibration.json")
 
 
 def _settings(prefix: str) -> Settings:
@@ -84,7 +73,8 @@ def _start(stage, **kwargs) -> threading.Thread:
 def _wait(predicate, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
-        assert time.monotonic() < deadline, "timed out"
+        if time.monotonic() > deadline:
+            pytest.fail("timed out waiting for the stream")
         time.sleep(0.02)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from dimee import method
 from dimee.calibration import Calibration, calibrate
 from dimee.config import Tier
@@ -73,6 +71,3 @@ def alpha_frontier(test: ExitRecords, calibration: ExitRecords, cal: Calibration
         rows.append({"value": alpha, **_row(test, fixed)})
     return rows
 
-
-def mean_or_nan(values: list[float]) -> float:
-    return float(np.mean(values)) if values else float("nan")

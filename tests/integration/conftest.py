@@ -14,9 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from dimee.calibration import Calibration
-from tests.helpers import tiny_workdir
-
 KAFKA = os.environ.get("DIMEE_TEST_KAFKA")
 REDIS = os.environ.get("DIMEE_TEST_REDIS")
 API_VERSION = os.environ.get("DIMEE_TEST_KAFKA_API_VERSION", "")
@@ -36,14 +33,6 @@ def pytest_collection_modifyitems(items):
                     item.add_marker(pytest.mark.skip(reason="no Kafka/Redis: run `make test`"))
 
 
-@pytest.fixture(scope="session")
-def workdir(tmp_path_factory):
-    return tiny_workdir(tmp_path_factory.mktemp("integration-workdir"))
-
-
-@pytest.fixture(scope="session")
-def cal(workdir):
-    return Calibration.load(workdir / "calibration.json")
 
 
 @pytest.fixture
@@ -78,7 +67,8 @@ class Processes:
         for name in names:
             while "stage started" not in self.log(name):
                 assert self.running[name].poll() is None, f"{name} exited:\n{self.log(name)[-3000:]}"
-                assert time.monotonic() < deadline, f"{name} did not start:\n{self.log(name)[-3000:]}"
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{name} did not start:\n{self.log(name)[-3000:]}")
                 time.sleep(0.2)
 
     def log(self, name: str) -> str:

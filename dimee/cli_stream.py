@@ -26,6 +26,7 @@ IdleExitOpt = Annotated[float | None, typer.Option(help="Exit after this many id
                                                         "SIGTERM/SIGINT).")]
 MetricsOpt = Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port (127.0.0.1).")]
 LogOpt = Annotated[str, typer.Option(help="Log level.")]
+AdaptiveOpt = Annotated[bool, typer.Option(help="The paper's DIMEE-D (same as --policy DIMEE-D).")]
 PolicyOpt = Annotated[str, typer.Option(
     help="auto (what `dimee study` chose on calibration, else DIMEE-F), or a name: DIMEE-F, DIMEE-D, DIMEE-F+esc, "
          "DIMEE-D+esc, Feedback-adaptive(+esc), Learned(+esc), Cascade, Edge+escalation, Mobile-only, Edge-only, "
@@ -113,7 +114,7 @@ def register(app: typer.Typer) -> None:
     def route_cmd(
         workdir: WorkdirOpt = Path("artifacts/demo"),
         policy: PolicyOpt = "auto",
-        adaptive: Annotated[bool, typer.Option(help="The paper's DIMEE-D (same as --policy DIMEE-D).")] = False,
+        adaptive: AdaptiveOpt = False,
         reseed: Annotated[bool, typer.Option(help="Seed the state store from calibration.json first "
                                                   "(overwrites adapted centroids).")] = False,
         group: Annotated[str | None, typer.Option(help="Consumer group (default PREFIX.router).")] = None,
@@ -258,7 +259,7 @@ def register(app: typer.Typer) -> None:
         split: Annotated[str, typer.Option(help="Which split to stream.")] = "test",
         count: Annotated[int | None, typer.Option(min=1, help="Stream only the first N samples.")] = None,
         policy: PolicyOpt = "auto",
-        adaptive: Annotated[bool, typer.Option(help="The paper's DIMEE-D (same as --policy DIMEE-D).")] = False,
+        adaptive: AdaptiveOpt = False,
         reseed: Annotated[bool, typer.Option(help="Seed the state store from calibration.json (always done "
                                                   "for memory://).")] = False,
         out: Annotated[Path | None, typer.Option(help="Also write the predictions as JSONL here.")] = None,

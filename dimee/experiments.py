@@ -83,7 +83,7 @@ def drift(data_dir: Path, workdir: Path, out_dir: Path, calibrate_on: str, strea
                     labels.append(label)
         segments_data.append((domain, TextDataset(domain, texts, labels, ["negative", "positive"])))
     model, tokenizer = load_model(workdir / "model"), load_tokenizer(workdir / "model")
-    extractor, f_cal, _ = extract_features(splits, workdir)
+    extractor, f_cal, f_in_domain = extract_features(splits, workdir)
     stream_probs, stream_emb, stream_labels, bounds = [], [], [], [0]
     for _, data in segments_data:
         probs, emb = record_exit_probabilities(model, tokenizer, data, desc=f"recording {data.name}")
@@ -92,7 +92,8 @@ def drift(data_dir: Path, workdir: Path, out_dir: Path, calibrate_on: str, strea
         stream_labels.append(np.asarray(data.labels))
         bounds.append(bounds[-1] + len(data))
     records = ExitRecords(np.concatenate(stream_probs), np.concatenate(stream_emb), np.concatenate(stream_labels))
-    features = np.vstack([extractor.extract(d.texts) for _, d in segments_data])
+    # the first segment is the calibration domain's test split, whose features we already have
+    features = np.vstack([f_in_domain, *(extractor.extract(d.texts) for _, d in segments_data[1:])])
     pools_cal = method.true_pools(calibration.probs, cal.alpha, cal.tier_plan())
     router, _ = learned_router.fit(f_cal, pools_cal, calibration.probs, cal.tier_plan(), cal.alpha, cal.cost_model,
                                    "continue", extractor.names, seed)

@@ -60,6 +60,3 @@ def open_store(url: str, model_id: str, seen_ttl_s: int = 7 * 24 * 3600) -> Cent
         return RedisCentroidStore(url, model_id, seen_ttl_s)
     raise DimeeError(f"unknown state store {url!r}: use memory:// or redis://HOST:PORT/DB (rediss:// for TLS)")
 
-
-def seed_arrays(calibration: Calibration) -> tuple[list[np.ndarray | None], list[int]]:
-    return calibration.centroid_arrays(), list(calibration.pool_sizes)

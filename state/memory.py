@@ -7,7 +7,7 @@ import threading
 import numpy as np
 
 from dimee.calibration import Calibration
-from state.base import CentroidSnapshot, NotSeeded, Update, seed_arrays
+from state.base import CentroidSnapshot, NotSeeded, Update
 
 _STORES: dict[tuple[str, str], InMemoryCentroidStore] = {}
 _LOCK = threading.Lock()
@@ -27,7 +27,7 @@ class InMemoryCentroidStore:
         self._seen: set[str] = set()
 
     def seed(self, calibration: Calibration) -> None:
-        means, counts = seed_arrays(calibration)
+        means, counts = calibration.centroid_arrays(), list(calibration.pool_sizes)
         with self._lock:
             self._means, self._counts = means, counts
             self._versions = [0] * len(means)

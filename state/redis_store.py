@@ -19,7 +19,7 @@ import redis
 
 from dimee.calibration import Calibration
 from dimee.errors import ServiceUnavailable
-from state.base import CentroidSnapshot, NotSeeded, Update, seed_arrays
+from state.base import CentroidSnapshot, NotSeeded, Update
 
 UPDATE_SCRIPT = """
 if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[2])) then
@@ -75,7 +75,7 @@ class RedisCentroidStore:
             raise ServiceUnavailable(f"cannot reach Redis at {host} ({exc.__class__.__name__})") from exc
 
     def seed(self, calibration: Calibration) -> None:
-        means, counts = seed_arrays(calibration)
+        means, counts = calibration.centroid_arrays(), list(calibration.pool_sizes)
 
         def write(pipe: redis.client.Pipeline) -> None:
             for key in self.client.scan_iter(match=self._key("seen", "*"), count=1000):

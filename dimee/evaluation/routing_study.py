@@ -31,8 +31,11 @@ def extract_features(splits: Splits, workdir: Path) -> tuple[FeatureExtractor, n
             extractor.extract(splits.test.texts, splits.test.text_pairs))
 
 
-def _paper(name: str, records: ExitRecords, calibration: ExitRecords, cal: Calibration) -> methods.MethodResult:
-    return {m.name: m for m in methods.all_methods(records, calibration, cal)}[name]
+def _paper(names: tuple[str, ...], records: ExitRecords, calibration: ExitRecords,
+           cal: Calibration) -> list[methods.MethodResult]:
+    """The named rows of the paper's evaluator, computed once."""
+    by_name = {m.name: m for m in methods.all_methods(records, calibration, cal)}
+    return [by_name[n] for n in names]
 
 
 def _at_alpha(cal: Calibration, calibration: ExitRecords, alpha: float) -> Calibration:
@@ -54,9 +57,9 @@ def run_study(splits: Splits, workdir: Path, max_drop: float = 0.5, seed: int = 
     router.save(workdir / "learned_router.json")
     table = policy_table(router)
 
-    test_results = [_paper(n, test, calibration, cal) for n in PAPER_ROWS]
+    test_results = _paper(PAPER_ROWS, test, calibration, cal)
     test_results += [fn(PolicyInputs(test, f_test), cal) for fn in table.values()]
-    cal_results = [_paper(n, calibration, calibration, cal) for n in PAPER_ROWS if n != "Early-Exit"]
+    cal_results = _paper(tuple(n for n in PAPER_ROWS if n != "Early-Exit"), calibration, calibration, cal)
     cal_results += [fn(PolicyInputs(calibration, f_cal, learned_proba=oof), cal) for fn in table.values()]
     test_rows = method_rows(test_results, test, cal)
     cal_rows = {row["name"]: row for row in method_rows(cal_results, calibration, cal)}
@@ -99,7 +102,8 @@ def frontiers(cal: Calibration, calibration: ExitRecords, test: ExitRecords, f_c
         router, _ = learned_router.fit(f_cal, pools, calibration.probs, at.tier_plan(), alpha, at.cost_model,
                                        "continue", names, seed, c_grid=(c_value,)) \
             if len(set(pools.tolist())) > 1 else (None, None)
-        results = [_paper(n, test, calibration, at) for n in ("DIMEE-F", "DIMEE-D", "Oracle")]
+        results = [methods.dimee(test, at, adaptive=False), methods.dimee(test, at, adaptive=True),
+                   methods.oracle(test, at)]
         results += [fn(PolicyInputs(test, f_test), at) for fn in policy_table(router).values()]
         for row in method_rows(results, test, at):
             curves.setdefault(row["name"], []).append({"alpha": float(alpha), "accuracy": row["accuracy"],

@@ -10,8 +10,8 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from dimee import method
-from dimee.config import CostModel, Tier
 from dimee.errors import DimeeError
+from dimee.tiers import CostModel, Tier, TierPlan
 
 Objective = Literal["reward", "accuracy-budget"]
 EmbeddingKind = Literal["layer", "raw"]
@@ -46,8 +46,16 @@ class Calibration(BaseModel):
     pool_sizes: list[int]
     centroids: list[list[float] | None] = Field(description="per pool; null for an empty pool")
 
-    def tier_plan(self) -> method.TierPlan:
-        return [(entry.tier, entry.cap) for entry in self.plan]
+    def tier_plan(self) -> TierPlan:
+        return TierPlan.of((entry.tier, entry.cap) for entry in self.plan)
+
+    def at_alpha(self, probs: np.ndarray, embeddings: np.ndarray, alpha: float) -> Calibration:
+        """This calibration served at another α: pools and centroids re-derived from the calibration split's
+        recorded exits (`probs`) and routing embeddings."""
+        pools = method.true_pools(probs, alpha, self.tier_plan())
+        means, counts = method.centroids(embeddings, pools, len(self.plan))
+        return self.model_copy(update={"alpha": float(alpha), "pool_sizes": counts,
+                                       "centroids": [None if mu is None else mu.tolist() for mu in means]})
 
     def centroid_arrays(self) -> list[np.ndarray | None]:
         return [None if c is None else np.asarray(c, dtype=np.float64) for c in self.centroids]
@@ -66,7 +74,7 @@ class Calibration(BaseModel):
 
 
 def curves(
-    probs: np.ndarray, labels: np.ndarray, plan: method.TierPlan, cost: CostModel, grid: np.ndarray
+    probs: np.ndarray, labels: np.ndarray, plan: TierPlan, cost: CostModel, grid: np.ndarray
 ) -> tuple[list[float], list[float], list[float]]:
     """Mean reward, accuracy and mean cost of routing by true pool, at every α of the grid."""
     reward, accuracy, mean_cost = [], [], []
@@ -102,12 +110,12 @@ def calibrate(
     max_drop: float = 0.5,
     distance: method.Distance = "euclidean",
     embedding: EmbeddingKind = "layer",
-    plan: method.TierPlan | None = None,
+    plan: TierPlan | None = None,
     model_id: str = "dimee",
 ) -> Calibration:
     cost = cost or CostModel()
     num_layers, num_labels = probs.shape[1], probs.shape[2]
-    plan = plan or method.default_plan(m, n, num_layers)
+    plan = plan or TierPlan.default(m, n, num_layers)
     grid = method.alpha_grid(num_labels)
     labels = np.asarray(labels)
     reward, accuracy, mean_cost = curves(probs, labels, plan, cost, grid)

@@ -11,9 +11,10 @@ from typing import Annotated
 import typer
 
 from dimee import cli_stream as stream_commands
-from dimee.config import CostModel, Settings
+from dimee.config import Settings
 from dimee.data.registry import NAMES_HELP, DatasetSpec
 from dimee.errors import DimeeError
+from dimee.tiers import CostModel
 
 app = typer.Typer(
     help="dimee: classify text across mobile, edge and cloud tiers, routed before any layer runs.",

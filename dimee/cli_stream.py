@@ -9,8 +9,9 @@ from typing import Annotated
 
 import typer
 
-from dimee.config import Settings, Tier
+from dimee.config import Settings
 from dimee.errors import DimeeError
+from dimee.tiers import Tier
 
 BrokerOpt = Annotated[str | None, typer.Option(
     help="memory:// (embedded, default) or kafka://HOST:PORT[,HOST:PORT]. Env: DIMEE_BROKER.")]
@@ -87,7 +88,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Publish samples to the samples topic, keyed by sample id."""
         from dimee.data import DatasetSpec
-        from dimee.transport.base import Topics, open_transport
+        from dimee.transport import Topics, open_transport
         from producers import sources
         from producers.producer import produce
 
@@ -128,9 +129,9 @@ def register(app: typer.Typer) -> None:
 
         from dimee.offline import model_dir
         from dimee.routing_policy import resolve
-        from dimee.transport.base import Topics, open_transport
+        from dimee.transport import Topics, open_transport
         from routers.router import FeedbackApplier, Router
-        from state.base import open_store
+        from state import open_store
 
         settings = _settings(broker, state, topic_prefix, kafka_api_version)
         stop = _start(log_level, metrics_port)
@@ -138,7 +139,7 @@ def register(app: typer.Typer) -> None:
         chosen = resolve(workdir, "DIMEE-D" if adaptive else policy)
         store = open_store(settings.state, cal.model_id, settings.seen_ttl_s)
         if reseed:
-            store.seed(cal)
+            store.seed(cal.centroid_arrays(), cal.pool_sizes)
         elif not store.is_seeded():
             raise DimeeError(f"no centroids in {settings.state} for model {cal.model_id!r}: pass --reseed to seed "
                              "them from calibration.json")
@@ -160,12 +161,12 @@ def register(app: typer.Typer) -> None:
         workdir: WorkdirOpt = Path("artifacts/demo"), state: StateOpt = None,
     ) -> None:
         """Write calibration.json's centroids to the state store (replaces adapted ones; forgets seen ids)."""
-        from state.base import open_store
+        from state import open_store
 
         settings = _settings(None, state, None, None)
         cal = _calibration(workdir)
         store = open_store(settings.state, cal.model_id, settings.seen_ttl_s)
-        store.seed(cal)
+        store.seed(cal.centroid_arrays(), cal.pool_sizes)
         store.close()
         typer.echo(f"seeded {len(cal.centroids)} pools for model {cal.model_id!r} in {settings.state}")
 
@@ -188,7 +189,7 @@ def register(app: typer.Typer) -> None:
         """Serve one tier: batched early exit at α* on the tier's partition; publish predictions."""
         from dimee.offline import model_dir
         from dimee.routing_policy import resolve
-        from dimee.transport.base import Topics, open_transport
+        from dimee.transport import Topics, open_transport
         from workers.tier_worker import TierWorker
 
         if escalation not in ("auto", "off", "recompute", "continue"):
@@ -215,7 +216,7 @@ def register(app: typer.Typer) -> None:
         idle_exit: IdleExitOpt = None, metrics_port: MetricsOpt = None, log_level: LogOpt = "INFO",
     ) -> None:
         """Write predictions to JSONL, deduplicated by id."""
-        from dimee.transport.base import Topics, open_transport
+        from dimee.transport import Topics, open_transport
         from predictions.sink import Sink
 
         settings = _settings(broker, None, topic_prefix, kafka_api_version)
@@ -236,8 +237,7 @@ def register(app: typer.Typer) -> None:
         """Live view of the predictions: throughput, accuracy, cost vs cloud-only, tier shares, latency."""
         import os
 
-        from dimee.evaluation.methods import cost_of_cloud_only
-        from dimee.transport.base import Topics, open_transport
+        from dimee.transport import Topics, open_transport
         from predictions.tail import Tail
 
         settings = _settings(broker, None, topic_prefix, kafka_api_version)
@@ -245,7 +245,7 @@ def register(app: typer.Typer) -> None:
         cloud = 1.0
         if workdir is not None:
             cal = _calibration(workdir)
-            cloud = cost_of_cloud_only(cal.cost_model, cal.num_layers)
+            cloud = cal.cost_model.cloud_only(cal.num_layers)
         topics = Topics(settings.topic_prefix)
         tail = Tail(open_transport(settings.broker, settings.api_version_tuple(), client_id="dimee-tail"), topics,
                     [topics.predictions], f"{topics.prefix}.tail-{os.getpid()}", stop=stop, cloud_only_cost=cloud)

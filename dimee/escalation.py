@@ -14,19 +14,10 @@ from typing import Literal
 
 import numpy as np
 
-from dimee.config import CostModel, Tier
-from dimee.method import TierPlan
+from dimee.tiers import CostModel, TierPlan
 
 EscalationMode = Literal["off", "recompute", "continue"]
 MODES: tuple[EscalationMode, ...] = ("off", "recompute", "continue")
-
-
-def entry_cost(cost: CostModel, tier: Tier) -> float:
-    return {Tier.MOBILE: 0.0, Tier.EDGE: cost.o_e, Tier.CLOUD: cost.o_c + cost.kappa}[tier]
-
-
-def per_layer_cost(cost: CostModel, tier: Tier) -> float:
-    return {Tier.MOBILE: cost.lambda_m, Tier.EDGE: cost.lambda_e, Tier.CLOUD: cost.lambda_c}[tier]
 
 
 @dataclass
@@ -40,7 +31,7 @@ class Journey:
     path_bits: np.ndarray  # bit t set: tier t of the plan was visited
 
     def paths(self, plan: TierPlan) -> list[list[str]]:
-        return [[tier.value for t, (tier, _) in enumerate(plan) if bits >> t & 1] for bits in self.path_bits]
+        return plan.paths(self.path_bits)
 
 
 def serve_escalating(probs: np.ndarray, start: np.ndarray, plan: TierPlan, alpha: float, cost: CostModel,
@@ -66,7 +57,7 @@ def serve_escalating(probs: np.ndarray, start: np.ndarray, plan: TierPlan, alpha
         reached = passes.any(1)
         exit_at = np.where(reached, passes.argmax(1) + 1, cap)
         run = exit_at - b
-        total[here] += entry_cost(cost, tier) + per_layer_cost(cost, tier) * run
+        total[here] += cost.run(tier, run)
         layers_run[here] += run
         hops[here] += 1
         path_bits[here] |= 1 << t

@@ -9,17 +9,17 @@ import numpy as np
 
 from dimee import learned_router, method
 from dimee.calibration import Calibration
-from dimee.config import CostModel
 from dimee.data import DatasetSpec, Splits
 from dimee.data.dataset import TextDataset
 from dimee.evaluation import plots
-from dimee.evaluation.methods import all_methods
+from dimee.evaluation.baselines import all_methods
 from dimee.evaluation.policies import PolicyInputs, policy_table
 from dimee.evaluation.routing_study import extract_features, run_study
 from dimee.evaluation.study_report import aggregate, aggregate_markdown, write_study
 from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.offline import run_calibrate, run_evaluate, run_train, splits_for
 from dimee.records import ExitRecords
+from dimee.tiers import CostModel
 from dimee.training import TrainConfig, record_exit_probabilities
 
 

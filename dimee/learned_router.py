@@ -12,9 +12,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from dimee.config import CostModel
 from dimee.escalation import EscalationMode, serve_escalating
 from dimee.method import TierPlan, true_pools
+from dimee.tiers import CostModel
 
 C_GRID = (0.0001, 0.001, 0.01, 0.1, 1.0)
 

@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from dimee.config import Tier
+from dimee.tiers import Tier
 
 DEFAULT_MAX_TEXT_CHARS = 10_000
 

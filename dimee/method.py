@@ -2,9 +2,8 @@
 serving outcomes and nearest-centroid routing. Pure numpy, so calibration and every offline sweep run in
 seconds without the model.
 
-Shapes: probs (N, L, C) softmax of every exit; embeddings (N, H). Layers are 1-based. A "tier plan" is the
-ordered list of (tier, cap) the deployment has, e.g. [(mobile, m), (edge, n), (cloud, L)]; a pool is an
-index into it.
+Shapes: probs (N, L, C) softmax of every exit; embeddings (N, H). Layers are 1-based. A pool is an index
+into the deployment's `TierPlan`.
 """
 
 from __future__ import annotations
@@ -14,16 +13,9 @@ from typing import Literal
 
 import numpy as np
 
-from dimee.config import CostModel, Tier
+from dimee.tiers import CostModel, Tier, TierPlan
 
-TierPlan = list[tuple[Tier, int]]
 Distance = Literal["euclidean", "cosine"]
-
-
-def default_plan(m: int, n: int, num_layers: int) -> TierPlan:
-    if not 0 < m < n < num_layers:
-        raise ValueError(f"need 0 < m < n < L, got m={m}, n={n}, L={num_layers}")
-    return [(Tier.MOBILE, m), (Tier.EDGE, n), (Tier.CLOUD, num_layers)]
 
 
 def alpha_grid(num_labels: int, points: int = 10) -> np.ndarray:
@@ -43,9 +35,7 @@ def exit_layers(probs: np.ndarray, alpha: float, cap: int | np.ndarray | None = 
 
 def true_pools(probs: np.ndarray, alpha: float, plan: TierPlan) -> np.ndarray:
     """The pool of each sample: the first tier whose cap reaches τ_α(x); beyond every cap, the last tier."""
-    tau = exit_layers(probs, alpha)
-    caps = np.array([cap for _, cap in plan])
-    return np.minimum(np.searchsorted(caps, tau, side="left"), len(plan) - 1)
+    return plan.pools_of_exits(exit_layers(probs, alpha))
 
 
 @dataclass
@@ -61,21 +51,13 @@ class Served:
         return float((self.pred == labels).mean()) if len(labels) else float("nan")
 
 
-def layer_costs(cost: CostModel, tier: Tier, layers_run: np.ndarray) -> np.ndarray:
-    """Vectorised CostModel.breakdown(...)['total']."""
-    per_layer = {Tier.MOBILE: cost.lambda_m, Tier.EDGE: cost.lambda_e, Tier.CLOUD: cost.lambda_c}[tier]
-    fixed = {Tier.MOBILE: 0.0, Tier.EDGE: cost.o_e, Tier.CLOUD: cost.o_c + cost.kappa}[tier]
-    return fixed + per_layer * layers_run
-
-
 def serve(probs: np.ndarray, pools: np.ndarray, plan: TierPlan, alpha: float, cost: CostModel) -> Served:
-    caps = np.array([cap for _, cap in plan])[pools]
-    exit_at = exit_layers(probs, alpha, caps)
+    exit_at = exit_layers(probs, alpha, plan.caps_of(pools))
     pred = probs[np.arange(len(pools)), exit_at - 1].argmax(-1)
     costs = np.zeros(len(pools))
     for index, (tier, _) in enumerate(plan):
         chosen = pools == index
-        costs[chosen] = layer_costs(cost, tier, exit_at[chosen])
+        costs[chosen] = cost.run(tier, exit_at[chosen])
     return Served(pred, exit_at, costs, pools.copy())
 
 
@@ -84,18 +66,24 @@ def rewards(probs: np.ndarray, alpha: float, plan: TierPlan, cost: CostModel) ->
     pools = true_pools(probs, alpha, plan)
     conf = probs.max(-1)
     num_layers = conf.shape[1]
-    caps = np.array([cap for _, cap in plan])[pools]
-    exit_at = exit_layers(probs, alpha, caps)
+    exit_at = exit_layers(probs, alpha, plan.caps_of(pools))
     out = np.empty(len(pools))
     for index, (tier, _) in enumerate(plan):
         chosen = pools == index
         if tier is Tier.CLOUD:
             layers = np.full(chosen.sum(), num_layers)
-            out[chosen] = conf[chosen, num_layers - 1] - cost.beta * layer_costs(cost, tier, layers)
+            out[chosen] = conf[chosen, num_layers - 1] - cost.beta * cost.run(tier, layers)
         else:
             layers = exit_at[chosen]
-            out[chosen] = conf[chosen, layers - 1] - cost.beta * layer_costs(cost, tier, layers)
+            out[chosen] = conf[chosen, layers - 1] - cost.beta * cost.run(tier, layers)
     return out
+
+
+def running_mean_step(mean: np.ndarray, embedding: np.ndarray, count: int, gamma: float = 0.0) -> np.ndarray:
+    """One centroid update: μ + (e − μ)/(N + 1), the running mean (DIMEE-D); with gamma > 0 the exponential
+    moving average μ + γ(e − μ). The Redis store's Lua script computes the same step server-side."""
+    delta = embedding - mean
+    return mean + (delta * gamma if gamma > 0 else delta / (count + 1))
 
 
 def centroids(embeddings: np.ndarray, pools: np.ndarray, num_pools: int) -> tuple[list[np.ndarray | None], list[int]]:
@@ -145,7 +133,7 @@ def route(
         pool = nearest_pool(embedding, means, distance)
         out[i] = pool
         if adaptive and means[pool] is not None:
-            means[pool] = means[pool] + (embedding - means[pool]) / (counts[pool] + 1)
+            means[pool] = running_mean_step(means[pool], embedding, counts[pool])
             counts[pool] += 1
     return out
 
@@ -165,7 +153,6 @@ def route_with_feedback(
         if means[k] is None:  # an empty pool gets its first member
             means[k], counts[k] = embedding.copy(), 1
             continue
-        step = gamma if update == "ema" else 1.0 / (counts[k] + 1)
-        means[k] = means[k] + (embedding - means[k]) * step
+        means[k] = running_mean_step(means[k], embedding, counts[k], gamma if update == "ema" else 0.0)
         counts[k] += 1
     return out

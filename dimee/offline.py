@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from dimee.calibration import Calibration, EmbeddingKind, Objective, calibrate
-from dimee.config import CostModel
 from dimee.data import DatasetSpec, Splits, load_splits
 from dimee.evaluation.report import build_report, write_report
 from dimee.method import Distance
 from dimee.model.artifacts import load_model, load_tokenizer, new_model, save_model
 from dimee.model.early_exit import Pooling
 from dimee.records import ExitRecords
+from dimee.tiers import CostModel
 from dimee.training import TrainConfig, record_exit_probabilities, train
 
 

@@ -11,17 +11,16 @@ from pathlib import Path
 
 from dimee.calibration import Calibration
 from dimee.config import Settings
-from dimee.evaluation.methods import cost_of_cloud_only
 from dimee.messages import Prediction
 from dimee.routing_policy import RoutingPolicy
 from dimee.routing_policy import get as get_policy
 from dimee.runtime import StopFlag, log
 from dimee.stage import BatchLimits
-from dimee.transport.base import Topics, open_transport
+from dimee.transport import Topics, open_transport
 from predictions.sink import Sink
 from producers.producer import produce
 from routers.router import FeedbackApplier, Router
-from state.base import open_store
+from state import open_store
 from workers.tier_worker import TierWorker
 
 
@@ -47,7 +46,7 @@ def run_pipeline(
     transport.ensure_topics(topics.all())
     store = open_store(settings.state, calibration.model_id, settings.seen_ttl_s)
     if reseed:
-        store.seed(calibration)
+        store.seed(calibration.centroid_arrays(), calibration.pool_sizes)
     stop = StopFlag()
     limits = limits or BatchLimits()
     common = {"stop": stop, "limits": limits, "max_text_chars": settings.max_text_chars}
@@ -66,7 +65,7 @@ def run_pipeline(
                                    **common)
         stages.append(feedback)
     sink = Sink(transport, topics, [topics.predictions], f"{topics.prefix}.sink", path=sink_path,
-                cloud_only_cost=cost_of_cloud_only(calibration.cost_model, calibration.num_layers), **common)
+                cloud_only_cost=calibration.cost_model.cloud_only(calibration.num_layers), **common)
     stages.append(sink)
     threads = [threading.Thread(target=stage.run, name=stage.name, daemon=True) for stage in stages]
     for thread in threads:

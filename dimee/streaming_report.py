@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from dimee.calibration import Calibration
-from dimee.config import TIERS, Settings
+from dimee.config import Settings
 from dimee.data.dataset import TextDataset
-from dimee.evaluation import methods
+from dimee.evaluation import baselines
 from dimee.pipeline import run_pipeline
 from dimee.records import ExitRecords
 from dimee.routing_policy import get as get_policy
+from dimee.tiers import TIERS
 
 
 def stream_and_compare(test: TextDataset, test_records: ExitRecords, model_dir: Path, cal: Calibration,
@@ -28,7 +29,7 @@ def stream_and_compare(test: TextDataset, test_records: ExitRecords, model_dir: 
         name = "DIMEE-D" if adaptive else "DIMEE-F"
         run_settings = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}-{name.lower()}"})
         run = run_pipeline(records, model_dir, cal, run_settings, adaptive=adaptive)
-        offline = methods.dimee(test_records, cal, adaptive)
+        offline = baselines.dimee(test_records, cal, adaptive)
         streamed_tier = np.full(len(test), -1)
         streamed_pred = np.full(len(test), -1)
         for sample_id, prediction in run.predictions.items():

@@ -81,7 +81,7 @@ class Router(Stage):
             pool = int(np.argmin(distances)) if np.isfinite(distances).any() else len(self.plan) - 1
             if self.adaptive and means[pool] is not None:
                 # Mirror the server-side step so later samples of this batch see it, as in a sequential stream.
-                means[pool] = means[pool] + (embedding - means[pool]) / (counts[pool] + 1)
+                means[pool] = method.running_mean_step(means[pool], embedding, counts[pool])
                 counts[pool] += 1
                 updates.append(Update(pool, embedding, sample.id))
             outputs.append(self._output(sample, pool, distances.tolist(), snapshot.version))

@@ -1,5 +1,20 @@
-"""Centroid state shared by routers: Redis in production, in-memory for the embedded default and unit tests."""
+"""Centroid state shared by routers: Redis in production, in-memory for the embedded default and unit tests.
+`open_store` picks the implementation by URL; the interface (`state.base`) knows none of them."""
 
-from state.base import CentroidSnapshot, CentroidStore, NotSeeded, open_store
+from dimee.errors import DimeeError
+from state.base import CentroidSnapshot, CentroidStore, NotSeeded, Update
 
-__all__ = ["CentroidSnapshot", "CentroidStore", "NotSeeded", "open_store"]
+
+def open_store(url: str, model_id: str, seen_ttl_s: int = 7 * 24 * 3600) -> CentroidStore:
+    if url.startswith("memory://"):
+        from state.memory import shared_store
+
+        return shared_store(url, model_id)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from state.redis_store import RedisCentroidStore
+
+        return RedisCentroidStore(url, model_id, seen_ttl_s)
+    raise DimeeError(f"unknown state store {url!r}: use memory:// or redis://HOST:PORT/DB (rediss:// for TLS)")
+
+
+__all__ = ["CentroidSnapshot", "CentroidStore", "NotSeeded", "Update", "open_store"]

@@ -1,4 +1,5 @@
-"""The centroid store interface. Seeding from calibration.json is always an explicit act (`--reseed`)."""
+"""The centroid store interface; `state` (the package) opens an implementation by URL. Seeding is always an
+explicit act (`dimee seed`, `--reseed`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from typing import Protocol
 
 import numpy as np
 
-from dimee.calibration import Calibration
 from dimee.errors import DimeeError
 
 
@@ -35,8 +35,9 @@ class Update:
 
 
 class CentroidStore(Protocol):
-    def seed(self, calibration: Calibration) -> None:
-        """Replace the stored centroids with calibration's (and forget which ids were seen)."""
+    def seed(self, means: list[np.ndarray | None], counts: list[int]) -> None:
+        """Replace the stored centroids (None: an empty pool) and their counts, and forget which ids were
+        seen. Callers pass calibration.json's pools: `store.seed(cal.centroid_arrays(), cal.pool_sizes)`."""
 
     def is_seeded(self) -> bool: ...
 
@@ -47,16 +48,3 @@ class CentroidStore(Protocol):
         before (within the seen-marker TTL); returns which were applied."""
 
     def close(self) -> None: ...
-
-
-def open_store(url: str, model_id: str, seen_ttl_s: int = 7 * 24 * 3600) -> CentroidStore:
-    if url.startswith("memory://"):
-        from state.memory import shared_store
-
-        return shared_store(url, model_id)
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        from state.redis_store import RedisCentroidStore
-
-        return RedisCentroidStore(url, model_id, seen_ttl_s)
-    raise DimeeError(f"unknown state store {url!r}: use memory:// or redis://HOST:PORT/DB (rediss:// for TLS)")
-

@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-from dimee.calibration import Calibration
+from dimee.method import running_mean_step
 from state.base import CentroidSnapshot, NotSeeded, Update
 
 _STORES: dict[tuple[str, str], InMemoryCentroidStore] = {}
@@ -26,10 +26,10 @@ class InMemoryCentroidStore:
         self._versions: list[int] = []
         self._seen: set[str] = set()
 
-    def seed(self, calibration: Calibration) -> None:
-        means, counts = calibration.centroid_arrays(), list(calibration.pool_sizes)
+    def seed(self, means: list[np.ndarray | None], counts: list[int]) -> None:
         with self._lock:
-            self._means, self._counts = means, counts
+            self._means = [None if m is None else np.asarray(m, dtype=np.float64).copy() for m in means]
+            self._counts = list(counts)
             self._versions = [0] * len(means)
             self._seen = set()
 
@@ -55,8 +55,8 @@ class InMemoryCentroidStore:
                     continue
                 self._seen.add(update.sample_id)
                 count = self._counts[update.pool]
-                delta = update.embedding.astype(np.float64) - mean
-                self._means[update.pool] = mean + (delta * update.gamma if update.gamma > 0 else delta / (count + 1))
+                self._means[update.pool] = running_mean_step(mean, update.embedding.astype(np.float64), count,
+                                                             update.gamma)
                 self._counts[update.pool] = count + 1
                 self._versions[update.pool] += 1
                 applied.append(True)

@@ -1,7 +1,7 @@
 """Centroids in Redis. Keys, under the namespace `dimee:{MODEL_ID}` (the braces are a cluster hash tag, so
 one script touches one slot):
 
-    dimee:{MODEL_ID}:meta         hash: pools, dim, alpha, seeded_at
+    dimee:{MODEL_ID}:meta         hash: pools, dim, seeded_at
     dimee:{MODEL_ID}:pool:K       hash: mean (packed little-endian float64; absent for an empty pool),
                                         count, version
     dimee:{MODEL_ID}:seen:ID      "1" with a TTL: this sample id has moved a centroid already
@@ -17,7 +17,6 @@ import time
 import numpy as np
 import redis
 
-from dimee.calibration import Calibration
 from dimee.errors import ServiceUnavailable
 from state.base import CentroidSnapshot, NotSeeded, Update
 
@@ -74,8 +73,8 @@ class RedisCentroidStore:
             host = self.url.split("@")[-1]
             raise ServiceUnavailable(f"cannot reach Redis at {host} ({exc.__class__.__name__})") from exc
 
-    def seed(self, calibration: Calibration) -> None:
-        means, counts = calibration.centroid_arrays(), list(calibration.pool_sizes)
+    def seed(self, means: list[np.ndarray | None], counts: list[int]) -> None:
+        dim = next((len(m) for m in means if m is not None), 0)
 
         def write(pipe: redis.client.Pipeline) -> None:
             for key in self.client.scan_iter(match=self._key("seen", "*"), count=1000):
@@ -86,9 +85,7 @@ class RedisCentroidStore:
                 pipe.hset(key, mapping={"count": count, "version": 0})
                 if mean is not None:
                     pipe.hset(key, "mean", pack(mean))
-            pipe.hset(self._key("meta"), mapping={"pools": len(means), "dim": len(calibration.centroids[0] or [])
-                                                  if calibration.centroids else 0,
-                                                  "alpha": calibration.alpha, "seeded_at": time.time()})
+            pipe.hset(self._key("meta"), mapping={"pools": len(means), "dim": dim, "seeded_at": time.time()})
 
         def transaction() -> None:
             with self.client.pipeline(transaction=True) as pipe:

@@ -115,9 +115,7 @@ def tiny_workdir(folder: Path, num_layers: int = 6, calibration_size: int = 200,
     # grid α whose pools are most even, with the centroids of those pools.
     plan = cal.tier_plan()
     alpha = min(cal.grid, key=lambda a: np.bincount(method.true_pools(probs, a, plan), minlength=3).max())
-    means, counts = method.centroids(embeddings, method.true_pools(probs, alpha, plan), len(plan))
-    cal = cal.model_copy(update={"alpha": alpha, "pool_sizes": counts,
-                                 "centroids": [None if mu is None else mu.tolist() for mu in means]})
+    cal = cal.at_alpha(probs, embeddings, alpha)
     cal.save(calibration_path(folder))
     return folder
 

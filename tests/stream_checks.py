@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from dimee.calibration import Calibration
-from dimee.config import TIERS
 from dimee.data.dataset import TextDataset
-from dimee.evaluation import methods
+from dimee.evaluation import baselines
 from dimee.messages import Prediction
 from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.records import ExitRecords
+from dimee.tiers import TIERS
 from dimee.training import record_exit_probabilities
 
 
@@ -27,7 +27,7 @@ def offline_dimee(records: list[dict], workdir, cal: Calibration, adaptive: bool
     """The offline evaluator's DIMEE row for these samples, plus a mask of samples sitting on a float tie."""
     test = offline_records(records, workdir)
     probs, embeddings = test.probs, test.embeddings
-    result = methods.dimee(test, cal, adaptive)
+    result = baselines.dimee(test, cal, adaptive)
     conf = probs.max(-1)
     on_tie = (np.abs(conf - cal.alpha) < 1e-4).any(1)
     means = [m for m in cal.centroid_arrays() if m is not None]

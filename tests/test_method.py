@@ -5,12 +5,12 @@ import pytest
 
 from dimee import method
 from dimee.calibration import Calibration, calibrate
-from dimee.config import CostModel, Tier
+from dimee.tiers import CostModel, Tier, TierPlan
 from tests import hand_case as hc
 
 
 def test_exit_layers_and_pools():
-    plan = method.default_plan(hc.M, hc.N, 3)
+    plan = TierPlan.default(hc.M, hc.N, 3)
     assert method.exit_layers(hc.PROBS, 0.8).tolist() == [1, 2, 3]
     assert method.exit_layers(hc.PROBS, 0.5).tolist() == [1, 1, 1]  # 1/C: everything leaves at layer 1
     assert method.exit_layers(hc.PROBS, 0.99).tolist() == [3, 3, 3]  # nobody passes: τ = L
@@ -20,7 +20,7 @@ def test_exit_layers_and_pools():
 
 
 def test_reward_matches_hand_computation():
-    plan = method.default_plan(hc.M, hc.N, 3)
+    plan = TierPlan.default(hc.M, hc.N, 3)
     cost = CostModel()
     # α = 0.8: s0 easy 0.90 − 0.3·0.1·1 = 0.87; s1 moderate 0.85 − 0.3·(0.2 + 0.05·2) = 0.76;
     # s2 hard 0.70 − 0.3·(0.5 + 0.5) = 0.40
@@ -93,7 +93,7 @@ def test_adaptive_routing_updates_the_running_mean():
 
 
 def test_serve_costs():
-    plan = method.default_plan(hc.M, hc.N, 3)
+    plan = TierPlan.default(hc.M, hc.N, 3)
     served = method.serve(hc.PROBS, np.array([0, 1, 2]), plan, 0.8, CostModel())
     assert served.exit_layer.tolist() == [1, 2, 3]
     assert served.cost == pytest.approx([0.1, 0.3, 1.0])
@@ -104,4 +104,4 @@ def test_serve_costs():
 
 def test_plan_validation():
     with pytest.raises(ValueError):
-        method.default_plan(4, 4, 6)
+        TierPlan.default(4, 4, 6)

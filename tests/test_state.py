@@ -8,15 +8,16 @@ from state.memory import InMemoryCentroidStore
 from tests import hand_case as hc
 
 
-def _cal():
+def _seed(store, **calibrate_options) -> None:
     from dimee.calibration import calibrate
 
-    return calibrate(hc.PROBS, hc.LABELS, hc.EMBEDDINGS, hc.M, hc.N)
+    cal = calibrate(hc.PROBS, hc.LABELS, hc.EMBEDDINGS, hc.M, hc.N, **calibrate_options)
+    store.seed(cal.centroid_arrays(), cal.pool_sizes)
 
 
 def check_store_semantics(store) -> None:
     """Shared by the in-memory test here and the Redis integration test."""
-    store.seed(_cal())
+    _seed(store)
     snap = store.snapshot()
     assert snap.counts == [1, 1, 1] and snap.version == 0
     assert [m.tolist() for m in snap.means] == [[0.0, 0.0], [2.0, 0.0], [0.0, 4.0]]
@@ -27,7 +28,7 @@ def check_store_semantics(store) -> None:
     assert snap.counts[0] == 3 and snap.versions == [2, 0, 0]
     assert snap.means[0] == pytest.approx([(0 + 4 + 2) / 3, (0 + 2 + 1) / 3])
     assert store.apply([Update(0, np.array([100.0, 100.0]), "b")]) == [False]
-    store.seed(_cal())  # an explicit reseed resets means and forgets seen ids
+    _seed(store)  # an explicit reseed resets means and forgets seen ids
     assert store.apply([Update(1, np.array([4.0, 0.0]), "a")]) == [True]
     assert store.snapshot().means[1].tolist() == [3.0, 0.0]
 
@@ -42,10 +43,9 @@ def test_unseeded_memory_store():
 
 
 def test_updates_to_an_empty_pool_are_skipped():
-    from dimee.calibration import calibrate
-    from dimee.config import CostModel
+    from dimee.tiers import CostModel
 
     store = InMemoryCentroidStore()
-    store.seed(calibrate(hc.PROBS, hc.LABELS, hc.EMBEDDINGS, hc.M, hc.N, cost=CostModel(beta=2.0)))
+    _seed(store, cost=CostModel(beta=2.0))
     assert store.apply([Update(2, np.array([1.0, 1.0]), "x")]) == [False]
     assert store.snapshot().means[2] is None

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from dimee import method
-from dimee.config import TIERS, Settings
+from dimee.config import Settings
 from dimee.escalation import serve_escalating
 from dimee.pipeline import run_pipeline
 from dimee.routing_policy import get
+from dimee.tiers import TIERS
 from state.memory import shared_store
 from tests.helpers import stream_records
 from tests.stream_checks import offline_records

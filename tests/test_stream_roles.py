@@ -8,12 +8,13 @@ import time
 import numpy as np
 import pytest
 
-from dimee.config import Settings, Tier
+from dimee.config import Settings
 from dimee.errors import ServiceUnavailable
 from dimee.messages import DeadLetter, Prediction, Routed, Sample, parse
 from dimee.pipeline import run_pipeline
 from dimee.runtime import StopFlag
 from dimee.stage import BatchLimits
+from dimee.tiers import Tier
 from dimee.transport.base import Topics
 from dimee.transport.memory import InMemoryBroker
 from predictions.sink import Sink
@@ -92,7 +93,7 @@ class CrashingWorker(TierWorker):
 def test_a_crashed_worker_loses_nothing(workdir, cal):
     broker, topics = InMemoryBroker(), Topics("crash")
     store = InMemoryCentroidStore()
-    store.seed(cal)
+    store.seed(cal.centroid_arrays(), cal.pool_sizes)
     limits = BatchLimits(max_batch=8, max_wait_s=0.0)
     records = stream_records(120)
     stop = StopFlag()
@@ -135,7 +136,7 @@ class FlakyStore(InMemoryCentroidStore):
 
 def test_an_unavailable_state_store_is_retried_and_nothing_is_lost(workdir, cal):
     store = FlakyStore(failures=4)
-    store.seed(cal)
+    store.seed(cal.centroid_arrays(), cal.pool_sizes)
     broker, topics, stop = InMemoryBroker(), Topics("flaky"), StopFlag()
     limits = BatchLimits(max_batch=16, max_wait_s=0.0)
     router = Router(broker, topics, [topics.samples], "r", model_dir=workdir / "model", calibration=cal,
@@ -155,7 +156,7 @@ def test_an_unavailable_state_store_is_retried_and_nothing_is_lost(workdir, cal)
 def test_stop_finishes_the_batch_and_commits(workdir, cal):
     broker, topics, stop = InMemoryBroker(default_partitions=1), Topics("stop"), StopFlag()
     store = InMemoryCentroidStore()
-    store.seed(cal)
+    store.seed(cal.centroid_arrays(), cal.pool_sizes)
     router = Router(broker, topics, [topics.samples], "r", model_dir=workdir / "model", calibration=cal,
                     store=store, stop=stop, limits=BatchLimits(max_batch=10, max_wait_s=0.0))
     produce(broker, topics, stream_records(200), progress=False)
@@ -171,7 +172,7 @@ def test_stop_finishes_the_batch_and_commits(workdir, cal):
 
 def test_two_adaptive_routers_share_one_store(workdir, cal):
     store = InMemoryCentroidStore()
-    store.seed(cal)
+    store.seed(cal.centroid_arrays(), cal.pool_sizes)
     broker, topics, stop = InMemoryBroker(default_partitions=4), Topics("two"), StopFlag()
     limits = BatchLimits(max_batch=8, max_wait_s=0.0)
     routers = [Router(broker, topics, [topics.samples], "routers", model_dir=workdir / "model", calibration=cal,

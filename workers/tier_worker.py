@@ -17,12 +17,12 @@ import numpy as np
 import torch
 
 from dimee.calibration import Calibration
-from dimee.config import Tier
 from dimee.escalation import EscalationMode
 from dimee.messages import CostBreakdown, Feedback, Hop, Prediction, Routed, Timings
 from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.model.tokenize import encode
 from dimee.stage import Output, Stage
+from dimee.tiers import Tier
 from dimee.transport.base import Record
 
 

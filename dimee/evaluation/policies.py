@@ -10,9 +10,8 @@ import numpy as np
 
 from dimee import method
 from dimee.calibration import Calibration
-from dimee.config import TIERS
 from dimee.escalation import EscalationMode, Journey, serve_escalating
-from dimee.evaluation.methods import MethodResult
+from dimee.evaluation.baselines import MethodResult
 from dimee.learned_router import LearnedRouter
 from dimee.records import ExitRecords
 
@@ -27,10 +26,8 @@ class PolicyInputs:
 
 
 def journey_result(name: str, journey: Journey, cal: Calibration, routed: np.ndarray | None = None) -> MethodResult:
-    lookup = np.array([TIERS.index(tier) for tier, _ in cal.tier_plan()])
-    result = MethodResult(name, journey.pred, lookup[journey.final], journey.cost, routed)
-    result.hops = journey.hops  # type: ignore[attr-defined]
-    return result
+    return MethodResult(name, journey.pred, cal.tier_plan().tier_indices(journey.final), journey.cost, routed,
+                        hops=journey.hops)
 
 
 def _serve(name: str, data: PolicyInputs, cal: Calibration, start: np.ndarray, mode: EscalationMode,

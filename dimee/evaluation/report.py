@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from dimee.calibration import Calibration
-from dimee.config import POOLS
-from dimee.evaluation import methods, plots, sweeps
+from dimee.evaluation import baselines, plots, sweeps
 from dimee.records import ExitRecords
+from dimee.tiers import POOLS
 
 
-def method_rows(results: list[methods.MethodResult], test: ExitRecords, cal: Calibration) -> list[dict]:
-    base = methods.cost_of_cloud_only(cal.cost_model, test.probs.shape[1])
+def method_rows(results: list[baselines.MethodResult], test: ExitRecords, cal: Calibration) -> list[dict]:
+    base = cal.cost_model.cloud_only(test.probs.shape[1])
     return [
         {"name": r.name, "accuracy": r.accuracy(test.labels), "cost": r.mean_cost(),
          "delta_cost": (r.mean_cost() - base) / base if base else float("nan"), "tier_shares": r.tier_shares()}
@@ -23,7 +23,7 @@ def method_rows(results: list[methods.MethodResult], test: ExitRecords, cal: Cal
 
 
 def build_report(test: ExitRecords, calibration: ExitRecords, cal: Calibration, seed: int = 0) -> dict:
-    results = methods.all_methods(test, calibration, cal, seed)
+    results = baselines.all_methods(test, calibration, cal, seed)
     by_name = {r.name: r for r in results}
     pool_names = [POOLS[["mobile", "edge", "cloud"].index(p.tier.value)] for p in cal.plan]
     return {
@@ -33,7 +33,7 @@ def build_report(test: ExitRecords, calibration: ExitRecords, cal: Calibration, 
         "calibration_pool_sizes": dict(zip(pool_names, cal.pool_sizes, strict=True)),
         "test_size": len(test.labels),
         "confusion": {name: {"rows_true_pool_cols_routed_pool": pool_names,
-                             "matrix": methods.confusion(by_name[name], test, cal)}
+                             "matrix": baselines.confusion(by_name[name], test, cal)}
                       for name in ("DIMEE-F", "DIMEE-D", "Random-matched")},
         "sweeps": sweeps.cost_sweeps(test, calibration, cal),
         "device_ablation": sweeps.device_ablation(test, calibration, cal),

@@ -10,7 +10,7 @@ import numpy as np
 from dimee import learned_router, method
 from dimee.calibration import Calibration
 from dimee.data.dataset import Splits
-from dimee.evaluation import methods
+from dimee.evaluation import baselines
 from dimee.evaluation.policies import PolicyInputs, choose_default, policy_table
 from dimee.evaluation.report import method_rows
 from dimee.model.artifacts import load_model, load_tokenizer
@@ -32,17 +32,10 @@ def extract_features(splits: Splits, workdir: Path) -> tuple[FeatureExtractor, n
 
 
 def _paper(names: tuple[str, ...], records: ExitRecords, calibration: ExitRecords,
-           cal: Calibration) -> list[methods.MethodResult]:
+           cal: Calibration) -> list[baselines.MethodResult]:
     """The named rows of the paper's evaluator, computed once."""
-    by_name = {m.name: m for m in methods.all_methods(records, calibration, cal)}
+    by_name = {m.name: m for m in baselines.all_methods(records, calibration, cal)}
     return [by_name[n] for n in names]
-
-
-def _at_alpha(cal: Calibration, calibration: ExitRecords, alpha: float) -> Calibration:
-    pools = method.true_pools(calibration.probs, alpha, cal.tier_plan())
-    means, counts = method.centroids(calibration.embeddings, pools, len(cal.plan))
-    return cal.model_copy(update={"alpha": float(alpha), "pool_sizes": counts,
-                                  "centroids": [None if m is None else m.tolist() for m in means]})
 
 
 def run_study(splits: Splits, workdir: Path, max_drop: float = 0.5, seed: int = 0, frontier: bool = True) -> dict:
@@ -71,7 +64,7 @@ def run_study(splits: Splits, workdir: Path, max_drop: float = 0.5, seed: int = 
     save_default(workdir, default, rule)
 
     hidden_bytes = 2 * (f_test[:, extractor.names.index("token_count")] + 2) * extractor.embedder.spec.hidden_size
-    escalated = {r.name: float((getattr(r, "hops", np.ones(1)) > 1).mean()) for r in test_results}
+    escalated = {r.name: float((r.hops > 1).mean()) if r.hops is not None else 0.0 for r in test_results}
     learned_test = next(r for r in test_results if r.name == "Learned+esc")
     report = {
         "methods": test_rows,
@@ -82,7 +75,7 @@ def run_study(splits: Splits, workdir: Path, max_drop: float = 0.5, seed: int = 
         "continue_hidden_bytes_fp16": {"mean": float(hidden_bytes.mean()),
                                        "p99": float(np.percentile(hidden_bytes, 99))},
         "learned_router": {"C": router.C, "cv_log_loss": router.cv_log_loss, "reward_matrix": router.reward_matrix,
-                           "confusion": methods.confusion(learned_test, test, cal)},
+                           "confusion": baselines.confusion(learned_test, test, cal)},
         "hard_auc_calibration": learned_router.hard_auc(f_cal, extractor.names, pools_cal, len(plan) - 1, oof),
         "alpha": cal.alpha,
     }
@@ -97,13 +90,13 @@ def frontiers(cal: Calibration, calibration: ExitRecords, test: ExitRecords, f_c
     re-derived at that α from calibration)."""
     curves: dict[str, list[dict]] = {}
     for alpha in cal.grid:
-        at = _at_alpha(cal, calibration, alpha)
+        at = cal.at_alpha(calibration.probs, calibration.embeddings, alpha)
         pools = method.true_pools(calibration.probs, alpha, at.tier_plan())
         router, _ = learned_router.fit(f_cal, pools, calibration.probs, at.tier_plan(), alpha, at.cost_model,
                                        "continue", names, seed, c_grid=(c_value,)) \
             if len(set(pools.tolist())) > 1 else (None, None)
-        results = [methods.dimee(test, at, adaptive=False), methods.dimee(test, at, adaptive=True),
-                   methods.oracle(test, at)]
+        results = [baselines.dimee(test, at, adaptive=False), baselines.dimee(test, at, adaptive=True),
+                   baselines.oracle(test, at)]
         results += [fn(PolicyInputs(test, f_test), at) for fn in policy_table(router).values()]
         for row in method_rows(results, test, at):
             curves.setdefault(row["name"], []).append({"alpha": float(alpha), "accuracy": row["accuracy"],

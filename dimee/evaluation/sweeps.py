@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dimee import method
 from dimee.calibration import Calibration, calibrate
-from dimee.config import Tier
-from dimee.evaluation.methods import cost_of_cloud_only, dimee
+from dimee.evaluation.baselines import dimee
 from dimee.records import ExitRecords
+from dimee.tiers import Tier, TierPlan
 
 SWEEP_VALUES = {
     "lambda_m": [0.02, 0.05, 0.1, 0.15, 0.2, 0.3],
@@ -27,7 +26,7 @@ def _recalibrated(calibration: ExitRecords, cal: Calibration, **changes) -> Cali
 
 def _row(test: ExitRecords, new_cal: Calibration) -> dict:
     result = dimee(test, new_cal, adaptive=True)
-    base = cost_of_cloud_only(new_cal.cost_model, test.probs.shape[1])
+    base = new_cal.cost_model.cloud_only(test.probs.shape[1])
     return {"alpha": new_cal.alpha, "accuracy": result.accuracy(test.labels), "cost": result.mean_cost(),
             "delta_cost": (result.mean_cost() - base) / base if base else float("nan"),
             "tier_shares": result.tier_shares()}
@@ -45,16 +44,16 @@ def device_ablation(test: ExitRecords, calibration: ExitRecords, cal: Calibratio
     """DIMEE-D with each subset of devices that ends in the cloud (paper Figure 2)."""
     num_layers = test.probs.shape[1]
     plans = {
-        "mobile+edge+cloud": method.default_plan(cal.m, cal.n, num_layers),
-        "mobile+cloud": [(Tier.MOBILE, cal.m), (Tier.CLOUD, num_layers)],
-        "edge+cloud": [(Tier.EDGE, cal.n), (Tier.CLOUD, num_layers)],
-        "mobile+edge": [(Tier.MOBILE, cal.m), (Tier.EDGE, cal.n)],
+        "mobile+edge+cloud": TierPlan.default(cal.m, cal.n, num_layers),
+        "mobile+cloud": TierPlan.of([(Tier.MOBILE, cal.m), (Tier.CLOUD, num_layers)]),
+        "edge+cloud": TierPlan.of([(Tier.EDGE, cal.n), (Tier.CLOUD, num_layers)]),
+        "mobile+edge": TierPlan.of([(Tier.MOBILE, cal.m), (Tier.EDGE, cal.n)]),
     }
     rows = []
     for name, plan in plans.items():
         rows.append({"devices": name, **_row(test, _recalibrated(calibration, cal, plan=plan))})
     cloud_acc = float((test.probs[:, -1].argmax(-1) == test.labels).mean())
-    base = cost_of_cloud_only(cal.cost_model, num_layers)
+    base = cal.cost_model.cloud_only(num_layers)
     rows.append({"devices": "cloud", "alpha": None, "accuracy": cloud_acc, "cost": base, "delta_cost": 0.0,
                  "tier_shares": {"mobile": 0.0, "edge": 0.0, "cloud": 1.0}})
     return rows
@@ -64,10 +63,6 @@ def alpha_frontier(test: ExitRecords, calibration: ExitRecords, cal: Calibration
     """DIMEE-D at every α of the grid (pools and centroids re-derived at that α): its accuracy-cost curve."""
     rows = []
     for alpha in cal.grid:
-        pools = method.true_pools(calibration.probs, alpha, cal.tier_plan())
-        means, counts = method.centroids(calibration.embeddings, pools, len(cal.plan))
-        fixed = cal.model_copy(update={"alpha": alpha, "pool_sizes": counts,
-                                       "centroids": [None if m is None else m.tolist() for m in means]})
-        rows.append({"value": alpha, **_row(test, fixed)})
+        rows.append({"value": alpha, **_row(test, cal.at_alpha(calibration.probs, calibration.embeddings, alpha))})
     return rows
 

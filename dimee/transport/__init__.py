@@ -1,5 +1,21 @@
-"""The broker behind one small interface: Kafka (kafka-python) or the embedded in-memory broker."""
+"""The broker behind one small interface (`base`): Kafka (kafka-python) or the embedded in-memory broker.
+`open_transport` picks the implementation by URL; the interface knows none of them."""
 
-from dimee.transport.base import Consumer, Producer, Record, Topics, Transport, open_transport
+from dimee.errors import DimeeError
+from dimee.transport.base import Consumer, Producer, Record, Topics, Transport
+
+
+def open_transport(url: str, api_version: tuple[int, ...] | None = None, client_id: str = "dimee") -> Transport:
+    """`memory://` (the process-wide embedded broker) or `kafka://HOST:PORT[,HOST:PORT]`."""
+    if url.startswith("memory://"):
+        from dimee.transport.memory import shared_broker
+
+        return shared_broker(url)
+    if url.startswith("kafka://"):
+        from dimee.transport.kafka import KafkaTransport
+
+        return KafkaTransport(url.removeprefix("kafka://"), api_version=api_version, client_id=client_id)
+    raise DimeeError(f"unknown broker {url!r}: use memory:// or kafka://HOST:PORT")
+
 
 __all__ = ["Consumer", "Producer", "Record", "Topics", "Transport", "open_transport"]

@@ -78,18 +78,3 @@ class Transport(Protocol):
     def ensure_topics(self, topics: list[str], partitions: int = 3) -> None: ...
 
     def close(self) -> None: ...
-
-
-def open_transport(url: str, api_version: tuple[int, ...] | None = None, client_id: str = "dimee") -> Transport:
-    """`memory://` (the process-wide embedded broker) or `kafka://HOST:PORT[,HOST:PORT]`."""
-    from dimee.errors import DimeeError
-
-    if url.startswith("memory://"):
-        from dimee.transport.memory import shared_broker
-
-        return shared_broker(url)
-    if url.startswith("kafka://"):
-        from dimee.transport.kafka import KafkaTransport
-
-        return KafkaTransport(url.removeprefix("kafka://"), api_version=api_version, client_id=client_id)
-    raise DimeeError(f"unknown broker {url!r}: use memory:// or kafka://HOST:PORT")

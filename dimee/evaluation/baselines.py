@@ -1,4 +1,5 @@
-"""Every compared method as a function of recorded exits → per-sample prediction, tier and cost."""
+"""The paper's baselines and DIMEE (DESIGN.md section 2) as functions of recorded exits → per-sample
+prediction, tier and cost. `MethodResult` is the row type every evaluated policy produces."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import numpy as np
 
 from dimee import method
 from dimee.calibration import Calibration
-from dimee.config import TIERS, CostModel, Tier
 from dimee.records import ExitRecords
+from dimee.tiers import TIERS, Tier
+
+MOBILE, CLOUD = TIERS.index(Tier.MOBILE), TIERS.index(Tier.CLOUD)
 
 
 @dataclass
@@ -21,6 +24,7 @@ class MethodResult:
     tier: np.ndarray  # index into TIERS: 0 mobile, 1 edge, 2 cloud
     cost: np.ndarray
     routed_pool: np.ndarray | None = None  # for routers: the pool chosen before any layer ran
+    hops: np.ndarray | None = None  # tiers visited per sample, for policies that escalate
 
     def accuracy(self, labels: np.ndarray) -> float:
         return float((self.pred == labels).mean())
@@ -32,26 +36,22 @@ class MethodResult:
         return {tier.value: float((self.tier == i).mean()) for i, tier in enumerate(TIERS)}
 
 
-def _tier_index(plan: method.TierPlan, pools: np.ndarray) -> np.ndarray:
-    lookup = np.array([TIERS.index(tier) for tier, _ in plan])
-    return lookup[pools]
-
-
 def served_result(name: str, probs: np.ndarray, pools: np.ndarray, cal: Calibration,
                   routed: bool = False) -> MethodResult:
     plan = cal.tier_plan()
     served = method.serve(probs, pools, plan, cal.alpha, cal.cost_model)
-    return MethodResult(name, served.pred, _tier_index(plan, pools), served.cost, pools if routed else None)
+    return MethodResult(name, served.pred, plan.tier_indices(pools), served.cost, pools if routed else None)
 
 
 def cloud_only(test: ExitRecords, cal: Calibration) -> MethodResult:
     num_layers = test.probs.shape[1]
-    cost = method.layer_costs(cal.cost_model, Tier.CLOUD, np.full(len(test.labels), num_layers))
-    return MethodResult("Cloud-only", test.probs[:, -1].argmax(-1), np.full(len(test.labels), 2), cost)
+    cost = cal.cost_model.run(Tier.CLOUD, np.full(len(test.labels), num_layers))
+    return MethodResult("Cloud-only", test.probs[:, -1].argmax(-1), np.full(len(test.labels), TIERS.index(Tier.CLOUD)),
+                        cost)
 
 
 def single_tier(name: str, tier: Tier, test: ExitRecords, cal: Calibration) -> MethodResult:
-    index = [t for t, _ in cal.tier_plan()].index(tier)
+    index = cal.tier_plan().index(tier)
     return served_result(name, test.probs, np.full(len(test.labels), index), cal)
 
 
@@ -74,8 +74,8 @@ def early_exit(test: ExitRecords, calibration: ExitRecords, cal: Calibration) ->
     alpha = float(grid[int(np.argmax(accuracies))])  # argmax takes the first: the smaller, cheaper α
     tau = method.exit_layers(test.probs, alpha)
     pred = test.probs[np.arange(len(tau)), tau - 1].argmax(-1)
-    cost = method.layer_costs(cal.cost_model, Tier.MOBILE, tau)
-    return MethodResult("Early-Exit", pred, np.zeros(len(tau), dtype=np.int64), cost)
+    cost = cal.cost_model.run(Tier.MOBILE, tau)
+    return MethodResult("Early-Exit", pred, np.full(len(tau), TIERS.index(Tier.MOBILE)), cost)
 
 
 def ucb1(num_arms: int, rewards_of: Callable[[int, int], float], steps: int) -> list[int]:
@@ -99,14 +99,14 @@ def adaee(test: ExitRecords, cal: Calibration) -> MethodResult:
     grid = np.asarray(cal.grid)
     n = len(test.labels)
     pred, tier, costs = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n)
-    offload = cost.o_c + cost.kappa
+    offload, on_mobile = cost.entry(Tier.CLOUD), cost.run(Tier.MOBILE, m)
 
     def play(t: int, arm: int) -> float:
         conf_m, conf_l = conf[t, m - 1], conf[t, -1]
         if conf_m >= grid[arm]:
-            pred[t], tier[t], costs[t] = test.probs[t, m - 1].argmax(), 0, cost.lambda_m * m
+            pred[t], tier[t], costs[t] = test.probs[t, m - 1].argmax(), MOBILE, on_mobile
             return 0.0
-        pred[t], tier[t], costs[t] = test.probs[t, -1].argmax(), 2, cost.lambda_m * m + offload
+        pred[t], tier[t], costs[t] = test.probs[t, -1].argmax(), CLOUD, on_mobile + offload
         return max(conf_l - conf_m, 0.0) - cost.beta * offload
 
     ucb1(len(grid), play, n)
@@ -120,15 +120,16 @@ def i_splitee(test: ExitRecords, cal: Calibration) -> MethodResult:
     num_layers = test.probs.shape[1]
     n = len(test.labels)
     pred, tier, costs = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64), np.empty(n)
-    offload = cost.o_c + cost.kappa
+    offload = cost.entry(Tier.CLOUD)
 
     def play(t: int, arm: int) -> float:
         k = arm + 1
+        on_mobile = cost.run(Tier.MOBILE, k)
         if conf[t, k - 1] >= alpha:
-            pred[t], tier[t], costs[t] = test.probs[t, k - 1].argmax(), 0, cost.lambda_m * k
-            return float(conf[t, k - 1] - cost.beta * cost.lambda_m * k)
-        pred[t], tier[t], costs[t] = test.probs[t, -1].argmax(), 2, cost.lambda_m * k + offload
-        return float(conf[t, -1] - cost.beta * (cost.lambda_m * k + offload))
+            pred[t], tier[t], costs[t] = test.probs[t, k - 1].argmax(), MOBILE, on_mobile
+            return float(conf[t, k - 1] - cost.beta * cost.per_layer(Tier.MOBILE) * k)
+        pred[t], tier[t], costs[t] = test.probs[t, -1].argmax(), CLOUD, on_mobile + offload
+        return float(conf[t, -1] - cost.beta * (on_mobile + offload))
 
     ucb1(num_layers - 1, play, n)
     return MethodResult("I-SplitEE", pred, tier, costs)
@@ -169,7 +170,3 @@ def confusion(result: MethodResult, test: ExitRecords, cal: Calibration) -> list
     matrix = np.zeros((k, k), dtype=np.int64)
     np.add.at(matrix, (truth, result.routed_pool), 1)
     return matrix.tolist()
-
-
-def cost_of_cloud_only(cost: CostModel, num_layers: int) -> float:
-    return float(method.layer_costs(cost, Tier.CLOUD, np.array([num_layers]))[0])

@@ -32,8 +32,8 @@ from dimee.config import Settings
 from dimee.data import DatasetSpec, load_splits
 from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.model.tokenize import encode
-
-TIERS = ("mobile", "edge", "cloud")
+from dimee.tiers import TIER_NAMES as TIERS
+from dimee.workdir import Workdir
 
 
 def batches(items: list, size: int):
@@ -42,7 +42,7 @@ def batches(items: list, size: int):
 
 
 def route_offline(texts: list[str], workdir: Path, cal: Calibration, batch: int) -> tuple[np.ndarray, float]:
-    embedder, tokenizer = load_model(workdir / "model", 0), load_tokenizer(workdir / "model")
+    embedder, tokenizer = load_model(Workdir(workdir).model, 0), load_tokenizer(Workdir(workdir).model)
     started = time.perf_counter()
     rows = [embedder.routing_embedding(**encode(tokenizer, chunk, max_length=embedder.spec.max_length)).numpy()
             for chunk in batches(texts, batch)]
@@ -51,11 +51,11 @@ def route_offline(texts: list[str], workdir: Path, cal: Calibration, batch: int)
 
 
 def compute_bound(texts: list[str], pools: np.ndarray, workdir: Path, cal: Calibration, batch: int) -> dict:
-    tokenizer = load_tokenizer(workdir / "model")
+    tokenizer = load_tokenizer(Workdir(workdir).model)
     plan = cal.tier_plan()
     seconds, per_tier = 0.0, {}
     for index, (tier, cap) in enumerate(plan):
-        model = load_model(workdir / "model", cap)
+        model = load_model(Workdir(workdir).model, cap)
         chosen = [t for t, p in zip(texts, pools, strict=True) if p == index]
         started = time.perf_counter()
         for chunk in batches(chosen, batch):
@@ -67,10 +67,10 @@ def compute_bound(texts: list[str], pools: np.ndarray, workdir: Path, cal: Calib
 
 
 def batch_one_vs_batched(texts: list[str], pools: np.ndarray, workdir: Path, cal: Calibration, batch: int) -> dict:
-    tokenizer = load_tokenizer(workdir / "model")
+    tokenizer = load_tokenizer(Workdir(workdir).model)
     out = {}
     for index, (tier, cap) in enumerate(cal.tier_plan()):
-        model = load_model(workdir / "model", cap)
+        model = load_model(Workdir(workdir).model, cap)
         chosen = [t for t, p in zip(texts, pools, strict=True) if p == index][:200]
         if not chosen:
             continue
@@ -138,7 +138,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    cal = Calibration.load(args.workdir / "calibration.json")
+    cal = Calibration.load(Workdir(args.workdir).calibration)
     test = load_splits(DatasetSpec(name="rt-sentences"), Settings().data_dir).test
     records = test.records()[: args.samples]
     texts = [r["text"] for r in records]

@@ -3,18 +3,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from dimee import method
+from dimee.choices import Distance, EmbeddingKind, Objective
 from dimee.errors import DimeeError
+from dimee.exits import ExitRecords
 from dimee.tiers import CostModel, Tier, TierPlan
-
-Objective = Literal["reward", "accuracy-budget"]
-EmbeddingKind = Literal["layer", "raw"]
 
 
 class TierCap(BaseModel):
@@ -36,7 +35,7 @@ class Calibration(BaseModel):
     cost_model: CostModel
     objective: Objective
     max_drop: float | None = None
-    distance: method.Distance = "euclidean"
+    distance: Distance = "euclidean"
     embedding: EmbeddingKind = "layer"
     grid: list[float]
     reward_curve: list[float]
@@ -57,6 +56,12 @@ class Calibration(BaseModel):
         return self.model_copy(update={"alpha": float(alpha), "pool_sizes": counts,
                                        "centroids": [None if mu is None else mu.tolist() for mu in means]})
 
+    def config(self) -> CalibrationConfig:
+        """The configuration that reproduces this calibration from the same recorded exits."""
+        return CalibrationConfig(m=self.m, n=self.n, cost=self.cost_model, objective=self.objective,
+                                 max_drop=self.max_drop or 0.5, distance=self.distance, embedding=self.embedding,
+                                 model_id=self.model_id)
+
     def centroid_arrays(self) -> list[np.ndarray | None]:
         return [None if c is None else np.asarray(c, dtype=np.float64) for c in self.centroids]
 
@@ -73,61 +78,75 @@ class Calibration(BaseModel):
         return cls.model_validate_json(path.read_text())
 
 
-def curves(
-    probs: np.ndarray, labels: np.ndarray, plan: TierPlan, cost: CostModel, grid: np.ndarray
-) -> tuple[list[float], list[float], list[float]]:
+@dataclass(frozen=True)
+class Curves:
     """Mean reward, accuracy and mean cost of routing by true pool, at every α of the grid."""
-    reward, accuracy, mean_cost = [], [], []
+
+    reward: list[float]
+    accuracy: list[float]
+    cost: list[float]
+
+
+class CalibrationConfig(BaseModel):
+    """How to calibrate: tier caps (default L/3 and 2L/3), costs, objective, router distance and embedding."""
+
+    model_config = ConfigDict(frozen=True)
+    m: int | None = None
+    n: int | None = None
+    cost: CostModel = Field(default_factory=CostModel)
+    objective: Objective = "reward"
+    max_drop: float = 0.5  # accuracy points the accuracy-budget objective may lose
+    distance: Distance = "euclidean"
+    embedding: EmbeddingKind = "layer"
+    model_id: str = "dimee"
+
+
+def default_m_n(num_layers: int) -> tuple[int, int]:
+    """m = L/3, n = 2L/3: (2, 4) for 6 layers, (4, 8) for 12, as DESIGN.md sets them."""
+    return max(1, num_layers // 3), max(2, 2 * num_layers // 3)
+
+
+def curves(probs: np.ndarray, labels: np.ndarray, plan: TierPlan, cost: CostModel, grid: np.ndarray) -> Curves:
+    out = Curves([], [], [])
     for alpha in grid:
-        reward.append(float(method.rewards(probs, alpha, plan, cost).mean()))
+        out.reward.append(float(method.rewards(probs, alpha, plan, cost).mean()))
         served = method.serve(probs, method.true_pools(probs, alpha, plan), plan, alpha, cost)
-        accuracy.append(served.accuracy(labels))
-        mean_cost.append(float(served.cost.mean()))
-    return reward, accuracy, mean_cost
+        out.accuracy.append(served.accuracy(labels))
+        out.cost.append(float(served.cost.mean()))
+    return out
 
 
-def choose_alpha(
-    grid: np.ndarray, reward: list[float], accuracy: list[float], mean_cost: list[float],
-    full_accuracy: float, objective: Objective, max_drop: float,
-) -> float:
-    if objective == "reward":
-        return float(grid[int(np.argmax(reward))])
+def choose_alpha(grid: np.ndarray, curve: Curves, full_accuracy: float, config: CalibrationConfig) -> float:
+    if config.objective == "reward":
+        return float(grid[int(np.argmax(curve.reward))])
     # accuracy-budget: the cheapest α within max_drop points of the full model; if none, the most accurate.
-    allowed = [i for i, acc in enumerate(accuracy) if acc >= full_accuracy - max_drop / 100.0 - 1e-12]
+    accuracy = curve.accuracy
+    allowed = [i for i, acc in enumerate(accuracy) if acc >= full_accuracy - config.max_drop / 100.0 - 1e-12]
     if not allowed:
         return float(grid[int(np.argmax(accuracy))])
-    return float(grid[min(allowed, key=lambda i: (mean_cost[i], -accuracy[i]))])
+    return float(grid[min(allowed, key=lambda i: (curve.cost[i], -accuracy[i]))])
 
 
-def calibrate(
-    probs: np.ndarray,
-    labels: np.ndarray,
-    embeddings: np.ndarray,
-    m: int,
-    n: int,
-    cost: CostModel | None = None,
-    objective: Objective = "reward",
-    max_drop: float = 0.5,
-    distance: method.Distance = "euclidean",
-    embedding: EmbeddingKind = "layer",
-    plan: TierPlan | None = None,
-    model_id: str = "dimee",
-) -> Calibration:
-    cost = cost or CostModel()
+def calibrate(exits: ExitRecords, config: CalibrationConfig | None = None, plan: TierPlan | None = None) -> Calibration:
+    """α*, pools and centroids from the calibration split's recorded exits. `plan` overrides the default
+    mobile / edge / cloud plan (the device ablation)."""
+    config = config or CalibrationConfig()
+    probs, labels = exits.probs, np.asarray(exits.labels)
     num_layers, num_labels = probs.shape[1], probs.shape[2]
+    default_m, default_n = default_m_n(num_layers)
+    m, n = config.m or default_m, config.n or default_n
     plan = plan or TierPlan.default(m, n, num_layers)
     grid = method.alpha_grid(num_labels)
-    labels = np.asarray(labels)
-    reward, accuracy, mean_cost = curves(probs, labels, plan, cost, grid)
+    curve = curves(probs, labels, plan, config.cost, grid)
     full_accuracy = float((probs[:, -1].argmax(-1) == labels).mean())
-    alpha = choose_alpha(grid, reward, accuracy, mean_cost, full_accuracy, objective, max_drop)
+    alpha = choose_alpha(grid, curve, full_accuracy, config)
     pools = method.true_pools(probs, alpha, plan)
-    means, counts = method.centroids(embeddings, pools, len(plan))
+    means, counts = method.centroids(exits.embeddings, pools, len(plan))
     return Calibration(
-        model_id=model_id, alpha=alpha, m=m, n=n, num_layers=num_layers, num_labels=num_labels,
-        plan=[TierCap(tier=t, cap=c) for t, c in plan], cost_model=cost, objective=objective,
-        max_drop=max_drop if objective == "accuracy-budget" else None, distance=distance, embedding=embedding,
-        grid=grid.tolist(), reward_curve=reward, accuracy_curve=accuracy, cost_curve=mean_cost,
-        full_model_accuracy=full_accuracy, pool_sizes=counts,
+        model_id=config.model_id, alpha=alpha, m=m, n=n, num_layers=num_layers, num_labels=num_labels,
+        plan=[TierCap(tier=t, cap=c) for t, c in plan], cost_model=config.cost, objective=config.objective,
+        max_drop=config.max_drop if config.objective == "accuracy-budget" else None, distance=config.distance,
+        embedding=config.embedding, grid=grid.tolist(), reward_curve=curve.reward, accuracy_curve=curve.accuracy,
+        cost_curve=curve.cost, full_model_accuracy=full_accuracy, pool_sizes=counts,
         centroids=[None if mu is None else mu.tolist() for mu in means],
     )

@@ -10,14 +10,14 @@ o_c + κ, whether the sample comes from the mobile or from the edge).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import get_args
 
 import numpy as np
 
+from dimee.choices import EscalationMode
 from dimee.tiers import CostModel, TierPlan
 
-EscalationMode = Literal["off", "recompute", "continue"]
-MODES: tuple[EscalationMode, ...] = ("off", "recompute", "continue")
+MODES: tuple[EscalationMode, ...] = get_args(EscalationMode)
 
 
 @dataclass

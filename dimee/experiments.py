@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from dimee import learned_router, method
-from dimee.calibration import Calibration
+from dimee.calibration import Calibration, CalibrationConfig
 from dimee.data import DatasetSpec, Splits
 from dimee.data.dataset import TextDataset
 from dimee.evaluation import plots
@@ -16,24 +16,24 @@ from dimee.evaluation.baselines import all_methods
 from dimee.evaluation.policies import PolicyInputs, policy_table
 from dimee.evaluation.routing_study import extract_features, run_study
 from dimee.evaluation.study_report import aggregate, aggregate_markdown, write_study
+from dimee.exits import ExitRecords
 from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.offline import run_calibrate, run_evaluate, run_train, splits_for
-from dimee.records import ExitRecords
-from dimee.tiers import CostModel
 from dimee.training import TrainConfig, record_exit_probabilities
+from dimee.workdir import Workdir
 
 
-def prepare(splits: Splits, workdir: Path, out_dir: Path, seed: int, epochs: int, model_id: str) -> None:
+def prepare(splits: Splits, workdir: Workdir, out_dir: Path, seed: int, epochs: int, model_id: str) -> None:
     """Train (unless WORKDIR has a model), calibrate and record the test split."""
-    if not (workdir / "model" / "model.safetensors").exists():
-        run_train(splits, workdir, TrainConfig(epochs=epochs, seed=seed), base_model=None)
-    run_calibrate(splits, workdir, None, None, CostModel(), "reward", 0.5, "euclidean", "layer", model_id=model_id)
+    if not workdir.has_model():
+        run_train(splits, workdir, TrainConfig(epochs=epochs, seed=seed))
+    run_calibrate(splits, workdir, CalibrationConfig(model_id=model_id))
     run_evaluate(splits, workdir, out_dir, seed=seed)
 
 
-def study(spec: DatasetSpec, data_dir: Path, workdir: Path, out_dir: Path, max_drop: float, seed: int = 0) -> dict:
+def study(spec: DatasetSpec, data_dir: Path, workdir: Workdir, out_dir: Path, max_drop: float, seed: int = 0) -> dict:
     splits = splits_for(spec, data_dir)
-    if not (workdir / "records" / "test.safetensors").exists():
+    if not workdir.exits("test").exists():
         run_evaluate(splits, workdir, out_dir, seed=seed)
     result = run_study(splits, workdir, max_drop=max_drop, seed=seed)
     write_study(result, out_dir, f"Routing study: {spec.name}")
@@ -45,7 +45,7 @@ def multi_seed(spec: DatasetSpec, data_dir: Path, root: Path, out_dir: Path, see
     splits = splits_for(spec, data_dir)
     studies = []
     for seed in seeds:
-        workdir, seed_out = root / f"seed-{seed}", out_dir / f"seed-{seed}"
+        workdir, seed_out = Workdir(root / f"seed-{seed}"), out_dir / f"seed-{seed}"
         prepare(splits, workdir, seed_out, seed, epochs, spec.name)
         result = run_study(splits, workdir, max_drop=max_drop, seed=seed, frontier=seed == seeds[0])
         write_study(result, seed_out, f"Routing study: {spec.name}, training seed {seed}")
@@ -63,14 +63,14 @@ DRIFT_POLICIES = ("Cloud-only", "DIMEE-F", "DIMEE-D", "DIMEE-D+esc", "Feedback-a
                   "Learned+esc", "Oracle")
 
 
-def drift(data_dir: Path, workdir: Path, out_dir: Path, calibrate_on: str, stream: list[str], epochs: int,
+def drift(data_dir: Path, workdir: Workdir, out_dir: Path, calibrate_on: str, stream: list[str], epochs: int,
           seed: int = 0) -> dict:
     """Train and calibrate on one uci-sentences domain; stream its test split, then the other domains whole."""
     spec = DatasetSpec(name=f"uci-sentences:{calibrate_on}", seed=seed)
     splits = splits_for(spec, data_dir)
     prepare(splits, workdir, out_dir, seed, epochs, f"uci-{calibrate_on}")
-    cal = Calibration.load(workdir / "calibration.json")
-    calibration = ExitRecords.load(workdir / "records" / "calibration.safetensors")
+    cal = Calibration.load(workdir.calibration)
+    calibration = ExitRecords.load(workdir.exits("calibration"))
     others = splits_for(DatasetSpec(name="uci-sentences:" + ",".join(stream), seed=seed), data_dir)
     segments_data = [("in-domain " + calibrate_on, splits.test)]
     for domain in stream:
@@ -82,7 +82,7 @@ def drift(data_dir: Path, workdir: Path, out_dir: Path, calibrate_on: str, strea
                     texts.append(text)
                     labels.append(label)
         segments_data.append((domain, TextDataset(domain, texts, labels, ["negative", "positive"])))
-    model, tokenizer = load_model(workdir / "model"), load_tokenizer(workdir / "model")
+    model, tokenizer = load_model(workdir.model), load_tokenizer(workdir.model)
     extractor, f_cal, f_in_domain = extract_features(splits, workdir)
     stream_probs, stream_emb, stream_labels, bounds = [], [], [], [0]
     for _, data in segments_data:

@@ -12,7 +12,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from dimee.escalation import EscalationMode, serve_escalating
+from dimee.choices import EscalationMode
+from dimee.escalation import serve_escalating
 from dimee.method import TierPlan, true_pools
 from dimee.tiers import CostModel
 

@@ -13,9 +13,8 @@ from typing import Literal
 
 import numpy as np
 
+from dimee.choices import Distance
 from dimee.tiers import CostModel, Tier, TierPlan
-
-Distance = Literal["euclidean", "cosine"]
 
 
 def alpha_grid(num_labels: int, points: int = 10) -> np.ndarray:

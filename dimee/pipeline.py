@@ -1,27 +1,23 @@
-"""All roles in one process (threads over one transport and state store): producer → router → three tier
+"""All roles in one process (threads over one transport and state store): producer → router → tier
 workers → sink. With memory:// broker and state this is the embedded default; with kafka:// and redis://
-it runs the same code against real services."""
+it runs the same code against real services. A `Collector` listens to the stages' committed batches, so the
+run knows when every sample is answered without reading any stage's internals."""
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from dimee.calibration import Calibration
+from dimee import roles
 from dimee.config import Settings
-from dimee.messages import Prediction
-from dimee.routing_policy import RoutingPolicy
-from dimee.routing_policy import get as get_policy
+from dimee.deployment import Deployment
+from dimee.messages import Message, Prediction
 from dimee.runtime import StopFlag, log
-from dimee.stage import BatchLimits
-from dimee.transport import Topics, open_transport
-from predictions.sink import Sink
+from dimee.stage import BatchLimits, Stage
 from producers.producer import produce
-from routers.router import FeedbackApplier, Router
-from state import open_store
-from workers.tier_worker import TierWorker
 
 
 @dataclass
@@ -33,65 +29,89 @@ class PipelineRun:
     duplicates: int
 
 
-def run_pipeline(
-    records: list[dict], model_dir: Path, calibration: Calibration, settings: Settings, adaptive: bool = False,
-    reseed: bool = True, limits: BatchLimits | None = None, sink_path: Path | None = None,
-    timeout_s: float = 3600.0, rate: float | None = None, progress: bool = True,
-    policy: RoutingPolicy | None = None,
-) -> PipelineRun:
-    """`policy` sets router and workers (default: the paper's DIMEE-F, or DIMEE-D with adaptive=True)."""
-    policy = policy or get_policy("DIMEE-D" if adaptive else "DIMEE-F")
-    topics = Topics(settings.topic_prefix)
-    transport = open_transport(settings.broker, settings.api_version_tuple())
-    transport.ensure_topics(topics.all())
-    store = open_store(settings.state, calibration.model_id, settings.seen_ttl_s)
-    if reseed:
-        store.seed(calibration.centroid_arrays(), calibration.pool_sizes)
-    stop = StopFlag()
-    limits = limits or BatchLimits()
-    common = {"stop": stop, "limits": limits, "max_text_chars": settings.max_text_chars}
-    router = Router(transport, topics, [topics.samples], f"{topics.prefix}.router", model_dir=model_dir,
-                    calibration=calibration, store=store, adaptive=policy.adaptive, policy=policy.router, **common)
-    stages = [
-        router,
-        *(TierWorker(transport, topics, [topics.tier(t.value)], f"{topics.prefix}.worker.{t.value}", tier=t,
-                     model_dir=model_dir, calibration=calibration, escalation=policy.escalation,
-                     feedback=policy.feedback, **common)
-          for t, _ in calibration.tier_plan()),
-    ]
-    feedback = None
-    if policy.feedback:
-        feedback = FeedbackApplier(transport, topics, [topics.feedback], f"{topics.prefix}.feedback", router=router,
-                                   **common)
-        stages.append(feedback)
-    sink = Sink(transport, topics, [topics.predictions], f"{topics.prefix}.sink", path=sink_path,
-                cloud_only_cost=calibration.cost_model.cloud_only(calibration.num_layers), **common)
-    stages.append(sink)
+@dataclass(frozen=True)
+class PipelineOptions:
+    reseed: bool = True  # seed the centroid store from calibration.json first
+    limits: BatchLimits = field(default_factory=BatchLimits)
+    sink_path: Path | None = None
+    timeout_s: float = 3600.0
+    rate: float | None = None
+    progress: bool = True
+
+
+class Collector:
+    """The in-process run's view of what its stages committed: predictions (first of each id), applied
+    feedback, dead letters."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.predictions: dict[str, Prediction] = {}
+        self.duplicates = self.feedback_applied = self.dead_letters = 0
+        self.dead_keys: set[str] = set()
+
+    def committed(self, stage: str, messages: Sequence[Message]) -> None:
+        with self._lock:
+            if stage == "feedback":
+                self.feedback_applied += len(messages)
+            for message in messages if stage == "sink" else ():
+                assert isinstance(message, Prediction)
+                if message.id in self.predictions:
+                    self.duplicates += 1
+                else:
+                    self.predictions[message.id] = message
+
+    def dead_lettered(self, stage: str, key: str | None) -> None:
+        with self._lock:
+            self.dead_letters += 1
+            if key is not None:
+                self.dead_keys.add(key)
+
+    def finished(self, records: list, feedback: bool) -> bool:
+        """Every keyed sample answered or dead-lettered, every keyless one dead-lettered, feedback applied."""
+        expected = {str(r["id"]) for r in records if isinstance(r, dict) and "id" in r}
+        with self._lock:
+            answered = expected <= (self.predictions.keys() | self.dead_keys)
+            letters = self.dead_letters - len(self.dead_keys & expected) >= len(records) - len(expected)
+            applied = not feedback or self.feedback_applied >= len(self.predictions)
+            return answered and letters and applied
+
+
+def run_pipeline(records: list, deployment: Deployment, settings: Settings,
+                 options: PipelineOptions | None = None) -> PipelineRun:
+    """Stream `records` through every role of `deployment` (its policy sets router and workers)."""
+    options = options or PipelineOptions()
+    collector, stop = Collector(), StopFlag()
+    ctx = roles.context(settings, stop=stop, limits=options.limits, events=collector)
+    ctx.transport.ensure_topics(ctx.topics.all())
+    store = roles.centroid_store(settings, deployment)
+    if options.reseed:
+        store.seed(deployment.calibration.centroid_arrays(), deployment.calibration.pool_sizes)
+    router = roles.router(ctx, deployment, store)
+    sink = roles.sink(ctx, options.sink_path, deployment)
+    stages: list[Stage] = [router, *roles.workers(ctx, deployment), sink]
+    if deployment.policy.feedback:
+        stages.append(roles.feedback(ctx, router))
     threads = [threading.Thread(target=stage.run, name=stage.name, daemon=True) for stage in stages]
     for thread in threads:
         thread.start()
     started = time.perf_counter()
-    expected = {str(r["id"]) for r in records if isinstance(r, dict) and "id" in r}
     try:
-        produce(transport, topics, records, rate=rate, stop=stop, progress=progress, total=len(records))
-        deadline = time.monotonic() + timeout_s
-        keyless = len(records) - len(expected)
-        while time.monotonic() < deadline and not stop.is_set():
-            dead_keys = set().union(*(s.dead_keys for s in stages))
-            answered = expected <= (sink.kept.keys() | dead_keys)
-            feedback_done = feedback is None or feedback.processed >= len(sink.kept)
-            letters_done = sum(s.dead_letters for s in stages) - len(dead_keys & expected) >= keyless
-            if answered and feedback_done and letters_done:
-                break
-            if not all(t.is_alive() for t in threads):
-                log.error("a pipeline stage died; stopping")
-                break
-            time.sleep(0.05)
+        produce(ctx.transport, ctx.topics, records, rate=options.rate, stop=stop, progress=options.progress,
+                total=len(records))
+        _wait(lambda: collector.finished(records, deployment.policy.feedback), threads, stop, options.timeout_s)
     finally:
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
         store.close()
-    return PipelineRun(dict(sink.kept), sink.stats.summary(), time.perf_counter() - started,
-                       sum(s.dead_letters for s in stages), sink.duplicates)
+    return PipelineRun(dict(collector.predictions), sink.stats.summary(), time.perf_counter() - started,
+                       collector.dead_letters, collector.duplicates)
 
+
+def _wait(done, threads: list[threading.Thread], stop: StopFlag, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not stop.is_set() and not done():
+        if not all(t.is_alive() for t in threads):
+            log.error("a pipeline stage died; stopping")
+            return
+        time.sleep(0.05)

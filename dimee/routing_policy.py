@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel
 
+from dimee.choices import EscalationMode, RouterKind
 from dimee.errors import DimeeError
-from dimee.escalation import EscalationMode
-
-RouterKind = Literal["centroid", "learned", "mobile", "edge", "cloud"]
+from dimee.workdir import Workdir
 
 
 class RoutingPolicy(BaseModel):
@@ -43,7 +41,6 @@ POLICIES: dict[str, RoutingPolicy] = {p.name: p for p in (
     _p("Cloud-only", "cloud"),
 )}
 PAPER = "DIMEE-F"
-POLICY_FILE = "policy.json"
 
 
 def get(name: str) -> RoutingPolicy:
@@ -52,13 +49,13 @@ def get(name: str) -> RoutingPolicy:
     return POLICIES[name]
 
 
-def save_default(workdir: Path, name: str, reason: str) -> None:
-    (workdir / POLICY_FILE).write_text(json.dumps({**get(name).model_dump(), "chosen_because": reason}, indent=2))
+def save_default(workdir: Workdir | Path, name: str, reason: str) -> None:
+    Workdir.of(workdir).policy.write_text(json.dumps({**get(name).model_dump(), "chosen_because": reason}, indent=2))
 
 
-def resolve(workdir: Path, name: str = "auto") -> RoutingPolicy:
+def resolve(workdir: Workdir | Path, name: str = "auto") -> RoutingPolicy:
     """`auto`: the default measured on calibration (WORKDIR/policy.json), else the paper's DIMEE-F."""
     if name != "auto":
         return get(name)
-    path = workdir / POLICY_FILE
+    path = Workdir.of(workdir).policy
     return get(json.loads(path.read_text())["name"]) if path.exists() else get(PAPER)

@@ -5,12 +5,17 @@ finished, flushed and committed before the stage returns."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from prometheus_client import Counter, Histogram
 
+from dimee.config import Settings
 from dimee.messages import DeadLetter, Message, MessageError, parse
 from dimee.runtime import StopFlag, log, retry
 from dimee.transport.base import Consumer, Producer, Record, Topics, Transport
@@ -28,12 +33,45 @@ class Output:
     value: bytes
 
 
-@dataclass
+@dataclass(frozen=True)
 class BatchLimits:
     max_batch: int = 32
     max_wait_s: float = 0.05  # how long a partial batch waits for more records
     poll_timeout_s: float = 0.5
     max_poll_interval_s: float = 300.0
+
+
+class StageEvents(Protocol):
+    """What a stage reports after each committed batch, for whoever composes stages (the in-process
+    pipeline's collector; metrics could listen the same way)."""
+
+    def committed(self, stage: str, messages: Sequence[Message]) -> None: ...
+
+    def dead_lettered(self, stage: str, key: str | None) -> None: ...
+
+
+class NoEvents:
+    def committed(self, stage: str, messages: Sequence[Message]) -> None:
+        pass
+
+    def dead_lettered(self, stage: str, key: str | None) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """Everything a stage shares with the other stages of its process."""
+
+    transport: Transport
+    topics: Topics
+    settings: Settings = field(default_factory=Settings)
+    stop: StopFlag = field(default_factory=StopFlag)
+    limits: BatchLimits = field(default_factory=BatchLimits)
+    events: StageEvents = field(default_factory=NoEvents)
+    instance_id: str | None = None  # names this process's stages in their outputs; default ROLE-HOST-PID
+
+    def instance(self, role: str) -> str:
+        return self.instance_id or f"{role}-{socket.gethostname()}-{os.getpid()}"
 
 
 class Stage(ABC):
@@ -42,19 +80,16 @@ class Stage(ABC):
     name: str = "stage"
     message_type: type[Message]
 
-    def __init__(self, transport: Transport, topics: Topics, in_topics: list[str], group_id: str,
-                 stop: StopFlag | None = None, limits: BatchLimits | None = None,
-                 max_text_chars: int = 10_000) -> None:
-        self.transport, self.topics = transport, topics
-        self.stop = stop or StopFlag()
-        self.limits = limits or BatchLimits()
-        self.max_text_chars = max_text_chars
+    def __init__(self, context: StageContext, in_topics: list[str], group_id: str) -> None:
+        self.context = context
+        self.transport, self.topics = context.transport, context.topics
+        self.stop, self.limits = context.stop, context.limits
+        self.max_text_chars = context.settings.max_text_chars
         self.in_topics, self.group_id = in_topics, group_id
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self.processed = 0
         self.dead_letters = 0
-        self.dead_keys: set[str] = set()
 
     @abstractmethod
     def process(self, batch: list[tuple[Record, Message]]) -> list[Output]:
@@ -88,8 +123,8 @@ class Stage(ABC):
 
     def dead_letter(self, record: Record, reason: str) -> Output:
         self.dead_letters += 1
-        if record.key is not None:
-            self.dead_keys.add(record.key.decode("utf-8", "replace"))
+        self.context.events.dead_lettered(self.name, None if record.key is None else
+                                          record.key.decode("utf-8", "replace"))
         DEAD.labels(self.name).inc()
         letter = DeadLetter.for_record(self.name, record.topic, record.partition, record.offset, record.key,
                                        record.value, reason)
@@ -111,6 +146,7 @@ class Stage(ABC):
         assert self.consumer is not None
         self.consumer.commit()
         self.processed += len(valid)
+        self.context.events.committed(self.name, [message for _, message in valid])
         BATCH.labels(self.name).observe(time.perf_counter() - started)
 
     def _deliver(self, outputs: list[Output]) -> None:

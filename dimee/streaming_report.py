@@ -8,27 +8,28 @@ from pathlib import Path
 
 import numpy as np
 
-from dimee.calibration import Calibration
 from dimee.config import Settings
 from dimee.data.dataset import TextDataset
+from dimee.deployment import Deployment
 from dimee.evaluation import baselines
+from dimee.exits import ExitRecords
 from dimee.pipeline import run_pipeline
-from dimee.records import ExitRecords
 from dimee.routing_policy import get as get_policy
 from dimee.tiers import TIERS
 
 
-def stream_and_compare(test: TextDataset, test_records: ExitRecords, model_dir: Path, cal: Calibration,
-                       settings: Settings, default: dict | None = None) -> dict:
+def stream_and_compare(test: TextDataset, test_records: ExitRecords, deployment: Deployment, settings: Settings,
+                       default: dict | None = None) -> dict:
     """DIMEE-F and DIMEE-D streamed and compared sample by sample with the offline rows; `default` (the study's
     row of the policy chosen on calibration) is streamed too and compared on accuracy and cost."""
     out: dict = {"runs": []}
+    cal = deployment.calibration
     records = test.records()
     index = {sample_id: i for i, sample_id in enumerate(test.ids)}
     for adaptive in (False, True):
         name = "DIMEE-D" if adaptive else "DIMEE-F"
         run_settings = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}-{name.lower()}"})
-        run = run_pipeline(records, model_dir, cal, run_settings, adaptive=adaptive)
+        run = run_pipeline(records, deployment.with_policy(get_policy(name)), run_settings)
         offline = baselines.dimee(test_records, cal, adaptive)
         streamed_tier = np.full(len(test), -1)
         streamed_pred = np.full(len(test), -1)
@@ -49,8 +50,8 @@ def stream_and_compare(test: TextDataset, test_records: ExitRecords, model_dir: 
         })
     if default is not None and default["name"] not in ("DIMEE-F", "DIMEE-D"):
         prefix = f"{settings.topic_prefix}-default"
-        run = run_pipeline(records, model_dir, cal, settings.model_copy(update={"topic_prefix": prefix}),
-                           policy=get_policy(default["name"]))
+        run = run_pipeline(records, deployment.with_policy(get_policy(default["name"])),
+                           settings.model_copy(update={"topic_prefix": prefix}))
         out["runs"].append({
             "name": f"{default['name']} (default)", "streamed": run.summary, "seconds": run.seconds,
             "missing": len(records) - len(run.predictions), "duplicates_dropped": run.duplicates,

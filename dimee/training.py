@@ -5,18 +5,16 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
+from dimee.choices import LossWeighting, Pooling
 from dimee.data.dataset import TextDataset
 from dimee.model.early_exit import EarlyExitEncoder
 from dimee.model.tokenize import encode
-
-LossWeighting = Literal["mean", "pabee"]
 
 
 @dataclass
@@ -29,6 +27,9 @@ class TrainConfig:
     seed: int = 0
     loss: LossWeighting = "mean"
     max_train_samples: int | None = None
+    base_model: str | None = None  # hub id or local folder; None: the bundled all-MiniLM-L6-v2
+    pooling: Pooling = "mean"
+    max_length: int = 64  # tokens per sample after truncation
 
 
 @dataclass

@@ -8,20 +8,20 @@ import os
 from pathlib import Path
 
 from dimee.messages import Prediction
-from dimee.stage import Output, Stage
+from dimee.stage import Output, Stage, StageContext
 from dimee.transport.base import Record
 from predictions.stats import PredictionStats
 
 
 class Sink(Stage):
+    name = "sink"
     message_type = Prediction
 
-    def __init__(self, *args, path: Path | None, cloud_only_cost: float = 1.0, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.name = "sink"
+    def __init__(self, context: StageContext, path: Path | None, cloud_only_cost: float = 1.0,
+                 group_id: str | None = None) -> None:
+        super().__init__(context, [context.topics.predictions], group_id or context.topics.sink_group)
         self.path = path
         self.seen: set[str] = set()
-        self.kept: dict[str, Prediction] = {}
         self.duplicates = 0
         self.stats = PredictionStats(cloud_only_cost=cloud_only_cost)
         if path is not None and path.exists():
@@ -43,6 +43,5 @@ class Sink(Stage):
                 handle.flush()
                 os.fsync(handle.fileno())
         for prediction in fresh:
-            self.kept[prediction.id] = prediction
             self.stats.add(prediction)
         return []

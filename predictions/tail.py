@@ -7,17 +7,18 @@ import sys
 import time
 
 from dimee.messages import Prediction
-from dimee.stage import Output, Stage
+from dimee.stage import Output, Stage, StageContext
 from dimee.transport.base import Record
 from predictions.stats import PredictionStats
 
 
 class Tail(Stage):
+    name = "tail"
     message_type = Prediction
 
-    def __init__(self, *args, cloud_only_cost: float = 1.0, every_s: float = 1.0, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.name = "tail"
+    def __init__(self, context: StageContext, cloud_only_cost: float = 1.0, every_s: float = 1.0) -> None:
+        # A group of its own per process: every tail sees every prediction.
+        super().__init__(context, [context.topics.predictions], f"{context.topics.prefix}.{context.instance('tail')}")
         self.stats = PredictionStats(cloud_only_cost=cloud_only_cost)
         self.seen: set[str] = set()
         self.every_s = every_s

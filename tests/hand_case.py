@@ -6,7 +6,7 @@ confidence per layer:  s0 0.90 0.95 0.99 (class 1)   s1 0.60 0.85 0.90 (class 1)
 
 import numpy as np
 
-from dimee.records import ExitRecords
+from dimee.exits import ExitRecords
 
 
 def two_class(p_class1: list[float]) -> np.ndarray:
@@ -31,3 +31,10 @@ ALPHA_STAR = GRID[2]  # 0.6111: first α of the tie at 0.676667; pools easy / mo
 
 def records() -> ExitRecords:
     return ExitRecords(PROBS.astype(np.float32), EMBEDDINGS.astype(np.float32), LABELS)
+
+
+def calibration(**options):
+    """The hand case calibrated (α* = 0.6111, m = 1, n = 2, L = 3); options are CalibrationConfig fields."""
+    from dimee.calibration import CalibrationConfig, calibrate
+
+    return calibrate(ExitRecords(PROBS, EMBEDDINGS, LABELS), CalibrationConfig(m=M, n=N, **options))

@@ -97,29 +97,46 @@ def tiny_workdir(folder: Path, num_layers: int = 6, calibration_size: int = 200,
     import numpy as np
 
     from dimee import method
-    from dimee.calibration import calibrate
+    from dimee.calibration import CalibrationConfig, calibrate
     from dimee.data.dataset import TextDataset
+    from dimee.exits import ExitRecords
     from dimee.model.artifacts import load_model, load_tokenizer
-    from dimee.offline import calibration_path, default_m_n, model_dir
     from dimee.training import record_exit_probabilities
+    from dimee.workdir import Workdir
 
-    saved_tiny_model(model_dir(folder), num_layers=num_layers, seed=seed)
-    model, tokenizer = load_model(model_dir(folder)), load_tokenizer(model_dir(folder))
+    work = Workdir(folder)
+    saved_tiny_model(work.model, num_layers=num_layers, seed=seed)
+    model, tokenizer = load_model(work.model), load_tokenizer(work.model)
     texts = sentences(calibration_size, seed=seed + 100)
     labels = [len(t) % 2 for t in texts]
     data = TextDataset("tiny", texts, labels, ["0", "1"])
     probs, embeddings = record_exit_probabilities(model, tokenizer, data)
-    m, n = default_m_n(num_layers)
-    cal = calibrate(probs, np.array(labels), embeddings, m, n, model_id="tiny")
+    cal = calibrate(ExitRecords(probs, embeddings, np.array(labels)), CalibrationConfig(model_id="tiny"))
     # Random weights leave the reward's α* with nearly one pool; tests want traffic on every tier, so take the
     # grid α whose pools are most even, with the centroids of those pools.
     plan = cal.tier_plan()
     alpha = min(cal.grid, key=lambda a: np.bincount(method.true_pools(probs, a, plan), minlength=3).max())
     cal = cal.at_alpha(probs, embeddings, alpha)
-    cal.save(calibration_path(folder))
+    cal.save(work.calibration)
     return folder
 
 
 def stream_records(count: int, seed: int = 7, prefix: str = "s") -> list[dict]:
     texts = sentences(count, seed=seed)
     return [{"id": f"{prefix}-{i}", "text": t, "label": len(t) % 2} for i, t in enumerate(texts)]
+
+
+def deployment(workdir: Path, cal, policy: str = "DIMEE-F"):
+    """What the roles serve in a test: the tiny workdir, its calibration and a named policy."""
+    from dimee.deployment import Deployment
+    from dimee.routing_policy import get
+    from dimee.workdir import Workdir
+
+    return Deployment(Workdir(workdir), cal, get(policy))
+
+
+def context(broker, topics, **options):
+    """A StageContext over an in-memory broker (options: stop, limits, events, settings, instance_id)."""
+    from dimee.stage import StageContext
+
+    return StageContext(broker, topics, **options)

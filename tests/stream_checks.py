@@ -7,9 +7,9 @@ import numpy as np
 from dimee.calibration import Calibration
 from dimee.data.dataset import TextDataset
 from dimee.evaluation import baselines
+from dimee.exits import ExitRecords
 from dimee.messages import Prediction
 from dimee.model.artifacts import load_model, load_tokenizer
-from dimee.records import ExitRecords
 from dimee.tiers import TIERS
 from dimee.training import record_exit_probabilities
 

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from dimee.calibration import calibrate
 from dimee.evaluation import baselines
 from dimee.evaluation.report import build_report, render_markdown, write_report
 from dimee.tiers import CostModel
@@ -12,7 +11,7 @@ from tests import hand_case as hc
 
 @pytest.fixture
 def cal():
-    return calibrate(hc.PROBS, hc.LABELS, hc.EMBEDDINGS, hc.M, hc.N)
+    return hc.calibration()
 
 
 def test_cloud_only(cal):
@@ -100,5 +99,5 @@ def test_report_rows_and_files(cal, tmp_path):
 
 
 def test_cost_model_changes_the_cloud_baseline():
-    cal = calibrate(hc.PROBS, hc.LABELS, hc.EMBEDDINGS, hc.M, hc.N, cost=CostModel(kappa=1.5))
+    cal = hc.calibration(cost=CostModel(kappa=1.5))
     assert baselines.cloud_only(hc.records(), cal).cost.tolist() == [2.0, 2.0, 2.0]

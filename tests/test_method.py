@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dimee import method
-from dimee.calibration import Calibration, calibrate
+from dimee.calibration import Calibration
 from dimee.tiers import CostModel, Tier, TierPlan
 from tests import hand_case as hc
 
@@ -32,7 +32,7 @@ def test_reward_matches_hand_computation():
 
 
 def test_calibration_alpha_pools_and_centroids():
-    cal = calibrate(hc.PROBS, hc.LABELS, hc.EMBEDDINGS, hc.M, hc.N)
+    cal = hc.calibration()
     assert cal.alpha == pytest.approx(hc.ALPHA_STAR)
     assert cal.reward_curve == pytest.approx(hc.REWARD)
     assert cal.pool_sizes == [1, 1, 1]
@@ -42,7 +42,7 @@ def test_calibration_alpha_pools_and_centroids():
 
 def test_beta_moves_alpha():
     """A heavier cost weight makes the cheap, all-easy threshold win."""
-    cal = calibrate(hc.PROBS, hc.LABELS, hc.EMBEDDINGS, hc.M, hc.N, cost=CostModel(beta=2.0))
+    cal = hc.calibration(cost=CostModel(beta=2.0))
     assert cal.alpha == pytest.approx(0.5)
     assert cal.pool_sizes == [3, 0, 0]
 
@@ -50,15 +50,15 @@ def test_beta_moves_alpha():
 def test_accuracy_budget_objective():
     # Routing by true pool: α = 0.5 → all easy, s2 wrong (acc 2/3, cost 0.1); α = 0.5556 → s2 moderate at
     # layer 2, right (acc 1.0, cost (0.1 + 0.1 + 0.3)/3); every larger α costs more.
-    tight = calibrate(hc.PROBS, hc.LABELS, hc.EMBEDDINGS, hc.M, hc.N, objective="accuracy-budget", max_drop=0.5)
+    tight = hc.calibration(objective="accuracy-budget", max_drop=0.5)
     assert tight.alpha == pytest.approx(hc.GRID[1])
     assert tight.cost_curve[1] == pytest.approx(0.5 / 3)
-    loose = calibrate(hc.PROBS, hc.LABELS, hc.EMBEDDINGS, hc.M, hc.N, objective="accuracy-budget", max_drop=40)
+    loose = hc.calibration(objective="accuracy-budget", max_drop=40)
     assert loose.alpha == pytest.approx(0.5)
 
 
 def test_empty_pools_have_no_centroid_and_are_never_routed_to(tmp_path):
-    cal = calibrate(hc.PROBS, hc.LABELS, hc.EMBEDDINGS, hc.M, hc.N, cost=CostModel(beta=2.0))
+    cal = hc.calibration(cost=CostModel(beta=2.0))
     assert cal.centroids[1] is None and cal.centroids[2] is None
     cal.save(tmp_path / "calibration.json")
     loaded = Calibration.load(tmp_path / "calibration.json")

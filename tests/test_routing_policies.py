@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from dimee import learned_router, method
-from dimee.calibration import calibrate
 from dimee.escalation import serve_escalating
 from dimee.evaluation.policies import PolicyInputs, choose_default, policy_table
 from tests import hand_case as hc
@@ -12,7 +11,7 @@ from tests import hand_case as hc
 
 @pytest.fixture
 def cal():
-    return calibrate(hc.PROBS, hc.LABELS, hc.EMBEDDINGS, hc.M, hc.N)  # α* = 0.6111, m = 1, n = 2, L = 3
+    return hc.calibration()  # α* = 0.6111, m = 1, n = 2, L = 3
 
 
 def test_cascade_with_continue(cal):

@@ -9,9 +9,8 @@ from tests import hand_case as hc
 
 
 def _seed(store, **calibrate_options) -> None:
-    from dimee.calibration import calibrate
 
-    cal = calibrate(hc.PROBS, hc.LABELS, hc.EMBEDDINGS, hc.M, hc.N, **calibrate_options)
+    cal = hc.calibration(**calibrate_options)
     store.seed(cal.centroid_arrays(), cal.pool_sizes)
 
 

@@ -8,11 +8,11 @@ import pytest
 from dimee import method
 from dimee.config import Settings
 from dimee.escalation import serve_escalating
-from dimee.pipeline import run_pipeline
+from dimee.pipeline import PipelineOptions, run_pipeline
 from dimee.routing_policy import get
 from dimee.tiers import TIERS
 from state.memory import shared_store
-from tests.helpers import stream_records
+from tests.helpers import deployment, stream_records
 from tests.stream_checks import offline_records
 
 
@@ -21,7 +21,7 @@ from tests.stream_checks import offline_records
 def test_streamed_escalation_matches_the_offline_journey(workdir, cal, policy, mode, band):
     records = stream_records(160, seed=21)
     settings = Settings(broker=f"memory://{policy}", state=f"memory://{policy}", topic_prefix=policy)
-    run = run_pipeline(records, workdir / "model", cal, settings, policy=get(policy), progress=False)
+    run = run_pipeline(records, deployment(workdir, cal, policy), settings, PipelineOptions(progress=False))
     assert sorted(run.predictions) == sorted(r["id"] for r in records)
     test = offline_records(records, workdir)
     start = 0 if policy == "Cascade" else 1
@@ -49,7 +49,7 @@ def test_recompute_pays_again_in_the_stream(workdir, cal):
     records = stream_records(60, seed=22)
     settings = Settings(broker="memory://recompute", state="memory://recompute", topic_prefix="recompute")
     policy = get("Cascade").model_copy(update={"escalation": "recompute"})
-    run = run_pipeline(records, workdir / "model", cal, settings, policy=policy, progress=False)
+    run = run_pipeline(records, deployment(workdir, cal).with_policy(policy), settings, PipelineOptions(progress=False))
     test = offline_records(records, workdir)
     journey = serve_escalating(test.probs, np.zeros(len(records), dtype=int), cal.tier_plan(), cal.alpha,
                                cal.cost_model, "recompute")
@@ -63,8 +63,8 @@ def test_recompute_pays_again_in_the_stream(workdir, cal):
 def test_feedback_moves_the_observed_pools_centroids(workdir, cal):
     records = stream_records(120, seed=23)
     settings = Settings(broker="memory://fb", state="memory://fb", topic_prefix="fb")
-    run = run_pipeline(records, workdir / "model", cal, settings, policy=get("Feedback-adaptive+esc"),
-                       progress=False)
+    run = run_pipeline(records, deployment(workdir, cal, "Feedback-adaptive+esc"), settings,
+                       PipelineOptions(progress=False))
     assert len(run.predictions) == len(records)
     snap = shared_store("memory://fb", cal.model_id).snapshot()
     test = offline_records(records, workdir)

@@ -11,7 +11,7 @@ import pytest
 from dimee.config import Settings
 from dimee.errors import ServiceUnavailable
 from dimee.messages import DeadLetter, Prediction, Routed, Sample, parse
-from dimee.pipeline import run_pipeline
+from dimee.pipeline import Collector, PipelineOptions, run_pipeline
 from dimee.runtime import StopFlag
 from dimee.stage import BatchLimits
 from dimee.tiers import Tier
@@ -21,7 +21,7 @@ from predictions.sink import Sink
 from producers.producer import produce
 from routers.router import Router
 from state.memory import InMemoryCentroidStore
-from tests.helpers import stream_records
+from tests.helpers import context, deployment, stream_records
 from tests.stream_checks import assert_matches_offline
 from workers.tier_worker import TierWorker
 
@@ -32,8 +32,8 @@ def _settings(prefix: str) -> Settings:
 
 def test_every_id_once_and_fixed_mode_equals_the_offline_evaluator(workdir, cal):
     records = stream_records(240)
-    run = run_pipeline(records, workdir / "model", cal, _settings("once"), adaptive=False, progress=False,
-                       limits=BatchLimits(max_batch=16, max_wait_s=0.01))
+    run = run_pipeline(records, deployment(workdir, cal), _settings("once"),
+                       PipelineOptions(progress=False, limits=BatchLimits(max_batch=16, max_wait_s=0.01)))
     assert sorted(run.predictions) == sorted(r["id"] for r in records)
     assert run.dead_letters == 0
     assert {p.tier for p in run.predictions.values()} == {Tier.MOBILE, Tier.EDGE, Tier.CLOUD}
@@ -50,8 +50,7 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_the_stream_goes_on(w
     bad = [b"{not json", b"\xff\xfe", {"id": "no-text"}, {"id": "empty", "text": ""},
            {"id": "huge", "text": "x" * 301}, {"id": "typed", "text": "fine", "label": "pos"}]
     settings = _settings("dlq").model_copy(update={"max_text_chars": 300})
-    run = run_pipeline(good[:20] + bad + good[20:], workdir / "model", cal, settings, adaptive=False,
-                       progress=False)
+    run = run_pipeline(good[:20] + bad + good[20:], deployment(workdir, cal), settings, PipelineOptions(progress=False))
     assert sorted(run.predictions) == sorted(r["id"] for r in good)
     from dimee.transport.memory import shared_broker
 
@@ -96,28 +95,24 @@ def test_a_crashed_worker_loses_nothing(workdir, cal):
     store.seed(cal.centroid_arrays(), cal.pool_sizes)
     limits = BatchLimits(max_batch=8, max_wait_s=0.0)
     records = stream_records(120)
-    stop = StopFlag()
-    common = {"stop": stop, "limits": limits}
-    router = Router(broker, topics, [topics.samples], "r", model_dir=workdir / "model", calibration=cal,
-                    store=store, **common)
-    sink = Sink(broker, topics, [topics.predictions], "s", path=None, **common)
-    workers = {t: TierWorker(broker, topics, [topics.tier(t.value)], f"w-{t.value}", tier=t,
-                             model_dir=workdir / "model", calibration=cal, **common) for t in (Tier.EDGE, Tier.CLOUD)}
-    crashing = CrashingWorker(broker, topics, [topics.tier("mobile")], "w-mobile", tier=Tier.MOBILE,
-                              model_dir=workdir / "model", calibration=cal, **common)
+    stop, collector = StopFlag(), Collector()
+    ctx, served = context(broker, topics, stop=stop, limits=limits, events=collector), deployment(workdir, cal)
+    router = Router(ctx, served, store, "r")
+    sink = Sink(ctx, None, group_id="s")
+    workers = {t: TierWorker(ctx, served, t, f"w-{t.value}") for t in (Tier.EDGE, Tier.CLOUD)}
+    crashing = CrashingWorker(ctx, served, Tier.MOBILE, "w-mobile")
     threads = [_start(s) for s in (router, sink, *workers.values())]
     produce(broker, topics, records, progress=False)
     crashed = _start(crashing)
     crashed.join(timeout=60)
     assert not crashed.is_alive() and crashing.processed > 0  # it died after committing its first batch
-    restarted = TierWorker(broker, topics, [topics.tier("mobile")], "w-mobile", tier=Tier.MOBILE,
-                           model_dir=workdir / "model", calibration=cal, **common)
+    restarted = TierWorker(ctx, served, Tier.MOBILE, "w-mobile")
     threads.append(_start(restarted))
-    _wait(lambda: len(sink.kept) == len(records))
+    _wait(lambda: len(collector.predictions) == len(records))
     stop.set()
     for thread in threads:
         thread.join(timeout=30)
-    assert sorted(sink.kept) == sorted(r["id"] for r in records)
+    assert sorted(collector.predictions) == sorted(r["id"] for r in records)
 
 
 class FlakyStore(InMemoryCentroidStore):
@@ -139,8 +134,7 @@ def test_an_unavailable_state_store_is_retried_and_nothing_is_lost(workdir, cal)
     store.seed(cal.centroid_arrays(), cal.pool_sizes)
     broker, topics, stop = InMemoryBroker(), Topics("flaky"), StopFlag()
     limits = BatchLimits(max_batch=16, max_wait_s=0.0)
-    router = Router(broker, topics, [topics.samples], "r", model_dir=workdir / "model", calibration=cal,
-                    store=store, adaptive=True, stop=stop, limits=limits)
+    router = Router(context(broker, topics, stop=stop, limits=limits), deployment(workdir, cal, "DIMEE-D"), store, "r")
     records = stream_records(50)
     produce(broker, topics, records, progress=False)
     thread = _start(router)
@@ -157,8 +151,8 @@ def test_stop_finishes_the_batch_and_commits(workdir, cal):
     broker, topics, stop = InMemoryBroker(default_partitions=1), Topics("stop"), StopFlag()
     store = InMemoryCentroidStore()
     store.seed(cal.centroid_arrays(), cal.pool_sizes)
-    router = Router(broker, topics, [topics.samples], "r", model_dir=workdir / "model", calibration=cal,
-                    store=store, stop=stop, limits=BatchLimits(max_batch=10, max_wait_s=0.0))
+    router = Router(context(broker, topics, stop=stop, limits=BatchLimits(max_batch=10, max_wait_s=0.0)),
+                    deployment(workdir, cal), store, "r")
     produce(broker, topics, stream_records(200), progress=False)
     thread = _start(router)
     _wait(lambda: router.processed >= 10)
@@ -175,8 +169,8 @@ def test_two_adaptive_routers_share_one_store(workdir, cal):
     store.seed(cal.centroid_arrays(), cal.pool_sizes)
     broker, topics, stop = InMemoryBroker(default_partitions=4), Topics("two"), StopFlag()
     limits = BatchLimits(max_batch=8, max_wait_s=0.0)
-    routers = [Router(broker, topics, [topics.samples], "routers", model_dir=workdir / "model", calibration=cal,
-                      store=store, adaptive=True, stop=stop, limits=limits, router_id=f"r{i}") for i in range(2)]
+    routers = [Router(context(broker, topics, stop=stop, limits=limits, instance_id=f"r{i}"),
+                      deployment(workdir, cal, "DIMEE-D"), store, "routers") for i in range(2)]
     records = stream_records(150)
     threads = [_start(r) for r in routers]
     produce(broker, topics, records + records[:30], progress=False)  # 30 replays of ids already sent
@@ -193,7 +187,7 @@ def test_two_adaptive_routers_share_one_store(workdir, cal):
     assert routers_seen == {"r0", "r1"}
     snap = store.snapshot()
     assert sum(snap.counts) - sum(cal.pool_sizes) == len({r["id"] for r in records})
-    embeddings = routers[0].embed([Sample(**r) for r in records])
+    embeddings = routers[0].embedder.embed([Sample(**r) for r in records])
     by_id = {r["id"]: e for r, e in zip(records, embeddings, strict=True)}
     centroids = cal.centroid_arrays()
     for pool, mean in enumerate(snap.means):
@@ -217,8 +211,8 @@ def test_sink_deduplicates_and_survives_restart(tmp_path):
     for _ in range(3):
         producer.send(topics.predictions, b"a", prediction.to_bytes())
     out = tmp_path / "p.jsonl"
-    Sink(broker, topics, [topics.predictions], "s", path=out).run(idle_exit_s=0.3)
+    Sink(context(broker, topics), out, group_id="s").run(idle_exit_s=0.3)
     producer.send(topics.predictions, b"a", prediction.to_bytes())  # redelivered after a restart
-    second = Sink(broker, topics, [topics.predictions], "s", path=out)
+    second = Sink(context(broker, topics), out, group_id="s")
     second.run(idle_exit_s=0.3)
     assert out.read_text().count('"id":"a"') == 1 and second.duplicates == 1

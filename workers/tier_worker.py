@@ -8,20 +8,18 @@ on, the worker also reports the sample's observed pool, known for free from wher
 from __future__ import annotations
 
 import base64
-import os
-import socket
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from dimee.calibration import Calibration
-from dimee.escalation import EscalationMode
+from dimee.deployment import Deployment
 from dimee.messages import CostBreakdown, Feedback, Hop, Prediction, Routed, Timings
 from dimee.model.artifacts import load_model, load_tokenizer
+from dimee.model.early_exit import ExitResult
 from dimee.model.tokenize import encode
-from dimee.stage import Output, Stage
+from dimee.stage import Output, Stage, StageContext
 from dimee.tiers import Tier
 from dimee.transport.base import Record
 
@@ -35,27 +33,40 @@ def unpack_hidden(blob: str, hidden_size: int) -> torch.Tensor:
     return torch.from_numpy(array.astype(np.float32))
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What the partition said about one sample of a micro-batch."""
+
+    message: Routed
+    row: int
+    start: int
+    exit_layer: int
+    confidence: float
+    label_pred: int
+
+    @property
+    def layers_run(self) -> int:
+        return self.exit_layer - self.start
+
+
 class TierWorker(Stage):
     message_type = Routed
 
-    def __init__(self, *args, tier: Tier, model_dir: Path, calibration: Calibration, worker_id: str | None = None,
-                 escalation: EscalationMode = "off", feedback: bool = False, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, context: StageContext, deployment: Deployment, tier: Tier,
+                 group_id: str | None = None) -> None:
         self.tier = Tier(tier)
         self.name = f"worker-{self.tier.value}"
-        self.calibration = calibration
-        self.plan = calibration.tier_plan()
-        self.index = [t for t, _ in self.plan].index(self.tier)
-        self.cap = self.plan[self.index][1]
-        self.next_tier = self.plan[self.index + 1][0] if self.index + 1 < len(self.plan) else None
-        self.escalation, self.feedback = escalation, feedback
-        self.model = load_model(model_dir, num_layers=self.cap)
-        self.tokenizer = load_tokenizer(model_dir)
-        self.model_name = f"{calibration.model_id}:{self.tier.value}:1-{self.cap}"
-        self.worker_id = worker_id or f"{self.name}-{socket.gethostname()}-{os.getpid()}"
-
-    def observed_pool(self, exit_layer: int) -> int:
-        return next(i for i, (_, cap) in enumerate(self.plan) if exit_layer <= cap)
+        topics = context.topics
+        super().__init__(context, [topics.tier(self.tier.value)], group_id or topics.worker_group(self.tier.value))
+        self.calibration, self.policy = deployment.calibration, deployment.policy
+        self.plan = self.calibration.tier_plan()
+        self.cap, self.next_tier = self.plan.cap(self.tier), self.plan.next_tier(self.tier)
+        self.escalates = self.policy.escalation != "off" and self.next_tier is not None
+        self.carries_hidden = self.policy.escalation == "continue" and self.next_tier is not None
+        self.model = load_model(deployment.workdir.model, num_layers=self.cap)
+        self.tokenizer = load_tokenizer(deployment.workdir.model)
+        self.model_name = f"{self.calibration.model_id}:{self.tier.value}:1-{self.cap}"
+        self.worker_id = context.instance(self.name)
 
     def process(self, batch: list[tuple[Record, Routed]]) -> list[Output]:
         by_start: dict[int, list[Routed]] = {}
@@ -67,51 +78,70 @@ class TierWorker(Stage):
         return outputs
 
     def _run(self, start: int, messages: list[Routed]) -> list[Output]:
+        """One early-exit pass over messages that all start at `start`; each answered or escalated."""
         started = time.time()
         pairs = [m.text_pair for m in messages] if any(m.text_pair for m in messages) else None
         inputs = encode(self.tokenizer, [m.text for m in messages], pairs, self.model.spec.max_length)
-        lengths = inputs["attention_mask"].sum(1).tolist()
-        hidden = None
-        if start > 0:
-            width, size = inputs["input_ids"].shape[1], self.model.spec.hidden_size
-            hidden = torch.zeros(len(messages), width, size)
-            for row, message in enumerate(messages):
-                state = unpack_hidden(message.hidden_fp16 or "", size)
-                hidden[row, : state.shape[0]] = state[:width]
-        carry = self.escalation == "continue" and self.next_tier is not None
         result = self.model.early_exit(**inputs, alpha=self.calibration.alpha, cap=self.cap, start_layer=start,
-                                       hidden=hidden, keep_hidden=carry)
-        finished = time.time()
+                                       hidden=self._carried_hidden(start, messages, inputs["input_ids"].shape[1]),
+                                       keep_hidden=self.carries_hidden)
+        timings = {"started_at": started, "finished_at": time.time()}
+        lengths = inputs["attention_mask"].sum(1).tolist()
         outputs = []
         for row, message in enumerate(messages):
-            exit_layer, confidence = int(result.exit_layer[row]), float(result.confidence[row])
-            run = exit_layer - start
-            here = CostBreakdown(**self.calibration.cost_model.breakdown(self.tier, run))
-            reached = confidence >= self.calibration.alpha
-            if not reached and self.next_tier is not None and self.escalation != "off":
-                hop = Hop(tier=self.tier, layers_run=run, cost=here)
-                onward = message.model_copy(update={
-                    "tier": self.next_tier, "hops": [*message.hops, hop],
-                    "start_layer": self.cap if self.escalation == "continue" else 0,
-                    "hidden_fp16": pack_hidden(result.hidden[row, : lengths[row]]) if carry else None,
-                })
-                outputs.append(Output(self.topics.tier(self.next_tier.value), message.id.encode(), onward.to_bytes()))
-                continue
-            total = here
-            for hop in message.hops:
-                total = total + hop.cost
-            label_pred = int(result.pred[row])
-            prediction = Prediction(
-                id=message.id, tier=self.tier, label_pred=label_pred, confidence=confidence, exit_layer=exit_layer,
-                layers_run=run + sum(h.layers_run for h in message.hops), cost=total, label=message.label,
-                correct=None if message.label is None else label_pred == message.label, model=self.model_name,
-                worker=self.worker_id, pool=message.pool, path=[*(h.tier for h in message.hops), self.tier],
-                meta=message.meta, timings=Timings(produced_at=message.produced_at, routed_at=message.routed_at,
-                                                   started_at=started, finished_at=finished),
-            )
-            outputs.append(Output(self.topics.predictions, message.id.encode(), prediction.to_bytes()))
-            if self.feedback and (reached or self.next_tier is None):
-                note = Feedback(id=message.id, text=message.text, text_pair=message.text_pair,
-                                routed_pool=message.pool, observed_pool=self.observed_pool(exit_layer))
-                outputs.append(Output(self.topics.feedback, message.id.encode(), note.to_bytes()))
+            outcome = Outcome(message, row, start, int(result.exit_layer[row]), float(result.confidence[row]),
+                              int(result.pred[row]))
+            if self.escalates and outcome.confidence < self.calibration.alpha:
+                outputs.append(self._escalate(outcome, result, lengths[row]))
+            else:
+                outputs.extend(self._answer(outcome, timings))
+        return outputs
+
+    def _carried_hidden(self, start: int, messages: list[Routed], width: int) -> torch.Tensor | None:
+        """The hidden states escalated samples brought from the previous tier (start > 0), padded to width."""
+        if start == 0:
+            return None
+        size = self.model.spec.hidden_size
+        hidden = torch.zeros(len(messages), width, size)
+        for row, message in enumerate(messages):
+            state = unpack_hidden(message.hidden_fp16 or "", size)
+            hidden[row, : state.shape[0]] = state[:width]
+        return hidden
+
+    def _hop_cost(self, outcome: Outcome) -> CostBreakdown:
+        return CostBreakdown(**self.calibration.cost_model.breakdown(self.tier, outcome.layers_run))
+
+    def _escalate(self, outcome: Outcome, result: ExitResult, length: int) -> Output:
+        """Pass the sample up to the next tier, with this hop's cost (and its hidden state for `continue`)."""
+        assert self.next_tier is not None
+        message = outcome.message
+        hop = Hop(tier=self.tier, layers_run=outcome.layers_run, cost=self._hop_cost(outcome))
+        onward = message.model_copy(update={
+            "tier": self.next_tier, "hops": [*message.hops, hop],
+            "start_layer": self.cap if self.policy.escalation == "continue" else 0,
+            "hidden_fp16": pack_hidden(result.hidden[outcome.row, :length]) if self.carries_hidden else None,
+        })
+        return Output(self.topics.tier(self.next_tier.value), message.id.encode(), onward.to_bytes())
+
+    def _answer(self, outcome: Outcome, timings: dict[str, float]) -> list[Output]:
+        """The prediction (costs of every hop summed), and the observed pool when feedback is on."""
+        message = outcome.message
+        total = self._hop_cost(outcome)
+        for hop in message.hops:
+            total = total + hop.cost
+        prediction = Prediction(
+            id=message.id, tier=self.tier, label_pred=outcome.label_pred, confidence=outcome.confidence,
+            exit_layer=outcome.exit_layer, layers_run=outcome.layers_run + sum(h.layers_run for h in message.hops),
+            cost=total, label=message.label,
+            correct=None if message.label is None else outcome.label_pred == message.label,
+            model=self.model_name, worker=self.worker_id, pool=message.pool,
+            path=[*(h.tier for h in message.hops), self.tier], meta=message.meta,
+            timings=Timings(produced_at=message.produced_at, routed_at=message.routed_at, **timings),
+        )
+        outputs = [Output(self.topics.predictions, message.id.encode(), prediction.to_bytes())]
+        reached = outcome.confidence >= self.calibration.alpha
+        if self.policy.feedback and (reached or self.next_tier is None):
+            note = Feedback(id=message.id, text=message.text, text_pair=message.text_pair, routed_pool=message.pool,
+                            observed_pool=self.plan.pool_of_exit(outcome.exit_layer))
+            outputs.append(Output(self.topics.feedback, message.id.encode(), note.to_bytes()))
         return outputs

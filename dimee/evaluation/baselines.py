@@ -11,7 +11,7 @@ import numpy as np
 
 from dimee import method
 from dimee.calibration import Calibration
-from dimee.records import ExitRecords
+from dimee.exits import ExitRecords
 from dimee.tiers import TIERS, Tier
 
 MOBILE, CLOUD = TIERS.index(Tier.MOBILE), TIERS.index(Tier.CLOUD)

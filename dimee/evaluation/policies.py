@@ -10,10 +10,11 @@ import numpy as np
 
 from dimee import method
 from dimee.calibration import Calibration
-from dimee.escalation import EscalationMode, Journey, serve_escalating
+from dimee.choices import EscalationMode
+from dimee.escalation import Journey, serve_escalating
 from dimee.evaluation.baselines import MethodResult
+from dimee.exits import ExitRecords
 from dimee.learned_router import LearnedRouter
-from dimee.records import ExitRecords
 
 
 @dataclass

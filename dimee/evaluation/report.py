@@ -9,7 +9,7 @@ import numpy as np
 
 from dimee.calibration import Calibration
 from dimee.evaluation import baselines, plots, sweeps
-from dimee.records import ExitRecords
+from dimee.exits import ExitRecords
 from dimee.tiers import POOLS
 
 

@@ -3,8 +3,6 @@ calibration split, what the router-side features can predict, and accuracy-cost 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from dimee import learned_router, method
@@ -13,19 +11,20 @@ from dimee.data.dataset import Splits
 from dimee.evaluation import baselines
 from dimee.evaluation.policies import PolicyInputs, choose_default, policy_table
 from dimee.evaluation.report import method_rows
+from dimee.exits import ExitRecords
 from dimee.model.artifacts import load_model, load_tokenizer
-from dimee.records import ExitRecords
 from dimee.routing_features import FeatureExtractor, TokenRarity, save_rarity
 from dimee.routing_policy import POLICIES, save_default
+from dimee.workdir import Workdir
 
 PAPER_ROWS = ("Cloud-only", "Mobile-only", "Edge-only", "Early-Exit", "Random-matched", "DIMEE-F", "DIMEE-D", "Oracle")
 
 
-def extract_features(splits: Splits, workdir: Path) -> tuple[FeatureExtractor, np.ndarray, np.ndarray]:
-    folder = workdir / "model"
+def extract_features(splits: Splits, workdir: Workdir) -> tuple[FeatureExtractor, np.ndarray, np.ndarray]:
+    folder = workdir.model
     embedder, tokenizer = load_model(folder, 0), load_tokenizer(folder)
     rarity = TokenRarity.fit(tokenizer, splits.train.texts)
-    save_rarity(rarity, workdir / "token_rarity.json")
+    save_rarity(rarity, workdir.rarity)
     extractor = FeatureExtractor(embedder, tokenizer, rarity)
     return (extractor, extractor.extract(splits.calibration.texts, splits.calibration.text_pairs),
             extractor.extract(splits.test.texts, splits.test.text_pairs))
@@ -38,16 +37,16 @@ def _paper(names: tuple[str, ...], records: ExitRecords, calibration: ExitRecord
     return [by_name[n] for n in names]
 
 
-def run_study(splits: Splits, workdir: Path, max_drop: float = 0.5, seed: int = 0, frontier: bool = True) -> dict:
-    cal = Calibration.load(workdir / "calibration.json")
-    calibration = ExitRecords.load(workdir / "records" / "calibration.safetensors")
-    test = ExitRecords.load(workdir / "records" / "test.safetensors")
+def run_study(splits: Splits, workdir: Workdir, max_drop: float = 0.5, seed: int = 0, frontier: bool = True) -> dict:
+    cal = Calibration.load(workdir.calibration)
+    calibration = ExitRecords.load(workdir.exits("calibration"))
+    test = ExitRecords.load(workdir.exits("test"))
     extractor, f_cal, f_test = extract_features(splits, workdir)
     plan = cal.tier_plan()
     pools_cal = method.true_pools(calibration.probs, cal.alpha, plan)
     router, oof = learned_router.fit(f_cal, pools_cal, calibration.probs, plan, cal.alpha, cal.cost_model,
                                      "continue", extractor.names, seed)
-    router.save(workdir / "learned_router.json")
+    router.save(workdir.learned_router)
     table = policy_table(router)
 
     test_results = _paper(PAPER_ROWS, test, calibration, cal)

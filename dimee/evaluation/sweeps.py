@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dimee.calibration import Calibration, calibrate
 from dimee.evaluation.baselines import dimee
-from dimee.records import ExitRecords
+from dimee.exits import ExitRecords
 from dimee.tiers import Tier, TierPlan
 
 SWEEP_VALUES = {
@@ -17,11 +17,7 @@ SWEEP_VALUES = {
 def _recalibrated(calibration: ExitRecords, cal: Calibration, **changes) -> Calibration:
     plan = changes.pop("plan", cal.tier_plan())
     cost = cal.cost_model.model_copy(update=changes)
-    return calibrate(
-        calibration.probs, calibration.labels, calibration.embeddings, cal.m, cal.n, cost=cost,
-        objective=cal.objective, max_drop=cal.max_drop or 0.5, distance=cal.distance,
-        embedding=cal.embedding, plan=plan, model_id=cal.model_id,
-    )
+    return calibrate(calibration, cal.config().model_copy(update={"cost": cost}), plan=plan)
 
 
 def _row(test: ExitRecords, new_cal: Calibration) -> dict:

@@ -7,14 +7,13 @@ router's embedder is the same class with k = 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from pydantic import BaseModel, Field
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig
 
-Pooling = Literal["mean", "cls"]
+from dimee.choices import Pooling
 
 
 class ModelSpec(BaseModel):

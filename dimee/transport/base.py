@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from dimee.tiers import TIER_NAMES
+
 
 @dataclass(frozen=True)
 class Record:
@@ -48,8 +50,24 @@ class Topics:
         return f"{self.prefix}.feedback"
 
     def all(self) -> list[str]:
-        return [self.samples, *(self.tier(t) for t in ("mobile", "edge", "cloud")), self.predictions,
-                self.dead_letter, self.feedback]
+        return [self.samples, *(self.tier(t) for t in TIER_NAMES), self.predictions, self.dead_letter,
+                self.feedback]
+
+    # Consumer groups: every instance of a role shares one, so the broker spreads partitions over them.
+    @property
+    def router_group(self) -> str:
+        return f"{self.prefix}.router"
+
+    def worker_group(self, tier: str) -> str:
+        return f"{self.prefix}.worker.{tier}"
+
+    @property
+    def sink_group(self) -> str:
+        return f"{self.prefix}.sink"
+
+    @property
+    def feedback_group(self) -> str:
+        return f"{self.prefix}.feedback"
 
 
 class Producer(Protocol):

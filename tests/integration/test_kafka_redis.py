@@ -15,16 +15,17 @@ from dimee.config import Settings
 from dimee.messages import DeadLetter, Feedback, Prediction, Routed, parse
 from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.model.tokenize import encode
-from dimee.pipeline import run_pipeline
-from dimee.routing_policy import get
+from dimee.pipeline import PipelineOptions, run_pipeline
+from dimee.tiers import TIER_NAMES
 from dimee.transport.base import Topics
+from dimee.workdir import Workdir
 from state.redis_store import RedisCentroidStore
-from tests.helpers import stream_records
+from tests.helpers import deployment, stream_records
 from tests.integration.conftest import API_VERSION, KAFKA, REDIS, read_sink, services, wait_for, write_jsonl
 from tests.stream_checks import assert_matches_offline
 from tests.test_state import check_store_semantics
 
-TIERS = ("mobile", "edge", "cloud")
+TIERS = TIER_NAMES
 
 
 def api_version() -> tuple[int, ...] | None:
@@ -130,7 +131,7 @@ def test_two_adaptive_routers_over_one_redis(workdir, cal, procs, prefix, tmp_pa
     snap = store.snapshot()
     store.close()
     assert sum(snap.counts) - sum(cal.pool_sizes) == len(records)  # distinct ids, replays not counted
-    model, tokenizer = load_model(workdir / "model", num_layers=0), load_tokenizer(workdir / "model")
+    model, tokenizer = load_model(Workdir(workdir).model, num_layers=0), load_tokenizer(Workdir(workdir).model)
     embeddings = model.routing_embedding(**encode(tokenizer, [r["text"] for r in records])).double().numpy()
     by_id = {r["id"]: e for r, e in zip(records, embeddings, strict=True)}
     for pool, mean in enumerate(snap.means):
@@ -158,8 +159,8 @@ def test_malformed_messages_reach_the_dead_letter_topic_on_kafka(workdir, cal, p
            {"id": "huge", "text": "x" * 301}, {"id": "typed", "text": "fine", "label": "pos"},
            {"id": "extra", "text": "ok", "surprise": True}]
     run_settings = settings(prefix).model_copy(update={"max_text_chars": 300})
-    run = run_pipeline(good[:30] + bad + good[30:], workdir / "model", cal, run_settings, adaptive=False,
-                       progress=False, timeout_s=240)
+    run = run_pipeline(good[:30] + bad + good[30:], deployment(workdir, cal), run_settings,
+                       PipelineOptions(progress=False, timeout_s=240))
     assert sorted(run.predictions) == sorted(r["id"] for r in good)
     letters = [parse(DeadLetter, r.value) for r in read_topic(Topics(prefix).dead_letter, len(bad))]
     by_key = {letter.key: letter for letter in letters}
@@ -184,8 +185,8 @@ def test_redis_stopped_and_restarted_mid_stream_loses_nothing(workdir, cal, pref
 
     thread = threading.Thread(target=restart_redis)
     thread.start()
-    run = run_pipeline(records, workdir / "model", cal, settings(prefix), adaptive=True, progress=False,
-                       rate=40, timeout_s=300)
+    run = run_pipeline(records, deployment(workdir, cal, "DIMEE-D"), settings(prefix),
+                       PipelineOptions(progress=False, rate=40, timeout_s=300))
     thread.join()
     assert "started" in outage
     assert sorted(run.predictions) == sorted(r["id"] for r in records)
@@ -198,8 +199,8 @@ def test_redis_stopped_and_restarted_mid_stream_loses_nothing(workdir, cal, pref
 
 def test_feedback_and_escalation_on_kafka_and_redis(workdir, cal, prefix):
     records = stream_records(100, seed=16)
-    run = run_pipeline(records, workdir / "model", cal, settings(prefix), policy=get("Feedback-adaptive+esc"),
-                       progress=False, timeout_s=240)
+    run = run_pipeline(records, deployment(workdir, cal, "Feedback-adaptive+esc"), settings(prefix),
+                       PipelineOptions(progress=False, timeout_s=240))
     ids = sorted(r["id"] for r in records)
     assert sorted(run.predictions) == ids
     assert any(len(p.path) > 1 for p in run.predictions.values())  # some samples escalated on real Kafka

@@ -1,0 +1,45 @@
+"""The `dimee` command line: one module per command group, all registered on `dimee.cli.app.app`. Every
+command explains itself with --help; a user's mistake or a missing service prints one line, never a
+traceback."""
+
+from __future__ import annotations
+
+import re
+import sys
+
+import typer
+
+from dimee.cli import demo, offline, outputs, research, stream  # noqa: F401 - they register the commands
+from dimee.cli.app import app
+from dimee.errors import DimeeError
+
+__all__ = ["app", "main"]
+
+
+def usage_error_line(exc: Exception) -> str:
+    """A bad option value as one line: `--objective must be one of 'reward', 'accuracy-budget', not 'best'`."""
+    message = getattr(exc, "message", str(exc))
+    param = getattr(exc, "param", None)
+    hint = "/".join(getattr(param, "opts", [])) if param is not None else ""
+    choice = re.search(r"'(?P<value>.*)' is not one of (?P<choices>.*?)\.?$", message)
+    if hint and choice:
+        return f"{hint} must be one of {choice['choices']}, not '{choice['value']}'"
+    return f"{hint}: {message}" if hint else message
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except DimeeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except typer.BadParameter as exc:
+        typer.echo(f"error: {usage_error_line(exc)}", err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except Exception as exc:
+        if getattr(exc, "exit_code", None) == 2 and hasattr(exc, "format_message"):  # any other usage error
+            typer.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(2)
+        raise

@@ -1,0 +1,143 @@
+"""Offline commands: fetch and show data, train, calibrate, evaluate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dimee.choices import Distance, EmbeddingKind, LossWeighting, Objective, Pooling
+from dimee.cli.app import app, data_app
+from dimee.cli.options import (
+    DataPathOpt,
+    DatasetOpt,
+    LabelColOpt,
+    PairColOpt,
+    SeedOpt,
+    TextColOpt,
+    WorkdirOpt,
+    spec,
+    use_all_cores,
+)
+from dimee.config import Settings
+from dimee.tiers import CostModel
+from dimee.workdir import Workdir
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="rt-sentences or uci-sentences.")],
+) -> None:
+    """Download a dataset from the package registries into DATA_DIR (default ./data)."""
+    from dimee.data.fetch import fetch
+
+    path = fetch(name, Settings().data_dir)
+    typer.echo(f"{name}: {path}")
+
+
+@data_app.command("show")
+def data_show(
+    dataset: DatasetOpt = "rt-sentences", data_path: DataPathOpt = None, text_col: TextColOpt = "text",
+    label_col: LabelColOpt = "label", pair_col: PairColOpt = None, seed: SeedOpt = 0,
+) -> None:
+    """Print split sizes, label balance and a few samples."""
+    from collections import Counter
+
+    from dimee.data import load_splits
+
+    splits = load_splits(spec(dataset, data_path, text_col, label_col, pair_col, seed), Settings().data_dir)
+    for name in ("train", "calibration", "test"):
+        part = splits.get(name)
+        balance = ", ".join(f"{part.label_names[k]}: {v}" for k, v in sorted(Counter(part.labels).items()))
+        typer.echo(f"{name:<12} {len(part):>6} samples  ({balance})")
+    for text, label in list(zip(splits.test.texts, splits.test.labels, strict=True))[:3]:
+        typer.echo(f"  [{splits.test.label_names[label]}] {text[:100]}")
+
+
+@app.command("train")
+def train_cmd(
+    dataset: DatasetOpt = "rt-sentences", data_path: DataPathOpt = None, text_col: TextColOpt = "text",
+    label_col: LabelColOpt = "label", pair_col: PairColOpt = None, seed: SeedOpt = 0,
+    workdir: WorkdirOpt = Path("artifacts"),
+    base_model: Annotated[str | None, typer.Option(
+        help="Hub id or local folder of a BERT-family encoder; default: the bundled all-MiniLM-L6-v2.")] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 3,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    learning_rate: Annotated[float, typer.Option(min=0.0)] = 5e-5,
+    max_length: Annotated[int, typer.Option(min=8, help="Tokens per sample after truncation.")] = 64,
+    pooling: Annotated[Pooling, typer.Option(help="Exit-head pooling.")] = "mean",
+    loss: Annotated[LossWeighting, typer.Option(help="Joint loss: mean over exits, or pabee (Σ i·CE_i / Σ i).")
+                    ] = "mean",
+    max_train_samples: Annotated[int | None, typer.Option(min=1, help="Train on a random subset.")] = None,
+) -> None:
+    """Fine-tune the encoder and one exit head per layer jointly; keep the epoch best on calibration."""
+    from dimee.offline import run_train, splits_for
+    from dimee.training import TrainConfig
+
+    use_all_cores()
+    splits = splits_for(spec(dataset, data_path, text_col, label_col, pair_col, seed), Settings().data_dir)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed, loss=loss,
+                         max_train_samples=max_train_samples, base_model=base_model, pooling=pooling,
+                         max_length=max_length)
+    summary = run_train(splits, Workdir(workdir), config)
+    typer.echo(f"model saved to {Workdir(workdir).model} (best epoch {summary['best_epoch'] + 1})")
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    dataset: DatasetOpt = "rt-sentences", data_path: DataPathOpt = None, text_col: TextColOpt = "text",
+    label_col: LabelColOpt = "label", pair_col: PairColOpt = None, seed: SeedOpt = 0,
+    workdir: WorkdirOpt = Path("artifacts"),
+    m: Annotated[int | None, typer.Option(min=1, help="Layers on the mobile (default L/3).")] = None,
+    n: Annotated[int | None, typer.Option(min=2, help="Layers on the edge (default 2L/3).")] = None,
+    objective: Annotated[Objective, typer.Option(
+        help="reward (the paper's) or accuracy-budget (cheapest α within --max-drop points of the full model)."
+    )] = "reward",
+    max_drop: Annotated[float, typer.Option(min=0.0, help="Accuracy points the budget objective may lose.")] = 0.5,
+    distance: Annotated[Distance, typer.Option(help="Router distance.")] = "euclidean",
+    embedding: Annotated[EmbeddingKind, typer.Option(help="Routing embedding: layer (embedding layer) or raw."
+                                                     )] = "layer",
+    lambda_m: Annotated[float, typer.Option(min=0.0, help="Mobile cost per layer.")] = 0.1,
+    lambda_e: Annotated[float, typer.Option(min=0.0, help="Edge cost per layer.")] = 0.05,
+    lambda_c: Annotated[float, typer.Option(min=0.0, help="Cloud cost per layer.")] = 0.0,
+    o_e: Annotated[float, typer.Option(min=0.0, help="Offload cost mobile → edge.")] = 0.2,
+    o_c: Annotated[float, typer.Option(min=0.0, help="Offload cost mobile → cloud.")] = 0.5,
+    kappa: Annotated[float, typer.Option(min=0.0, help="Cloud platform charge per sample.")] = 0.5,
+    beta: Annotated[float, typer.Option(min=0.0, help="Reward weight of cost against confidence.")] = 0.3,
+) -> None:
+    """Record every exit on the calibration split, pick α*, and save pools and centroids."""
+    from dimee.calibration import CalibrationConfig
+    from dimee.errors import DimeeError
+    from dimee.offline import run_calibrate, splits_for
+
+    use_all_cores()
+    cost = CostModel(lambda_m=lambda_m, lambda_e=lambda_e, lambda_c=lambda_c, o_e=o_e, o_c=o_c, kappa=kappa,
+                     beta=beta)
+    splits = splits_for(spec(dataset, data_path, text_col, label_col, pair_col, seed), Settings().data_dir)
+    config = CalibrationConfig(m=m, n=n, cost=cost, objective=objective, max_drop=max_drop, distance=distance,
+                               embedding=embedding, model_id=splits.train.name)
+    try:
+        cal = run_calibrate(splits, Workdir(workdir), config)
+    except ValueError as exc:
+        raise DimeeError(str(exc)) from exc
+    sizes = ", ".join(f"{p.tier.value} {s}" for p, s in zip(cal.plan, cal.pool_sizes, strict=True))
+    typer.echo(f"α* = {cal.alpha:.4f}; pools: {sizes}; saved {Workdir(workdir).calibration}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    dataset: DatasetOpt = "rt-sentences", data_path: DataPathOpt = None, text_col: TextColOpt = "text",
+    label_col: LabelColOpt = "label", pair_col: PairColOpt = None, seed: SeedOpt = 0,
+    workdir: WorkdirOpt = Path("artifacts"),
+    out: Annotated[Path, typer.Option(help="Folder for report.md, report.json and the PNG plots.")] = Path("runs/eval"),
+) -> None:
+    """Compare DIMEE with every baseline on the test split; write the report and plots."""
+    from dimee.evaluation.report import methods_table
+    from dimee.offline import run_evaluate, splits_for
+
+    use_all_cores()
+    splits = splits_for(spec(dataset, data_path, text_col, label_col, pair_col, seed), Settings().data_dir)
+    report = run_evaluate(splits, Workdir(workdir), out, seed=seed)
+    typer.echo(methods_table(report["methods"]))
+    typer.echo(f"α* = {report['alpha']:.4f}; report: {out / 'report.md'}")

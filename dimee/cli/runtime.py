@@ -1,0 +1,23 @@
+"""What every long-running role command does first: logging, metrics, signal handling."""
+
+from __future__ import annotations
+
+from dimee.runtime import StopFlag
+from dimee.stage import BatchLimits
+
+
+def start_role(log_level: str, metrics_port: int | None) -> StopFlag:
+    from dimee.runtime import configure_logging
+
+    configure_logging(log_level)
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    stop = StopFlag()
+    stop.install_signal_handlers()
+    return stop
+
+
+def limits(max_batch: int, max_wait_ms: float) -> BatchLimits:
+    return BatchLimits(max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0)

@@ -1,0 +1,157 @@
+"""The stream roles that feed and serve the model: produce, seed, route, work."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dimee.choices import EscalationMode
+from dimee.cli.app import app
+from dimee.cli.options import (
+    DEFAULT_WORKDIR,
+    AdaptiveOpt,
+    ApiOpt,
+    BrokerOpt,
+    IdleExitOpt,
+    LogOpt,
+    MaxBatchOpt,
+    MaxWaitOpt,
+    MetricsOpt,
+    PolicyOpt,
+    PrefixOpt,
+    StateOpt,
+    WorkdirOpt,
+    stream_settings,
+)
+from dimee.cli.runtime import limits, start_role
+from dimee.errors import DimeeError
+from dimee.tiers import Tier
+
+
+@app.command("produce")
+def produce_cmd(
+    source: Annotated[str, typer.Option(
+        help="split:NAME (train/calibration/test of --dataset), a .csv/.tsv/.jsonl file, or - for stdin "
+             "(JSON or text lines)."
+    )] = "split:test",
+    dataset: Annotated[str, typer.Option(help="Dataset for split: sources.")] = "rt-sentences",
+    text_col: Annotated[str, typer.Option(help="Text column of a file source.")] = "text",
+    label_col: Annotated[str, typer.Option(help="Label column of a file source (optional).")] = "label",
+    id_col: Annotated[str | None, typer.Option(help="Id column of a file source (default FILE-ROW).")] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="Send at most this many.")] = None,
+    rate: Annotated[float | None, typer.Option(min=0.001, help="Messages per second (default: as fast "
+                                                               "as possible).")] = None,
+    drift: Annotated[str | None, typer.Option(help="Comma-separated domains to send one after another, "
+                                                   "e.g. amazon,imdb,yelp with uci-sentences.")] = None,
+    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    broker: BrokerOpt = None, topic_prefix: PrefixOpt = None, kafka_api_version: ApiOpt = None,
+    log_level: LogOpt = "INFO",
+) -> None:
+    """Publish samples to the samples topic, keyed by sample id."""
+    from dimee.data import DatasetSpec
+    from dimee.transport import Topics, open_transport
+    from producers import sources
+    from producers.producer import produce
+
+    settings = stream_settings(broker, None, topic_prefix, kafka_api_version)
+    stop = start_role(log_level, None)
+    records: list | object
+    total = None
+    if source.startswith("split:"):
+        records = sources.from_split(DatasetSpec(name=dataset, seed=seed), source[6:], settings.data_dir)
+        total = len(records)  # type: ignore[arg-type]
+    elif source == "-":
+        records = sources.from_lines(sys.stdin)
+    else:
+        records = sources.from_file(Path(source), text_col, label_col or None, id_col=id_col)
+    if drift:
+        records = sources.drift_order(records, [d for d in drift.split(",") if d])  # type: ignore[arg-type]
+        total = len(records)
+    transport = open_transport(settings.broker, settings.api_version_tuple(), client_id="dimee-producer")
+    topics = Topics(settings.topic_prefix)
+    sent = produce(transport, topics, records, rate=rate, count=count,  # type: ignore[arg-type]
+                   stop=stop, total=total, progress=sys.stderr.isatty())
+    typer.echo(f"produced {sent} samples to {topics.samples}")
+
+
+@app.command("seed")
+def seed_cmd(workdir: WorkdirOpt = DEFAULT_WORKDIR, state: StateOpt = None) -> None:
+    """Write calibration.json's centroids to the state store (replaces adapted ones; forgets seen ids)."""
+    from dimee import roles
+    from dimee.deployment import Deployment
+
+    settings = stream_settings(state=state)
+    deployment = Deployment.load(workdir)
+    store = roles.centroid_store(settings, deployment)
+    cal = deployment.calibration
+    store.seed(cal.centroid_arrays(), cal.pool_sizes)
+    store.close()
+    typer.echo(f"seeded {len(cal.centroids)} pools for model {cal.model_id!r} in {settings.state}")
+
+
+@app.command("route")
+def route_cmd(
+    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+    policy: PolicyOpt = "auto",
+    adaptive: AdaptiveOpt = False,
+    reseed: Annotated[bool, typer.Option(help="Seed the state store from calibration.json first "
+                                              "(overwrites adapted centroids).")] = False,
+    group: Annotated[str | None, typer.Option(help="Consumer group (default PREFIX.router).")] = None,
+    broker: BrokerOpt = None, state: StateOpt = None, topic_prefix: PrefixOpt = None,
+    kafka_api_version: ApiOpt = None, max_batch: MaxBatchOpt = 64, max_wait_ms: MaxWaitOpt = 20.0,
+    idle_exit: IdleExitOpt = None, metrics_port: MetricsOpt = None, log_level: LogOpt = "INFO",
+) -> None:
+    """Pick each sample's start tier before any transformer layer runs (default: the policy `dimee study`
+    chose on calibration, else the paper's nearest-centroid DIMEE-F) and publish it to that tier."""
+    from dimee import roles
+    from dimee.deployment import Deployment
+
+    settings = stream_settings(broker, state, topic_prefix, kafka_api_version)
+    stop = start_role(log_level, metrics_port)
+    deployment = Deployment.load(workdir, "DIMEE-D" if adaptive else policy)
+    store = roles.centroid_store(settings, deployment)
+    if reseed:
+        store.seed(deployment.calibration.centroid_arrays(), deployment.calibration.pool_sizes)
+    elif not store.is_seeded():
+        raise DimeeError(f"no centroids in {settings.state} for model {deployment.calibration.model_id!r}: pass "
+                         "--reseed to seed them from calibration.json")
+    ctx = roles.context(settings, "dimee-router", stop, limits(max_batch, max_wait_ms))
+    router = roles.router(ctx, deployment, store, group)
+    typer.echo(f"routing policy: {deployment.policy.name}", err=True)
+    if deployment.policy.feedback:
+        applier = roles.feedback(ctx, router)
+        threading.Thread(target=applier.run, kwargs={"idle_exit_s": idle_exit}, daemon=True).start()
+    router.run(idle_exit_s=idle_exit)
+
+
+@app.command("work")
+def work_cmd(
+    tier: Annotated[Tier, typer.Option(help="Which partition to serve: mobile (layers 1..m), edge (1..n) "
+                                            "or cloud (1..L).")],
+    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+    group: Annotated[str | None, typer.Option(help="Consumer group (default PREFIX.worker.TIER).")] = None,
+    escalation: Annotated[EscalationMode | None, typer.Option(
+        help="Default: as WORKDIR/policy.json says, else off. off (answer at the cap, as the paper), recompute "
+             "(next tier from layer 1) or continue (next tier from the cap, fp16 hidden state attached)."
+    )] = None,
+    feedback: Annotated[bool | None, typer.Option(
+        help="Report observed pools on the feedback topic (default: as the policy says).")] = None,
+    broker: BrokerOpt = None, topic_prefix: PrefixOpt = None, kafka_api_version: ApiOpt = None,
+    max_batch: MaxBatchOpt = 32, max_wait_ms: MaxWaitOpt = 20.0, idle_exit: IdleExitOpt = None,
+    metrics_port: MetricsOpt = None, log_level: LogOpt = "INFO",
+) -> None:
+    """Serve one tier: batched early exit at α* on the tier's partition; publish predictions."""
+    from dimee import roles
+    from dimee.deployment import Deployment
+
+    settings = stream_settings(broker, None, topic_prefix, kafka_api_version)
+    stop = start_role(log_level, metrics_port)
+    deployment = Deployment.load(workdir)
+    overrides = {k: v for k, v in {"escalation": escalation, "feedback": feedback}.items() if v is not None}
+    deployment = deployment.with_policy(deployment.policy.model_copy(update=overrides))
+    ctx = roles.context(settings, f"dimee-{tier.value}", stop, limits(max_batch, max_wait_ms))
+    roles.worker(ctx, deployment, tier, group).run(idle_exit_s=idle_exit)

@@ -1,0 +1,93 @@
+"""How the router picks a sample's start tier, one strategy per kind of routing policy:
+
+- `CentroidRouting`: the paper's nearest pool centroid of the routing embedding, the centroids held in the
+  centroid store; adaptive (DIMEE-D) moves the chosen centroid towards the sample.
+- `LearnedRouting`: the cost-aware learned router of `dimee.learned_router`.
+- `FixedTier`: every sample to one tier (e.g. the edge, with escalation behind it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from dimee import method
+from dimee.calibration import Calibration
+from dimee.deployment import Deployment
+from dimee.errors import DimeeError
+from dimee.learned_router import LearnedRouter
+from dimee.messages import Sample
+from dimee.routing_features import FeatureExtractor, load_rarity
+from routers.embedding import RoutingEmbedder
+from state.base import CentroidStore, Update
+
+
+@dataclass(frozen=True)
+class Decision:
+    pool: int
+    distances: list[float] = field(default_factory=list)  # to each centroid; centroid routing only
+    centroid_version: int = 0
+
+
+class RoutingStrategy(Protocol):
+    def decide(self, samples: list[Sample]) -> list[Decision]: ...
+
+
+class FixedTier:
+    def __init__(self, pool: int) -> None:
+        self.pool = pool
+
+    def decide(self, samples: list[Sample]) -> list[Decision]:
+        return [Decision(self.pool)] * len(samples)
+
+
+class LearnedRouting:
+    def __init__(self, deployment: Deployment, embedder: RoutingEmbedder) -> None:
+        workdir = deployment.workdir
+        if not workdir.learned_router.exists():
+            raise DimeeError(f"no learned router in {workdir}: run `dimee study --workdir {workdir}` first")
+        self.learned = LearnedRouter.load(workdir.learned_router)
+        self.features = FeatureExtractor(embedder.model, embedder.tokenizer, load_rarity(workdir.rarity))
+
+    def decide(self, samples: list[Sample]) -> list[Decision]:
+        pairs = [s.text_pair for s in samples] if any(s.text_pair for s in samples) else None
+        proba = self.learned.predict_proba(self.features.extract([s.text for s in samples], pairs))
+        return [Decision(int(pool)) for pool in self.learned.decide(proba)]
+
+
+class CentroidRouting:
+    def __init__(self, calibration: Calibration, embedder: RoutingEmbedder, store: CentroidStore,
+                 adaptive: bool) -> None:
+        self.distance, self.last_pool = calibration.distance, len(calibration.plan) - 1
+        self.embedder, self.store, self.adaptive = embedder, store, adaptive
+
+    def decide(self, samples: list[Sample]) -> list[Decision]:
+        embeddings = self.embedder.embed(samples)
+        snapshot = self.store.snapshot()
+        means, counts = snapshot.means, list(snapshot.counts)
+        updates, decisions = [], []
+        for sample, embedding in zip(samples, embeddings, strict=True):
+            distances = method.distances(embedding, means, self.distance)
+            pool = int(np.argmin(distances)) if np.isfinite(distances).any() else self.last_pool
+            if self.adaptive and means[pool] is not None:
+                # Mirror the server-side step so later samples of this batch see it, as in a sequential stream.
+                means[pool] = method.running_mean_step(means[pool], embedding, counts[pool])
+                counts[pool] += 1
+                updates.append(Update(pool, embedding, sample.id))
+            finite = [None if not np.isfinite(d) else float(d) for d in distances]
+            decisions.append(Decision(pool, finite, snapshot.version))  # type: ignore[arg-type]
+        if updates:
+            self.store.apply(updates)  # atomic and idempotent per sample id: a replay changes nothing
+        return decisions
+
+
+def strategy_for(deployment: Deployment, embedder: RoutingEmbedder, store: CentroidStore) -> RoutingStrategy:
+    """The strategy of the deployment's routing policy."""
+    kind, calibration = deployment.policy.router, deployment.calibration
+    if kind == "centroid":
+        return CentroidRouting(calibration, embedder, store, deployment.policy.adaptive)
+    if kind == "learned":
+        return LearnedRouting(deployment, embedder)
+    return FixedTier(calibration.tier_plan().index(kind))

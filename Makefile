@@ -26,13 +26,16 @@ demo: $(STAMP)
 # Unit tests, then integration tests against the real Kafka and Redis that deploy/ starts and stops.
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	bash deploy/local-services.sh run -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not integration"
 
+# ruff (with complexity and argument-count rules) and the import layers of pyproject.toml.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 services-up:
 	bash deploy/local-services.sh start

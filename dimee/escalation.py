@@ -34,7 +34,7 @@ class Journey:
         return plan.paths(self.path_bits)
 
 
-def serve_escalating(probs: np.ndarray, start: np.ndarray, plan: TierPlan, alpha: float, cost: CostModel,
+def serve_escalating(probs: np.ndarray, start: np.ndarray, plan: TierPlan, alpha: float, cost: CostModel,  # noqa: PLR0913
                      mode: EscalationMode = "continue") -> Journey:
     if mode not in MODES:
         raise ValueError(f"escalation mode must be one of {MODES}, got {mode!r}")

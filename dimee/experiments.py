@@ -23,30 +23,29 @@ from dimee.training import TrainConfig, record_exit_probabilities
 from dimee.workdir import Workdir
 
 
-def prepare(splits: Splits, workdir: Workdir, out_dir: Path, seed: int, epochs: int, model_id: str) -> None:
+def prepare(splits: Splits, workdir: Workdir, out_dir: Path, training: TrainConfig, model_id: str) -> None:
     """Train (unless WORKDIR has a model), calibrate and record the test split."""
     if not workdir.has_model():
-        run_train(splits, workdir, TrainConfig(epochs=epochs, seed=seed))
+        run_train(splits, workdir, training)
     run_calibrate(splits, workdir, CalibrationConfig(model_id=model_id))
-    run_evaluate(splits, workdir, out_dir, seed=seed)
+    run_evaluate(splits, workdir, out_dir, seed=training.seed)
 
 
-def study(spec: DatasetSpec, data_dir: Path, workdir: Workdir, out_dir: Path, max_drop: float, seed: int = 0) -> dict:
-    splits = splits_for(spec, data_dir)
+def study(splits: Splits, workdir: Workdir, out_dir: Path, max_drop: float, seed: int = 0) -> dict:
     if not workdir.exits("test").exists():
         run_evaluate(splits, workdir, out_dir, seed=seed)
     result = run_study(splits, workdir, max_drop=max_drop, seed=seed)
-    write_study(result, out_dir, f"Routing study: {spec.name}")
+    write_study(result, out_dir, f"Routing study: {splits.train.name}")
     return result
 
 
-def multi_seed(spec: DatasetSpec, data_dir: Path, root: Path, out_dir: Path, seeds: list[int], epochs: int,
+def multi_seed(spec: DatasetSpec, data_dir: Path, root: Path, out_dir: Path, seeds: list[int], epochs: int,  # noqa: PLR0913
                max_drop: float) -> dict:
     splits = splits_for(spec, data_dir)
     studies = []
     for seed in seeds:
         workdir, seed_out = Workdir(root / f"seed-{seed}"), out_dir / f"seed-{seed}"
-        prepare(splits, workdir, seed_out, seed, epochs, spec.name)
+        prepare(splits, workdir, seed_out, TrainConfig(epochs=epochs, seed=seed), spec.name)
         result = run_study(splits, workdir, max_drop=max_drop, seed=seed, frontier=seed == seeds[0])
         write_study(result, seed_out, f"Routing study: {spec.name}, training seed {seed}")
         studies.append(result)
@@ -63,12 +62,12 @@ DRIFT_POLICIES = ("Cloud-only", "DIMEE-F", "DIMEE-D", "DIMEE-D+esc", "Feedback-a
                   "Learned+esc", "Oracle")
 
 
-def drift(data_dir: Path, workdir: Workdir, out_dir: Path, calibrate_on: str, stream: list[str], epochs: int,
+def drift(data_dir: Path, workdir: Workdir, out_dir: Path, calibrate_on: str, stream: list[str], epochs: int,  # noqa: PLR0913
           seed: int = 0) -> dict:
     """Train and calibrate on one uci-sentences domain; stream its test split, then the other domains whole."""
     spec = DatasetSpec(name=f"uci-sentences:{calibrate_on}", seed=seed)
     splits = splits_for(spec, data_dir)
-    prepare(splits, workdir, out_dir, seed, epochs, f"uci-{calibrate_on}")
+    prepare(splits, workdir, out_dir, TrainConfig(epochs=epochs, seed=seed), f"uci-{calibrate_on}")
     cal = Calibration.load(workdir.calibration)
     calibration = ExitRecords.load(workdir.exits("calibration"))
     others = splits_for(DatasetSpec(name="uci-sentences:" + ",".join(stream), seed=seed), data_dir)

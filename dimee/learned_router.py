@@ -77,7 +77,7 @@ def _standardise(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, scale
 
 
-def fit(features: np.ndarray, pools: np.ndarray, probs: np.ndarray, plan: TierPlan, alpha: float,
+def fit(features: np.ndarray, pools: np.ndarray, probs: np.ndarray, plan: TierPlan, alpha: float,  # noqa: PLR0913
         cost: CostModel, escalation: EscalationMode, feature_names: list[str], seed: int = 0,
         c_grid: tuple[float, ...] = C_GRID) -> tuple[LearnedRouter, np.ndarray]:
     """The router, and out-of-fold pool probabilities for every training sample (for honest selection)."""

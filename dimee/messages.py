@@ -129,7 +129,7 @@ class DeadLetter(Message):
     at: float = Field(default_factory=now)
 
     @classmethod
-    def for_record(cls, stage: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes,
+    def for_record(cls, stage: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes,  # noqa: PLR0913
                    error: str) -> DeadLetter:
         try:
             payload, encoded = value.decode("utf-8"), False

@@ -137,7 +137,7 @@ def route(
     return out
 
 
-def route_with_feedback(
+def route_with_feedback(  # noqa: PLR0913
     embeddings: np.ndarray, means: list[np.ndarray | None], counts: list[int], distance: Distance,
     observed: np.ndarray, update: Literal["mean", "ema"] = "mean", gamma: float = 0.05,
 ) -> np.ndarray:

@@ -15,7 +15,7 @@ from dimee import roles
 from dimee.config import Settings
 from dimee.deployment import Deployment
 from dimee.messages import Message, Prediction
-from dimee.runtime import StopFlag, log
+from dimee.runtime import StopFlag, log, retry
 from dimee.stage import BatchLimits, Stage
 from producers.producer import produce
 
@@ -84,8 +84,9 @@ def run_pipeline(records: list, deployment: Deployment, settings: Settings,
     ctx = roles.context(settings, stop=stop, limits=options.limits, events=collector)
     ctx.transport.ensure_topics(ctx.topics.all())
     store = roles.centroid_store(settings, deployment)
-    if options.reseed:
-        store.seed(deployment.calibration.centroid_arrays(), deployment.calibration.pool_sizes)
+    if options.reseed:  # an unavailable store is waited for here as anywhere else
+        calibration = deployment.calibration
+        retry(lambda: store.seed(calibration.centroid_arrays(), calibration.pool_sizes), "state store", stop)
     router = roles.router(ctx, deployment, store)
     sink = roles.sink(ctx, options.sink_path, deployment)
     stages: list[Stage] = [router, *roles.workers(ctx, deployment), sink]

@@ -13,7 +13,7 @@ from dimee.runtime import StopFlag, log, retry
 from dimee.transport.base import Topics, Transport
 
 
-def produce(transport: Transport, topics: Topics, records: Iterable[dict], rate: float | None = None,
+def produce(transport: Transport, topics: Topics, records: Iterable[dict], rate: float | None = None,  # noqa: PLR0913
             count: int | None = None, stop: StopFlag | None = None, flush_every: int = 500,
             progress: bool = True, total: int | None = None) -> int:
     """Send up to `count` records (at most `rate` per second); returns how many were acknowledged.

@@ -7,18 +7,8 @@ from typing import Annotated
 
 import typer
 
+from dimee.cli import options as opt
 from dimee.cli.app import app
-from dimee.cli.options import (
-    DataPathOpt,
-    DatasetOpt,
-    LabelColOpt,
-    PairColOpt,
-    SeedOpt,
-    TextColOpt,
-    WorkdirOpt,
-    spec,
-    use_all_cores,
-)
 from dimee.config import Settings
 from dimee.data.registry import DatasetSpec
 from dimee.errors import DimeeError
@@ -27,9 +17,9 @@ from dimee.workdir import Workdir
 
 @app.command("study")
 def study_cmd(
-    dataset: DatasetOpt = "rt-sentences", data_path: DataPathOpt = None, text_col: TextColOpt = "text",
-    label_col: LabelColOpt = "label", pair_col: PairColOpt = None, seed: SeedOpt = 0,
-    workdir: WorkdirOpt = Path("artifacts/demo"),
+    dataset: opt.DatasetOpt = "rt-sentences", data_path: opt.DataPathOpt = None, text_col: opt.TextColOpt = "text",
+    label_col: opt.LabelColOpt = "label", pair_col: opt.PairColOpt = None, seed: opt.SeedOpt = 0,
+    workdir: opt.WorkdirOpt = Path("artifacts/demo"),
     out: Annotated[Path, typer.Option(help="Folder for routing.md, routing.json and frontiers.png.")] = Path(
         "runs/study"),
     max_drop: Annotated[float, typer.Option(min=0.0, help="Accuracy points the default policy may lose.")] = 0.5,
@@ -38,10 +28,11 @@ def study_cmd(
     policy on the calibration split under the accuracy budget."""
     from dimee.evaluation.report import methods_table
     from dimee.experiments import study
+    from dimee.offline import splits_for
 
-    use_all_cores()
-    result = study(spec(dataset, data_path, text_col, label_col, pair_col, seed), Settings().data_dir,
-                   Workdir(workdir), out, max_drop, seed)
+    opt.use_all_cores()
+    splits = splits_for(opt.spec(dataset, data_path, text_col, label_col, pair_col, seed), Settings().data_dir)
+    result = study(splits, Workdir(workdir), out, max_drop, seed)
     typer.echo(methods_table(result["methods"]))
     typer.echo(f"default policy (chosen on calibration): {result['default_policy']}; report: {out / 'routing.md'}")
 
@@ -49,7 +40,7 @@ def study_cmd(
 @app.command("experiment")
 def experiment_cmd(
     seeds: Annotated[str, typer.Option(help="Comma-separated training seeds.")] = "0,1,2",
-    dataset: DatasetOpt = "rt-sentences",
+    dataset: opt.DatasetOpt = "rt-sentences",
     root: Annotated[Path, typer.Option(help="Folder for one workdir per seed.")] = Path("artifacts/seeds"),
     out: Annotated[Path, typer.Option(help="Folder for seeds.md / seeds.json and per-seed reports.")] = Path(
         "runs/seeds"),
@@ -63,7 +54,7 @@ def experiment_cmd(
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError as exc:
         raise DimeeError(f"--seeds must be comma-separated integers, not {seeds!r}") from exc
-    use_all_cores()
+    opt.use_all_cores()
     summary = multi_seed(DatasetSpec(name=dataset), Settings().data_dir, root, out, seed_list, epochs, max_drop)
     typer.echo((out / "seeds.md").read_text())
     typer.echo(f"defaults per seed: {summary['default_policies']}")
@@ -76,7 +67,7 @@ def drift_cmd(
     workdir: Annotated[Path | None, typer.Option(help="Default artifacts/drift-DOMAIN.")] = None,
     out: Annotated[Path, typer.Option(help="Folder for drift.md, drift.json and drift.png.")] = Path("runs/drift"),
     epochs: Annotated[int, typer.Option(min=1)] = 3,
-    seed: SeedOpt = 0,
+    seed: opt.SeedOpt = 0,
 ) -> None:
     """Distribution shift: calibrate on one uci-sentences domain, stream the others; accuracy and cost per
     segment for the paper's routers and this project's."""
@@ -86,7 +77,7 @@ def drift_cmd(
     domains = [d for d in stream.split(",") if d]
     if calibrate_on not in UCI_DOMAINS or not domains or set(domains) - set(UCI_DOMAINS) or calibrate_on in domains:
         raise DimeeError(f"domains must be distinct values of {', '.join(UCI_DOMAINS)}")
-    use_all_cores()
+    opt.use_all_cores()
     drift(Settings().data_dir, Workdir(workdir or Path(f"artifacts/drift-{calibrate_on}")), out, calibrate_on,
           domains, epochs, seed)
     typer.echo((out / "drift.md").read_text())

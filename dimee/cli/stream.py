@@ -10,23 +10,8 @@ from typing import Annotated
 import typer
 
 from dimee.choices import EscalationMode
+from dimee.cli import options as opt
 from dimee.cli.app import app
-from dimee.cli.options import (
-    DEFAULT_WORKDIR,
-    AdaptiveOpt,
-    ApiOpt,
-    BrokerOpt,
-    IdleExitOpt,
-    LogOpt,
-    MaxBatchOpt,
-    MaxWaitOpt,
-    MetricsOpt,
-    PolicyOpt,
-    PrefixOpt,
-    StateOpt,
-    WorkdirOpt,
-    stream_settings,
-)
 from dimee.cli.runtime import limits, start_role
 from dimee.errors import DimeeError
 from dimee.tiers import Tier
@@ -48,8 +33,8 @@ def produce_cmd(
     drift: Annotated[str | None, typer.Option(help="Comma-separated domains to send one after another, "
                                                    "e.g. amazon,imdb,yelp with uci-sentences.")] = None,
     seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
-    broker: BrokerOpt = None, topic_prefix: PrefixOpt = None, kafka_api_version: ApiOpt = None,
-    log_level: LogOpt = "INFO",
+    broker: opt.BrokerOpt = None, topic_prefix: opt.PrefixOpt = None, kafka_api_version: opt.ApiOpt = None,
+    log_level: opt.LogOpt = "INFO",
 ) -> None:
     """Publish samples to the samples topic, keyed by sample id."""
     from dimee.data import DatasetSpec
@@ -57,7 +42,7 @@ def produce_cmd(
     from producers import sources
     from producers.producer import produce
 
-    settings = stream_settings(broker, None, topic_prefix, kafka_api_version)
+    settings = opt.stream_settings(broker, None, topic_prefix, kafka_api_version)
     stop = start_role(log_level, None)
     records: list | object
     total = None
@@ -79,12 +64,12 @@ def produce_cmd(
 
 
 @app.command("seed")
-def seed_cmd(workdir: WorkdirOpt = DEFAULT_WORKDIR, state: StateOpt = None) -> None:
+def seed_cmd(workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR, state: opt.StateOpt = None) -> None:
     """Write calibration.json's centroids to the state store (replaces adapted ones; forgets seen ids)."""
     from dimee import roles
     from dimee.deployment import Deployment
 
-    settings = stream_settings(state=state)
+    settings = opt.stream_settings(state=state)
     deployment = Deployment.load(workdir)
     store = roles.centroid_store(settings, deployment)
     cal = deployment.calibration
@@ -95,22 +80,22 @@ def seed_cmd(workdir: WorkdirOpt = DEFAULT_WORKDIR, state: StateOpt = None) -> N
 
 @app.command("route")
 def route_cmd(
-    workdir: WorkdirOpt = DEFAULT_WORKDIR,
-    policy: PolicyOpt = "auto",
-    adaptive: AdaptiveOpt = False,
+    workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR,
+    policy: opt.PolicyOpt = "auto",
+    adaptive: opt.AdaptiveOpt = False,
     reseed: Annotated[bool, typer.Option(help="Seed the state store from calibration.json first "
                                               "(overwrites adapted centroids).")] = False,
     group: Annotated[str | None, typer.Option(help="Consumer group (default PREFIX.router).")] = None,
-    broker: BrokerOpt = None, state: StateOpt = None, topic_prefix: PrefixOpt = None,
-    kafka_api_version: ApiOpt = None, max_batch: MaxBatchOpt = 64, max_wait_ms: MaxWaitOpt = 20.0,
-    idle_exit: IdleExitOpt = None, metrics_port: MetricsOpt = None, log_level: LogOpt = "INFO",
+    broker: opt.BrokerOpt = None, state: opt.StateOpt = None, topic_prefix: opt.PrefixOpt = None,
+    kafka_api_version: opt.ApiOpt = None, max_batch: opt.MaxBatchOpt = 64, max_wait_ms: opt.MaxWaitOpt = 20.0,
+    idle_exit: opt.IdleExitOpt = None, metrics_port: opt.MetricsOpt = None, log_level: opt.LogOpt = "INFO",
 ) -> None:
     """Pick each sample's start tier before any transformer layer runs (default: the policy `dimee study`
     chose on calibration, else the paper's nearest-centroid DIMEE-F) and publish it to that tier."""
     from dimee import roles
     from dimee.deployment import Deployment
 
-    settings = stream_settings(broker, state, topic_prefix, kafka_api_version)
+    settings = opt.stream_settings(broker, state, topic_prefix, kafka_api_version)
     stop = start_role(log_level, metrics_port)
     deployment = Deployment.load(workdir, "DIMEE-D" if adaptive else policy)
     store = roles.centroid_store(settings, deployment)
@@ -132,7 +117,7 @@ def route_cmd(
 def work_cmd(
     tier: Annotated[Tier, typer.Option(help="Which partition to serve: mobile (layers 1..m), edge (1..n) "
                                             "or cloud (1..L).")],
-    workdir: WorkdirOpt = DEFAULT_WORKDIR,
+    workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR,
     group: Annotated[str | None, typer.Option(help="Consumer group (default PREFIX.worker.TIER).")] = None,
     escalation: Annotated[EscalationMode | None, typer.Option(
         help="Default: as WORKDIR/policy.json says, else off. off (answer at the cap, as the paper), recompute "
@@ -140,15 +125,15 @@ def work_cmd(
     )] = None,
     feedback: Annotated[bool | None, typer.Option(
         help="Report observed pools on the feedback topic (default: as the policy says).")] = None,
-    broker: BrokerOpt = None, topic_prefix: PrefixOpt = None, kafka_api_version: ApiOpt = None,
-    max_batch: MaxBatchOpt = 32, max_wait_ms: MaxWaitOpt = 20.0, idle_exit: IdleExitOpt = None,
-    metrics_port: MetricsOpt = None, log_level: LogOpt = "INFO",
+    broker: opt.BrokerOpt = None, topic_prefix: opt.PrefixOpt = None, kafka_api_version: opt.ApiOpt = None,
+    max_batch: opt.MaxBatchOpt = 32, max_wait_ms: opt.MaxWaitOpt = 20.0, idle_exit: opt.IdleExitOpt = None,
+    metrics_port: opt.MetricsOpt = None, log_level: opt.LogOpt = "INFO",
 ) -> None:
     """Serve one tier: batched early exit at α* on the tier's partition; publish predictions."""
     from dimee import roles
     from dimee.deployment import Deployment
 
-    settings = stream_settings(broker, None, topic_prefix, kafka_api_version)
+    settings = opt.stream_settings(broker, None, topic_prefix, kafka_api_version)
     stop = start_role(log_level, metrics_port)
     deployment = Deployment.load(workdir)
     overrides = {k: v for k, v in {"escalation": escalation, "feedback": feedback}.items() if v is not None}

@@ -69,7 +69,7 @@ def device_ablation(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def calibration_curves(grid: list[float], reward: list[float], accuracy: list[float], cost: list[float],
+def calibration_curves(grid: list[float], reward: list[float], accuracy: list[float], cost: list[float],  # noqa: PLR0913
                        alpha: float, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(grid, reward, "o-", label="mean reward")

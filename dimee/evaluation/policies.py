@@ -31,7 +31,7 @@ def journey_result(name: str, journey: Journey, cal: Calibration, routed: np.nda
                         hops=journey.hops)
 
 
-def _serve(name: str, data: PolicyInputs, cal: Calibration, start: np.ndarray, mode: EscalationMode,
+def _serve(name: str, data: PolicyInputs, cal: Calibration, start: np.ndarray, mode: EscalationMode,  # noqa: PLR0913
            routed: bool = True) -> MethodResult:
     journey = serve_escalating(data.records.probs, start, cal.tier_plan(), cal.alpha, cal.cost_model, mode)
     return journey_result(name, journey, cal, start if routed else None)

@@ -83,7 +83,7 @@ def run_study(splits: Splits, workdir: Workdir, max_drop: float = 0.5, seed: int
     return report
 
 
-def frontiers(cal: Calibration, calibration: ExitRecords, test: ExitRecords, f_cal: np.ndarray, f_test: np.ndarray,
+def frontiers(cal: Calibration, calibration: ExitRecords, test: ExitRecords, f_cal: np.ndarray, f_test: np.ndarray,  # noqa: PLR0913
               names: list[str], c_value: float, seed: int) -> dict[str, list[dict]]:
     """Each policy's accuracy and cost on test at every α of the grid (pools, centroids and the learned router
     re-derived at that α from calibration)."""

@@ -138,7 +138,7 @@ class EarlyExitEncoder(nn.Module):
         return torch.stack([logits.softmax(-1) for logits in self(input_ids, attention_mask, token_type_ids)], 1)
 
     @torch.inference_mode()
-    def early_exit(
+    def early_exit(  # noqa: PLR0913
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,

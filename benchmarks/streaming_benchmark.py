@@ -59,7 +59,7 @@ def compute_bound(texts: list[str], pools: np.ndarray, workdir: Path, cal: Calib
         chosen = [t for t, p in zip(texts, pools, strict=True) if p == index]
         started = time.perf_counter()
         for chunk in batches(chosen, batch):
-            model.early_exit(**encode(tokenizer, chunk, max_length=model.spec.max_length), alpha=cal.alpha, cap=cap)
+            model.early_exit(encode(tokenizer, chunk, max_length=model.spec.max_length), alpha=cal.alpha, cap=cap)
         elapsed = time.perf_counter() - started
         per_tier[tier.value] = {"samples": len(chosen), "seconds": elapsed}
         seconds += elapsed
@@ -76,11 +76,11 @@ def batch_one_vs_batched(texts: list[str], pools: np.ndarray, workdir: Path, cal
             continue
         started = time.perf_counter()
         for text in chosen:
-            model.early_exit(**encode(tokenizer, [text], max_length=model.spec.max_length), alpha=cal.alpha, cap=cap)
+            model.early_exit(encode(tokenizer, [text], max_length=model.spec.max_length), alpha=cal.alpha, cap=cap)
         single = time.perf_counter() - started
         started = time.perf_counter()
         for chunk in batches(chosen, batch):
-            model.early_exit(**encode(tokenizer, chunk, max_length=model.spec.max_length), alpha=cal.alpha, cap=cap)
+            model.early_exit(encode(tokenizer, chunk, max_length=model.spec.max_length), alpha=cal.alpha, cap=cap)
         batched = time.perf_counter() - started
         out[tier.value] = {"samples": len(chosen), "batch1_per_s": len(chosen) / single,
                            "batched_per_s": len(chosen) / batched, "speedup": single / batched}

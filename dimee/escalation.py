@@ -14,8 +14,9 @@ from typing import get_args
 
 import numpy as np
 
+from dimee.calibration import Calibration
 from dimee.choices import EscalationMode
-from dimee.tiers import CostModel, TierPlan
+from dimee.tiers import TierPlan
 
 MODES: tuple[EscalationMode, ...] = get_args(EscalationMode)
 
@@ -34,10 +35,12 @@ class Journey:
         return plan.paths(self.path_bits)
 
 
-def serve_escalating(probs: np.ndarray, start: np.ndarray, plan: TierPlan, alpha: float, cost: CostModel,  # noqa: PLR0913
+def serve_escalating(probs: np.ndarray, start: np.ndarray, cal: Calibration,
                      mode: EscalationMode = "continue") -> Journey:
+    """Serve each sample from its start pool under `cal`'s plan, α and costs, escalating per `mode`."""
     if mode not in MODES:
         raise ValueError(f"escalation mode must be one of {MODES}, got {mode!r}")
+    plan, alpha, cost = cal.tier_plan(), cal.alpha, cal.cost_model
     n, num_layers = probs.shape[0], probs.shape[1]
     conf = probs.max(-1)
     layer_no = np.arange(1, num_layers + 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,15 +40,23 @@ def study(splits: Splits, workdir: Workdir, out_dir: Path, max_drop: float, seed
     return result
 
 
-def multi_seed(spec: DatasetSpec, data_dir: Path, root: Path, out_dir: Path, seeds: list[int], epochs: int,  # noqa: PLR0913
-               max_drop: float) -> dict:
-    splits = splits_for(spec, data_dir)
+@dataclass(frozen=True)
+class SeedsPlan:
+    """Several training seeds of one data set: each is trained, calibrated and studied on its own."""
+
+    seeds: list[int]
+    epochs: int = 3
+    max_drop: float = 0.5
+
+
+def multi_seed(splits: Splits, root: Path, out_dir: Path, plan: SeedsPlan) -> dict:
+    seeds, epochs, max_drop, name = plan.seeds, plan.epochs, plan.max_drop, splits.train.name
     studies = []
     for seed in seeds:
         workdir, seed_out = Workdir(root / f"seed-{seed}"), out_dir / f"seed-{seed}"
-        prepare(splits, workdir, seed_out, TrainConfig(epochs=epochs, seed=seed), spec.name)
+        prepare(splits, workdir, seed_out, TrainConfig(epochs=epochs, seed=seed), name)
         result = run_study(splits, workdir, max_drop=max_drop, seed=seed, frontier=seed == seeds[0])
-        write_study(result, seed_out, f"Routing study: {spec.name}, training seed {seed}")
+        write_study(result, seed_out, f"Routing study: {name}, training seed {seed}")
         studies.append(result)
     rows = aggregate(studies)
     defaults = [s["default_policy"] for s in studies]
@@ -62,9 +71,11 @@ DRIFT_POLICIES = ("Cloud-only", "DIMEE-F", "DIMEE-D", "DIMEE-D+esc", "Feedback-a
                   "Learned+esc", "Oracle")
 
 
-def drift(data_dir: Path, workdir: Workdir, out_dir: Path, calibrate_on: str, stream: list[str], epochs: int,  # noqa: PLR0913
-          seed: int = 0) -> dict:
-    """Train and calibrate on one uci-sentences domain; stream its test split, then the other domains whole."""
+def drift(data_dir: Path, workdir: Workdir, out_dir: Path, domains: tuple[str, list[str]],
+          training: TrainConfig) -> dict:
+    """Train and calibrate on one uci-sentences domain (`domains[0]`); stream its test split, then the other
+    domains (`domains[1]`) whole."""
+    (calibrate_on, stream), seed, epochs = domains, training.seed, training.epochs
     spec = DatasetSpec(name=f"uci-sentences:{calibrate_on}", seed=seed)
     splits = splits_for(spec, data_dir)
     prepare(splits, workdir, out_dir, TrainConfig(epochs=epochs, seed=seed), f"uci-{calibrate_on}")
@@ -94,8 +105,8 @@ def drift(data_dir: Path, workdir: Workdir, out_dir: Path, calibrate_on: str, st
     # the first segment is the calibration domain's test split, whose features we already have
     features = np.vstack([f_in_domain, *(extractor.extract(d.texts) for _, d in segments_data[1:])])
     pools_cal = method.true_pools(calibration.probs, cal.alpha, cal.tier_plan())
-    router, _ = learned_router.fit(f_cal, pools_cal, calibration.probs, cal.tier_plan(), cal.alpha, cal.cost_model,
-                                   "continue", extractor.names, seed)
+    training = learned_router.TrainingSet(f_cal, extractor.names, pools_cal, calibration.probs)
+    router, _ = learned_router.fit(training, cal, "continue", seed)
     results = {r.name: r for r in all_methods(records, calibration, cal, seed)}
     results |= {name: fn(PolicyInputs(records, features), cal) for name, fn in policy_table(router).items()}
     segments: dict[str, dict[str, dict]] = {}

@@ -4,6 +4,7 @@ calibration reward of starting a pool-k sample on tier s (escalation costs inclu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
+from dimee.calibration import Calibration
 from dimee.choices import EscalationMode
 from dimee.escalation import serve_escalating
-from dimee.method import TierPlan, true_pools
-from dimee.tiers import CostModel
+from dimee.method import true_pools
 
 C_GRID = (0.0001, 0.001, 0.01, 0.1, 1.0)
 
@@ -55,14 +56,14 @@ class LearnedRouter(BaseModel):
         return cls.model_validate_json(path.read_text())
 
 
-def reward_matrix(probs: np.ndarray, plan: TierPlan, alpha: float, cost: CostModel,
-                  escalation: EscalationMode) -> np.ndarray:
+def reward_matrix(probs: np.ndarray, cal: Calibration, escalation: EscalationMode) -> np.ndarray:
     """R[s, k]: mean of conf_exit − β·cost over calibration samples of true pool k started on tier s."""
-    pools = true_pools(probs, alpha, plan)
+    plan, cost = cal.tier_plan(), cal.cost_model
+    pools = true_pools(probs, cal.alpha, plan)
     conf = probs.max(-1)
     matrix = np.zeros((len(plan), len(plan)))
     for s in range(len(plan)):
-        journey = serve_escalating(probs, np.full(len(probs), s), plan, alpha, cost, escalation)
+        journey = serve_escalating(probs, np.full(len(probs), s), cal, escalation)
         reward = conf[np.arange(len(probs)), journey.exit_layer - 1] - cost.beta * journey.cost
         for k in range(len(plan)):
             members = pools == k
@@ -77,10 +78,21 @@ def _standardise(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, scale
 
 
-def fit(features: np.ndarray, pools: np.ndarray, probs: np.ndarray, plan: TierPlan, alpha: float,  # noqa: PLR0913
-        cost: CostModel, escalation: EscalationMode, feature_names: list[str], seed: int = 0,
+@dataclass(frozen=True)
+class TrainingSet:
+    """What the learned router learns from: router-side features of the calibration split and their names,
+    each sample's true pool, and its recorded exit probabilities."""
+
+    features: np.ndarray
+    names: list[str]
+    pools: np.ndarray
+    probs: np.ndarray
+
+
+def fit(data: TrainingSet, cal: Calibration, escalation: EscalationMode = "continue", seed: int = 0,
         c_grid: tuple[float, ...] = C_GRID) -> tuple[LearnedRouter, np.ndarray]:
     """The router, and out-of-fold pool probabilities for every training sample (for honest selection)."""
+    features, pools, plan = data.features, data.pools, cal.tier_plan()
     counts = np.bincount(pools, minlength=len(plan))
     usable = np.isin(pools, np.flatnonzero(counts >= 2))
     classes = sorted(set(pools[usable].tolist()))
@@ -114,9 +126,9 @@ def fit(features: np.ndarray, pools: np.ndarray, probs: np.ndarray, plan: TierPl
         classes = classes or [len(plan) - 1]
         oof[:, classes[0]] = 1.0
     router = LearnedRouter(
-        feature_names=feature_names, mean=mean.tolist(), scale=scale.tolist(), coef=np.asarray(coef).tolist(),
+        feature_names=data.names, mean=mean.tolist(), scale=scale.tolist(), coef=np.asarray(coef).tolist(),
         intercept=np.asarray(intercept).tolist(), classes=classes, num_pools=len(plan), C=best_c,
-        cv_log_loss=cv_loss, reward_matrix=reward_matrix(probs, plan, alpha, cost, escalation).tolist(),
+        cv_log_loss=cv_loss, reward_matrix=reward_matrix(data.probs, cal, escalation).tolist(),
         escalation=escalation, seed=seed,
     )
     return router, oof

@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from dimee.tiers import Tier
+from dimee.transport.base import Record
 
 DEFAULT_MAX_TEXT_CHARS = 10_000
 
@@ -129,13 +130,13 @@ class DeadLetter(Message):
     at: float = Field(default_factory=now)
 
     @classmethod
-    def for_record(cls, stage: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes,  # noqa: PLR0913
-                   error: str) -> DeadLetter:
+    def for_record(cls, stage: str, record: Record, error: str) -> DeadLetter:
         try:
-            payload, encoded = value.decode("utf-8"), False
+            payload, encoded = record.value.decode("utf-8"), False
         except UnicodeDecodeError:
-            payload, encoded = base64.b64encode(value).decode("ascii"), True
-        return cls(stage=stage, topic=topic, partition=partition, offset=offset,
+            payload, encoded = base64.b64encode(record.value).decode("ascii"), True
+        key = record.key
+        return cls(stage=stage, topic=record.topic, partition=record.partition, offset=record.offset,
                    key=key.decode("utf-8", "replace") if key is not None else None,
                    error=error, payload=payload, payload_base64=encoded)
 

@@ -9,7 +9,6 @@ into the deployment's `TierPlan`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
@@ -137,14 +136,22 @@ def route(
     return out
 
 
-def route_with_feedback(  # noqa: PLR0913
-    embeddings: np.ndarray, means: list[np.ndarray | None], counts: list[int], distance: Distance,
-    observed: np.ndarray, update: Literal["mean", "ema"] = "mean", gamma: float = 0.05,
-) -> np.ndarray:
+@dataclass(frozen=True)
+class Centroids:
+    """Pool centroids as a router starts from them: means (None: an empty pool), counts and the distance."""
+
+    means: list[np.ndarray | None]
+    counts: list[int]
+    distance: Distance = "euclidean"
+
+
+def route_with_feedback(embeddings: np.ndarray, start: Centroids, observed: np.ndarray,
+                        gamma: float | None = None) -> np.ndarray:
     """Route a stream in order; after each sample is served, move the centroid of the pool it was *observed*
-    in (known for free from where it exited), not the one it was routed to. Label-free."""
-    means = [None if mu is None else mu.copy() for mu in means]
-    counts = list(counts)
+    in (known for free from where it exited), not the one it was routed to. Label-free. The step is the
+    running mean, or with `gamma` the exponential moving average."""
+    means = [None if mu is None else mu.copy() for mu in start.means]
+    counts, distance = list(start.counts), start.distance
     out = np.empty(len(embeddings), dtype=np.int64)
     for i, embedding in enumerate(embeddings.astype(np.float64)):
         out[i] = nearest_pool(embedding, means, distance)
@@ -152,6 +159,6 @@ def route_with_feedback(  # noqa: PLR0913
         if means[k] is None:  # an empty pool gets its first member
             means[k], counts[k] = embedding.copy(), 1
             continue
-        means[k] = running_mean_step(means[k], embedding, counts[k], gamma if update == "ema" else 0.0)
+        means[k] = running_mean_step(means[k], embedding, counts[k], gamma or 0.0)
         counts[k] += 1
     return out

@@ -17,7 +17,7 @@ from dimee.deployment import Deployment
 from dimee.messages import Message, Prediction
 from dimee.runtime import StopFlag, log, retry
 from dimee.stage import BatchLimits, Stage
-from producers.producer import produce
+from producers.producer import ProduceOptions, produce
 
 
 @dataclass
@@ -97,8 +97,8 @@ def run_pipeline(records: list, deployment: Deployment, settings: Settings,
         thread.start()
     started = time.perf_counter()
     try:
-        produce(ctx.transport, ctx.topics, records, rate=options.rate, stop=stop, progress=options.progress,
-                total=len(records))
+        produce(ctx.transport, ctx.topics, records,
+                ProduceOptions(rate=options.rate, stop=stop, progress=options.progress, total=len(records)))
         _wait(lambda: collector.finished(records, deployment.policy.feedback), threads, stop, options.timeout_s)
     finally:
         stop.set()

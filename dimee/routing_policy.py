@@ -26,6 +26,8 @@ def _p(name: str, router: RouterKind, **kw) -> RoutingPolicy:
 
 
 POLICIES: dict[str, RoutingPolicy] = {p.name: p for p in (
+    _p("Cascade", "mobile", escalation="continue"),
+    _p("Edge+escalation", "edge", escalation="continue"),
     _p("DIMEE-F", "centroid"),
     _p("DIMEE-D", "centroid", adaptive=True),
     _p("DIMEE-F+esc", "centroid", escalation="continue"),
@@ -34,8 +36,6 @@ POLICIES: dict[str, RoutingPolicy] = {p.name: p for p in (
     _p("Feedback-adaptive+esc", "centroid", feedback=True, escalation="continue"),
     _p("Learned", "learned"),
     _p("Learned+esc", "learned", escalation="continue"),
-    _p("Cascade", "mobile", escalation="continue"),
-    _p("Edge+escalation", "edge", escalation="continue"),
     _p("Mobile-only", "mobile"),
     _p("Edge-only", "edge"),
     _p("Cloud-only", "cloud"),

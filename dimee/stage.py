@@ -126,8 +126,7 @@ class Stage(ABC):
         self.context.events.dead_lettered(self.name, None if record.key is None else
                                           record.key.decode("utf-8", "replace"))
         DEAD.labels(self.name).inc()
-        letter = DeadLetter.for_record(self.name, record.topic, record.partition, record.offset, record.key,
-                                       record.value, reason)
+        letter = DeadLetter.for_record(self.name, record, reason)
         log.warning("dead letter", stage=self.name, topic=record.topic, offset=record.offset, error=reason)
         return Output(self.topics.dead_letter, record.key, letter.to_bytes())
 

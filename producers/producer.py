@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
@@ -13,18 +14,28 @@ from dimee.runtime import StopFlag, log, retry
 from dimee.transport.base import Topics, Transport
 
 
-def produce(transport: Transport, topics: Topics, records: Iterable[dict], rate: float | None = None,  # noqa: PLR0913
-            count: int | None = None, stop: StopFlag | None = None, flush_every: int = 500,
-            progress: bool = True, total: int | None = None) -> int:
+@dataclass(frozen=True)
+class ProduceOptions:
+    rate: float | None = None  # messages per second; None: as fast as possible
+    count: int | None = None  # send at most this many
+    stop: StopFlag = field(default_factory=StopFlag)
+    flush_every: int = 500
+    progress: bool = True
+    total: int | None = None  # for the progress bar, when the source knows its length
+
+
+def produce(transport: Transport, topics: Topics, records: Iterable[dict | bytes],
+            options: ProduceOptions | None = None) -> int:
     """Send up to `count` records (at most `rate` per second); returns how many were acknowledged.
 
     Records are sent as given, so a malformed one reaches the router and its dead-letter topic, as it
     would from a real upstream."""
-    stop = stop or StopFlag()
+    options = options or ProduceOptions()
+    rate, count, stop = options.rate, options.count, options.stop
     transport.ensure_topics([topics.samples])
     producer = retry(transport.producer, "broker", stop)
     sent, started = 0, time.monotonic()
-    bar = tqdm(total=count or total, desc="producing", unit="msg", disable=not progress)
+    bar = tqdm(total=count or options.total, desc="producing", unit="msg", disable=not options.progress)
     try:
         for record in records:
             if stop.is_set() or (count is not None and sent >= count):
@@ -41,7 +52,7 @@ def produce(transport: Transport, topics: Topics, records: Iterable[dict], rate:
             producer.send(topics.samples, key, value)
             sent += 1
             bar.update()
-            if sent % flush_every == 0:
+            if sent % options.flush_every == 0:
                 retry(producer.flush, "broker", stop)
         retry(producer.flush, "broker", stop)
     finally:

@@ -6,6 +6,7 @@ import torch
 from safetensors import safe_open
 
 from dimee.model.artifacts import WEIGHTS, load_model, load_tokenizer
+from dimee.model.early_exit import Resume
 from dimee.model.tokenize import encode
 from tests.helpers import sentences
 
@@ -13,7 +14,7 @@ from tests.helpers import sentences
 def _one_at_a_time(model, tokenizer, texts, alpha, cap):
     preds, layers, confs = [], [], []
     for text in texts:
-        out = model.early_exit(**encode(tokenizer, [text]), alpha=alpha, cap=cap)
+        out = model.early_exit(encode(tokenizer, [text]), alpha=alpha, cap=cap)
         preds.append(int(out.pred[0]))
         layers.append(int(out.exit_layer[0]))
         confs.append(float(out.confidence[0]))
@@ -30,7 +31,7 @@ def _near_threshold(model, tokenizer, texts, alpha, tol=1e-4):
 def test_batched_early_exit_matches_one_sample_loop(tiny_dir, alpha, cap):
     model, tokenizer = load_model(tiny_dir), load_tokenizer(tiny_dir)
     texts = sentences(64, seed=1)
-    batched = model.early_exit(**encode(tokenizer, texts), alpha=alpha, cap=cap)
+    batched = model.early_exit(encode(tokenizer, texts), alpha=alpha, cap=cap)
     preds, layers, confs = _one_at_a_time(model, tokenizer, texts, alpha, cap)
     stable = ~_near_threshold(model, tokenizer, texts, alpha)
     assert stable.sum() > 50
@@ -44,7 +45,7 @@ def test_batched_early_exit_matches_one_sample_loop(tiny_dir, alpha, cap):
 def test_threshold_spreads_exits_over_layers(tiny_dir):
     """Guard for the test above: the tiny model really exits at several different layers."""
     model, tokenizer = load_model(tiny_dir), load_tokenizer(tiny_dir)
-    out = model.early_exit(**encode(tokenizer, sentences(64, seed=1)), alpha=0.9)
+    out = model.early_exit(encode(tokenizer, sentences(64, seed=1)), alpha=0.9)
     assert len(set(out.exit_layer.tolist())) >= 3
 
 
@@ -54,7 +55,7 @@ def test_early_exit_agrees_with_recorded_probabilities(tiny_dir):
     inputs = encode(tokenizer, texts)
     probs = model.exit_probabilities(**inputs)
     conf = probs.max(-1).values
-    out = model.early_exit(**inputs, alpha=0.85)
+    out = model.early_exit(inputs, alpha=0.85)
     for i in range(len(texts)):
         passing = (conf[i] >= 0.85).nonzero()
         expected = int(passing[0]) + 1 if len(passing) else model.num_layers
@@ -80,7 +81,7 @@ def test_partition_outputs_equal_the_full_models_first_exits(tiny_dir):
     inputs = encode(tokenizer, sentences(16, seed=3))
     assert torch.allclose(full.exit_probabilities(**inputs)[:, :2], part.exit_probabilities(**inputs), atol=1e-6)
     with pytest.raises(ValueError):
-        part.early_exit(**inputs, alpha=0.9, cap=3)
+        part.early_exit(inputs, alpha=0.9, cap=3)
 
 
 def test_routing_embedding_ignores_padding(tiny_dir):
@@ -98,9 +99,9 @@ def test_routing_embedding_ignores_padding(tiny_dir):
 def test_continue_from_a_hidden_state_equals_running_through(tiny_dir):
     model, tokenizer = load_model(tiny_dir), load_tokenizer(tiny_dir)
     inputs = encode(tokenizer, sentences(8, seed=4))
-    first = model.early_exit(**inputs, alpha=2.0, cap=2, keep_hidden=True)  # alpha > 1: nobody exits early
-    resumed = model.early_exit(**inputs, alpha=0.8, start_layer=2, hidden=first.hidden)
-    direct = model.early_exit(**inputs, alpha=0.8)
+    first = model.early_exit(inputs, alpha=2.0, cap=2, keep_hidden=True)  # alpha > 1: nobody exits early
+    resumed = model.early_exit(inputs, alpha=0.8, resume=Resume(2, first.hidden))
+    direct = model.early_exit(inputs, alpha=0.8)
     late = direct.exit_layer > 2
     assert torch.equal(resumed.pred[late], direct.pred[late])
     assert torch.equal(resumed.exit_layer[late], direct.exit_layer[late])

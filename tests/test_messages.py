@@ -3,6 +3,7 @@
 import pytest
 
 from dimee.messages import DeadLetter, MessageError, Prediction, Routed, Sample, parse
+from dimee.transport.base import Record
 
 
 @pytest.mark.parametrize(("payload", "reason"), [
@@ -43,8 +44,8 @@ def test_routed_carries_the_sample():
 
 
 def test_dead_letter_keeps_the_original_payload():
-    text = DeadLetter.for_record("router", "t", 1, 5, b"k", b'{"id": 1}', "id: bad")
+    text = DeadLetter.for_record("router", Record("t", 1, 5, b"k", b'{"id": 1}'), "id: bad")
     assert not text.payload_base64 and text.original_bytes() == b'{"id": 1}'
-    binary = DeadLetter.for_record("router", "t", 1, 6, None, b"\xff\x00", "not UTF-8")
+    binary = DeadLetter.for_record("router", Record("t", 1, 6, None, b"\xff\x00"), "not UTF-8")
     assert binary.payload_base64 and binary.original_bytes() == b"\xff\x00" and binary.key is None
     assert parse(DeadLetter, binary.to_bytes()).original_bytes() == b"\xff\x00"

@@ -15,7 +15,7 @@ def cal():
 
 
 def test_cascade_with_continue(cal):
-    j = serve_escalating(hc.PROBS, np.zeros(3, dtype=int), cal.tier_plan(), cal.alpha, cal.cost_model, "continue")
+    j = serve_escalating(hc.PROBS, np.zeros(3, dtype=int), cal, "continue")
     # s0 leaves the mobile at layer 1 (0.1); s1 fails there (0.6 < α), continues on the edge at layer 2:
     # 0.1 + o_e 0.2 + λ_e·1; s2 fails on both, continues in the cloud at layer 3: 0.1 + 0.25 + o_c + κ.
     assert j.cost == pytest.approx([0.1, 0.35, 1.35])
@@ -25,27 +25,27 @@ def test_cascade_with_continue(cal):
 
 
 def test_recompute_pays_for_the_layers_again(cal):
-    j = serve_escalating(hc.PROBS, np.zeros(3, dtype=int), cal.tier_plan(), cal.alpha, cal.cost_model, "recompute")
+    j = serve_escalating(hc.PROBS, np.zeros(3, dtype=int), cal, "recompute")
     # the edge runs layers 1-2 again (0.2 + 0.05·2), the cloud layers 1-3 (1.0 + 0)
     assert j.cost == pytest.approx([0.1, 0.4, 1.4])
     assert j.layers_run.tolist() == [1, 3, 6]
 
 
 def test_off_answers_at_the_cap_like_the_paper(cal):
-    j = serve_escalating(hc.PROBS, np.zeros(3, dtype=int), cal.tier_plan(), cal.alpha, cal.cost_model, "off")
+    j = serve_escalating(hc.PROBS, np.zeros(3, dtype=int), cal, "off")
     served = method.serve(hc.PROBS, np.zeros(3, dtype=int), cal.tier_plan(), cal.alpha, cal.cost_model)
     assert j.cost == pytest.approx(served.cost) and j.pred.tolist() == served.pred.tolist() == [1, 1, 1]
     assert j.hops.tolist() == [1, 1, 1]
 
 
 def test_no_escalation_beyond_the_cloud(cal):
-    j = serve_escalating(hc.PROBS, np.full(3, 2), cal.tier_plan(), 0.999, cal.cost_model, "continue")
+    j = serve_escalating(hc.PROBS, np.full(3, 2), cal.model_copy(update={"alpha": 0.999}), "continue")
     assert j.final.tolist() == [2, 2, 2] and j.exit_layer.tolist() == [3, 3, 3]
     assert j.cost == pytest.approx([1.0, 1.0, 1.0])
 
 
 def test_reward_matrix_and_cost_aware_decision(cal):
-    matrix = learned_router.reward_matrix(hc.PROBS, cal.tier_plan(), cal.alpha, cal.cost_model, "continue")
+    matrix = learned_router.reward_matrix(hc.PROBS, cal, "continue")
     # rows: start tier; columns: true pool (s0 easy, s1 moderate, s2 hard); conf_exit − 0.3·journey cost
     assert matrix == pytest.approx(np.array([[0.87, 0.745, 0.295], [0.825, 0.76, 0.31], [0.6, 0.55, 0.4]]))
     router = learned_router.LearnedRouter(feature_names=["x"], mean=[0.0], scale=[1.0], coef=[[0.0]] * 3,
@@ -70,29 +70,26 @@ def _separable(n=300, seed=0):
 def test_learned_router_is_reproducible_and_round_trips(tmp_path, cal):
     features, pools, probs = _separable()
     names = ["a", "b", "c", "d"]
-    first, oof = learned_router.fit(features, pools, probs, cal.tier_plan(), cal.alpha, cal.cost_model,
-                                    "continue", names, seed=3)
-    second, oof2 = learned_router.fit(features, pools, probs, cal.tier_plan(), cal.alpha, cal.cost_model,
-                                      "continue", names, seed=3)
+    training = learned_router.TrainingSet(features, names, pools, probs)
+    first, oof = learned_router.fit(training, cal, "continue", seed=3)
+    second, oof2 = learned_router.fit(training, cal, "continue", seed=3)
     assert first == second and np.array_equal(oof, oof2)
     assert (oof.argmax(1) == pools).mean() > 0.9  # out-of-fold, on separable data
     first.save(tmp_path / "router.json")
     loaded = learned_router.LearnedRouter.load(tmp_path / "router.json")
     assert np.allclose(loaded.predict_proba(features), first.predict_proba(features))
     assert (loaded.predict_proba(features).argmax(1) == pools).mean() > 0.9
-    _, other_oof = learned_router.fit(features, pools, probs, cal.tier_plan(), cal.alpha, cal.cost_model,
-                                  "continue", names, seed=4)
+    _, other_oof = learned_router.fit(training, cal, "continue", seed=4)
     assert not np.array_equal(oof, other_oof)  # another seed, other folds
 
 
 def test_feedback_moves_the_observed_pools_centroid():
     means = [np.array([0.0, 0.0]), np.array([10.0, 0.0]), None]
     # The sample is routed to pool 0 (nearest) but observed to be hard (pool 2, which was empty).
-    routed = method.route_with_feedback(np.array([[1.0, 0.0], [1.0, 0.1]]), means, [1, 1, 0], "euclidean",
-                                        observed=np.array([2, 2]))
+    start = method.Centroids(means, [1, 1, 0], "euclidean")
+    routed = method.route_with_feedback(np.array([[1.0, 0.0], [1.0, 0.1]]), start, observed=np.array([2, 2]))
     assert routed.tolist() == [0, 2]  # after feedback the hard centroid sits on the first sample
-    ema = method.route_with_feedback(np.array([[4.0, 0.0], [0.2, 0.0]]), means, [1, 1, 0], "euclidean",
-                                     observed=np.array([0, 0]), update="ema", gamma=0.5)
+    ema = method.route_with_feedback(np.array([[4.0, 0.0], [0.2, 0.0]]), start, observed=np.array([0, 0]), gamma=0.5)
     assert ema.tolist() == [0, 0]
     assert means[0].tolist() == [0.0, 0.0]  # caller's centroids untouched
 

@@ -25,8 +25,7 @@ def test_streamed_escalation_matches_the_offline_journey(workdir, cal, policy, m
     assert sorted(run.predictions) == sorted(r["id"] for r in records)
     test = offline_records(records, workdir)
     start = 0 if policy == "Cascade" else 1
-    journey = serve_escalating(test.probs, np.full(len(records), start), cal.tier_plan(), cal.alpha, cal.cost_model,
-                               mode)
+    journey = serve_escalating(test.probs, np.full(len(records), start), cal, mode)
     # fp16 hidden states move confidences by ~1e-3: leave out samples that close to the threshold
     stable = ~(np.abs(test.probs.max(-1) - cal.alpha) < band).any(1)
     assert stable.mean() > 0.6
@@ -51,8 +50,7 @@ def test_recompute_pays_again_in_the_stream(workdir, cal):
     policy = get("Cascade").model_copy(update={"escalation": "recompute"})
     run = run_pipeline(records, deployment(workdir, cal).with_policy(policy), settings, PipelineOptions(progress=False))
     test = offline_records(records, workdir)
-    journey = serve_escalating(test.probs, np.zeros(len(records), dtype=int), cal.tier_plan(), cal.alpha,
-                               cal.cost_model, "recompute")
+    journey = serve_escalating(test.probs, np.zeros(len(records), dtype=int), cal, "recompute")
     on_tie = (np.abs(test.probs.max(-1) - cal.alpha) < 1e-4).any(1)
     for i, record in enumerate(records):
         if not on_tie[i]:

@@ -18,7 +18,7 @@ from dimee.tiers import Tier
 from dimee.transport.base import Topics
 from dimee.transport.memory import InMemoryBroker
 from predictions.sink import Sink
-from producers.producer import produce
+from producers.producer import ProduceOptions, produce
 from routers.router import Router
 from state.memory import InMemoryCentroidStore
 from tests.helpers import context, deployment, stream_records
@@ -102,7 +102,7 @@ def test_a_crashed_worker_loses_nothing(workdir, cal):
     workers = {t: TierWorker(ctx, served, t, f"w-{t.value}") for t in (Tier.EDGE, Tier.CLOUD)}
     crashing = CrashingWorker(ctx, served, Tier.MOBILE, "w-mobile")
     threads = [_start(s) for s in (router, sink, *workers.values())]
-    produce(broker, topics, records, progress=False)
+    produce(broker, topics, records, ProduceOptions(progress=False))
     crashed = _start(crashing)
     crashed.join(timeout=60)
     assert not crashed.is_alive() and crashing.processed > 0  # it died after committing its first batch
@@ -136,7 +136,7 @@ def test_an_unavailable_state_store_is_retried_and_nothing_is_lost(workdir, cal)
     limits = BatchLimits(max_batch=16, max_wait_s=0.0)
     router = Router(context(broker, topics, stop=stop, limits=limits), deployment(workdir, cal, "DIMEE-D"), store, "r")
     records = stream_records(50)
-    produce(broker, topics, records, progress=False)
+    produce(broker, topics, records, ProduceOptions(progress=False))
     thread = _start(router)
     _wait(lambda: sum(len(broker.read_all(topics.tier(t))) for t in ("mobile", "edge", "cloud")) >= 50)
     stop.set()
@@ -153,7 +153,7 @@ def test_stop_finishes_the_batch_and_commits(workdir, cal):
     store.seed(cal.centroid_arrays(), cal.pool_sizes)
     router = Router(context(broker, topics, stop=stop, limits=BatchLimits(max_batch=10, max_wait_s=0.0)),
                     deployment(workdir, cal), store, "r")
-    produce(broker, topics, stream_records(200), progress=False)
+    produce(broker, topics, stream_records(200), ProduceOptions(progress=False))
     thread = _start(router)
     _wait(lambda: router.processed >= 10)
     stop.set()
@@ -173,7 +173,7 @@ def test_two_adaptive_routers_share_one_store(workdir, cal):
                       deployment(workdir, cal, "DIMEE-D"), store, "routers") for i in range(2)]
     records = stream_records(150)
     threads = [_start(r) for r in routers]
-    produce(broker, topics, records + records[:30], progress=False)  # 30 replays of ids already sent
+    produce(broker, topics, records + records[:30], ProduceOptions(progress=False))  # 30 replays of ids already sent
     _wait(lambda: sum(r.processed for r in routers) >= 180)
     stop.set()
     for thread in threads:

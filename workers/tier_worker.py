@@ -17,7 +17,7 @@ import torch
 from dimee.deployment import Deployment
 from dimee.messages import CostBreakdown, Feedback, Hop, Prediction, Routed, Timings
 from dimee.model.artifacts import load_model, load_tokenizer
-from dimee.model.early_exit import ExitResult
+from dimee.model.early_exit import ExitResult, Resume
 from dimee.model.tokenize import encode
 from dimee.stage import Output, Stage, StageContext
 from dimee.tiers import Tier
@@ -82,8 +82,9 @@ class TierWorker(Stage):
         started = time.time()
         pairs = [m.text_pair for m in messages] if any(m.text_pair for m in messages) else None
         inputs = encode(self.tokenizer, [m.text for m in messages], pairs, self.model.spec.max_length)
-        result = self.model.early_exit(**inputs, alpha=self.calibration.alpha, cap=self.cap, start_layer=start,
-                                       hidden=self._carried_hidden(start, messages, inputs["input_ids"].shape[1]),
+        hidden = self._carried_hidden(start, messages, inputs["input_ids"].shape[1])
+        result = self.model.early_exit(inputs, alpha=self.calibration.alpha, cap=self.cap,
+                                       resume=None if hidden is None else Resume(start, hidden),
                                        keep_hidden=self.carries_hidden)
         timings = {"started_at": started, "finished_at": time.time()}
         lengths = inputs["attention_mask"].sum(1).tolist()

@@ -55,7 +55,11 @@ def experiment_cmd(
     except ValueError as exc:
         raise DimeeError(f"--seeds must be comma-separated integers, not {seeds!r}") from exc
     opt.use_all_cores()
-    summary = multi_seed(DatasetSpec(name=dataset), Settings().data_dir, root, out, seed_list, epochs, max_drop)
+    from dimee.experiments import SeedsPlan
+    from dimee.offline import splits_for
+
+    splits = splits_for(DatasetSpec(name=dataset), Settings().data_dir)
+    summary = multi_seed(splits, root, out, SeedsPlan(seed_list, epochs, max_drop))
     typer.echo((out / "seeds.md").read_text())
     typer.echo(f"defaults per seed: {summary['default_policies']}")
 
@@ -78,6 +82,8 @@ def drift_cmd(
     if calibrate_on not in UCI_DOMAINS or not domains or set(domains) - set(UCI_DOMAINS) or calibrate_on in domains:
         raise DimeeError(f"domains must be distinct values of {', '.join(UCI_DOMAINS)}")
     opt.use_all_cores()
-    drift(Settings().data_dir, Workdir(workdir or Path(f"artifacts/drift-{calibrate_on}")), out, calibrate_on,
-          domains, epochs, seed)
+    from dimee.training import TrainConfig
+
+    drift(Settings().data_dir, Workdir(workdir or Path(f"artifacts/drift-{calibrate_on}")), out,
+          (calibrate_on, domains), TrainConfig(epochs=epochs, seed=seed))
     typer.echo((out / "drift.md").read_text())

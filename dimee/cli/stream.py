@@ -40,7 +40,7 @@ def produce_cmd(
     from dimee.data import DatasetSpec
     from dimee.transport import Topics, open_transport
     from producers import sources
-    from producers.producer import produce
+    from producers.producer import ProduceOptions, produce
 
     settings = opt.stream_settings(broker, None, topic_prefix, kafka_api_version)
     stop = start_role(log_level, None)
@@ -58,8 +58,8 @@ def produce_cmd(
         total = len(records)
     transport = open_transport(settings.broker, settings.api_version_tuple(), client_id="dimee-producer")
     topics = Topics(settings.topic_prefix)
-    sent = produce(transport, topics, records, rate=rate, count=count,  # type: ignore[arg-type]
-                   stop=stop, total=total, progress=sys.stderr.isatty())
+    options = ProduceOptions(rate=rate, count=count, stop=stop, total=total, progress=sys.stderr.isatty())
+    sent = produce(transport, topics, records, options)  # type: ignore[arg-type]
     typer.echo(f"produced {sent} samples to {topics.samples}")
 
 

@@ -69,8 +69,9 @@ def device_ablation(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def calibration_curves(grid: list[float], reward: list[float], accuracy: list[float], cost: list[float],  # noqa: PLR0913
-                       alpha: float, path: Path) -> None:
+def calibration_curves(curves: dict[str, list[float]], alpha: float, path: Path) -> None:
+    """`curves`: the report's calibration section (grid, reward, accuracy, cost at every α)."""
+    grid, reward, accuracy, cost = curves["grid"], curves["reward"], curves["accuracy"], curves["cost"]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(grid, reward, "o-", label="mean reward")
     ax.plot(grid, accuracy, "s-", label="accuracy (true-pool routing)")

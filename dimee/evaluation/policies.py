@@ -4,7 +4,7 @@ cascade, the learned cost-aware router and feedback adaptation, as rows of the o
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from dimee.escalation import Journey, serve_escalating
 from dimee.evaluation.baselines import MethodResult
 from dimee.exits import ExitRecords
 from dimee.learned_router import LearnedRouter
+from dimee.routing_policy import POLICIES, RoutingPolicy
 
 
 @dataclass
@@ -31,44 +32,59 @@ def journey_result(name: str, journey: Journey, cal: Calibration, routed: np.nda
                         hops=journey.hops)
 
 
-def _serve(name: str, data: PolicyInputs, cal: Calibration, start: np.ndarray, mode: EscalationMode,  # noqa: PLR0913
-           routed: bool = True) -> MethodResult:
-    journey = serve_escalating(data.records.probs, start, cal.tier_plan(), cal.alpha, cal.cost_model, mode)
-    return journey_result(name, journey, cal, start if routed else None)
+def _serve(name: str, data: PolicyInputs, cal: Calibration, start: np.ndarray,
+           mode: EscalationMode) -> MethodResult:
+    journey = serve_escalating(data.records.probs, start, cal, mode)
+    return journey_result(name, journey, cal, start)
 
 
 def dimee_start(data: PolicyInputs, cal: Calibration, adaptive: bool) -> np.ndarray:
     return method.route(data.records.embeddings, cal.centroid_arrays(), cal.pool_sizes, cal.distance, adaptive)
 
 
-def feedback_start(data: PolicyInputs, cal: Calibration, update: str = "mean") -> np.ndarray:
+def feedback_start(data: PolicyInputs, cal: Calibration) -> np.ndarray:
     observed = method.true_pools(data.records.probs, cal.alpha, cal.tier_plan())
-    return method.route_with_feedback(data.records.embeddings, cal.centroid_arrays(), cal.pool_sizes, cal.distance,
-                                      observed, update=update)  # type: ignore[arg-type]
+    start = method.Centroids(cal.centroid_arrays(), cal.pool_sizes, cal.distance)
+    return method.route_with_feedback(data.records.embeddings, start, observed)
 
 
-def policy_table(learned: LearnedRouter | None) -> dict[str, Callable[[PolicyInputs, Calibration], MethodResult]]:
-    """Every policy of this issue by name; each serves a stream of recorded exits."""
-    table: dict[str, Callable[[PolicyInputs, Calibration], MethodResult]] = {
-        "Cascade": lambda d, c: _serve("Cascade", d, c, np.zeros(len(d.records.labels), dtype=np.int64),
-                                       "continue", routed=False),
-        "Edge+escalation": lambda d, c: _serve("Edge+escalation", d, c, np.ones(len(d.records.labels), dtype=np.int64),
-                                               "continue", routed=False),
-        "DIMEE-F+esc": lambda d, c: _serve("DIMEE-F+esc", d, c, dimee_start(d, c, False), "continue"),
-        "DIMEE-D+esc": lambda d, c: _serve("DIMEE-D+esc", d, c, dimee_start(d, c, True), "continue"),
-        "Feedback-adaptive": lambda d, c: _serve("Feedback-adaptive", d, c, feedback_start(d, c), "off"),
-        "Feedback-adaptive+esc": lambda d, c: _serve("Feedback-adaptive+esc", d, c, feedback_start(d, c), "continue"),
-        "Oracle+esc": lambda d, c: _serve("Oracle+esc", d, c, method.true_pools(d.records.probs, c.alpha,
-                                                                                 c.tier_plan()), "continue"),
-    }
+PolicyFn = Callable[[PolicyInputs, Calibration], MethodResult]
+# Named policies whose offline row is the paper's evaluator's (baselines.py), not a row of this table.
+PAPER_ROWS = frozenset({"DIMEE-F", "DIMEE-D", "Mobile-only", "Edge-only", "Cloud-only"})
+
+
+def start_tiers(policy: RoutingPolicy, data: PolicyInputs, cal: Calibration,
+                learned: LearnedRouter | None) -> np.ndarray:
+    """The pool each sample starts in under `policy`'s router, before any layer runs."""
+    if policy.router == "centroid":
+        return feedback_start(data, cal) if policy.feedback else dimee_start(data, cal, policy.adaptive)
+    if policy.router == "learned":
+        assert learned is not None, "a learned policy needs a fitted learned router"
+        proba = data.learned_proba if data.learned_proba is not None else learned.predict_proba(data.features)
+        return learned.decide(proba)
+    return np.full(len(data.records.labels), cal.tier_plan().index(policy.router), dtype=np.int64)
+
+
+def offline_policy(policy: RoutingPolicy, learned: LearnedRouter | None = None) -> PolicyFn:
+    """A named policy served on recorded exits: its router's start tiers, then its escalation mode."""
+    routed = policy.router in ("centroid", "learned")  # a router chose the start tier (fixed tiers do not)
+
+    def run(data: PolicyInputs, cal: Calibration) -> MethodResult:
+        result = _serve(policy.name, data, cal, start_tiers(policy, data, cal, learned), policy.escalation)
+        return result if routed else replace(result, routed_pool=None)
+
+    return run
+
+
+def policy_table(learned: LearnedRouter | None) -> dict[str, PolicyFn]:
+    """Every named policy beyond the paper's rows, derived from `routing_policy.POLICIES`, plus the
+    Oracle+esc ceiling; the learned ones only when a learned router is given."""
+    table = {name: offline_policy(p) for name, p in POLICIES.items()
+             if name not in PAPER_ROWS and p.router != "learned"}
+    table["Oracle+esc"] = lambda d, c: _serve("Oracle+esc", d, c, method.true_pools(d.records.probs, c.alpha,
+                                                                                     c.tier_plan()), "continue")
     if learned is not None:
-        def learned_policy(name: str, mode: EscalationMode):
-            def run(d: PolicyInputs, c: Calibration) -> MethodResult:
-                proba = d.learned_proba if d.learned_proba is not None else learned.predict_proba(d.features)
-                return _serve(name, d, c, learned.decide(proba), mode)
-            return run
-        table["Learned"] = learned_policy("Learned", "off")
-        table["Learned+esc"] = learned_policy("Learned+esc", "continue")
+        table |= {name: offline_policy(p, learned) for name, p in POLICIES.items() if p.router == "learned"}
     return table
 
 

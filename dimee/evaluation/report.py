@@ -110,9 +110,7 @@ def write_report(report: dict, out_dir: Path, title: str = "dimee evaluation") -
     plots.accuracy_vs_cost(report["methods"], out_dir / "accuracy_vs_cost.png", report.get("alpha_frontier"))
     plots.cost_sweeps(report["sweeps"], out_dir / "cost_sweeps.png")
     plots.device_ablation(report["device_ablation"], out_dir / "device_ablation.png")
-    cal = report["calibration"]
-    plots.calibration_curves(cal["grid"], cal["reward"], cal["accuracy"], cal["cost"], report["alpha"],
-                             out_dir / "calibration.png")
+    plots.calibration_curves(report["calibration"], report["alpha"], out_dir / "calibration.png")
 
 
 def _jsonable(value: object) -> object:

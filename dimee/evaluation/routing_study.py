@@ -3,6 +3,8 @@ calibration split, what the router-side features can predict, and accuracy-cost 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from dimee import learned_router, method
@@ -44,8 +46,8 @@ def run_study(splits: Splits, workdir: Workdir, max_drop: float = 0.5, seed: int
     extractor, f_cal, f_test = extract_features(splits, workdir)
     plan = cal.tier_plan()
     pools_cal = method.true_pools(calibration.probs, cal.alpha, plan)
-    router, oof = learned_router.fit(f_cal, pools_cal, calibration.probs, plan, cal.alpha, cal.cost_model,
-                                     "continue", extractor.names, seed)
+    training = learned_router.TrainingSet(f_cal, extractor.names, pools_cal, calibration.probs)
+    router, oof = learned_router.fit(training, cal, "continue", seed)
     router.save(workdir.learned_router)
     table = policy_table(router)
 
@@ -79,25 +81,24 @@ def run_study(splits: Splits, workdir: Workdir, max_drop: float = 0.5, seed: int
         "alpha": cal.alpha,
     }
     if frontier:
-        report["frontier"] = frontiers(cal, calibration, test, f_cal, f_test, extractor.names, router.C, seed)
+        report["frontier"] = frontiers(cal, training, calibration, PolicyInputs(test, f_test), router)
     return report
 
 
-def frontiers(cal: Calibration, calibration: ExitRecords, test: ExitRecords, f_cal: np.ndarray, f_test: np.ndarray,  # noqa: PLR0913
-              names: list[str], c_value: float, seed: int) -> dict[str, list[dict]]:
-    """Each policy's accuracy and cost on test at every α of the grid (pools, centroids and the learned router
-    re-derived at that α from calibration)."""
+def frontiers(cal: Calibration, training: learned_router.TrainingSet, calibration: ExitRecords, test: PolicyInputs,
+              fitted: learned_router.LearnedRouter) -> dict[str, list[dict]]:
+    """Each policy's accuracy and cost on test at every α of the grid (pools, centroids and the learned router,
+    with `fitted`'s regularisation and seed, re-derived at that α from calibration)."""
     curves: dict[str, list[dict]] = {}
     for alpha in cal.grid:
         at = cal.at_alpha(calibration.probs, calibration.embeddings, alpha)
         pools = method.true_pools(calibration.probs, alpha, at.tier_plan())
-        router, _ = learned_router.fit(f_cal, pools, calibration.probs, at.tier_plan(), alpha, at.cost_model,
-                                       "continue", names, seed, c_grid=(c_value,)) \
-            if len(set(pools.tolist())) > 1 else (None, None)
-        results = [baselines.dimee(test, at, adaptive=False), baselines.dimee(test, at, adaptive=True),
-                   baselines.oracle(test, at)]
-        results += [fn(PolicyInputs(test, f_test), at) for fn in policy_table(router).values()]
-        for row in method_rows(results, test, at):
+        router, _ = learned_router.fit(replace(training, pools=pools), at, "continue", fitted.seed,
+                                       c_grid=(fitted.C,)) if len(set(pools.tolist())) > 1 else (None, None)
+        results = [baselines.dimee(test.records, at, adaptive=False),
+                   baselines.dimee(test.records, at, adaptive=True), baselines.oracle(test.records, at)]
+        results += [fn(test, at) for fn in policy_table(router).values()]
+        for row in method_rows(results, test.records, at):
             curves.setdefault(row["name"], []).append({"alpha": float(alpha), "accuracy": row["accuracy"],
                                                        "cost": row["cost"]})
     return curves

@@ -6,6 +6,7 @@ router's embedder is the same class with k = 0.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -60,6 +61,14 @@ class ExitHead(nn.Module):
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         pooled = hidden[:, 0] if self.pooling == "cls" else masked_mean(hidden, mask)
         return self.classifier(self.dropout(pooled))
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a batch continues: `hidden` is the (B, S, H) state after `start_layer` layers, computed elsewhere."""
+
+    start_layer: int
+    hidden: torch.Tensor
 
 
 @dataclass
@@ -138,23 +147,17 @@ class EarlyExitEncoder(nn.Module):
         return torch.stack([logits.softmax(-1) for logits in self(input_ids, attention_mask, token_type_ids)], 1)
 
     @torch.inference_mode()
-    def early_exit(  # noqa: PLR0913
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        token_type_ids: torch.Tensor | None = None,
-        alpha: float = 1.0,
-        cap: int | None = None,
-        start_layer: int = 0,
-        hidden: torch.Tensor | None = None,
-        keep_hidden: bool = False,
-    ) -> ExitResult:
-        """Run the batch layer by layer; after layer i every sample with conf_i ≥ alpha (or i = cap) leaves.
+    def early_exit(self, inputs: Mapping[str, torch.Tensor], alpha: float = 1.0, cap: int | None = None,
+                   resume: Resume | None = None, keep_hidden: bool = False) -> ExitResult:
+        """Run the batch (tokenised `inputs`) layer by layer; after layer i every sample with conf_i ≥ alpha
+        (or i = cap) leaves.
 
         Samples that leave are dropped from the batch (and trailing all-padding columns trimmed) before the
-        next layer, so a batch costs what its samples cost one at a time. `start_layer` and `hidden` resume
-        from a hidden state computed elsewhere.
+        next layer, so a batch costs what its samples cost one at a time. `resume` continues from a hidden
+        state computed elsewhere (an escalated sample's).
         """
+        input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
+        start_layer, hidden = (resume.start_layer, resume.hidden) if resume is not None else (0, None)
         cap = self.num_layers if cap is None else cap
         if not start_layer < cap <= self.num_layers:
             raise ValueError(f"cap must be in {start_layer + 1}..{self.num_layers}, got {cap}")
@@ -165,7 +168,7 @@ class EarlyExitEncoder(nn.Module):
         exit_hidden = [None] * batch if keep_hidden else None
         mask = attention_mask
         if hidden is None:
-            hidden = self.embed(input_ids, token_type_ids)
+            hidden = self.embed(input_ids, inputs.get("token_type_ids"))
         active = torch.arange(batch)
         for i in range(start_layer, cap):
             hidden = self.run_layer(i, hidden, mask)

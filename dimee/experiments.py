@@ -80,7 +80,7 @@ def drift(data_dir: Path, workdir: Workdir, out_dir: Path, domains: tuple[str, l
     splits = splits_for(spec, data_dir)
     prepare(splits, workdir, out_dir, TrainConfig(epochs=epochs, seed=seed), f"uci-{calibrate_on}")
     cal = Calibration.load(workdir.calibration)
-    calibration = ExitRecords.load(workdir.exits("calibration"))
+    cal_exits = ExitRecords.load(workdir.exits("calibration"))
     others = splits_for(DatasetSpec(name="uci-sentences:" + ",".join(stream), seed=seed), data_dir)
     segments_data = [("in-domain " + calibrate_on, splits.test)]
     for domain in stream:
@@ -104,10 +104,10 @@ def drift(data_dir: Path, workdir: Workdir, out_dir: Path, domains: tuple[str, l
     records = ExitRecords(np.concatenate(stream_probs), np.concatenate(stream_emb), np.concatenate(stream_labels))
     # the first segment is the calibration domain's test split, whose features we already have
     features = np.vstack([f_in_domain, *(extractor.extract(d.texts) for _, d in segments_data[1:])])
-    pools_cal = method.true_pools(calibration.probs, cal.alpha, cal.tier_plan())
-    training = learned_router.TrainingSet(f_cal, extractor.names, pools_cal, calibration.probs)
+    pools_cal = method.true_pools(cal_exits.probs, cal.alpha, cal.tier_plan())
+    training = learned_router.TrainingSet(f_cal, extractor.names, pools_cal, cal_exits.probs)
     router, _ = learned_router.fit(training, cal, "continue", seed)
-    results = {r.name: r for r in all_methods(records, calibration, cal, seed)}
+    results = {r.name: r for r in all_methods(records, cal_exits, cal, seed)}
     results |= {name: fn(PolicyInputs(records, features), cal) for name, fn in policy_table(router).items()}
     segments: dict[str, dict[str, dict]] = {}
     for (name, _), start, end in zip(segments_data, bounds[:-1], bounds[1:], strict=True):

@@ -55,9 +55,9 @@ def run_calibrate(splits: Splits, workdir: Workdir, config: CalibrationConfig) -
 
 def run_evaluate(splits: Splits, workdir: Workdir, out_dir: Path, seed: int = 0, title: str | None = None) -> dict:
     cal = Calibration.load(workdir.calibration)
-    calibration_records = ExitRecords.load(workdir.exits("calibration"))
-    test_records = record_split(splits, workdir, "test", raw=cal.embedding == "raw")
-    report = build_report(test_records, calibration_records, cal, seed=seed)
+    cal_exits = ExitRecords.load(workdir.exits("calibration"))
+    test_exits = record_split(splits, workdir, "test", raw=cal.embedding == "raw")
+    report = build_report(test_exits, cal_exits, cal, seed=seed)
     write_report(report, out_dir, title or f"dimee evaluation ({splits.test.name})")
     return report
 

@@ -18,7 +18,7 @@ from dimee.routing_policy import get as get_policy
 from dimee.tiers import TIERS
 
 
-def stream_and_compare(test: TextDataset, test_records: ExitRecords, deployment: Deployment, settings: Settings,
+def stream_and_compare(test: TextDataset, test_exits: ExitRecords, deployment: Deployment, settings: Settings,
                        default: dict | None = None) -> dict:
     """DIMEE-F and DIMEE-D streamed and compared sample by sample with the offline rows; `default` (the study's
     row of the policy chosen on calibration) is streamed too and compared on accuracy and cost."""
@@ -30,7 +30,7 @@ def stream_and_compare(test: TextDataset, test_records: ExitRecords, deployment:
         name = "DIMEE-D" if adaptive else "DIMEE-F"
         run_settings = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}-{name.lower()}"})
         run = run_pipeline(records, deployment.with_policy(get_policy(name)), run_settings)
-        offline = baselines.dimee(test_records, cal, adaptive)
+        offline = baselines.dimee(test_exits, cal, adaptive)
         streamed_tier = np.full(len(test), -1)
         streamed_pred = np.full(len(test), -1)
         for sample_id, prediction in run.predictions.items():
@@ -43,7 +43,7 @@ def stream_and_compare(test: TextDataset, test_records: ExitRecords, deployment:
             "missing": int((streamed_tier < 0).sum()),
             "duplicates_dropped": run.duplicates,
             "dead_letters": run.dead_letters,
-            "offline": {"accuracy": offline.accuracy(test_records.labels), "cost": offline.mean_cost(),
+            "offline": {"accuracy": offline.accuracy(test_exits.labels), "cost": offline.mean_cost(),
                         "tier_shares": offline.tier_shares()},
             "same_tier_as_offline": float((streamed_tier == offline.tier).mean()),
             "same_prediction_as_offline": float((streamed_pred == offline.pred).mean()),

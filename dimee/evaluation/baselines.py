@@ -63,14 +63,14 @@ def random_tiers(test: ExitRecords, cal: Calibration, seed: int, matched: bool) 
     return served_result("Random-matched" if matched else "Random", test.probs, pools, cal, routed=True)
 
 
-def early_exit(test: ExitRecords, calibration: ExitRecords, cal: Calibration) -> MethodResult:
+def early_exit(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration) -> MethodResult:
     """The whole model on the mobile with early exit; α = the grid value most accurate on calibration."""
     grid = np.asarray(cal.grid)
     accuracies = []
     for alpha in grid:
-        tau = method.exit_layers(calibration.probs, alpha)
-        pred = calibration.probs[np.arange(len(tau)), tau - 1].argmax(-1)
-        accuracies.append(float((pred == calibration.labels).mean()))
+        tau = method.exit_layers(cal_exits.probs, alpha)
+        pred = cal_exits.probs[np.arange(len(tau)), tau - 1].argmax(-1)
+        accuracies.append(float((pred == cal_exits.labels).mean()))
     alpha = float(grid[int(np.argmax(accuracies))])  # argmax takes the first: the smaller, cheaper α
     tau = method.exit_layers(test.probs, alpha)
     pred = test.probs[np.arange(len(tau)), tau - 1].argmax(-1)
@@ -146,14 +146,14 @@ def oracle(test: ExitRecords, cal: Calibration) -> MethodResult:
     return served_result("Oracle", test.probs, pools, cal, routed=True)
 
 
-def all_methods(test: ExitRecords, calibration: ExitRecords, cal: Calibration, seed: int = 0) -> list[MethodResult]:
+def all_methods(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration, seed: int = 0) -> list[MethodResult]:
     return [
         cloud_only(test, cal),
         single_tier("Mobile-only", Tier.MOBILE, test, cal),
         single_tier("Edge-only", Tier.EDGE, test, cal),
         random_tiers(test, cal, seed, matched=False),
         random_tiers(test, cal, seed, matched=True),
-        early_exit(test, calibration, cal),
+        early_exit(test, cal_exits, cal),
         adaee(test, cal),
         i_splitee(test, cal),
         dimee(test, cal, adaptive=False),

@@ -22,8 +22,8 @@ def method_rows(results: list[baselines.MethodResult], test: ExitRecords, cal: C
     ]
 
 
-def build_report(test: ExitRecords, calibration: ExitRecords, cal: Calibration, seed: int = 0) -> dict:
-    results = baselines.all_methods(test, calibration, cal, seed)
+def build_report(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration, seed: int = 0) -> dict:
+    results = baselines.all_methods(test, cal_exits, cal, seed)
     by_name = {r.name: r for r in results}
     pool_names = [POOLS[["mobile", "edge", "cloud"].index(p.tier.value)] for p in cal.plan]
     return {
@@ -35,9 +35,9 @@ def build_report(test: ExitRecords, calibration: ExitRecords, cal: Calibration, 
         "confusion": {name: {"rows_true_pool_cols_routed_pool": pool_names,
                              "matrix": baselines.confusion(by_name[name], test, cal)}
                       for name in ("DIMEE-F", "DIMEE-D", "Random-matched")},
-        "sweeps": sweeps.cost_sweeps(test, calibration, cal),
-        "device_ablation": sweeps.device_ablation(test, calibration, cal),
-        "alpha_frontier": sweeps.alpha_frontier(test, calibration, cal),
+        "sweeps": sweeps.cost_sweeps(test, cal_exits, cal),
+        "device_ablation": sweeps.device_ablation(test, cal_exits, cal),
+        "alpha_frontier": sweeps.alpha_frontier(test, cal_exits, cal),
         "calibration": {"grid": cal.grid, "reward": cal.reward_curve, "accuracy": cal.accuracy_curve,
                         "cost": cal.cost_curve, "full_model_accuracy": cal.full_model_accuracy},
         "cost_model": cal.cost_model.model_dump(),

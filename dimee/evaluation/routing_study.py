@@ -32,31 +32,31 @@ def extract_features(splits: Splits, workdir: Workdir) -> tuple[FeatureExtractor
             extractor.extract(splits.test.texts, splits.test.text_pairs))
 
 
-def _paper(names: tuple[str, ...], records: ExitRecords, calibration: ExitRecords,
+def _paper(names: tuple[str, ...], records: ExitRecords, cal_exits: ExitRecords,
            cal: Calibration) -> list[baselines.MethodResult]:
     """The named rows of the paper's evaluator, computed once."""
-    by_name = {m.name: m for m in baselines.all_methods(records, calibration, cal)}
+    by_name = {m.name: m for m in baselines.all_methods(records, cal_exits, cal)}
     return [by_name[n] for n in names]
 
 
 def run_study(splits: Splits, workdir: Workdir, max_drop: float = 0.5, seed: int = 0, frontier: bool = True) -> dict:
     cal = Calibration.load(workdir.calibration)
-    calibration = ExitRecords.load(workdir.exits("calibration"))
+    cal_exits = ExitRecords.load(workdir.exits("calibration"))
     test = ExitRecords.load(workdir.exits("test"))
     extractor, f_cal, f_test = extract_features(splits, workdir)
     plan = cal.tier_plan()
-    pools_cal = method.true_pools(calibration.probs, cal.alpha, plan)
-    training = learned_router.TrainingSet(f_cal, extractor.names, pools_cal, calibration.probs)
+    pools_cal = method.true_pools(cal_exits.probs, cal.alpha, plan)
+    training = learned_router.TrainingSet(f_cal, extractor.names, pools_cal, cal_exits.probs)
     router, oof = learned_router.fit(training, cal, "continue", seed)
     router.save(workdir.learned_router)
     table = policy_table(router)
 
-    test_results = _paper(PAPER_ROWS, test, calibration, cal)
+    test_results = _paper(PAPER_ROWS, test, cal_exits, cal)
     test_results += [fn(PolicyInputs(test, f_test), cal) for fn in table.values()]
-    cal_results = _paper(tuple(n for n in PAPER_ROWS if n != "Early-Exit"), calibration, calibration, cal)
-    cal_results += [fn(PolicyInputs(calibration, f_cal, learned_proba=oof), cal) for fn in table.values()]
+    cal_results = _paper(tuple(n for n in PAPER_ROWS if n != "Early-Exit"), cal_exits, cal_exits, cal)
+    cal_results += [fn(PolicyInputs(cal_exits, f_cal, learned_proba=oof), cal) for fn in table.values()]
     test_rows = method_rows(test_results, test, cal)
-    cal_rows = {row["name"]: row for row in method_rows(cal_results, calibration, cal)}
+    cal_rows = {row["name"]: row for row in method_rows(cal_results, cal_exits, cal)}
     # Candidates: what the router and workers can deploy (no oracle, no random draw, no whole model on a phone).
     deployable = {name: row for name, row in cal_rows.items() if name in POLICIES}
     default = choose_default(deployable, cal.full_model_accuracy, max_drop)
@@ -81,18 +81,18 @@ def run_study(splits: Splits, workdir: Workdir, max_drop: float = 0.5, seed: int
         "alpha": cal.alpha,
     }
     if frontier:
-        report["frontier"] = frontiers(cal, training, calibration, PolicyInputs(test, f_test), router)
+        report["frontier"] = frontiers(cal, training, cal_exits, PolicyInputs(test, f_test), router)
     return report
 
 
-def frontiers(cal: Calibration, training: learned_router.TrainingSet, calibration: ExitRecords, test: PolicyInputs,
+def frontiers(cal: Calibration, training: learned_router.TrainingSet, cal_exits: ExitRecords, test: PolicyInputs,
               fitted: learned_router.LearnedRouter) -> dict[str, list[dict]]:
     """Each policy's accuracy and cost on test at every α of the grid (pools, centroids and the learned router,
     with `fitted`'s regularisation and seed, re-derived at that α from calibration)."""
     curves: dict[str, list[dict]] = {}
     for alpha in cal.grid:
-        at = cal.at_alpha(calibration.probs, calibration.embeddings, alpha)
-        pools = method.true_pools(calibration.probs, alpha, at.tier_plan())
+        at = cal.at_alpha(cal_exits.probs, cal_exits.embeddings, alpha)
+        pools = method.true_pools(cal_exits.probs, alpha, at.tier_plan())
         router, _ = learned_router.fit(replace(training, pools=pools), at, "continue", fitted.seed,
                                        c_grid=(fitted.C,)) if len(set(pools.tolist())) > 1 else (None, None)
         results = [baselines.dimee(test.records, at, adaptive=False),

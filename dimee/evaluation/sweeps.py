@@ -14,10 +14,10 @@ SWEEP_VALUES = {
 }
 
 
-def _recalibrated(calibration: ExitRecords, cal: Calibration, **changes) -> Calibration:
+def _recalibrated(cal_exits: ExitRecords, cal: Calibration, **changes) -> Calibration:
     plan = changes.pop("plan", cal.tier_plan())
     cost = cal.cost_model.model_copy(update=changes)
-    return calibrate(calibration, cal.config().model_copy(update={"cost": cost}), plan=plan)
+    return calibrate(cal_exits, cal.config().model_copy(update={"cost": cost}), plan=plan)
 
 
 def _row(test: ExitRecords, new_cal: Calibration) -> dict:
@@ -28,15 +28,15 @@ def _row(test: ExitRecords, new_cal: Calibration) -> dict:
             "tier_shares": result.tier_shares()}
 
 
-def cost_sweeps(test: ExitRecords, calibration: ExitRecords, cal: Calibration) -> dict[str, list[dict]]:
+def cost_sweeps(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration) -> dict[str, list[dict]]:
     """Vary λ_m, λ_e and o_c one at a time (α*, pools and centroids re-derived on calibration each time)."""
     out: dict[str, list[dict]] = {}
     for name, values in SWEEP_VALUES.items():
-        out[name] = [{"value": v, **_row(test, _recalibrated(calibration, cal, **{name: v}))} for v in values]
+        out[name] = [{"value": v, **_row(test, _recalibrated(cal_exits, cal, **{name: v}))} for v in values]
     return out
 
 
-def device_ablation(test: ExitRecords, calibration: ExitRecords, cal: Calibration) -> list[dict]:
+def device_ablation(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration) -> list[dict]:
     """DIMEE-D with each subset of devices that ends in the cloud (paper Figure 2)."""
     num_layers = test.probs.shape[1]
     plans = {
@@ -47,7 +47,7 @@ def device_ablation(test: ExitRecords, calibration: ExitRecords, cal: Calibratio
     }
     rows = []
     for name, plan in plans.items():
-        rows.append({"devices": name, **_row(test, _recalibrated(calibration, cal, plan=plan))})
+        rows.append({"devices": name, **_row(test, _recalibrated(cal_exits, cal, plan=plan))})
     cloud_acc = float((test.probs[:, -1].argmax(-1) == test.labels).mean())
     base = cal.cost_model.cloud_only(num_layers)
     rows.append({"devices": "cloud", "alpha": None, "accuracy": cloud_acc, "cost": base, "delta_cost": 0.0,
@@ -55,10 +55,10 @@ def device_ablation(test: ExitRecords, calibration: ExitRecords, cal: Calibratio
     return rows
 
 
-def alpha_frontier(test: ExitRecords, calibration: ExitRecords, cal: Calibration) -> list[dict]:
+def alpha_frontier(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration) -> list[dict]:
     """DIMEE-D at every α of the grid (pools and centroids re-derived at that α): its accuracy-cost curve."""
     rows = []
     for alpha in cal.grid:
-        rows.append({"value": alpha, **_row(test, cal.at_alpha(calibration.probs, calibration.embeddings, alpha))})
+        rows.append({"value": alpha, **_row(test, cal.at_alpha(cal_exits.probs, cal_exits.embeddings, alpha))})
     return rows
 

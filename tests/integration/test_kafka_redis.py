@@ -23,7 +23,6 @@ from state.redis_store import RedisCentroidStore
 from tests.helpers import deployment, stream_records
 from tests.integration.conftest import API_VERSION, KAFKA, REDIS, read_sink, services, wait_for, write_jsonl
 from tests.stream_checks import assert_matches_offline
-from tests.test_state import check_store_semantics
 
 TIERS = TIER_NAMES
 
@@ -143,14 +142,6 @@ def test_two_adaptive_routers_over_one_redis(workdir, cal, procs, prefix, tmp_pa
         expected = (cal.centroid_arrays()[pool] * cal.pool_sizes[pool] + np.sum(members or [0], axis=0)) \
             / snap.counts[pool]
         assert mean == pytest.approx(expected, rel=1e-5, abs=1e-6)  # the arithmetic mean
-
-
-def test_redis_store_is_atomic_and_idempotent():
-    store = RedisCentroidStore(REDIS, "it-store-semantics")
-    try:
-        check_store_semantics(store)
-    finally:
-        store.close()
 
 
 def test_malformed_messages_reach_the_dead_letter_topic_on_kafka(workdir, cal, prefix):

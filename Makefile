@@ -29,10 +29,12 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/dimee demo --out runs/demo
 
-# Unit tests, then integration tests against the real Kafka and Redis that deploy/ starts and stops.
+# Unit tests, then integration tests against the real Kafka (a 3-node 4.4 KRaft cluster) and Redis that deploy/
+# starts and stops; then the end-to-end smoke test once more on the legacy Kafka 0.9 + ZooKeeper.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	bash deploy/local-services.sh run -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+	KAFKA=0.9 bash deploy/local-services.sh run -- $(BIN)/python -m pytest $(PYTEST_ARGS) -m smoke tests/integration
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not integration"

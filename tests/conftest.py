@@ -7,6 +7,12 @@ torch.set_num_threads(1)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_report_header(config):
+    from tests.integration.conftest import report_header
+
+    return report_header()
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     from tests.helpers import saved_tiny_model

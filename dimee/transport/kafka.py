@@ -61,9 +61,11 @@ class KafkaTransport:
             raise _unreachable(self.servers, exc) from exc
         return KafkaConsumerAdapter(consumer)
 
-    def ensure_topics(self, topics: list[str], partitions: int = 3) -> None:
+    def ensure_topics(self, topics: list[str], partitions: int = 3, replication: int | None = None) -> None:
         """Create topics through the admin API where the broker has it (0.10.1+); on older brokers ask for
-        their metadata, which auto-creates them with the broker's num.partitions."""
+        their metadata, which auto-creates them with the broker's num.partitions. `replication` defaults to
+        min(3, brokers in the cluster metadata): a cluster cannot hold more replicas than brokers, and with
+        min.insync.replicas=2 a single-replica topic would refuse every acks=all write."""
         if self.api_version is None or self.api_version >= (0, 10, 1):
             try:
                 admin = KafkaAdminClient(**self._common())
@@ -71,9 +73,11 @@ class KafkaTransport:
                 raise _unreachable(self.servers, exc) from exc
             try:
                 existing = set(admin.list_topics())
-                missing = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+                missing = [t for t in topics if t not in existing]
                 if missing:
-                    admin.create_topics(missing)
+                    if replication is None:
+                        replication = max(1, min(3, len(admin.describe_cluster()["brokers"])))
+                    admin.create_topics([NewTopic(t, partitions, replication) for t in missing])
                 return
             except TopicAlreadyExistsError:
                 return

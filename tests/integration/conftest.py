@@ -18,7 +18,22 @@ KAFKA = os.environ.get("DIMEE_TEST_KAFKA")
 REDIS = os.environ.get("DIMEE_TEST_REDIS")
 API_VERSION = os.environ.get("DIMEE_TEST_KAFKA_API_VERSION", "")
 SERVICES = os.environ.get("DIMEE_TEST_SERVICES_SCRIPT")
+KAFKA_VERSION = os.environ.get("DIMEE_TEST_KAFKA_VERSION", "")
+KAFKA_NODES = int(os.environ.get("DIMEE_TEST_KAFKA_NODES") or 1)
 DIMEE = str(Path(sys.executable).parent / "dimee")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "smoke: the end-to-end test `make test` repeats on the legacy Kafka 0.9")
+
+
+def report_header() -> str:
+    """Which broker the integration tests saw, for pytest's header (tests/conftest.py: pytest prints the
+    header before it loads conftest files below the test root)."""
+    if not (KAFKA and REDIS):
+        return "kafka: none (integration tests need `make test`)"
+    return (f"kafka: {KAFKA_VERSION or 'unknown version'}, {KAFKA_NODES} node{'s' * (KAFKA_NODES > 1)} at {KAFKA} "
+            f"(api_version {API_VERSION or 'auto'}); redis: {REDIS}")
 
 
 def pytest_collection_modifyitems(items):

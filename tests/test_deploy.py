@@ -1,0 +1,64 @@
+"""deploy/compose.yaml (production-shaped) and deploy/local-services.sh (the cluster the tests run on) must
+describe the same Kafka: the same major version and the same partition and replication settings."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml")
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+SHARED = ("num.partitions", "default.replication.factor", "min.insync.replicas", "offsets.topic.replication.factor",
+          "transaction.state.log.replication.factor", "transaction.state.log.min.isr", "auto.create.topics.enable")
+
+
+def local_properties(nodes: int = 3) -> dict[str, str]:
+    out = subprocess.run(["bash", str(DEPLOY / "local-services.sh"), "properties", "1"], check=True,
+                         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "KAFKA_NODES": str(nodes)})
+    return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+
+
+def compose_kafka() -> dict[str, dict]:
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    return {name: service for name, service in services.items() if "kafka" in service.get("image", "")}
+
+
+def test_compose_runs_the_tested_kafka_major_version_as_a_three_node_kraft_cluster():
+    pom = (DEPLOY / "kafka" / "pom.xml").read_text()
+    tested = re.search(r"<kafka.version>([\d.]+)</kafka.version>", pom).group(1)
+    nodes = compose_kafka()
+    assert len(nodes) == 3
+    for name, node in nodes.items():
+        env = node["environment"]
+        assert node["image"].split(":")[1].split(".")[0] == tested.split(".")[0], name
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller" and "ZOOKEEPER" not in str(env)
+        assert len(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == 3
+        assert env["CLUSTER_ID"] and node["healthcheck"]["test"]
+        assert any(volume.endswith(":" + env["KAFKA_LOG_DIRS"]) for volume in node["volumes"]), name
+    assert len({node["environment"]["CLUSTER_ID"] for node in nodes.values()}) == 1
+    assert len({node["environment"]["KAFKA_NODE_ID"] for node in nodes.values()}) == 3
+
+
+def test_compose_and_the_local_cluster_agree_on_partitions_and_replication():
+    local = local_properties(nodes=3)
+    assert (local["default.replication.factor"], local["min.insync.replicas"]) == ("3", "2")
+    for name, node in compose_kafka().items():
+        env = node["environment"]
+        for key in SHARED:
+            assert str(env["KAFKA_" + key.upper().replace(".", "_")]).lower() == local[key], (name, key)
+
+
+def test_a_single_local_node_keeps_one_replica():
+    local = local_properties(nodes=1)
+    assert local["default.replication.factor"] == local["min.insync.replicas"] == "1"
+    assert local["controller.quorum.voters"].count("@") == 1
+
+
+def test_the_roles_bootstrap_from_every_kafka_node():
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    broker = services["router"]["environment"]["DIMEE_BROKER"]
+    assert sorted(broker.removeprefix("kafka://").split(",")) == sorted(f"{n}:9092" for n in compose_kafka())

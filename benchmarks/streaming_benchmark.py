@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -87,11 +88,12 @@ def batch_one_vs_batched(texts: list[str], pools: np.ndarray, workdir: Path, cal
     return out
 
 
-def run_processes(records: list[dict], workdir: Path, batch: int, rate: float | None, tag: str) -> dict:
+def run_processes(records: list[dict], workdir: Path, batch: int, rate: float | None = None,
+                  guarantee: str = "auto") -> dict:
     """Producer, router, three workers and sink as separate OS processes on Kafka + Redis."""
     dimee = str(Path(sys.executable).parent / "dimee")
-    env = dict(os.environ, DIMEE_BROKER=f"kafka://{os.environ['DIMEE_TEST_KAFKA']}",
-               DIMEE_STATE=os.environ["DIMEE_TEST_REDIS"], DIMEE_TOPIC_PREFIX=f"bench-{tag}-{os.getpid()}",
+    env = dict(os.environ, DIMEE_BROKER=f"kafka://{os.environ['DIMEE_TEST_KAFKA']}", DIMEE_GUARANTEE=guarantee,
+               DIMEE_STATE=os.environ["DIMEE_TEST_REDIS"], DIMEE_TOPIC_PREFIX=f"bench-{uuid.uuid4().hex[:8]}",
                DIMEE_KAFKA_API_VERSION=os.environ.get("DIMEE_TEST_KAFKA_API_VERSION", ""),
                OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     with tempfile.TemporaryDirectory() as tmp:
@@ -129,6 +131,18 @@ def run_processes(records: list[dict], workdir: Path, batch: int, rate: float | 
             "p50_ms": float(np.percentile(latency, 50)), "p99_ms": float(np.percentile(latency, 99))}
 
 
+def guarantee_cost(records: list[dict], workdir: Path, batch: int, rounds: int = 3) -> dict:
+    """Saturated pipeline throughput, exactly-once against at-least-once, interleaved over `rounds`."""
+    rates: dict[str, list[float]] = {"at-least-once": [], "exactly-once": []}
+    for _ in range(rounds):
+        for guarantee in rates:
+            run = run_processes(records, workdir, batch, guarantee=guarantee)
+            rates[guarantee].append(run["per_s"])
+    medians = {g: float(np.median(r)) for g, r in rates.items()}
+    return {"rounds": rates, "median_per_s": medians,
+            "exactly_once_to_at_least_once": medians["exactly-once"] / medians["at-least-once"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("artifacts/demo"))
@@ -136,6 +150,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--skip-kafka", action="store_true", help="only the in-process figures")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--guarantee-rounds", type=int, default=3,
+                        help="rounds of exactly-once vs at-least-once (0 skips the comparison)")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     cal = Calibration.load(Workdir(args.workdir).calibration)
@@ -161,11 +177,11 @@ def main() -> None:
     if not args.skip_kafka:
         if "DIMEE_TEST_KAFKA" not in os.environ:
             sys.exit("error: no Kafka/Redis in the environment: run through `make bench` (or use --skip-kafka)")
-        saturated = run_processes(records, args.workdir, args.batch, None, "sat")
+        saturated = run_processes(records, args.workdir, args.batch)
         figures["pipeline_saturated"] = saturated
         figures["pipeline_to_bound_ratio"] = saturated["per_s"] / figures["compute_bound_per_s"]
         paced_rate = max(1.0, round(0.5 * saturated["per_s"]))
-        paced = run_processes(records[: max(100, len(records) // 2)], args.workdir, args.batch, paced_rate, "paced")
+        paced = run_processes(records[: max(100, len(records) // 2)], args.workdir, args.batch, paced_rate)
         figures["pipeline_paced"] = {"rate": paced_rate, **paced}
         print(f"pipeline on Kafka + Redis, 5 processes, saturated: {saturated['per_s']:.1f} samples/s "
               f"({figures['pipeline_to_bound_ratio']:.2f}x the compute bound), "
@@ -173,6 +189,12 @@ def main() -> None:
               f"p99 {saturated['p99_ms']:.0f} ms (includes queueing: all samples produced at once)")
         print(f"pipeline paced at {paced_rate:.0f}/s (half the saturated rate): latency p50 {paced['p50_ms']:.0f} ms "
               f"p99 {paced['p99_ms']:.0f} ms")
+        if args.guarantee_rounds:
+            cost = figures["guarantees"] = guarantee_cost(records, args.workdir, args.batch, args.guarantee_rounds)
+            spread = {g: f"{min(r):.1f}-{max(r):.1f}" for g, r in cost["rounds"].items()}
+            print(f"exactly-once vs at-least-once, saturated, median of {args.guarantee_rounds} interleaved rounds: "
+                  f"{cost['median_per_s']['exactly-once']:.1f} vs {cost['median_per_s']['at-least-once']:.1f} "
+                  f"samples/s → {cost['exactly_once_to_at_least_once']:.2f}x (ranges {spread})")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
 

@@ -10,3 +10,4 @@ EmbeddingKind = Literal["layer", "raw"]  # routing embedding: embedding-layer ou
 Distance = Literal["euclidean", "cosine"]  # router distance to a centroid
 EscalationMode = Literal["off", "recompute", "continue"]  # what a tier does with a sample unsure at its cap
 RouterKind = Literal["centroid", "learned", "mobile", "edge", "cloud"]  # how the router picks a start tier
+Guarantee = Literal["auto", "exactly-once", "at-least-once"]  # delivery of each stage's outputs and offsets

@@ -82,7 +82,7 @@ def run_pipeline(records: list, deployment: Deployment, settings: Settings,
     options = options or PipelineOptions()
     collector, stop = Collector(), StopFlag()
     ctx = roles.context(settings, stop=stop, limits=options.limits, events=collector)
-    ctx.transport.ensure_topics(ctx.topics.all())
+    ctx.transport.ensure_topics(ctx.topics.all(), settings.partitions, settings.replication_factor)
     store = roles.centroid_store(settings, deployment)
     if options.reseed:  # an unavailable store is waited for here as anywhere else
         calibration = deployment.calibration

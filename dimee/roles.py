@@ -25,7 +25,7 @@ def context(settings: Settings, client_id: str = "dimee", stop: StopFlag | None 
     """The shared context of a process's stages, its transport opened from the settings."""
     transport = open_transport(settings.broker, settings.api_version_tuple(), client_id=client_id)
     return StageContext(transport, Topics(settings.topic_prefix), settings, stop or StopFlag(),
-                        limits or BatchLimits(), events or NoEvents())
+                        limits or BatchLimits(), events or NoEvents(), settings.instance_id)
 
 
 def centroid_store(settings: Settings, deployment: Deployment) -> CentroidStore:

@@ -1,7 +1,9 @@
 """The loop every stream stage runs: poll a micro-batch → validate (failures to the dead-letter topic) →
-process → send outputs → flush (broker acknowledges) → commit. Nothing is committed past a failure:
-an unavailable broker or state store is retried with backoff, and on a stop signal the current batch is
-finished, flushed and committed before the stage returns."""
+process → deliver the outputs and commit the input offsets. Delivery is exactly-once where the broker has
+transactions (outputs and offsets in one transaction, read by read_committed consumers) and at-least-once
+otherwise (send → flush until acknowledged → commit). Nothing is committed past a failure: an unavailable
+broker or state store is retried with backoff, and on a stop signal the current batch is finished and
+committed before the stage returns."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from typing import Protocol
 from prometheus_client import Counter, Histogram
 
 from dimee.config import Settings
+from dimee.errors import Rebalanced
 from dimee.messages import DeadLetter, Message, MessageError, parse
 from dimee.runtime import StopFlag, log, retry
 from dimee.transport.base import Consumer, Producer, Record, Topics, Transport
@@ -88,6 +91,7 @@ class Stage(ABC):
         self.in_topics, self.group_id = in_topics, group_id
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
+        self.exactly_once = False
         self.processed = 0
         self.dead_letters = 0
 
@@ -96,10 +100,18 @@ class Stage(ABC):
         """Outputs for a batch of valid messages; may raise ServiceUnavailable (then retried)."""
 
     def open(self) -> None:
-        self.transport.ensure_topics(sorted({*self.in_topics, self.topics.dead_letter}))
-        self.producer = retry(self.transport.producer, "broker", self.stop)
-        self.consumer = retry(lambda: self.transport.consumer(self.in_topics, self.group_id,
-                                                              self.limits.max_poll_interval_s), "broker", self.stop)
+        settings, transport = self.context.settings, self.transport
+        self.exactly_once = settings.exactly_once(transport.supports_transactions)
+        topics = sorted({*self.in_topics, self.topics.dead_letter})
+        retry(lambda: transport.ensure_topics(topics, settings.partitions, settings.replication_factor), "broker",
+              self.stop)
+        # A stable id per stage and instance: a restarted (or duplicated) instance fences its predecessor.
+        transactional_id = f"{self.group_id}.{self.context.instance(self.name)}" if self.exactly_once else None
+        self.producer = retry(lambda: transport.producer(transactional_id), "broker", self.stop)
+        # read_committed wherever the broker has transactions: never see an aborted batch's outputs.
+        self.consumer = retry(lambda: transport.consumer(self.in_topics, self.group_id, self.limits.max_poll_interval_s,
+                                                         read_committed=transport.supports_transactions),
+                              "broker", self.stop)
 
     def close(self) -> None:
         if self.consumer is not None:
@@ -141,21 +153,31 @@ class Stage(ABC):
                 outputs.append(self.dead_letter(record, str(exc)))
         if valid:
             outputs.extend(retry(lambda: self.process(valid), "process", self.stop))
-        retry(lambda: self._deliver(outputs), "broker", self.stop)
-        assert self.consumer is not None
-        self.consumer.commit()
+        try:
+            retry(lambda: self._deliver(outputs), "broker", self.stop)
+        except Rebalanced as exc:  # aborted: the records go to whoever owns their partitions now
+            log.warning("batch aborted by a rebalance", stage=self.name, records=len(records), error=str(exc))
+            return
         self.processed += len(valid)
         self.context.events.committed(self.name, [message for _, message in valid])
         BATCH.labels(self.name).observe(time.perf_counter() - started)
 
     def _deliver(self, outputs: list[Output]) -> None:
-        """Send and wait for acknowledgement; after a failure the whole batch is sent again (at-least-once,
-        downstream deduplicates by id)."""
-        assert self.producer is not None
+        """Outputs and input offsets: in one transaction (exactly-once), or sent, acknowledged and then
+        committed (at-least-once: after a failure the whole batch is sent again; downstream dedupes by id)."""
+        producer, consumer = self.producer, self.consumer
+        assert producer is not None and consumer is not None
+        if self.exactly_once:
+            producer.begin()  # type: ignore[attr-defined]
         for out in outputs:
-            self.producer.send(out.topic, out.key, out.value)
+            producer.send(out.topic, out.key, out.value)
+        if self.exactly_once:
+            producer.commit(consumer)  # type: ignore[attr-defined]
+        else:
+            producer.flush()
+            consumer.commit()
+        for out in outputs:
             OUT.labels(self.name, out.topic).inc()
-        self.producer.flush()
 
     def run(self, idle_exit_s: float | None = None) -> None:
         """Until stopped (or idle for idle_exit_s, used by batch jobs and tests)."""

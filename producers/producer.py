@@ -22,6 +22,8 @@ class ProduceOptions:
     flush_every: int = 500
     progress: bool = True
     total: int | None = None  # for the progress bar, when the source knows its length
+    partitions: int = 3  # of the samples topic, if this producer creates it
+    replication: int | None = None
 
 
 def produce(transport: Transport, topics: Topics, records: Iterable[dict | bytes],
@@ -32,7 +34,7 @@ def produce(transport: Transport, topics: Topics, records: Iterable[dict | bytes
     would from a real upstream."""
     options = options or ProduceOptions()
     rate, count, stop = options.rate, options.count, options.stop
-    transport.ensure_topics([topics.samples])
+    retry(lambda: transport.ensure_topics([topics.samples], options.partitions, options.replication), "broker", stop)
     producer = retry(transport.producer, "broker", stop)
     sent, started = 0, time.monotonic()
     bar = tqdm(total=count or options.total, desc="producing", unit="msg", disable=not options.progress)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from dimee.choices import Guarantee
 from dimee.config import Settings
 from dimee.data.registry import NAMES_HELP, DatasetSpec
 from dimee.routing_policy import POLICIES
@@ -31,6 +32,14 @@ StateOpt = Annotated[str | None, typer.Option(
 PrefixOpt = Annotated[str | None, typer.Option(help="Topic prefix (default dimee). Env: DIMEE_TOPIC_PREFIX.")]
 ApiOpt = Annotated[str | None, typer.Option(
     help="Kafka protocol version to pin, e.g. 0.9 for a legacy broker; default auto-detect.")]
+GuaranteeOpt = Annotated[Guarantee | None, typer.Option(
+    help="exactly-once (outputs and input offsets in one Kafka transaction; needs Kafka 0.11+), at-least-once, "
+         "or auto (exactly-once where the broker has transactions). Env: DIMEE_GUARANTEE.")]
+InstanceOpt = Annotated[str | None, typer.Option(
+    help="Stable name of this instance (e.g. the pod name): a restarted instance with the same name fences the "
+         "old one's transactions. Default: host and process id. Env: DIMEE_INSTANCE_ID.")]
+PartitionsOpt = Annotated[int | None, typer.Option(min=1, help="Partitions of the topics dimee creates (default 3). "
+                                                             "Env: DIMEE_PARTITIONS.")]
 MaxBatchOpt = Annotated[int, typer.Option(min=1, help="Largest micro-batch.")]
 MaxWaitOpt = Annotated[float, typer.Option(min=0.0, help="How long a partial micro-batch waits (ms).")]
 IdleExitOpt = Annotated[float | None, typer.Option(help="Exit after this many idle seconds (default: run until "
@@ -48,12 +57,10 @@ def spec(dataset: str, data_path: Path | None, text_col: str, label_col: str, pa
                        seed=seed)
 
 
-def stream_settings(broker: str | None = None, state: str | None = None, prefix: str | None = None,
-                    api: str | None = None) -> Settings:
-    """Settings from the environment, with the options given on the command line on top."""
-    overrides = {k: v for k, v in {"broker": broker, "state": state, "topic_prefix": prefix,
-                                   "kafka_api_version": api}.items() if v is not None}
-    return Settings(**overrides)
+def stream_settings(**options: object) -> Settings:
+    """Settings from the environment (DIMEE_*), with the options given on the command line on top; option
+    names are Settings fields."""
+    return Settings(**{name: value for name, value in options.items() if value is not None})
 
 
 def use_all_cores() -> None:

@@ -18,12 +18,15 @@ def sink_cmd(
     out: Annotated[Path, typer.Option(help="JSONL file the predictions are appended to (each id once).")],
     group: Annotated[str | None, typer.Option(help="Consumer group (default PREFIX.sink).")] = None,
     broker: opt.BrokerOpt = None, topic_prefix: opt.PrefixOpt = None, kafka_api_version: opt.ApiOpt = None,
+    guarantee: opt.GuaranteeOpt = None,
+    instance_id: opt.InstanceOpt = None, partitions: opt.PartitionsOpt = None,
     idle_exit: opt.IdleExitOpt = None, metrics_port: opt.MetricsOpt = None, log_level: opt.LogOpt = "INFO",
 ) -> None:
     """Write predictions to JSONL, deduplicated by id."""
     from dimee import roles
 
-    settings = opt.stream_settings(broker, None, topic_prefix, kafka_api_version)
+    settings = opt.stream_settings(broker=broker, topic_prefix=topic_prefix, kafka_api_version=kafka_api_version,
+                                   guarantee=guarantee, instance_id=instance_id, partitions=partitions)
     ctx = roles.context(settings, "dimee-sink", start_role(log_level, metrics_port))
     sink = roles.sink(ctx, out, group_id=group)
     sink.run(idle_exit_s=idle_exit)
@@ -41,7 +44,7 @@ def tail_cmd(
     from dimee import roles
     from dimee.deployment import Deployment
 
-    settings = opt.stream_settings(broker, None, topic_prefix, kafka_api_version)
+    settings = opt.stream_settings(broker=broker, topic_prefix=topic_prefix, kafka_api_version=kafka_api_version)
     ctx = roles.context(settings, "dimee-tail", start_role(log_level, None))
     tail = roles.tail(ctx, None if workdir is None else Deployment.load(workdir))
     tail.run(idle_exit_s=idle_exit)
@@ -60,7 +63,9 @@ def pipeline_cmd(
                                               "for memory://).")] = False,
     out: Annotated[Path | None, typer.Option(help="Also write the predictions as JSONL here.")] = None,
     broker: opt.BrokerOpt = None, state: opt.StateOpt = None, topic_prefix: opt.PrefixOpt = None,
-    kafka_api_version: opt.ApiOpt = None, max_batch: opt.MaxBatchOpt = 32, max_wait_ms: opt.MaxWaitOpt = 20.0,
+    kafka_api_version: opt.ApiOpt = None, guarantee: opt.GuaranteeOpt = None,
+    instance_id: opt.InstanceOpt = None, partitions: opt.PartitionsOpt = None, max_batch: opt.MaxBatchOpt = 32,
+    max_wait_ms: opt.MaxWaitOpt = 20.0,
     log_level: opt.LogOpt = "WARNING",
 ) -> None:
     """Producer, router, three workers and sink in one process; prints accuracy, cost and throughput."""
@@ -69,7 +74,9 @@ def pipeline_cmd(
     from dimee.pipeline import PipelineOptions, run_pipeline
     from producers.sources import from_split
 
-    settings = opt.stream_settings(broker, state, topic_prefix, kafka_api_version)
+    settings = opt.stream_settings(broker=broker, state=state, topic_prefix=topic_prefix,
+                                   kafka_api_version=kafka_api_version,
+                                   guarantee=guarantee, instance_id=instance_id, partitions=partitions)
     start_role(log_level, None)
     deployment = Deployment.load(workdir, "DIMEE-D" if adaptive else policy)
     records = from_split(DatasetSpec(name=dataset), split, settings.data_dir)[:count]

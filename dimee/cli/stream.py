@@ -34,6 +34,7 @@ def produce_cmd(
                                                    "e.g. amazon,imdb,yelp with uci-sentences.")] = None,
     seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
     broker: opt.BrokerOpt = None, topic_prefix: opt.PrefixOpt = None, kafka_api_version: opt.ApiOpt = None,
+    partitions: opt.PartitionsOpt = None,
     log_level: opt.LogOpt = "INFO",
 ) -> None:
     """Publish samples to the samples topic, keyed by sample id."""
@@ -42,7 +43,8 @@ def produce_cmd(
     from producers import sources
     from producers.producer import ProduceOptions, produce
 
-    settings = opt.stream_settings(broker, None, topic_prefix, kafka_api_version)
+    settings = opt.stream_settings(broker=broker, topic_prefix=topic_prefix, kafka_api_version=kafka_api_version,
+                                   partitions=partitions)
     stop = start_role(log_level, None)
     records: list | object
     total = None
@@ -58,7 +60,8 @@ def produce_cmd(
         total = len(records)
     transport = open_transport(settings.broker, settings.api_version_tuple(), client_id="dimee-producer")
     topics = Topics(settings.topic_prefix)
-    options = ProduceOptions(rate=rate, count=count, stop=stop, total=total, progress=sys.stderr.isatty())
+    options = ProduceOptions(rate=rate, count=count, stop=stop, total=total, progress=sys.stderr.isatty(),
+                             partitions=settings.partitions, replication=settings.replication_factor)
     sent = produce(transport, topics, records, options)  # type: ignore[arg-type]
     typer.echo(f"produced {sent} samples to {topics.samples}")
 
@@ -87,7 +90,9 @@ def route_cmd(
                                               "(overwrites adapted centroids).")] = False,
     group: Annotated[str | None, typer.Option(help="Consumer group (default PREFIX.router).")] = None,
     broker: opt.BrokerOpt = None, state: opt.StateOpt = None, topic_prefix: opt.PrefixOpt = None,
-    kafka_api_version: opt.ApiOpt = None, max_batch: opt.MaxBatchOpt = 64, max_wait_ms: opt.MaxWaitOpt = 20.0,
+    kafka_api_version: opt.ApiOpt = None, guarantee: opt.GuaranteeOpt = None,
+    instance_id: opt.InstanceOpt = None, partitions: opt.PartitionsOpt = None, max_batch: opt.MaxBatchOpt = 64,
+    max_wait_ms: opt.MaxWaitOpt = 20.0,
     idle_exit: opt.IdleExitOpt = None, metrics_port: opt.MetricsOpt = None, log_level: opt.LogOpt = "INFO",
 ) -> None:
     """Pick each sample's start tier before any transformer layer runs (default: the policy `dimee study`
@@ -95,7 +100,9 @@ def route_cmd(
     from dimee import roles
     from dimee.deployment import Deployment
 
-    settings = opt.stream_settings(broker, state, topic_prefix, kafka_api_version)
+    settings = opt.stream_settings(broker=broker, state=state, topic_prefix=topic_prefix,
+                                   kafka_api_version=kafka_api_version,
+                                   guarantee=guarantee, instance_id=instance_id, partitions=partitions)
     stop = start_role(log_level, metrics_port)
     deployment = Deployment.load(workdir, "DIMEE-D" if adaptive else policy)
     store = roles.centroid_store(settings, deployment)
@@ -126,6 +133,8 @@ def work_cmd(
     feedback: Annotated[bool | None, typer.Option(
         help="Report observed pools on the feedback topic (default: as the policy says).")] = None,
     broker: opt.BrokerOpt = None, topic_prefix: opt.PrefixOpt = None, kafka_api_version: opt.ApiOpt = None,
+    guarantee: opt.GuaranteeOpt = None,
+    instance_id: opt.InstanceOpt = None, partitions: opt.PartitionsOpt = None,
     max_batch: opt.MaxBatchOpt = 32, max_wait_ms: opt.MaxWaitOpt = 20.0, idle_exit: opt.IdleExitOpt = None,
     metrics_port: opt.MetricsOpt = None, log_level: opt.LogOpt = "INFO",
 ) -> None:
@@ -133,7 +142,8 @@ def work_cmd(
     from dimee import roles
     from dimee.deployment import Deployment
 
-    settings = opt.stream_settings(broker, None, topic_prefix, kafka_api_version)
+    settings = opt.stream_settings(broker=broker, topic_prefix=topic_prefix, kafka_api_version=kafka_api_version,
+                                   guarantee=guarantee, instance_id=instance_id, partitions=partitions)
     stop = start_role(log_level, metrics_port)
     deployment = Deployment.load(workdir)
     overrides = {k: v for k, v in {"escalation": escalation, "feedback": feedback}.items() if v is not None}

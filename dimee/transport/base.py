@@ -1,9 +1,14 @@
-"""What every role needs from a broker: keyed sends with acknowledgement, group consumers with manual commit.
+"""What every role needs from a broker: keyed sends with acknowledgement, group consumers with manual commit,
+and transactions where the broker has them.
 
-Delivery contract (at-least-once): a role polls a batch, sends its outputs, calls `Producer.flush()` (which
-raises if any send was not acknowledged), and only then `Consumer.commit()`, which commits exactly the
-records it has returned so far. A consumer that dies before committing leaves its records to the next
-member of its group.
+At-least-once: a role polls a batch, sends its outputs, calls `Producer.flush()` (which raises if any send
+was not acknowledged), and only then `Consumer.commit()`, which commits exactly the records it has returned
+so far. A consumer that dies before committing leaves its records to the next member of its group.
+
+Exactly-once (consume-transform-produce): a transactional producer `begin()`s, sends the batch's outputs and
+`commit(consumer)`s them together with the consumer's positions in one transaction; a consumer that reads
+`read_committed` never sees the outputs of an aborted or unfinished transaction. A second producer with the
+same transactional id fences the first (`Fenced`); a rebalance before the commit aborts it (`Rebalanced`).
 """
 
 from __future__ import annotations
@@ -88,11 +93,26 @@ class Consumer(Protocol):
     def close(self) -> None: ...
 
 
+class TransactionalProducer(Producer, Protocol):
+    def begin(self) -> None: ...
+
+    def commit(self, consumer: Consumer) -> None:
+        """Commit the sends since begin() and everything `consumer` returned so far, atomically. Raises
+        `Fenced`, `Rebalanced` (the transaction was aborted and the consumer rewound to its committed
+        offsets) or `ServiceUnavailable` (aborted; the caller may run the transaction again)."""
+
+    def abort(self) -> None: ...
+
+
 class Transport(Protocol):
-    def producer(self) -> Producer: ...
+    supports_transactions: bool
 
-    def consumer(self, topics: list[str], group_id: str, max_poll_interval_s: float = 300.0) -> Consumer: ...
+    def producer(self, transactional_id: str | None = None) -> Producer:
+        """With a transactional id, a `TransactionalProducer` that fences earlier ones with the same id."""
 
-    def ensure_topics(self, topics: list[str], partitions: int = 3) -> None: ...
+    def consumer(self, topics: list[str], group_id: str, max_poll_interval_s: float = 300.0,
+                 read_committed: bool = False) -> Consumer: ...
+
+    def ensure_topics(self, topics: list[str], partitions: int = 3, replication: int | None = None) -> None: ...
 
     def close(self) -> None: ...

@@ -1,15 +1,23 @@
-"""Kafka through kafka-python 3.x. Works against the 0.9 broker these machines carry (pin api_version to
-(0, 9)) and against current brokers (auto-detect). The envelope lives in the value, so nothing needs record
-headers or timestamps."""
+"""Kafka through kafka-python 3.x: current brokers (auto-detect; idempotent producer, transactions for
+exactly-once, read_committed consumers) and the legacy 0.9 (pin api_version to (0, 9); at-least-once only).
+The envelope lives in the value, so nothing needs record headers or timestamps."""
 
 from __future__ import annotations
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata
+from kafka import errors as kafka_errors
 from kafka.admin import NewTopic
 from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExistsError
 
-from dimee.errors import DimeeError, ServiceUnavailable
+from dimee.errors import DimeeError, Fenced, Rebalanced, ServiceUnavailable
 from dimee.transport.base import Record
+
+# The broker says another producer with this transactional id is newer: this instance is a zombie.
+FENCED_ERRORS = (kafka_errors.ProducerFencedError, kafka_errors.InvalidProducerEpochError)
+# The group moved on before the commit (KIP-447 fencing by group generation): abort, re-read from committed.
+REBALANCE_ERRORS = (kafka_errors.CommitFailedError, kafka_errors.IllegalGenerationError,
+                    kafka_errors.UnknownMemberIdError, kafka_errors.RebalanceInProgressError,
+                    kafka_errors.FencedInstanceIdError)
 
 
 class DeliveryError(ServiceUnavailable):
@@ -25,6 +33,8 @@ class KafkaTransport:
         self.servers = servers
         self.api_version = api_version
         self.client_id = client_id
+        # Transactions (and the idempotent producer) need brokers from 0.11 on; auto-detect means current.
+        self.supports_transactions = api_version is None or api_version >= (0, 11)
 
     def _common(self) -> dict:
         options: dict = {"bootstrap_servers": self.servers.split(","), "client_id": self.client_id}
@@ -32,18 +42,30 @@ class KafkaTransport:
             options["api_version"] = self.api_version
         return options
 
-    def producer(self) -> KafkaProducerAdapter:
+    def producer(self, transactional_id: str | None = None) -> KafkaProducerAdapter:
+        """acks=all; idempotent where the broker has it; with a transactional id, a transactional producer
+        whose init fences any earlier producer with the same id."""
+        options = {"enable_idempotence": True} if self.supports_transactions else {}
+        if transactional_id is not None:
+            if not self.supports_transactions:
+                raise DimeeError("exactly-once needs Kafka 0.11 or newer: use --guarantee at-least-once")
+            options["transactional_id"] = transactional_id
         try:
-            return KafkaProducerAdapter(KafkaProducer(
+            producer = KafkaProducer(
                 acks="all", retries=10, linger_ms=5, retry_backoff_ms=200, request_timeout_ms=15000,
-                max_in_flight_requests_per_connection=1, **self._common(),
-            ))
+                max_in_flight_requests_per_connection=1, **options, **self._common(),
+            )
+            if transactional_id is None:
+                return KafkaProducerAdapter(producer)
+            producer.init_transactions()
+            return KafkaTransactionalProducer(producer)
         except KafkaConfigurationError as exc:
             raise DimeeError(f"Kafka producer configuration rejected: {exc}") from exc
         except KafkaError as exc:
             raise _unreachable(self.servers, exc) from exc
 
-    def consumer(self, topics: list[str], group_id: str, max_poll_interval_s: float = 300.0) -> KafkaConsumerAdapter:
+    def consumer(self, topics: list[str], group_id: str, max_poll_interval_s: float = 300.0,
+                 read_committed: bool = False) -> KafkaConsumerAdapter:
         session_ms, poll_interval_ms = 10000, int(max_poll_interval_s * 1000)
         if self.api_version is not None and self.api_version < (0, 10, 1):
             # Before 0.10.1 the session timeout also bounds the time between polls; the two must be equal.
@@ -53,7 +75,7 @@ class KafkaTransport:
             consumer = KafkaConsumer(
                 *topics, group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
                 session_timeout_ms=session_ms, heartbeat_interval_ms=2000, max_poll_interval_ms=poll_interval_ms,
-                **self._common(),
+                isolation_level="read_committed" if read_committed else "read_uncommitted", **self._common(),
             )
         except KafkaConfigurationError as exc:  # not transient: retrying cannot help
             raise DimeeError(f"Kafka consumer configuration rejected: {exc}") from exc
@@ -118,9 +140,57 @@ class KafkaProducerAdapter:
         self.producer.close(timeout=10)
 
 
+class KafkaTransactionalProducer(KafkaProducerAdapter):
+    """Consume-transform-produce in one transaction: the batch's outputs and the consumer's positions."""
+
+    def begin(self) -> None:
+        self._pending = []
+        try:
+            self.producer.begin_transaction()
+        except FENCED_ERRORS as exc:
+            raise Fenced(f"fenced by a newer instance with the same transactional id ({type(exc).__name__})") from exc
+
+    def commit(self, consumer: KafkaConsumerAdapter) -> None:
+        try:
+            self.producer.send_offsets_to_transaction(consumer.positions(), consumer.consumer.group_metadata())
+            self.producer.commit_transaction()
+        except FENCED_ERRORS as exc:
+            raise Fenced(f"fenced by a newer instance with the same transactional id ({type(exc).__name__})") from exc
+        except REBALANCE_ERRORS as exc:
+            self.abort()
+            consumer.rewind()
+            raise Rebalanced(f"the group rebalanced before the commit ({type(exc).__name__})") from exc
+        except KafkaError as exc:
+            self.abort()
+            raise DeliveryError(f"Kafka did not commit the transaction: {exc}") from exc
+        finally:
+            self._pending = []
+
+    def abort(self) -> None:
+        try:
+            self.producer.abort_transaction()
+        except FENCED_ERRORS as exc:
+            raise Fenced(f"fenced by a newer instance with the same transactional id ({type(exc).__name__})") from exc
+        except KafkaError:
+            pass  # nothing to abort, or the broker aborts it on timeout: either way nothing was committed
+
+
 class KafkaConsumerAdapter:
     def __init__(self, consumer: KafkaConsumer) -> None:
         self.consumer = consumer
+
+    def positions(self) -> dict:
+        """The next offset of every assigned partition: what a commit now would record."""
+        return {tp: OffsetAndMetadata(self.consumer.position(tp), "", -1) for tp in self.consumer.assignment()}
+
+    def rewind(self) -> None:
+        """Back to the committed offsets (after an aborted transaction), so the batch is read again."""
+        for tp in self.consumer.assignment():
+            committed = self.consumer.committed(tp)
+            if committed is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)

@@ -1,6 +1,7 @@
 """The embedded broker: topics with partitions, key-hash partitioning, consumer groups whose members share
-partitions, and committed offsets, so the same role code runs here and on Kafka. Thread-safe; one
-process-wide instance per memory:// URL."""
+partitions, committed offsets and transactions (outputs and offsets committed together; a newer producer
+with the same transactional id fences the older), so the same role code runs here and on Kafka.
+Thread-safe; one process-wide instance per memory:// URL."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 import zlib
 from collections import defaultdict
 
+from dimee.errors import Fenced, Rebalanced
 from dimee.transport.base import Record
 
 _BROKERS: dict[str, InMemoryBroker] = {}
@@ -25,24 +27,32 @@ def partition_for(key: bytes | None, partitions: int, counter: int) -> int:
 
 
 class InMemoryBroker:
+    supports_transactions = True
+
     def __init__(self, default_partitions: int = 3) -> None:
         self.default_partitions = default_partitions
         self._logs: dict[str, list[list[tuple[bytes | None, bytes]]]] = {}
         self._committed: dict[tuple[str, str, int], int] = {}
         self._members: dict[str, list[_MemoryConsumer]] = defaultdict(list)
-        self._lock = threading.Condition()
+        self._lock = threading.Condition()  # re-entrant: a commit appends while holding it
         self._sent = 0
+        self._epochs: dict[str, int] = {}  # transactional id → epoch of its newest producer
 
     # -- Transport ------------------------------------------------------------------------------------
-    def ensure_topics(self, topics: list[str], partitions: int | None = None) -> None:
+    def ensure_topics(self, topics: list[str], partitions: int | None = None, replication: int | None = None) -> None:
         with self._lock:
             for topic in topics:
                 self._logs.setdefault(topic, [[] for _ in range(partitions or self.default_partitions)])
 
-    def producer(self) -> _MemoryProducer:
-        return _MemoryProducer(self)
+    def producer(self, transactional_id: str | None = None) -> _MemoryProducer:
+        if transactional_id is None:
+            return _MemoryProducer(self)
+        with self._lock:
+            epoch = self._epochs[transactional_id] = self._epochs.get(transactional_id, 0) + 1
+        return _MemoryTransactionalProducer(self, transactional_id, epoch)
 
-    def consumer(self, topics: list[str], group_id: str, max_poll_interval_s: float = 300.0) -> _MemoryConsumer:
+    def consumer(self, topics: list[str], group_id: str, max_poll_interval_s: float = 300.0,
+                 read_committed: bool = False) -> _MemoryConsumer:
         self.ensure_topics(topics)
         member = _MemoryConsumer(self, topics, group_id)
         with self._lock:
@@ -67,6 +77,7 @@ class InMemoryBroker:
         members = self._members[group_id]
         for member in members:
             member.assigned = {}
+            member.generation += 1
         if not members:
             return
         pairs = [(t, p) for t in sorted({t for m in members for t in m.topics}) for p in range(len(self._logs[t]))]
@@ -104,11 +115,47 @@ class _MemoryProducer:
         pass
 
 
+class _MemoryTransactionalProducer(_MemoryProducer):
+    """Sends wait in the transaction until commit(), which appends them and commits the consumer's offsets
+    under the broker's lock, so no reader ever sees part of a transaction."""
+
+    def __init__(self, broker: InMemoryBroker, transactional_id: str, epoch: int) -> None:
+        super().__init__(broker)
+        self.transactional_id, self.epoch = transactional_id, epoch
+        self._pending: list[tuple[str, bytes | None, bytes]] | None = None
+
+    def begin(self) -> None:
+        self._pending = []
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        if self._pending is None:
+            raise RuntimeError("send outside a transaction: call begin() first")
+        self._pending.append((topic, key, value))
+
+    def commit(self, consumer: _MemoryConsumer) -> None:
+        with self.broker._lock:
+            if self.broker._epochs[self.transactional_id] != self.epoch:
+                self._pending = None
+                raise Fenced(f"transactional id {self.transactional_id!r} was taken over by a newer instance")
+            if consumer.batch_generation not in (None, consumer.generation):
+                self._pending = consumer.batch_generation = None  # the rebalance rewound it to its committed offsets
+                raise Rebalanced(f"group {consumer.group_id!r} rebalanced before the transaction committed")
+            for topic, key, value in self._pending or []:
+                self.broker.append(topic, key, value)
+            consumer.commit()
+        self._pending = None
+
+    def abort(self) -> None:
+        self._pending = None
+
+
 class _MemoryConsumer:
     def __init__(self, broker: InMemoryBroker, topics: list[str], group_id: str) -> None:
         self.broker, self.topics, self.group_id = broker, list(topics), group_id
         self.assigned: dict[tuple[str, int], int] = {}  # (topic, partition) → next offset to return
         self.closed = False
+        self.generation = 0  # rebalances seen
+        self.batch_generation: int | None = None  # the generation the uncommitted records were polled in
 
     def _take(self, max_records: int) -> list[Record]:
         out: list[Record] = []
@@ -126,6 +173,8 @@ class _MemoryConsumer:
         with self.broker._lock:
             while True:
                 records = self._take(max_records)
+                if records and self.batch_generation is None:
+                    self.batch_generation = self.generation
                 remaining = deadline - time.monotonic()
                 if records or remaining <= 0 or self.closed:
                     return records
@@ -135,6 +184,7 @@ class _MemoryConsumer:
         with self.broker._lock:
             for (topic, partition), position in self.assigned.items():
                 self.broker._committed[(self.group_id, topic, partition)] = position
+            self.batch_generation = None
 
     def committed(self, topic: str, partition: int) -> int:
         return self.broker._committed.get((self.group_id, topic, partition), 0)

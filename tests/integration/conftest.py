@@ -130,6 +130,6 @@ def wait_for(predicate, timeout_s: float, what: str, on_timeout=lambda: "") -> N
         time.sleep(0.25)
 
 
-def services(command: str) -> None:
+def services(*command: str) -> None:
     assert SERVICES, "DIMEE_TEST_SERVICES_SCRIPT not set"
-    subprocess.run(["bash", SERVICES, command], check=True)
+    subprocess.run(["bash", SERVICES, *command], check=True)

@@ -31,8 +31,10 @@ def api_version() -> tuple[int, ...] | None:
     return tuple(int(p) for p in API_VERSION.split(".")) if API_VERSION else None
 
 
-def read_topic(topic: str, at_least: int, timeout_s: float = 60.0) -> list:
+def read_topic(topic: str, at_least: int, timeout_s: float = 60.0, read_committed: bool = False) -> list:
     options = {"api_version": api_version()} if api_version() else {}
+    if read_committed:
+        options["isolation_level"] = "read_committed"
     consumer = KafkaConsumer(bootstrap_servers=KAFKA.split(","), group_id=None, enable_auto_commit=False, **options)
     try:
         wait_for(lambda: consumer.partitions_for_topic(topic), 30, f"metadata of {topic}")

@@ -1,0 +1,72 @@
+"""Exactly-once on the broker contract (dimee/transport/base.py): a transaction commits a batch's outputs and
+the consumer's offsets together; a read_committed reader never sees an unfinished or aborted one; a second
+producer with the same transactional id fences the first."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from dimee.errors import Fenced
+from tests.contracts.test_broker import _poll, _send
+
+
+def _source(transport, topic: str, n: int):
+    """A consumer holding n polled, uncommitted records of `topic`."""
+    transport.ensure_topics([topic, f"{topic}-out"], partitions=1)
+    _send(transport, topic, n)
+    consumer = transport.consumer([topic], "tx-group", read_committed=True)
+    assert len(_poll(consumer, n)) == n
+    return consumer
+
+
+def _read_committed(transport, topic: str, expect: int) -> list:
+    reader = transport.consumer([topic], "reader", read_committed=True)
+    records = _poll(reader, expect) if expect else reader.poll(100, 3.0)
+    reader.close()
+    return records
+
+
+def test_a_transaction_commits_outputs_and_offsets_together(transport, topic):
+    consumer = _source(transport, topic, 3)
+    producer = transport.producer(transactional_id=f"{topic}-tx")
+    producer.begin()
+    for i in range(3):
+        producer.send(f"{topic}-out", f"k{i}".encode(), f"out{i}".encode())
+    producer.commit(consumer)
+    producer.close()
+    consumer.close()
+    assert sorted(r.value for r in _read_committed(transport, f"{topic}-out", 3)) == [b"out0", b"out1", b"out2"]
+    follower = transport.consumer([topic], "tx-group", read_committed=True)
+    assert follower.poll(100, 3.0) == []  # the offsets were committed with the outputs
+    follower.close()
+
+
+def test_an_aborted_transaction_leaves_nothing_visible(transport, topic):
+    consumer = _source(transport, topic, 2)
+    producer = transport.producer(transactional_id=f"{topic}-tx")
+    producer.begin()
+    producer.send(f"{topic}-out", b"k", b"never")
+    producer.abort()
+    producer.close()
+    consumer.close()
+    assert _read_committed(transport, f"{topic}-out", 0) == []
+    again = transport.consumer([topic], "tx-group", read_committed=True)
+    assert len(_poll(again, 2)) == 2  # nothing committed: the inputs come back
+    again.close()
+
+
+def test_a_newer_producer_with_the_same_id_fences_the_older(transport, topic):
+    consumer = _source(transport, topic, 1)
+    zombie = transport.producer(transactional_id=f"{topic}-tx")
+    zombie.begin()
+    zombie.send(f"{topic}-out", b"k", b"from the zombie")
+    successor = transport.producer(transactional_id=f"{topic}-tx")  # a restarted instance
+    with pytest.raises(Fenced):
+        zombie.commit(consumer)
+    with contextlib.suppress(Exception):  # a fenced producer may refuse even to close cleanly
+        zombie.close()
+    successor.close()
+    consumer.close()
+    assert _read_committed(transport, f"{topic}-out", 0) == []

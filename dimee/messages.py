@@ -144,6 +144,22 @@ class DeadLetter(Message):
         return base64.b64decode(self.payload) if self.payload_base64 else self.payload.encode("utf-8")
 
 
+TIMING_FIELDS = ("produced_at", "routed_at", "started_at", "finished_at")
+TRACE_FIELDS = ("id", "tier", "router", "worker")
+
+
+def envelope(message: Message) -> tuple[float | None, tuple[tuple[str, bytes], ...]]:
+    """A message's timing and trace fields again as a record timestamp (the latest time it carries) and
+    record headers (`dimee-produced-at`, `dimee-router`, …), so brokers and tools can read them without
+    parsing the value. The value keeps them too: Kafka 0.9 has neither headers nor timestamps."""
+    data = message.model_dump(include={*TIMING_FIELDS, *TRACE_FIELDS, "timings"}, exclude_none=True)
+    fields = {**data, **data.pop("timings", {})}
+    headers = tuple((f"dimee-{name.replace('_', '-')}", str(fields[name]).encode())
+                    for name in (*TRACE_FIELDS, *TIMING_FIELDS) if name in fields)
+    times = [fields[name] for name in TIMING_FIELDS if name in fields]
+    return (max(times) if times else None), headers
+
+
 class MessageError(ValueError):
     """A payload that is not a valid message; str() is the reason written to the dead-letter topic."""
 

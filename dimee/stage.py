@@ -18,8 +18,8 @@ from typing import Protocol
 from prometheus_client import Counter, Histogram
 
 from dimee.config import Settings
-from dimee.errors import Rebalanced
-from dimee.messages import DeadLetter, Message, MessageError, parse
+from dimee.errors import Rebalanced, ServiceUnavailable
+from dimee.messages import DeadLetter, Message, MessageError, envelope, parse
 from dimee.runtime import StopFlag, log, retry
 from dimee.transport.base import Consumer, Producer, Record, Topics, Transport
 
@@ -34,6 +34,14 @@ class Output:
     topic: str
     key: bytes | None
     value: bytes
+    timestamp_s: float | None = None  # the record's timestamp, where the broker keeps one
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @classmethod
+    def of(cls, topic: str, message: Message) -> Output:
+        """A message keyed by its sample id, with its timing and trace fields as timestamp and headers."""
+        timestamp, headers = envelope(message)
+        return cls(topic, message.id.encode(), message.to_bytes(), timestamp, headers)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,8 @@ class Stage(ABC):
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self.exactly_once = False
+        self._transactional_id: str | None = None
+        self._replace_producer = False
         self.processed = 0
         self.dead_letters = 0
 
@@ -106,8 +116,8 @@ class Stage(ABC):
         retry(lambda: transport.ensure_topics(topics, settings.partitions, settings.replication_factor), "broker",
               self.stop)
         # A stable id per stage and instance: a restarted (or duplicated) instance fences its predecessor.
-        transactional_id = f"{self.group_id}.{self.context.instance(self.name)}" if self.exactly_once else None
-        self.producer = retry(lambda: transport.producer(transactional_id), "broker", self.stop)
+        self._transactional_id = f"{self.group_id}.{self.context.instance(self.name)}" if self.exactly_once else None
+        self.producer = retry(lambda: transport.producer(self._transactional_id), "broker", self.stop)
         # read_committed wherever the broker has transactions: never see an aborted batch's outputs.
         self.consumer = retry(lambda: transport.consumer(self.in_topics, self.group_id, self.limits.max_poll_interval_s,
                                                          read_committed=transport.supports_transactions),
@@ -165,19 +175,36 @@ class Stage(ABC):
     def _deliver(self, outputs: list[Output]) -> None:
         """Outputs and input offsets: in one transaction (exactly-once), or sent, acknowledged and then
         committed (at-least-once: after a failure the whole batch is sent again; downstream dedupes by id)."""
-        producer, consumer = self.producer, self.consumer
-        assert producer is not None and consumer is not None
         if self.exactly_once:
-            producer.begin()  # type: ignore[attr-defined]
-        for out in outputs:
-            producer.send(out.topic, out.key, out.value)
-        if self.exactly_once:
-            producer.commit(consumer)  # type: ignore[attr-defined]
+            self._deliver_in_transaction(outputs)
         else:
-            producer.flush()
-            consumer.commit()
+            assert self.producer is not None and self.consumer is not None
+            for out in outputs:
+                self.producer.send(out.topic, out.key, out.value, out.timestamp_s, out.headers)
+            self.producer.flush()
+            self.consumer.commit()
         for out in outputs:
             OUT.labels(self.name, out.topic).inc()
+
+    def _deliver_in_transaction(self, outputs: list[Output]) -> None:
+        """After a failed transaction the producer is replaced: its successor (same transactional id) fences
+        it, aborts what it left open and finds the current coordinator, then the batch is sent again."""
+        if self._replace_producer:
+            old, self.producer = self.producer, None
+            if old is not None:
+                old.close()
+            self.producer = self.transport.producer(self._transactional_id)
+            self._replace_producer = False
+        producer, consumer = self.producer, self.consumer
+        assert producer is not None and consumer is not None
+        try:
+            producer.begin()  # type: ignore[attr-defined]
+            for out in outputs:
+                producer.send(out.topic, out.key, out.value, out.timestamp_s, out.headers)
+            producer.commit(consumer)  # type: ignore[attr-defined]
+        except ServiceUnavailable:
+            self._replace_producer = True
+            raise
 
     def run(self, idle_exit_s: float | None = None) -> None:
         """Until stopped (or idle for idle_exit_s, used by batch jobs and tests)."""

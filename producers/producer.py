@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -46,12 +47,15 @@ def produce(transport: Transport, topics: Topics, records: Iterable[dict | bytes
                 wait = started + sent / rate - time.monotonic()
                 if wait > 0:
                     stop.wait(wait)
+            timestamp = None
             if isinstance(record, dict):
                 record = {**record, "produced_at": record.get("produced_at", now())}
                 key, value = str(record.get("id", "")).encode(), json.dumps(record).encode()
+                if isinstance(record["produced_at"], int | float) and math.isfinite(record["produced_at"]):
+                    timestamp = float(record["produced_at"])
             else:  # raw bytes: passed through untouched
                 key, value = None, record
-            producer.send(topics.samples, key, value)
+            producer.send(topics.samples, key, value, timestamp)
             sent += 1
             bar.update()
             if sent % options.flush_every == 0:

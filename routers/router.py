@@ -33,7 +33,7 @@ class Router(Stage):
         tier = self.plan.tiers[decision.pool]
         routed = Routed(**sample.model_dump(), tier=tier, pool=decision.pool, distances=decision.distances,
                         centroid_version=decision.centroid_version, router=self.router_id)
-        return Output(self.topics.tier(tier.value), sample.id.encode(), routed.to_bytes())
+        return Output.of(self.topics.tier(tier.value), routed)
 
 
 class FeedbackApplier(Stage):

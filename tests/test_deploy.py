@@ -62,3 +62,9 @@ def test_the_roles_bootstrap_from_every_kafka_node():
     services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
     broker = services["router"]["environment"]["DIMEE_BROKER"]
     assert sorted(broker.removeprefix("kafka://").split(",")) == sorted(f"{n}:9092" for n in compose_kafka())
+
+
+def test_the_roles_run_exactly_once():
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    roles = [s for name, s in services.items() if name in ("router", "worker-mobile", "worker-edge", "worker-cloud")]
+    assert roles and all(s["environment"]["DIMEE_GUARANTEE"] == "exactly-once" for s in roles)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from dimee.messages import DeadLetter, MessageError, Prediction, Routed, Sample, parse
+from dimee.messages import DeadLetter, MessageError, Prediction, Routed, Sample, envelope, parse
 from dimee.transport.base import Record
 
 
@@ -49,3 +49,15 @@ def test_dead_letter_keeps_the_original_payload():
     binary = DeadLetter.for_record("router", Record("t", 1, 6, None, b"\xff\x00"), "not UTF-8")
     assert binary.payload_base64 and binary.original_bytes() == b"\xff\x00" and binary.key is None
     assert parse(DeadLetter, binary.to_bytes()).original_bytes() == b"\xff\x00"
+
+
+def test_the_envelope_repeats_timings_and_trace_fields_as_timestamp_and_headers():
+    prediction = Prediction.model_validate({
+        "id": "a", "tier": "edge", "label_pred": 1, "confidence": 0.9, "exit_layer": 2, "layers_run": 2,
+        "cost": {"processing": 0.1, "offload": 0.2, "cloud": 0.0, "total": 0.3}, "model": "m", "worker": "w-1",
+        "timings": {"produced_at": 1.5, "routed_at": 2.0, "started_at": 3.0, "finished_at": 4.25}})
+    timestamp, headers = envelope(prediction)
+    assert timestamp == 4.25  # the record's time is when the prediction was made
+    assert dict(headers) == {"dimee-id": b"a", "dimee-tier": b"edge", "dimee-worker": b"w-1",
+                             "dimee-produced-at": b"1.5", "dimee-routed-at": b"2.0", "dimee-started-at": b"3.0",
+                             "dimee-finished-at": b"4.25"}

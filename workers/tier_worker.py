@@ -122,7 +122,7 @@ class TierWorker(Stage):
             "start_layer": self.cap if self.policy.escalation == "continue" else 0,
             "hidden_fp16": pack_hidden(result.hidden[outcome.row, :length]) if self.carries_hidden else None,
         })
-        return Output(self.topics.tier(self.next_tier.value), message.id.encode(), onward.to_bytes())
+        return Output.of(self.topics.tier(self.next_tier.value), onward)
 
     def _answer(self, outcome: Outcome, timings: dict[str, float]) -> list[Output]:
         """The prediction (costs of every hop summed), and the observed pool when feedback is on."""
@@ -139,10 +139,10 @@ class TierWorker(Stage):
             path=[*(h.tier for h in message.hops), self.tier], meta=message.meta,
             timings=Timings(produced_at=message.produced_at, routed_at=message.routed_at, **timings),
         )
-        outputs = [Output(self.topics.predictions, message.id.encode(), prediction.to_bytes())]
+        outputs = [Output.of(self.topics.predictions, prediction)]
         reached = outcome.confidence >= self.calibration.alpha
         if self.policy.feedback and (reached or self.next_tier is None):
             note = Feedback(id=message.id, text=message.text, text_pair=message.text_pair, routed_pool=message.pool,
                             observed_pool=self.plan.pool_of_exit(outcome.exit_layer))
-            outputs.append(Output(self.topics.feedback, message.id.encode(), note.to_bytes()))
+            outputs.append(Output.of(self.topics.feedback, note))
         return outputs

@@ -75,8 +75,13 @@ class Topics:
         return f"{self.prefix}.feedback"
 
 
+Headers = tuple[tuple[str, bytes], ...]
+
+
 class Producer(Protocol):
-    def send(self, topic: str, key: bytes | None, value: bytes) -> None: ...
+    def send(self, topic: str, key: bytes | None, value: bytes, timestamp_s: float | None = None,
+             headers: Headers = ()) -> None:
+        """Timestamp and headers are kept where the broker has them (Kafka 0.11+) and dropped elsewhere."""
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Block until every send so far is acknowledged; raise if one failed."""

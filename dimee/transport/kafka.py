@@ -4,13 +4,17 @@ The envelope lives in the value, so nothing needs record headers or timestamps."
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Callable
+
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata
 from kafka import errors as kafka_errors
 from kafka.admin import NewTopic
 from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExistsError
 
 from dimee.errors import DimeeError, Fenced, Rebalanced, ServiceUnavailable
-from dimee.transport.base import Record
+from dimee.transport.base import Headers, Record
 
 # The broker says another producer with this transactional id is newer: this instance is a zombie.
 FENCED_ERRORS = (kafka_errors.ProducerFencedError, kafka_errors.InvalidProducerEpochError)
@@ -22,6 +26,31 @@ REBALANCE_ERRORS = (kafka_errors.CommitFailedError, kafka_errors.IllegalGenerati
 
 class DeliveryError(ServiceUnavailable):
     """A send was not acknowledged by the broker; the caller must not commit."""
+
+
+TRANSACTION_REQUEST_TIMEOUT_S = 20.0
+
+
+def _within(seconds: float, action: Callable[[], None], what: str) -> None:
+    """Run a transactional request, giving up after `seconds`. kafka-python waits for these without a limit,
+    and when the coordinator's broker dies it may never hear back (its coordinator cache is not refreshed):
+    the caller then replaces the producer, whose successor finds the new coordinator."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            action()
+            outcome.append(None)
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, name=f"kafka-{what}", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not outcome:
+        raise DeliveryError(f"Kafka did not answer the transaction's {what} in {seconds:.0f} s")
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 def _unreachable(servers: str, exc: Exception) -> ServiceUnavailable:
@@ -56,7 +85,7 @@ class KafkaTransport:
                 max_in_flight_requests_per_connection=1, **options, **self._common(),
             )
             if transactional_id is None:
-                return KafkaProducerAdapter(producer)
+                return KafkaProducerAdapter(producer, envelope=self.supports_transactions)
             producer.init_transactions()
             return KafkaTransactionalProducer(producer)
         except KafkaConfigurationError as exc:
@@ -119,12 +148,21 @@ class KafkaTransport:
 
 
 class KafkaProducerAdapter:
-    def __init__(self, producer: KafkaProducer) -> None:
+    def __init__(self, producer: KafkaProducer, envelope: bool = True) -> None:
         self.producer = producer
+        self.envelope = envelope  # record timestamps and headers: Kafka 0.11+
         self._pending: list = []
 
-    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
-        self._pending.append(self.producer.send(topic, key=key, value=value))
+    def send(self, topic: str, key: bytes | None, value: bytes, timestamp_s: float | None = None,
+             headers: Headers = ()) -> None:
+        extra: dict = {}
+        if self.envelope:
+            extra = {"headers": list(headers) or None,
+                     "timestamp_ms": None if timestamp_s is None else int(timestamp_s * 1000)}
+        try:
+            self._pending.append(self.producer.send(topic, key=key, value=value, **extra))
+        except KafkaError as exc:  # e.g. no metadata for the topic within max_block_ms: a broker outage
+            raise DeliveryError(f"Kafka refused a send: {exc}") from exc
 
     def flush(self, timeout_s: float | None = 30.0) -> None:
         pending, self._pending = self._pending, []
@@ -137,7 +175,10 @@ class KafkaProducerAdapter:
             raise DeliveryError(f"Kafka did not acknowledge {len(failed)} send(s): {failed[0]}")
 
     def close(self) -> None:
-        self.producer.close(timeout=10)
+        # Whatever is still unsent was never acknowledged, so nothing was committed past it: a producer that
+        # cannot flush on close (a broker outage, a stuck transaction being replaced) is simply dropped.
+        with contextlib.suppress(KafkaError):
+            self.producer.close(timeout=10)
 
 
 class KafkaTransactionalProducer(KafkaProducerAdapter):
@@ -151,9 +192,11 @@ class KafkaTransactionalProducer(KafkaProducerAdapter):
             raise Fenced(f"fenced by a newer instance with the same transactional id ({type(exc).__name__})") from exc
 
     def commit(self, consumer: KafkaConsumerAdapter) -> None:
+        offsets, group = consumer.positions(), consumer.consumer.group_metadata()
         try:
-            self.producer.send_offsets_to_transaction(consumer.positions(), consumer.consumer.group_metadata())
-            self.producer.commit_transaction()
+            _within(TRANSACTION_REQUEST_TIMEOUT_S, lambda: self.producer.send_offsets_to_transaction(offsets, group),
+                    "offset commit")
+            _within(TRANSACTION_REQUEST_TIMEOUT_S, self.producer.commit_transaction, "commit")
         except FENCED_ERRORS as exc:
             raise Fenced(f"fenced by a newer instance with the same transactional id ({type(exc).__name__})") from exc
         except REBALANCE_ERRORS as exc:
@@ -168,10 +211,10 @@ class KafkaTransactionalProducer(KafkaProducerAdapter):
 
     def abort(self) -> None:
         try:
-            self.producer.abort_transaction()
+            _within(TRANSACTION_REQUEST_TIMEOUT_S, self.producer.abort_transaction, "abort")
         except FENCED_ERRORS as exc:
             raise Fenced(f"fenced by a newer instance with the same transactional id ({type(exc).__name__})") from exc
-        except KafkaError:
+        except (KafkaError, DeliveryError):
             pass  # nothing to abort, or the broker aborts it on timeout: either way nothing was committed
 
 

@@ -11,7 +11,7 @@ import zlib
 from collections import defaultdict
 
 from dimee.errors import Fenced, Rebalanced
-from dimee.transport.base import Record
+from dimee.transport.base import Headers, Record
 
 _BROKERS: dict[str, InMemoryBroker] = {}
 _BROKERS_LOCK = threading.Lock()
@@ -105,7 +105,8 @@ class _MemoryProducer:
     def __init__(self, broker: InMemoryBroker) -> None:
         self.broker = broker
 
-    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes, timestamp_s: float | None = None,
+             headers: Headers = ()) -> None:
         self.broker.append(topic, key, value)
 
     def flush(self, timeout_s: float | None = None) -> None:
@@ -127,7 +128,8 @@ class _MemoryTransactionalProducer(_MemoryProducer):
     def begin(self) -> None:
         self._pending = []
 
-    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+    def send(self, topic: str, key: bytes | None, value: bytes, timestamp_s: float | None = None,
+             headers: Headers = ()) -> None:
         if self._pending is None:
             raise RuntimeError("send outside a transaction: call begin() first")
         self._pending.append((topic, key, value))

@@ -24,6 +24,10 @@ pytestmark = pytest.mark.skipif(api_version() is not None and api_version() < (0
 
 def committed_prediction_ids(prefix: str, expected: int) -> Counter:
     records = read_topic(Topics(prefix).predictions, expected, timeout_s=120, read_committed=True)
+    for record in records:  # current brokers carry the envelope as record timestamp and headers too
+        prediction, headers = parse(Prediction, record.value), dict(record.headers)
+        assert record.timestamp == int(prediction.timings.finished_at * 1000)
+        assert headers["dimee-id"] == prediction.id.encode() and b"." in headers["dimee-produced-at"]
     return Counter(parse(Prediction, r.value).id for r in records)
 
 

@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     instance_id: str | None = Field(None, description="stable name of this process's instance (e.g. the pod "
                                                      "name): a restarted instance with the same id fences the old")
     max_text_chars: int = Field(10_000, ge=1)
+    max_message_bytes: int = Field(1_000_000, ge=1024, description="largest message a stage reads or writes; "
+                                                                   "keep it under the broker's max.message.bytes")
     seen_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="how long the router remembers a routed id")
 
     @property

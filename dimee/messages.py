@@ -1,12 +1,15 @@
 """The JSON messages on every topic (DESIGN.md section 3), validated by pydantic. Every message has v = 1.
 
-Parsing goes through `parse`, which turns any failure (bad JSON, bad UTF-8, missing field, wrong type,
-empty or oversized text) into a `MessageError` carrying one readable reason for the dead-letter topic.
+Parsing goes through `parse`, which turns any failure (no value, an oversized message, bad UTF-8, bad JSON,
+a missing field, a wrong type, an empty or oversized field, a label the model does not have) into a
+`MessageError` carrying one readable reason for the dead-letter topic. Every field has a size limit.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import time
 from typing import Any, Literal, TypeVar
 
@@ -16,6 +19,10 @@ from dimee.tiers import Tier
 from dimee.transport.base import Record
 
 DEFAULT_MAX_TEXT_CHARS = 10_000
+DEFAULT_MAX_MESSAGE_BYTES = 1_000_000  # under Kafka's default max.message.bytes (1 MiB)
+MAX_META_BYTES = 16_384  # the serialised `meta` a sample may carry
+MAX_NAME_CHARS = 256  # router and worker names
+DEAD_LETTER_PAYLOAD_BYTES = 65_536  # a dead letter keeps at most this much of the original payload
 
 
 def now() -> float:
@@ -34,9 +41,25 @@ class Sample(Message):
     id: str = Field(min_length=1, max_length=128)
     text: str = Field(min_length=1)
     text_pair: str | None = None
-    label: int | None = None
-    produced_at: float = Field(default_factory=now)
+    label: int | None = Field(None, ge=0)
+    produced_at: float = Field(default_factory=now, allow_inf_nan=False)
     meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("label")
+    @classmethod
+    def _known_label(cls, value: int | None, info: ValidationInfo) -> int | None:
+        classes = (info.context or {}).get("num_labels")
+        if value is not None and classes is not None and value >= classes:
+            raise ValueError(f"label {value} is not one of the model's {classes} classes (0..{classes - 1})")
+        return value
+
+    @field_validator("meta")
+    @classmethod
+    def _small_meta(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(value, ensure_ascii=False).encode())
+        if size > MAX_META_BYTES:
+            raise ValueError(f"meta has {size} bytes, more than the limit of {MAX_META_BYTES}")
+        return value
 
     @field_validator("text", "text_pair")
     @classmethod
@@ -75,8 +98,8 @@ class Routed(Sample):
     pool: int = Field(ge=0)
     distances: list[float | None]
     centroid_version: int = Field(ge=0)
-    router: str
-    routed_at: float = Field(default_factory=now)
+    router: str = Field(max_length=MAX_NAME_CHARS)
+    routed_at: float = Field(default_factory=now, allow_inf_nan=False)
     # Escalation: the tiers already passed, where to resume, and (mode `continue`) the hidden state there.
     hops: list[Hop] = Field(default_factory=list)
     start_layer: int = Field(0, ge=0)
@@ -127,18 +150,28 @@ class DeadLetter(Message):
     error: str
     payload: str
     payload_base64: bool = False
+    # A payload longer than DEAD_LETTER_PAYLOAD_BYTES is cut, so the dead letter itself fits the broker: its
+    # length and digest say what it was.
+    payload_truncated: bool = False
+    payload_bytes: int | None = None
+    payload_sha256: str | None = None
     at: float = Field(default_factory=now)
 
     @classmethod
     def for_record(cls, stage: str, record: Record, error: str) -> DeadLetter:
+        value = record.value if record.value is not None else b""
+        kept = value[:DEAD_LETTER_PAYLOAD_BYTES]
         try:
-            payload, encoded = record.value.decode("utf-8"), False
+            payload, encoded = kept.decode("utf-8"), False
         except UnicodeDecodeError:
-            payload, encoded = base64.b64encode(record.value).decode("ascii"), True
+            payload, encoded = base64.b64encode(kept).decode("ascii"), True
+        cut = len(kept) < len(value)
         key = record.key
         return cls(stage=stage, topic=record.topic, partition=record.partition, offset=record.offset,
-                   key=key.decode("utf-8", "replace") if key is not None else None,
-                   error=error, payload=payload, payload_base64=encoded)
+                   key=key.decode("utf-8", "replace")[:256] if key is not None else None,
+                   error=error[:2000], payload=payload, payload_base64=encoded, payload_truncated=cut,
+                   payload_bytes=len(value) if cut else None,
+                   payload_sha256=hashlib.sha256(value).hexdigest() if cut else None)
 
     def original_bytes(self) -> bytes:
         return base64.b64decode(self.payload) if self.payload_base64 else self.payload.encode("utf-8")
@@ -175,13 +208,24 @@ def _reason(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse(kind: type[M], value: bytes, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> M:
+def parse(kind: type[M], value: bytes | None, context: dict | None = None,
+          max_text_chars: int | None = None) -> M:
+    """`context`: limits and facts the message is checked against (max_text_chars, max_message_bytes,
+    num_labels)."""
+    context = dict(context or {})
+    if max_text_chars is not None:
+        context["max_text_chars"] = max_text_chars
+    if value is None:
+        raise MessageError("the record has no value (a tombstone)")
+    limit = context.get("max_message_bytes", DEFAULT_MAX_MESSAGE_BYTES)
+    if len(value) > limit:
+        raise MessageError(f"message has {len(value)} bytes, more than the limit of {limit}")
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise MessageError(f"payload is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
     try:
-        return kind.model_validate_json(text, context={"max_text_chars": max_text_chars})
+        return kind.model_validate_json(text, context=context)
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise MessageError(f"invalid JSON: {exc.errors()[0]['msg']}") from exc

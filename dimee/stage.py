@@ -152,17 +152,25 @@ class Stage(ABC):
         log.warning("dead letter", stage=self.name, topic=record.topic, offset=record.offset, error=reason)
         return Output(self.topics.dead_letter, record.key, letter.to_bytes())
 
+    def parse_context(self) -> dict:
+        """What validation needs beyond the message itself (limits; a role adds e.g. its model's classes)."""
+        return {"max_text_chars": self.max_text_chars, "max_message_bytes": self.context.settings.max_message_bytes}
+
     def handle(self, records: list[Record]) -> None:
+        """One micro-batch, under the rule that a failure tied to one record dead-letters that record with
+        its reason and the batch goes on; only an unavailable service is retried."""
         started = time.perf_counter()
         IN.labels(self.name).inc(len(records))
         valid, outputs = [], []
+        context = self.parse_context()
         for record in records:
             try:
-                valid.append((record, parse(self.message_type, record.value, self.max_text_chars)))
+                valid.append((record, parse(self.message_type, record.value, context)))
             except MessageError as exc:
                 outputs.append(self.dead_letter(record, str(exc)))
-        if valid:
-            outputs.extend(retry(lambda: self.process(valid), "process", self.stop))
+        valid, produced = self._process_isolated(valid)
+        valid, produced = self._within_size_limit(valid, produced)
+        outputs.extend(produced)
         try:
             retry(lambda: self._deliver(outputs), "broker", self.stop)
         except Rebalanced as exc:  # aborted: the records go to whoever owns their partitions now
@@ -171,6 +179,40 @@ class Stage(ABC):
         self.processed += len(valid)
         self.context.events.committed(self.name, [message for _, message in valid])
         BATCH.labels(self.name).observe(time.perf_counter() - started)
+
+    def _process_isolated(self, valid: list[tuple[Record, Message]]) -> tuple[list, list[Output]]:
+        """process(), and if it fails for another reason than a service, each record on its own: the ones
+        that fail again are dead-lettered with the error (a per-sample model error, an undecodable state)."""
+        if not valid:
+            return valid, []
+        try:
+            return valid, retry(lambda: self.process(valid), "process", self.stop)
+        except ServiceUnavailable:
+            raise
+        except Exception as exc:
+            if len(valid) == 1:
+                log.error("record failed", stage=self.name, offset=valid[0][0].offset, error=repr(exc))
+                return [], [self.dead_letter(valid[0][0], f"processing failed: {type(exc).__name__}: {exc}")]
+        kept, outputs = [], []
+        for pair in valid:
+            ok, produced = self._process_isolated([pair])
+            kept += ok
+            outputs += produced
+        return kept, outputs
+
+    def _within_size_limit(self, valid: list[tuple[Record, Message]],
+                           outputs: list[Output]) -> tuple[list, list[Output]]:
+        """An output the broker would refuse for its size dead-letters the record that made it (and its other
+        outputs), instead of being retried for ever."""
+        limit = self.context.settings.max_message_bytes
+        too_big = {out.key for out in outputs if len(out.value) > limit and out.topic != self.topics.dead_letter}
+        if not too_big:
+            return valid, outputs
+        kept = [out for out in outputs if out.key not in too_big or out.topic == self.topics.dead_letter]
+        for record, _ in valid:
+            if record.key in too_big:
+                kept.append(self.dead_letter(record, f"an output of this record exceeds the {limit}-byte limit"))
+        return [(r, m) for r, m in valid if r.key not in too_big], kept
 
     def _deliver(self, outputs: list[Output]) -> None:
         """Outputs and input offsets: in one transaction (exactly-once), or sent, acknowledged and then
@@ -207,18 +249,27 @@ class Stage(ABC):
             raise
 
     def run(self, idle_exit_s: float | None = None) -> None:
-        """Until stopped (or idle for idle_exit_s, used by batch jobs and tests)."""
-        self.open()
-        log.info("stage started", stage=self.name, topics=self.in_topics, group=self.group_id)
-        last_record = time.monotonic()
+        """Until stopped (or idle for idle_exit_s, used by batch jobs and tests). Stopped in the middle of an
+        outage, it returns normally: nothing past the outage was committed, so nothing is lost."""
         try:
-            while not self.stop.is_set():
-                records = self.collect()
-                if records:
-                    self.handle(records)
-                    last_record = time.monotonic()
-                elif idle_exit_s is not None and time.monotonic() - last_record > idle_exit_s:
-                    break
+            self.open()
+            log.info("stage started", stage=self.name, topics=self.in_topics, group=self.group_id)
+            self._loop(idle_exit_s)
+        except ServiceUnavailable as exc:
+            if not self.stop.is_set():
+                raise
+            log.warning("stopped during an outage; uncommitted records will be read again", stage=self.name,
+                        error=str(exc))
         finally:
             self.close()
             log.info("stage stopped", stage=self.name, processed=self.processed, dead_letters=self.dead_letters)
+
+    def _loop(self, idle_exit_s: float | None) -> None:
+        last_record = time.monotonic()
+        while not self.stop.is_set():
+            records = self.collect()
+            if records:
+                self.handle(records)
+                last_record = time.monotonic()
+            elif idle_exit_s is not None and time.monotonic() - last_record > idle_exit_s:
+                return

@@ -24,6 +24,10 @@ class Router(Stage):
         self.router_id = context.instance("router")
         self.embedder = RoutingEmbedder(deployment.workdir.model, raw=deployment.calibration.embedding == "raw")
         self.strategy = strategy_for(deployment, self.embedder, store)
+        self.num_labels = deployment.calibration.num_labels
+
+    def parse_context(self) -> dict:
+        return {**super().parse_context(), "num_labels": self.num_labels}
 
     def process(self, batch: list[tuple[Record, Sample]]) -> list[Output]:
         samples = [message for _, message in batch]

@@ -79,13 +79,14 @@ def _wait(predicate, timeout_s: float = 60.0) -> None:
 
 
 class CrashingWorker(TierWorker):
-    """Dies (an unexpected error, no commit) on its second batch, as a killed process would."""
+    """Dies (before sending or committing anything) on its second batch, as a killed process would. (An error
+    inside process() is a per-record failure now: those records are dead-lettered and the worker goes on.)"""
 
-    def process(self, batch):
+    def _deliver(self, outputs):
         self.batches = getattr(self, "batches", 0) + 1
         if self.batches == 2:
             raise RuntimeError("simulated crash")
-        return super().process(batch)
+        return super()._deliver(outputs)
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")

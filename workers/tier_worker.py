@@ -68,6 +68,9 @@ class TierWorker(Stage):
         self.model_name = f"{self.calibration.model_id}:{self.tier.value}:1-{self.cap}"
         self.worker_id = context.instance(self.name)
 
+    def parse_context(self) -> dict:
+        return {**super().parse_context(), "num_labels": self.calibration.num_labels}
+
     def process(self, batch: list[tuple[Record, Routed]]) -> list[Output]:
         by_start: dict[int, list[Routed]] = {}
         for _, message in batch:

@@ -25,7 +25,7 @@ class Record:
     partition: int
     offset: int
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone
 
 
 @dataclass(frozen=True)

@@ -241,7 +241,15 @@ class KafkaConsumerAdapter:
                 for tp in sorted(batches, key=lambda tp: (tp.topic, tp.partition)) for r in batches[tp]]
 
     def commit(self) -> None:
-        self.consumer.commit()
+        """Commit what poll returned. A group that rebalanced meanwhile refuses (the partitions may be
+        another member's now): rewind to the committed offsets and say so, for the caller to drop the batch."""
+        try:
+            self.consumer.commit()
+        except REBALANCE_ERRORS as exc:
+            self.rewind()
+            raise Rebalanced(f"the group rebalanced before the commit ({type(exc).__name__})") from exc
+        except KafkaError as exc:
+            raise ServiceUnavailable(f"Kafka did not take the commit ({type(exc).__name__}: {exc})") from exc
 
     def close(self) -> None:
         self.consumer.close(autocommit=False)

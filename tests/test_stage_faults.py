@@ -1,0 +1,82 @@
+"""What a stage does when a service fails around it (issue 8): a commit refused after a rebalance drops
+the batch for the partition's new owner instead of killing the role; a stop asked for during an outage
+ends the role normally (exit 0), committing nothing past the outage."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from kafka import TopicPartition
+from kafka.errors import CommitFailedError
+
+from dimee.errors import Rebalanced, ServiceUnavailable
+from dimee.runtime import StopFlag
+from dimee.tiers import Tier
+from dimee.transport.base import Topics
+from dimee.transport.kafka import KafkaConsumerAdapter
+from dimee.transport.memory import InMemoryBroker
+from producers.producer import ProduceOptions, produce
+from routers.router import Router
+from state.memory import InMemoryCentroidStore
+from tests.helpers import context, deployment, stream_records
+
+
+class RebalancedConsumer:
+    """kafka-python's consumer as it behaves after being evicted from its group."""
+
+    def __init__(self) -> None:
+        self.seeks: list = []
+
+    def commit(self):
+        raise CommitFailedError("kicked out of the group")
+
+    def assignment(self):
+        return {TopicPartition("t", 0), TopicPartition("t", 1)}
+
+    def committed(self, tp):
+        return 5 if tp.partition == 0 else None
+
+    def seek(self, tp, offset):
+        self.seeks.append((tp.partition, offset))
+
+    def seek_to_beginning(self, tp):
+        self.seeks.append((tp.partition, "beginning"))
+
+
+def test_a_refused_commit_rewinds_and_reports_a_rebalance_instead_of_crashing():
+    consumer = RebalancedConsumer()
+    with pytest.raises(Rebalanced):
+        KafkaConsumerAdapter(consumer).commit()
+    assert sorted(consumer.seeks, key=str) == [(0, 5), (1, "beginning")]
+
+
+class DownStore(InMemoryCentroidStore):
+    """A Redis that is down for good."""
+
+    def snapshot(self):
+        raise ServiceUnavailable("cannot reach Redis (simulated)")
+
+
+def test_sigterm_during_an_outage_ends_the_role_normally(workdir, cal):
+    broker, topics, stop = InMemoryBroker(), Topics("outage"), StopFlag()
+    store = DownStore()
+    store.seed(cal.centroid_arrays(), cal.pool_sizes)
+    produce(broker, topics, stream_records(10), ProduceOptions(progress=False))
+    router = Router(context(broker, topics, stop=stop), deployment(workdir, cal), store)
+    errors: list = []
+
+    def run() -> None:
+        try:
+            router.run()
+        except Exception as exc:  # the old behaviour: the outage escaped and the process exited 2
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    stop.wait(1.5)  # the router is retrying the store by now
+    stop.set()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and errors == []
+    assert all(broker.read_all(topics.tier(t.value)) == [] for t in Tier)  # nothing routed past the outage
+    assert broker.consumer([topics.samples], topics.router_group).poll(100, 0.1) != []  # nor committed

@@ -13,6 +13,15 @@ class ServiceUnavailable(DimeeError):
     """A broker or state store could not be reached."""
 
 
+class DeliveryError(ServiceUnavailable):
+    """A send was not acknowledged by the broker; the caller must not commit. `failures` lists (index of the
+    send since the last flush, its error) where they are known."""
+
+    def __init__(self, message: str, failures: list[tuple[int, Exception]] | None = None) -> None:
+        super().__init__(message)
+        self.failures = failures or []
+
+
 class Fenced(DimeeError):
     """Another instance with this stage's transactional id has started: this one is a zombie and must stop."""
 
@@ -20,3 +29,8 @@ class Fenced(DimeeError):
 class Rebalanced(DimeeError):
     """The consumer group moved on (a rebalance) before a transaction committed: the batch was aborted and
     its records go to whichever member owns their partitions now."""
+
+
+class Refused(DimeeError):
+    """The broker refuses this record for good (too large, invalid, not authorised): sending it again cannot
+    help."""

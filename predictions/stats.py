@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +18,7 @@ class PredictionStats:
     correct: int = 0
     total_cost: float = 0.0
     tiers: Counter = field(default_factory=Counter)
-    latencies_s: list[float] = field(default_factory=list)
+    latencies_s: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))  # the most recent, bounded
     # Throughput from the predictions' own clocks, so a consumer reading a backlog still reports the
     # pipeline's rate, not its own read rate.
     first_produced: float = float("inf")

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
+from dimee.errors import DeliveryError, Refused, ServiceUnavailable
 from dimee.messages import now
 from dimee.runtime import StopFlag, log, retry
-from dimee.transport.base import Topics, Transport
+from dimee.transport.base import Producer, Topics, Transport
 
 
 @dataclass(frozen=True)
@@ -27,42 +28,120 @@ class ProduceOptions:
     replication: int | None = None
 
 
-def produce(transport: Transport, topics: Topics, records: Iterable[dict | bytes],
-            options: ProduceOptions | None = None) -> int:
-    """Send up to `count` records (at most `rate` per second); returns how many were acknowledged.
+@dataclass
+class ProduceResult:
+    """What the broker acknowledged, and what it refused for good (with the reason), of what was sent."""
 
-    Records are sent as given, so a malformed one reaches the router and its dead-letter topic, as it
-    would from a real upstream."""
+    acknowledged: int = 0
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (sample id, or #row for raw records; reason)
+    unacknowledged: int = 0  # still pending when a stop came during an outage
+
+    @property
+    def complete(self) -> bool:
+        return not self.refused and not self.unacknowledged
+
+
+@dataclass(frozen=True)
+class _Pending:
+    row: int
+    key: bytes | None
+    value: bytes
+    timestamp: float | None
+
+    @property
+    def label(self) -> str:
+        return self.key.decode("utf-8", "replace") if self.key else f"#{self.row}"
+
+
+def _encode(row: int, record: dict | bytes) -> _Pending:
+    """Records are sent as given, so a malformed one reaches the router and its dead-letter topic, as it would
+    from a real upstream; a dict gets its produced_at (also the record's timestamp, where it is a time)."""
+    if not isinstance(record, dict):
+        return _Pending(row, None, record, None)
+    record = {**record, "produced_at": record.get("produced_at", now())}
+    stamp = record["produced_at"]
+    timestamp = float(stamp) if isinstance(stamp, int | float) and math.isfinite(stamp) else None
+    return _Pending(row, str(record.get("id", "")).encode(), json.dumps(record).encode(), timestamp)
+
+
+class _Publisher:
+    """Sends, then makes sure every send is acknowledged: a send the broker failed is sent again, one it
+    refuses for good (too large, invalid) is reported, and nothing is counted that was not acknowledged."""
+
+    def __init__(self, producer: Producer, topic: str, stop: StopFlag) -> None:
+        self.producer, self.topic, self.stop = producer, topic, stop
+        self.unacked: list[_Pending] = []  # sent since the last flush
+        self.unsent: list[_Pending] = []  # to be sent (again)
+        self.result = ProduceResult()
+
+    def send(self, item: _Pending) -> None:
+        try:
+            self.producer.send(self.topic, item.key, item.value, item.timestamp)
+            self.unacked.append(item)
+        except Refused as exc:
+            self.result.refused.append((item.label, str(exc)))
+        except ServiceUnavailable:
+            self.unsent.append(item)
+
+    def acknowledge(self) -> None:
+        delay = 0.2
+        while self.unacked or self.unsent:
+            try:
+                self.producer.flush()
+                self.result.acknowledged += len(self.unacked)
+                self.unacked = []
+            except DeliveryError as exc:
+                self._sort_failures(exc)
+            if self.unsent:
+                log.warning("broker did not acknowledge, sending again", pending=len(self.unsent),
+                            retry_in_s=round(delay, 2))
+                if self.stop.wait(delay):
+                    self.result.unacknowledged += len(self.unsent) + len(self.unacked)
+                    return
+                delay = min(2 * delay, 5.0)
+                items, self.unsent = self.unsent, []
+                for item in items:
+                    self.send(item)
+
+    def _sort_failures(self, exc: DeliveryError) -> None:
+        """Acknowledged sends are counted, failed ones are sent again unless the error is permanent."""
+        failed = dict(exc.failures) if exc.failures else dict.fromkeys(range(len(self.unacked)))
+        self.result.acknowledged += len(self.unacked) - len(failed)
+        for index, error in failed.items():
+            item = self.unacked[index]
+            if error is not None and getattr(error, "retriable", True) is False:
+                self.result.refused.append((item.label, f"{type(error).__name__}: {error}"))
+            else:
+                self.unsent.append(item)
+        self.unacked = []
+
+
+def produce(transport: Transport, topics: Topics, records: Iterable[dict | bytes],
+            options: ProduceOptions | None = None) -> ProduceResult:
+    """Send up to `count` records (at most `rate` per second) to the samples topic; returns what the broker
+    acknowledged and what it refused."""
     options = options or ProduceOptions()
     rate, count, stop = options.rate, options.count, options.stop
     retry(lambda: transport.ensure_topics([topics.samples], options.partitions, options.replication), "broker", stop)
-    producer = retry(transport.producer, "broker", stop)
+    publisher = _Publisher(retry(transport.producer, "broker", stop), topics.samples, stop)
     sent, started = 0, time.monotonic()
     bar = tqdm(total=count or options.total, desc="producing", unit="msg", disable=not options.progress)
     try:
-        for record in records:
+        for row, record in enumerate(records):
             if stop.is_set() or (count is not None and sent >= count):
                 break
-            if rate:
-                wait = started + sent / rate - time.monotonic()
-                if wait > 0:
-                    stop.wait(wait)
-            timestamp = None
-            if isinstance(record, dict):
-                record = {**record, "produced_at": record.get("produced_at", now())}
-                key, value = str(record.get("id", "")).encode(), json.dumps(record).encode()
-                if isinstance(record["produced_at"], int | float) and math.isfinite(record["produced_at"]):
-                    timestamp = float(record["produced_at"])
-            else:  # raw bytes: passed through untouched
-                key, value = None, record
-            producer.send(topics.samples, key, value, timestamp)
+            if rate and (wait := started + sent / rate - time.monotonic()) > 0:
+                stop.wait(wait)
+            publisher.send(_encode(row, record))
             sent += 1
             bar.update()
-            if sent % options.flush_every == 0:
-                retry(producer.flush, "broker", stop)
-        retry(producer.flush, "broker", stop)
+            if len(publisher.unacked) + len(publisher.unsent) >= options.flush_every:
+                publisher.acknowledge()
+        publisher.acknowledge()
     finally:
         bar.close()
-        producer.close()
-    log.info("produced", count=sent, seconds=round(time.monotonic() - started, 2))
-    return sent
+        publisher.producer.close()
+    result = publisher.result
+    log.info("produced", sent=sent, acknowledged=result.acknowledged, refused=len(result.refused),
+             seconds=round(time.monotonic() - started, 2))
+    return result

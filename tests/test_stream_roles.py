@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -217,3 +218,27 @@ def test_sink_deduplicates_and_survives_restart(tmp_path):
     second = Sink(context(broker, topics), out, group_id="s")
     second.run(idle_exit_s=0.3)
     assert out.read_text().count('"id":"a"') == 1 and second.duplicates == 1
+
+
+def test_the_sink_repairs_a_torn_last_line_and_keeps_its_index_across_restarts(tmp_path):
+    broker, topics = InMemoryBroker(), Topics("torn")
+    out = tmp_path / "p.jsonl"
+    producer = broker.producer()
+    for sample_id in ("a", "b"):
+        producer.send(topics.predictions, sample_id.encode(), _prediction(sample_id).to_bytes())
+    Sink(context(broker, topics), out, group_id="s").run(idle_exit_s=0.3)
+    with out.open("a") as handle:
+        handle.write('{"id": "c", "tier": "ed')  # a crash in the middle of writing c: its offset never committed
+    for sample_id in ("a", "c"):  # a redelivered and the torn c again
+        producer.send(topics.predictions, sample_id.encode(), _prediction(sample_id).to_bytes())
+    restarted = Sink(context(broker, topics), out, group_id="s")
+    restarted.run(idle_exit_s=0.3)
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["a", "b", "c"]
+    assert restarted.duplicates == 1  # a, known from the index on disk, not from memory
+
+
+def _prediction(sample_id: str) -> Prediction:
+    return Prediction.model_validate({
+        "id": sample_id, "tier": "edge", "label_pred": 1, "confidence": 0.9, "exit_layer": 2, "layers_run": 2,
+        "cost": {"processing": 0.1, "offload": 0.2, "cloud": 0.0, "total": 0.3}, "model": "m", "worker": "w",
+        "timings": {"produced_at": 1, "routed_at": 2, "started_at": 3, "finished_at": 4}})

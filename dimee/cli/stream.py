@@ -62,8 +62,16 @@ def produce_cmd(
     topics = Topics(settings.topic_prefix)
     options = ProduceOptions(rate=rate, count=count, stop=stop, total=total, progress=sys.stderr.isatty(),
                              partitions=settings.partitions, replication=settings.replication_factor)
-    sent = produce(transport, topics, records, options)  # type: ignore[arg-type]
-    typer.echo(f"produced {sent} samples to {topics.samples}")
+    result = produce(transport, topics, records, options)  # type: ignore[arg-type]
+    typer.echo(f"produced {result.acknowledged} samples to {topics.samples} (acknowledged by the broker)")
+    for label, reason in result.refused[:20]:
+        typer.echo(f"refused {label}: {reason}", err=True)
+    if result.unacknowledged:
+        typer.echo(f"{result.unacknowledged} not acknowledged: stopped during a broker outage", err=True)
+    if not result.complete:
+        typer.echo(f"error: {len(result.refused)} refused by the broker, {result.unacknowledged} not acknowledged",
+                   err=True)
+        raise typer.Exit(1)
 
 
 @app.command("seed")

@@ -13,7 +13,7 @@ from kafka import errors as kafka_errors
 from kafka.admin import NewTopic
 from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExistsError
 
-from dimee.errors import DimeeError, Fenced, Rebalanced, ServiceUnavailable
+from dimee.errors import DeliveryError, DimeeError, Fenced, Rebalanced, Refused, ServiceUnavailable
 from dimee.transport.base import Headers, Record
 
 # The broker says another producer with this transactional id is newer: this instance is a zombie.
@@ -22,10 +22,6 @@ FENCED_ERRORS = (kafka_errors.ProducerFencedError, kafka_errors.InvalidProducerE
 REBALANCE_ERRORS = (kafka_errors.CommitFailedError, kafka_errors.IllegalGenerationError,
                     kafka_errors.UnknownMemberIdError, kafka_errors.RebalanceInProgressError,
                     kafka_errors.FencedInstanceIdError)
-
-
-class DeliveryError(ServiceUnavailable):
-    """A send was not acknowledged by the broker; the caller must not commit."""
 
 
 TRANSACTION_REQUEST_TIMEOUT_S = 20.0
@@ -161,18 +157,23 @@ class KafkaProducerAdapter:
                      "timestamp_ms": None if timestamp_s is None else int(timestamp_s * 1000)}
         try:
             self._pending.append(self.producer.send(topic, key=key, value=value, **extra))
-        except KafkaError as exc:  # e.g. no metadata for the topic within max_block_ms: a broker outage
-            raise DeliveryError(f"Kafka refused a send: {exc}") from exc
+        except KafkaError as exc:
+            if not exc.retriable:  # e.g. larger than the producer's max_request_size
+                raise Refused(f"{type(exc).__name__}: {exc}") from exc
+            raise DeliveryError(f"Kafka refused a send: {exc}") from exc  # e.g. no metadata: an outage
 
     def flush(self, timeout_s: float | None = 30.0) -> None:
+        """Wait for every send since the last flush; raise DeliveryError naming each that failed."""
         pending, self._pending = self._pending, []
         try:
             self.producer.flush(timeout=timeout_s)
         except KafkaError as exc:
-            raise DeliveryError(f"Kafka did not acknowledge the batch: {exc}") from exc
-        failed = [f.exception for f in pending if not f.is_done or f.failed()]
+            raise DeliveryError(f"Kafka did not acknowledge the batch: {exc}",
+                                [(i, exc) for i in range(len(pending))]) from exc
+        failed = [(i, f.exception if f.is_done else kafka_errors.KafkaTimeoutError("not acknowledged in time"))
+                  for i, f in enumerate(pending) if not f.is_done or f.failed()]
         if failed:
-            raise DeliveryError(f"Kafka did not acknowledge {len(failed)} send(s): {failed[0]}")
+            raise DeliveryError(f"Kafka did not acknowledge {len(failed)} send(s): {failed[0][1]}", failed)
 
     def close(self) -> None:
         # Whatever is still unsent was never acknowledged, so nothing was committed past it: a producer that

@@ -1,0 +1,36 @@
+"""Delivery defects found by the fault audit (issue 8), on the real Kafka and Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+
+from dimee.transport.base import Topics
+from tests.helpers import stream_records
+from tests.integration.conftest import DIMEE, KAFKA, KAFKA_NODES, write_jsonl
+from tests.integration.test_kafka_redis import api_version, read_topic
+
+
+def test_produce_names_what_the_broker_refused_and_fails(prefix, env, tmp_path):
+    topic = Topics(prefix).samples
+    options = {"api_version": api_version()} if api_version() else {}
+    admin = KafkaAdminClient(bootstrap_servers=KAFKA.split(","), **options)
+    try:  # a topic that takes at most 100 kB per record, as a cluster with a smaller max.message.bytes would
+        admin.create_topics([NewTopic(topic, 1, min(3, KAFKA_NODES), topic_configs={"max.message.bytes": "100000"})])
+    finally:
+        admin.close()
+    good = stream_records(3, seed=31)
+    too_big_for_the_topic = {"id": "big", "text": "x" * 200_000}
+    too_big_for_any = {"id": "huge", "text": "y" * 1_200_000}
+    source = write_jsonl(tmp_path / "in.jsonl", [good[0], too_big_for_the_topic, good[1], too_big_for_any, good[2]])
+    proc = subprocess.run([DIMEE, "produce", "--source", str(source), "--id-col", "id"], env=env, capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 1, proc.stderr
+    assert "produced 3 samples" in proc.stdout
+    assert "refused big: MessageSizeTooLarge" in proc.stderr and "refused huge: MessageSizeTooLarge" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    stored = sorted(json.loads(r.value)["id"] for r in read_topic(topic, 3))
+    assert stored == sorted(r["id"] for r in good)

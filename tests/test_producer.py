@@ -1,0 +1,59 @@
+"""`dimee produce` reports only what the broker acknowledged (issue 8, item 1): a send the broker failed is
+sent again, one it refuses for good is named, and nothing unacknowledged counts as produced. Before, the
+pending sends were forgotten on the first failed flush and the retry flushed nothing: a refused record was
+silently lost while the producer said it had produced it."""
+
+from __future__ import annotations
+
+from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
+
+from dimee.errors import DeliveryError
+from dimee.transport.base import Topics
+from dimee.transport.memory import InMemoryBroker
+from producers.producer import ProduceOptions, produce
+from tests.helpers import stream_records
+
+
+class FlakyBroker(InMemoryBroker):
+    """Its first flush fails one send for a while (a timeout) and refuses another for good (too large)."""
+
+    def producer(self, transactional_id=None):
+        broker, inner = self, super().producer(transactional_id)
+
+        class Producer:
+            def __init__(self) -> None:
+                self.batch: list = []
+                self.flushes = 0
+
+            def send(self, topic, key, value, timestamp_s=None, headers=()):
+                self.batch.append((topic, key, value))
+
+            def flush(self, timeout_s=None):
+                self.flushes += 1
+                batch, self.batch = self.batch, []
+                failures = []
+                for index, (topic, key, value) in enumerate(batch):
+                    if self.flushes == 1 and key == b"s-3":
+                        failures.append((index, KafkaTimeoutError("no answer")))
+                    elif key == b"s-5":
+                        failures.append((index, MessageSizeTooLargeError("larger than message.max.bytes")))
+                    else:
+                        inner.send(topic, key, value)
+                if failures:
+                    raise DeliveryError("some sends failed", failures)
+
+            def close(self) -> None:
+                broker.closed = True
+
+        return Producer()
+
+
+def test_only_acknowledged_sends_count_and_refusals_are_named():
+    broker, topics = FlakyBroker(), Topics("flaky")
+    records = stream_records(8)
+    result = produce(broker, topics, records, ProduceOptions(progress=False))
+    stored = sorted(r.key.decode() for r in broker.read_all(topics.samples))
+    assert stored == sorted(r["id"] for r in records if r["id"] != "s-5")  # s-3 was sent again, once
+    assert result.acknowledged == len(stored) == 7
+    assert [label for label, _ in result.refused] == ["s-5"] and "MessageSizeTooLarge" in result.refused[0][1]
+    assert not result.complete

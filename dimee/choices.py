@@ -11,3 +11,5 @@ Distance = Literal["euclidean", "cosine"]  # router distance to a centroid
 EscalationMode = Literal["off", "recompute", "continue"]  # what a tier does with a sample unsure at its cap
 RouterKind = Literal["centroid", "learned", "mobile", "edge", "cloud"]  # how the router picks a start tier
 Guarantee = Literal["auto", "exactly-once", "at-least-once"]  # delivery of each stage's outputs and offsets
+KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]  # how clients talk to Kafka
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from dimee.choices import Guarantee
+from dimee.choices import Guarantee, KafkaProtocol, SaslMechanism
 from dimee.errors import DimeeError
+
+
+def redact(url: str) -> str:
+    """A service URL fit to print: the scheme, host, port and path, never a user or password."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return url.split("@")[-1]
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
 
 
 class Settings(BaseSettings):
@@ -30,10 +40,19 @@ class Settings(BaseSettings):
                                                                     "default min(3, brokers)")
     instance_id: str | None = Field(None, description="stable name of this process's instance (e.g. the pod "
                                                      "name): a restarted instance with the same id fences the old")
+    kafka_security_protocol: KafkaProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = Field(None, description="never printed or logged")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certificates")
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate, for mutual TLS")
+    kafka_ssl_keyfile: Path | None = None
     max_text_chars: int = Field(10_000, ge=1)
     max_message_bytes: int = Field(1_000_000, ge=1024, description="largest message a stage reads or writes; "
                                                                    "keep it under the broker's max.message.bytes")
-    seen_ttl_s: int = Field(7 * 24 * 3600, ge=1, description="how long the router remembers a routed id")
+    seen_ttl_s: int = Field(3600, ge=1, description="how long the router remembers that an id moved a centroid: "
+                            "at least the longest time a record may be read again (consumer lag, restarts); "
+                            "each id costs about 90 bytes of Redis for this long")
 
     @property
     def data_dir(self) -> Path:
@@ -47,6 +66,18 @@ class Settings(BaseSettings):
         if self.guarantee == "exactly-once" and not broker_has_transactions:
             raise DimeeError("--guarantee exactly-once needs a broker with transactions (Kafka 0.11 or newer)")
         return self.guarantee == "exactly-once" or (self.guarantee == "auto" and broker_has_transactions)
+
+    def kafka_security(self) -> dict:
+        """kafka-python's options for TLS and SASL (PLAIN, SCRAM): DIMEE_KAFKA_SECURITY_PROTOCOL=SASL_SSL,
+        DIMEE_KAFKA_SASL_MECHANISM, DIMEE_KAFKA_SASL_USERNAME / _PASSWORD, DIMEE_KAFKA_SSL_CAFILE, …"""
+        options: dict = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_sasl_mechanism:
+            password = self.kafka_sasl_password.get_secret_value() if self.kafka_sasl_password else None
+            options |= {"sasl_mechanism": self.kafka_sasl_mechanism, "sasl_plain_username": self.kafka_sasl_username,
+                        "sasl_plain_password": password}
+        files = {"ssl_cafile": self.kafka_ssl_cafile, "ssl_certfile": self.kafka_ssl_certfile,
+                 "ssl_keyfile": self.kafka_ssl_keyfile}
+        return options | {name: str(path) for name, path in files.items() if path is not None}
 
     def api_version_tuple(self) -> tuple[int, ...] | None:
         if not self.kafka_api_version:

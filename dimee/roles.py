@@ -23,7 +23,7 @@ from workers.tier_worker import TierWorker
 def context(settings: Settings, client_id: str = "dimee", stop: StopFlag | None = None,
             limits: BatchLimits | None = None, events: StageEvents | None = None) -> StageContext:
     """The shared context of a process's stages, its transport opened from the settings."""
-    transport = open_transport(settings.broker, settings.api_version_tuple(), client_id=client_id)
+    transport = open_transport(settings.broker, settings.api_version_tuple(), client_id, settings.kafka_security())
     return StageContext(transport, Topics(settings.topic_prefix), settings, stop or StopFlag(),
                         limits or BatchLimits(), events or NoEvents(), settings.instance_id)
 

@@ -4,6 +4,7 @@ drift scenario (one domain after another)."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
@@ -17,12 +18,20 @@ def from_split(spec: DatasetSpec, split: str, data_dir: Path) -> list[dict]:
     return load_splits(spec, data_dir).get(split).records()
 
 
+def run_token() -> str:
+    """Part of every id this run generates, so two runs over the same file or stdin never reuse an id (a
+    reused id would be dropped downstream as a duplicate)."""
+    return uuid.uuid4().hex[:8]
+
+
 def from_file(path: Path, text_col: str = "text", label_col: str | None = "label", pair_col: str | None = None,
               id_col: str | None = None) -> Iterator[dict]:
+    """Rows of a CSV/TSV/JSONL file; without an id column the id is FILE-RUN-ROW."""
+    run = run_token()
     for i, row in enumerate(read_table(path)):
         if text_col not in row:
             raise DataError(f"{path}: no column {text_col!r} (columns: {', '.join(row)})")
-        record: dict = {"id": row[id_col] if id_col else f"{path.stem}-{i}", "text": row[text_col]}
+        record: dict = {"id": row[id_col] if id_col else f"{path.stem}-{run}-{i}", "text": row[text_col]}
         if label_col and row.get(label_col, "").strip():
             record["label"] = int(row[label_col])
         if pair_col:
@@ -31,7 +40,8 @@ def from_file(path: Path, text_col: str = "text", label_col: str | None = "label
 
 
 def from_lines(stream: IO[str], prefix: str = "stdin") -> Iterator[dict]:
-    """One sample per line: a JSON object with at least `text`, or plain text."""
+    """One sample per line: a JSON object with at least `text`, or plain text; without an id, PREFIX-RUN-LINE."""
+    run = run_token()
     for i, line in enumerate(stream):
         line = line.rstrip("\n")
         if not line.strip():
@@ -43,7 +53,7 @@ def from_lines(stream: IO[str], prefix: str = "stdin") -> Iterator[dict]:
                 record = {"text": line}
         else:
             record = {"text": line}
-        record.setdefault("id", f"{prefix}-{i}")
+        record.setdefault("id", f"{prefix}-{run}-{i}")
         yield record
 
 

@@ -47,4 +47,7 @@ class CentroidStore(Protocol):
         """μ_k ← μ_k + (e − μ_k)/(N_k + 1), N_k ← N_k + 1 for each update whose sample id was not applied
         before (within the seen-marker TTL); returns which were applied."""
 
+    def check_not_evicting(self) -> None:
+        """Raise unless the store keeps every key it is given (adaptive routing depends on it)."""
+
     def close(self) -> None: ...

@@ -17,7 +17,8 @@ import time
 import numpy as np
 import redis
 
-from dimee.errors import ServiceUnavailable
+from dimee.config import redact
+from dimee.errors import DimeeError, ServiceUnavailable
 from state.base import CentroidSnapshot, NotSeeded, Update
 
 UPDATE_SCRIPT = """
@@ -56,7 +57,7 @@ def unpack(blob: bytes) -> np.ndarray:
 
 
 class RedisCentroidStore:
-    def __init__(self, url: str, model_id: str, seen_ttl_s: int = 7 * 24 * 3600) -> None:
+    def __init__(self, url: str, model_id: str, seen_ttl_s: int = 3600) -> None:
         self.url = url
         self.namespace = f"dimee:{{{model_id}}}"
         self.seen_ttl_s = seen_ttl_s
@@ -70,8 +71,22 @@ class RedisCentroidStore:
         try:
             return fn(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            host = self.url.split("@")[-1]
-            raise ServiceUnavailable(f"cannot reach Redis at {host} ({exc.__class__.__name__})") from exc
+            raise ServiceUnavailable(f"cannot reach Redis at {self._host} ({exc.__class__.__name__})") from exc
+
+    @property
+    def _host(self) -> str:
+        return redact(self.url)
+
+    def check_not_evicting(self) -> None:
+        """Adaptive routing needs every centroid and seen-marker kept: a Redis that may evict keys under memory
+        pressure (any maxmemory-policy but noeviction) could drop a marker and move a centroid twice."""
+        try:
+            policy = self._call(self.client.config_get, "maxmemory-policy").get("maxmemory-policy")
+        except redis.ResponseError:  # CONFIG is disabled on some managed Redis: the operator must see to it
+            return
+        if policy not in (None, "noeviction"):
+            raise DimeeError(f"Redis at {self._host} may evict keys (maxmemory-policy {policy}): adaptive routing "
+                             "needs maxmemory-policy noeviction")
 
     def seed(self, means: list[np.ndarray | None], counts: list[int]) -> None:
         dim = next((len(m) for m in means if m is not None), 0)

@@ -60,3 +60,25 @@ def test_pipeline_command_on_the_embedded_broker(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{"):])
     assert summary["count"] == len(out.read_text().splitlines()) > 0
+
+
+def test_service_urls_are_printed_without_their_password():
+    from dimee.config import redact
+
+    assert redact("redis://:s3cret@cache.example:6380/2") == "redis://cache.example:6380/2"
+    assert redact("rediss://user:pw@h/0") == "rediss://h/0" and redact("memory://") == "memory://"
+
+
+def test_kafka_tls_and_sasl_come_from_the_environment_and_the_password_is_never_shown(monkeypatch):
+    from dimee.config import Settings
+
+    monkeypatch.setenv("DIMEE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("DIMEE_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("DIMEE_KAFKA_SASL_USERNAME", "dimee")
+    monkeypatch.setenv("DIMEE_KAFKA_SASL_PASSWORD", "t0ps3cret")
+    monkeypatch.setenv("DIMEE_KAFKA_SSL_CAFILE", "/etc/ca.pem")
+    settings = Settings()
+    assert settings.kafka_security() == {
+        "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "dimee",
+        "sasl_plain_password": "t0ps3cret", "ssl_cafile": "/etc/ca.pem"}
+    assert "t0ps3cret" not in repr(settings) and "t0ps3cret" not in str(settings.model_dump())

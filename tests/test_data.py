@@ -149,3 +149,15 @@ def test_fetch_failure_reports_the_tools_last_line(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{fake}:/usr/bin:/bin")
     with pytest.raises(DataError, match="failed: npm error 404 Not Found"):
         fetch_mod.fetch_uci_sentences(tmp_path / "data")
+
+
+def test_generated_ids_are_unique_per_run(tmp_path):
+    import io
+
+    from producers.sources import from_file, from_lines
+
+    first, second = list(from_lines(io.StringIO("a\nb\n"))), list(from_lines(io.StringIO("a\nb\n")))
+    assert not {r["id"] for r in first} & {r["id"] for r in second}  # two stdin runs never reuse an id
+    table = tmp_path / "t.csv"
+    table.write_text("text\nfine\n")
+    assert next(from_file(table))["id"] != next(from_file(table))["id"]

@@ -105,3 +105,14 @@ def test_continue_from_a_hidden_state_equals_running_through(tiny_dir):
     late = direct.exit_layer > 2
     assert torch.equal(resumed.pred[late], direct.pred[late])
     assert torch.equal(resumed.exit_layer[late], direct.exit_layer[late])
+
+
+def test_a_sentence_pair_does_not_change_its_batch_mates_tokens(tiny_dir):
+    tokenizer = load_tokenizer(tiny_dir)
+    mixed = encode(tokenizer, ["good movie", "bad plot"], [None, "fun story"])
+    alone = encode(tokenizer, ["good movie"])
+    width = alone["input_ids"].shape[1]
+    assert mixed["input_ids"][0, :width].tolist() == alone["input_ids"][0].tolist()
+    assert mixed["attention_mask"][0].sum() == alone["attention_mask"][0].sum()  # no empty second segment
+    pair = encode(tokenizer, ["bad plot"], ["fun story"])
+    assert mixed["input_ids"][1, : pair["input_ids"].shape[1]].tolist() == pair["input_ids"][0].tolist()

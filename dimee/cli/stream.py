@@ -13,6 +13,7 @@ from dimee.choices import EscalationMode
 from dimee.cli import options as opt
 from dimee.cli.app import app
 from dimee.cli.runtime import limits, start_role
+from dimee.config import redact
 from dimee.errors import DimeeError
 from dimee.tiers import Tier
 
@@ -58,7 +59,8 @@ def produce_cmd(
     if drift:
         records = sources.drift_order(records, [d for d in drift.split(",") if d])  # type: ignore[arg-type]
         total = len(records)
-    transport = open_transport(settings.broker, settings.api_version_tuple(), client_id="dimee-producer")
+    transport = open_transport(settings.broker, settings.api_version_tuple(), "dimee-producer",
+                               settings.kafka_security())
     topics = Topics(settings.topic_prefix)
     options = ProduceOptions(rate=rate, count=count, stop=stop, total=total, progress=sys.stderr.isatty(),
                              partitions=settings.partitions, replication=settings.replication_factor)
@@ -86,7 +88,7 @@ def seed_cmd(workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR, state: opt.StateOpt 
     cal = deployment.calibration
     store.seed(cal.centroid_arrays(), cal.pool_sizes)
     store.close()
-    typer.echo(f"seeded {len(cal.centroids)} pools for model {cal.model_id!r} in {settings.state}")
+    typer.echo(f"seeded {len(cal.centroids)} pools for model {cal.model_id!r} in {redact(settings.state)}")
 
 
 @app.command("route")
@@ -117,8 +119,10 @@ def route_cmd(
     if reseed:
         store.seed(deployment.calibration.centroid_arrays(), deployment.calibration.pool_sizes)
     elif not store.is_seeded():
-        raise DimeeError(f"no centroids in {settings.state} for model {deployment.calibration.model_id!r}: pass "
-                         "--reseed to seed them from calibration.json")
+        raise DimeeError(f"no centroids in {redact(settings.state)} for model {deployment.calibration.model_id!r}: "
+                         "run `dimee seed` (or pass --reseed) to seed them from calibration.json")
+    if deployment.policy.adaptive or deployment.policy.feedback:
+        store.check_not_evicting()
     ctx = roles.context(settings, "dimee-router", stop, limits(max_batch, max_wait_ms))
     router = roles.router(ctx, deployment, store, group)
     typer.echo(f"routing policy: {deployment.policy.name}", err=True)

@@ -5,8 +5,10 @@ from dimee.errors import DimeeError
 from dimee.transport.base import Consumer, Producer, Record, Topics, Transport
 
 
-def open_transport(url: str, api_version: tuple[int, ...] | None = None, client_id: str = "dimee") -> Transport:
-    """`memory://` (the process-wide embedded broker) or `kafka://HOST:PORT[,HOST:PORT]`."""
+def open_transport(url: str, api_version: tuple[int, ...] | None = None, client_id: str = "dimee",
+                   security: dict | None = None) -> Transport:
+    """`memory://` (the process-wide embedded broker) or `kafka://HOST:PORT[,HOST:PORT]` (with `security`,
+    kafka-python's TLS/SASL options)."""
     if url.startswith("memory://"):
         from dimee.transport.memory import shared_broker
 
@@ -14,7 +16,7 @@ def open_transport(url: str, api_version: tuple[int, ...] | None = None, client_
     if url.startswith("kafka://"):
         from dimee.transport.kafka import KafkaTransport
 
-        return KafkaTransport(url.removeprefix("kafka://"), api_version=api_version, client_id=client_id)
+        return KafkaTransport(url.removeprefix("kafka://"), api_version, client_id, security)
     raise DimeeError(f"unknown broker {url!r}: use memory:// or kafka://HOST:PORT")
 
 

@@ -54,15 +54,19 @@ def _unreachable(servers: str, exc: Exception) -> ServiceUnavailable:
 
 
 class KafkaTransport:
-    def __init__(self, servers: str, api_version: tuple[int, ...] | None = None, client_id: str = "dimee") -> None:
+    def __init__(self, servers: str, api_version: tuple[int, ...] | None = None, client_id: str = "dimee",
+                 security: dict | None = None) -> None:
+        """`security`: kafka-python's TLS and SASL options (security_protocol, sasl_mechanism, …), given to
+        every client."""
         self.servers = servers
         self.api_version = api_version
         self.client_id = client_id
+        self.security = security or {}
         # Transactions (and the idempotent producer) need brokers from 0.11 on; auto-detect means current.
         self.supports_transactions = api_version is None or api_version >= (0, 11)
 
     def _common(self) -> dict:
-        options: dict = {"bootstrap_servers": self.servers.split(","), "client_id": self.client_id}
+        options: dict = {"bootstrap_servers": self.servers.split(","), "client_id": self.client_id, **self.security}
         if self.api_version is not None:
             options["api_version"] = self.api_version
         return options

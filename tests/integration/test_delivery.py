@@ -34,3 +34,19 @@ def test_produce_names_what_the_broker_refused_and_fails(prefix, env, tmp_path):
     assert "Traceback" not in proc.stderr
     stored = sorted(json.loads(r.value)["id"] for r in read_topic(topic, 3))
     assert stored == sorted(r["id"] for r in good)
+
+
+def test_adaptive_routing_refuses_a_redis_that_may_evict_its_keys(workdir, env):
+    import redis
+
+    from tests.integration.conftest import REDIS
+
+    client = redis.Redis.from_url(REDIS)
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        proc = subprocess.run([DIMEE, "route", "--workdir", str(workdir), "--adaptive", "--reseed"], env=env,
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        client.config_set("maxmemory-policy", "noeviction")
+        client.close()
+    assert proc.returncode == 2 and "maxmemory-policy allkeys-lru" in proc.stderr and "Traceback" not in proc.stderr

@@ -38,6 +38,7 @@ class StopFlag:
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self.reason: str | None = None  # the signal that asked for the stop, if one did
 
     def set(self) -> None:
         self._event.set()
@@ -53,7 +54,9 @@ class StopFlag:
             return
 
         def handler(signum: int, _frame: object) -> None:
-            log.info("stopping", signal=signal.Signals(signum).name)
+            # Nothing but the flag here: logging from a signal handler can deadlock on the logger's own lock
+            # (seen: a SIGTERM arriving while the process was writing a log line never ended it).
+            self.reason = signal.Signals(signum).name
             self.set()
 
         signal.signal(signal.SIGTERM, handler)

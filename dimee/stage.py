@@ -262,7 +262,8 @@ class Stage(ABC):
                         error=str(exc))
         finally:
             self.close()
-            log.info("stage stopped", stage=self.name, processed=self.processed, dead_letters=self.dead_letters)
+            log.info("stage stopped", stage=self.name, processed=self.processed, dead_letters=self.dead_letters,
+                     signal=self.stop.reason)
 
     def _loop(self, idle_exit_s: float | None) -> None:
         last_record = time.monotonic()

@@ -82,3 +82,31 @@ def test_kafka_tls_and_sasl_come_from_the_environment_and_the_password_is_never_
         "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "dimee",
         "sasl_plain_password": "t0ps3cret", "ssl_cafile": "/etc/ca.pem"}
     assert "t0ps3cret" not in repr(settings) and "t0ps3cret" not in str(settings.model_dump())
+
+
+def test_a_role_started_before_its_broker_waits_and_stops_cleanly(tmp_path):
+    """Topic creation used to sit outside the retry (the role exited after a minute) and a SIGTERM during the
+    outage exited 2: now it waits like in any outage, and SIGTERM ends it with 0."""
+    import os
+    import signal
+    import time
+
+    workdir = tiny_workdir(tmp_path / "w")
+    env = dict(os.environ, DIMEE_BROKER="kafka://127.0.0.1:1")
+    log = tmp_path / "work.log"
+    with log.open("w") as handle:
+        proc = subprocess.Popen([DIMEE, "work", "--tier", "mobile", "--workdir", str(workdir)], env=env,
+                                stdout=handle, stderr=handle)
+    try:
+        deadline = time.monotonic() + 120
+        while "service unavailable, retrying" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.5)
+        time.sleep(2)
+        assert proc.poll() is None, log.read_text()  # still waiting for its broker
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, log.read_text()
+    assert "service unavailable, retrying" in log.read_text() and "Traceback" not in log.read_text()

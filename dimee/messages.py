@@ -45,6 +45,11 @@ class Sample(Message):
     produced_at: float = Field(default_factory=now, allow_inf_nan=False)
     meta: dict[str, Any] = Field(default_factory=dict)
 
+    def content_digest(self) -> str:
+        """What the sample says, in 16 hex digits: tells a redelivered sample from another one reusing its id."""
+        content = f"{self.text}\x00{self.text_pair or ''}".encode()
+        return hashlib.sha256(content).hexdigest()[:16]
+
     @field_validator("label")
     @classmethod
     def _known_label(cls, value: int | None, info: ValidationInfo) -> int | None:
@@ -104,6 +109,7 @@ class Routed(Sample):
     hops: list[Hop] = Field(default_factory=list)
     start_layer: int = Field(0, ge=0)
     hidden_fp16: str | None = Field(None, description="base64 of the (tokens, hidden) fp16 state at start_layer")
+    digest: str | None = Field(None, max_length=64, description="the sample's content digest (Sample.content_digest)")
 
 
 class Timings(BaseModel):
@@ -128,6 +134,7 @@ class Prediction(Message):
     worker: str
     pool: int | None = None
     path: list[Tier] = Field(default_factory=list, description="every tier the sample visited, in order")
+    digest: str | None = Field(None, max_length=64, description="the sample's content digest (Sample.content_digest)")
     meta: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -47,12 +47,15 @@ class Collector:
         self._lock = threading.Lock()
         self.predictions: dict[str, Prediction] = {}
         self.duplicates = self.feedback_applied = self.dead_letters = 0
+        self.reached_sink = self.keyed_letters = 0
         self.dead_keys: set[str] = set()
 
     def committed(self, stage: str, messages: Sequence[Message]) -> None:
         with self._lock:
             if stage == "feedback":
                 self.feedback_applied += len(messages)
+            if stage == "sink":
+                self.reached_sink += len(messages)
             for message in messages if stage == "sink" else ():
                 assert isinstance(message, Prediction)
                 if message.id in self.predictions:
@@ -63,17 +66,21 @@ class Collector:
     def dead_lettered(self, stage: str, key: str | None) -> None:
         with self._lock:
             self.dead_letters += 1
-            if key is not None:
+            if key:  # a record produced without an id has an empty key
                 self.dead_keys.add(key)
+                self.keyed_letters += 1
 
     def finished(self, records: list, feedback: bool) -> bool:
-        """Every keyed sample answered or dead-lettered, every keyless one dead-lettered, feedback applied."""
-        expected = {str(r["id"]) for r in records if isinstance(r, dict) and "id" in r}
+        """Every keyed record answered or dead-lettered (repeats of an id included: each reached the sink or a
+        dead letter), every keyless one dead-lettered, feedback applied."""
+        keyed = [str(r["id"]) for r in records if isinstance(r, dict) and r.get("id")]
+        keyless = len(records) - len(keyed)
         with self._lock:
-            answered = expected <= (self.predictions.keys() | self.dead_keys)
-            letters = self.dead_letters - len(self.dead_keys & expected) >= len(records) - len(expected)
+            answered = set(keyed) <= (self.predictions.keys() | self.dead_keys)
+            every_record = self.reached_sink + self.keyed_letters >= len(keyed)
+            letters = self.dead_letters - self.keyed_letters >= keyless
             applied = not feedback or self.feedback_applied >= len(self.predictions)
-            return answered and letters and applied
+            return answered and every_record and letters and applied
 
 
 def run_pipeline(records: list, deployment: Deployment, settings: Settings,

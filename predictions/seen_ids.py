@@ -13,16 +13,19 @@ from pathlib import Path
 RECENT_IDS = 1_000_000  # the in-memory index keeps this many (a run without a file)
 
 
+Seen = dict[str, str | None]  # id → the sample's content digest, where the prediction carried one
+
+
 class RecentIds:
     def __init__(self, capacity: int = RECENT_IDS) -> None:
-        self.capacity, self._ids = capacity, OrderedDict[str, None]()
+        self.capacity, self._ids = capacity, OrderedDict[str, str | None]()
 
-    def known(self, ids: Iterable[str]) -> set[str]:
-        return {i for i in ids if i in self._ids}
+    def known(self, ids: Iterable[str]) -> Seen:
+        return {i: self._ids[i] for i in ids if i in self._ids}
 
-    def add(self, ids: Iterable[str], written_up_to: int = 0) -> None:
-        for sample_id in ids:
-            self._ids[sample_id] = None
+    def add(self, seen: Seen, written_up_to: int = 0) -> None:
+        for sample_id, digest in seen.items():
+            self._ids[sample_id] = digest
             self._ids.move_to_end(sample_id)
         while len(self._ids) > self.capacity:
             self._ids.popitem(last=False)
@@ -40,7 +43,7 @@ class IndexedJsonl:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(path.with_name(path.name + ".ids.sqlite"), check_same_thread=False)
-        self.db.execute("CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS seen (id TEXT PRIMARY KEY, digest TEXT)")
         self.db.execute("CREATE TABLE IF NOT EXISTS progress (single INTEGER PRIMARY KEY, offset INTEGER)")
         self._cut_torn_line()
         self._catch_up()
@@ -63,21 +66,21 @@ class IndexedJsonl:
             return
         with self.path.open("rb") as handle:
             handle.seek(self._indexed_up_to())
-            ids = [json.loads(line)["id"] for line in handle if line.strip()]
-            self.add(ids, handle.tell())
+            rows = [json.loads(line) for line in handle if line.strip()]
+            self.add({row["id"]: row.get("digest") for row in rows}, handle.tell())
 
-    def known(self, ids: Iterable[str]) -> set[str]:
+    def known(self, ids: Iterable[str]) -> Seen:
         wanted = list(dict.fromkeys(ids))
-        found: set[str] = set()
+        found: Seen = {}
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            found.update(row[0] for row in self.db.execute(f"SELECT id FROM seen WHERE id IN ({marks})", chunk))
+            found.update(self.db.execute(f"SELECT id, digest FROM seen WHERE id IN ({marks})", chunk).fetchall())
         return found
 
-    def add(self, ids: Iterable[str], written_up_to: int) -> None:
+    def add(self, seen: Seen, written_up_to: int) -> None:
         with self.db:  # one transaction: the ids and how far into the file they reach
-            self.db.executemany("INSERT OR IGNORE INTO seen (id) VALUES (?)", [(i,) for i in ids])
+            self.db.executemany("INSERT OR IGNORE INTO seen (id, digest) VALUES (?, ?)", list(seen.items()))
             self.db.execute("INSERT OR REPLACE INTO progress (single, offset) VALUES (0, ?)", (written_up_to,))
 
     def close(self) -> None:

@@ -27,18 +27,26 @@ class Sink(Stage):
         self.stats = PredictionStats(cloud_only_cost=cloud_only_cost)
 
     def process(self, batch: list[tuple[Record, Prediction]]) -> list[Output]:
+        """Each id once. A prediction for an id already written is dropped as a redelivery, unless it is for
+        other content (another digest): then the id was reused, which is dead-lettered, never dropped."""
         known = self.seen.known(p.id for _, p in batch)
         fresh: dict[str, Prediction] = {}
-        for _, prediction in batch:
-            if prediction.id in known or prediction.id in fresh:
-                self.duplicates += 1
-            else:
+        letters = []
+        for record, prediction in batch:
+            earlier = fresh[prediction.id].digest if prediction.id in fresh else known.get(prediction.id, "")
+            if earlier == "":
                 fresh[prediction.id] = prediction
+            elif earlier and prediction.digest and earlier != prediction.digest:
+                letters.append(self.dead_letter(record, f"id reused: {prediction.id!r} was already answered for "
+                                                        f"other content (digest {earlier}, now {prediction.digest})"))
+            else:
+                self.duplicates += 1
         if fresh:
-            self.seen.add(fresh, self._append(list(fresh.values())))  # only once the lines are on disk
+            seen = {sample_id: p.digest for sample_id, p in fresh.items()}
+            self.seen.add(seen, self._append(list(fresh.values())))  # only once the lines are on disk
         for prediction in fresh.values():
             self.stats.add(prediction)
-        return []
+        return letters
 
     def _append(self, predictions: list[Prediction]) -> int:
         """Append and fsync; returns the file's length after them."""

@@ -36,7 +36,8 @@ class Router(Stage):
     def _output(self, sample: Sample, decision: Decision) -> Output:
         tier = self.plan.tiers[decision.pool]
         routed = Routed(**sample.model_dump(), tier=tier, pool=decision.pool, distances=decision.distances,
-                        centroid_version=decision.centroid_version, router=self.router_id)
+                        centroid_version=decision.centroid_version, router=self.router_id,
+                        digest=sample.content_digest())
         return Output.of(self.topics.tier(tier.value), routed)
 
 

@@ -76,3 +76,13 @@ def test_a_corrupt_hidden_state_is_dead_lettered_by_the_worker(workdir, cal, hid
     letters = [parse(DeadLetter, r.value) for r in broker.read_all(topics.dead_letter)]
     assert answered == {s["id"] for s in samples} - {"h-2"}
     assert [letter.key for letter in letters] == ["h-2"] and "processing failed" in letters[0].error
+
+
+def test_an_id_reused_for_other_content_is_dead_lettered_not_dropped(workdir, cal):
+    good = stream_records(10, prefix="ok")
+    replay = dict(good[3])  # the same sample again: a redelivery, dropped as a duplicate
+    reused = {"id": good[5]["id"], "text": "a different sentence"}  # another sample under a used id
+    run, letters = _run(workdir, cal, "reused", [*good, replay, reused])
+    assert sorted(run.predictions) == sorted(r["id"] for r in good)
+    assert [letter.key for letter in letters] == [good[5]["id"]] and "id reused" in letters[0].error
+    assert letters[0].stage == "sink"

@@ -139,7 +139,7 @@ class TierWorker(Stage):
             cost=total, label=message.label,
             correct=None if message.label is None else outcome.label_pred == message.label,
             model=self.model_name, worker=self.worker_id, pool=message.pool,
-            path=[*(h.tier for h in message.hops), self.tier], meta=message.meta,
+            path=[*(h.tier for h in message.hops), self.tier], meta=message.meta, digest=message.digest,
             timings=Timings(produced_at=message.produced_at, routed_at=message.routed_at, **timings),
         )
         outputs = [Output.of(self.topics.predictions, prediction)]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 from dimee.calibration import Calibration
@@ -22,5 +24,16 @@ class Deployment:
         workdir = Workdir.of(workdir)
         return cls(workdir, Calibration.load(workdir.calibration), resolve(workdir, policy))
 
+    @cached_property
+    def state_id(self) -> str:
+        """The centroid store's namespace: the model id and a fingerprint of the weights and the calibration,
+        so two models (or two calibrations) of one data set never share, or overwrite, each other's centroids."""
+        digest = hashlib.sha256()
+        for path in (self.workdir.model / "model.safetensors", self.workdir.calibration):
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        return f"{self.calibration.model_id}-{digest.hexdigest()[:12]}"
+
     def with_policy(self, policy: RoutingPolicy) -> Deployment:
-        return Deployment(self.workdir, self.calibration, policy)
+        return replace(self, policy=policy)

@@ -29,7 +29,7 @@ def context(settings: Settings, client_id: str = "dimee", stop: StopFlag | None 
 
 
 def centroid_store(settings: Settings, deployment: Deployment) -> CentroidStore:
-    return open_store(settings.state, deployment.calibration.model_id, settings.seen_ttl_s)
+    return open_store(settings.state, deployment.state_id, settings.seen_ttl_s)
 
 
 def router(ctx: StageContext, deployment: Deployment, store: CentroidStore, group_id: str | None = None) -> Router:

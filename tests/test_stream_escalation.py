@@ -64,7 +64,7 @@ def test_feedback_moves_the_observed_pools_centroids(workdir, cal):
     run = run_pipeline(records, deployment(workdir, cal, "Feedback-adaptive+esc"), settings,
                        PipelineOptions(progress=False))
     assert len(run.predictions) == len(records)
-    snap = shared_store("memory://fb", cal.model_id).snapshot()
+    snap = shared_store("memory://fb", deployment(workdir, cal).state_id).snapshot()
     test = offline_records(records, workdir)
     observed = np.bincount(method.true_pools(test.probs, cal.alpha, cal.tier_plan()), minlength=3)
     added = np.array(snap.counts) - np.array(cal.pool_sizes)

@@ -88,7 +88,7 @@ def seed_cmd(workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR, state: opt.StateOpt 
     cal = deployment.calibration
     store.seed(cal.centroid_arrays(), cal.pool_sizes)
     store.close()
-    typer.echo(f"seeded {len(cal.centroids)} pools for model {cal.model_id!r} in {redact(settings.state)}")
+    typer.echo(f"seeded {len(cal.centroids)} pools for {deployment.state_id!r} in {redact(settings.state)}")
 
 
 @app.command("route")
@@ -119,7 +119,7 @@ def route_cmd(
     if reseed:
         store.seed(deployment.calibration.centroid_arrays(), deployment.calibration.pool_sizes)
     elif not store.is_seeded():
-        raise DimeeError(f"no centroids in {redact(settings.state)} for model {deployment.calibration.model_id!r}: "
+        raise DimeeError(f"no centroids in {redact(settings.state)} for {deployment.state_id!r}: "
                          "run `dimee seed` (or pass --reseed) to seed them from calibration.json")
     if deployment.policy.adaptive or deployment.policy.feedback:
         store.check_not_evicting()

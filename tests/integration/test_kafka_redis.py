@@ -129,7 +129,7 @@ def test_two_adaptive_routers_over_one_redis(workdir, cal, procs, prefix, tmp_pa
     first = {}
     for message in sorted(routed, key=lambda m: m.routed_at):
         first.setdefault(message.id, message.pool)  # the first routing of an id is the one that moved a centroid
-    store = RedisCentroidStore(REDIS, cal.model_id)
+    store = RedisCentroidStore(REDIS, deployment(workdir, cal).state_id)
     snap = store.snapshot()
     store.close()
     assert sum(snap.counts) - sum(cal.pool_sizes) == len(records)  # distinct ids, replays not counted
@@ -184,7 +184,7 @@ def test_redis_stopped_and_restarted_mid_stream_loses_nothing(workdir, cal, pref
     thread.join()
     assert "started" in outage
     assert sorted(run.predictions) == sorted(r["id"] for r in records)
-    store = RedisCentroidStore(REDIS, cal.model_id)
+    store = RedisCentroidStore(REDIS, deployment(workdir, cal).state_id)
     snap = store.snapshot()
     store.close()
     assert sum(snap.counts) - sum(cal.pool_sizes) == len(records)  # every update applied exactly once
@@ -200,7 +200,7 @@ def test_feedback_and_escalation_on_kafka_and_redis(workdir, cal, prefix):
     assert any(len(p.path) > 1 for p in run.predictions.values())  # some samples escalated on real Kafka
     notes = [parse(Feedback, r.value) for r in read_topic(Topics(prefix).feedback, len(records))]
     assert sorted({n.id for n in notes}) == ids
-    store = RedisCentroidStore(REDIS, cal.model_id)
+    store = RedisCentroidStore(REDIS, deployment(workdir, cal).state_id)
     snap = store.snapshot()
     store.close()
     assert sum(snap.counts) - sum(cal.pool_sizes) == len(records)  # each observed pool applied once

@@ -43,11 +43,17 @@ def test_a_transaction_commits_outputs_and_offsets_together(transport, topic):
     follower.close()
 
 
-def test_an_aborted_transaction_leaves_nothing_visible(transport, topic):
-    consumer = _source(transport, topic, 2)
+def _open_transaction(transport, topic: str, value: bytes):
+    """A transactional producer with one uncommitted output in an open transaction."""
     producer = transport.producer(transactional_id=f"{topic}-tx")
     producer.begin()
-    producer.send(f"{topic}-out", b"k", b"never")
+    producer.send(f"{topic}-out", b"k", value)
+    return producer
+
+
+def test_an_aborted_transaction_leaves_nothing_visible(transport, topic):
+    consumer = _source(transport, topic, 2)
+    producer = _open_transaction(transport, topic, b"never")
     producer.abort()
     producer.close()
     consumer.close()
@@ -59,9 +65,7 @@ def test_an_aborted_transaction_leaves_nothing_visible(transport, topic):
 
 def test_a_newer_producer_with_the_same_id_fences_the_older(transport, topic):
     consumer = _source(transport, topic, 1)
-    zombie = transport.producer(transactional_id=f"{topic}-tx")
-    zombie.begin()
-    zombie.send(f"{topic}-out", b"k", b"from the zombie")
+    zombie = _open_transaction(transport, topic, b"from the zombie")
     successor = transport.producer(transactional_id=f"{topic}-tx")  # a restarted instance
     with pytest.raises(Fenced):
         zombie.commit(consumer)

@@ -130,14 +130,17 @@ class Stage(ABC):
             self.producer.close()
 
     def collect(self) -> list[Record]:
-        """A micro-batch: up to max_batch records, waiting at most max_wait_s after the first arrived."""
-        assert self.consumer is not None
-        records = self.consumer.poll(self.limits.max_batch, self.limits.poll_timeout_s)
-        if not records:
-            return records
+        """A micro-batch: up to max_batch records, waiting at most max_wait_s after the first arrived. A broker
+        outage before the first record is waited out; after it, the records in hand are the batch."""
+        consumer = self.consumer
+        assert consumer is not None
+        records = retry(lambda: consumer.poll(self.limits.max_batch, self.limits.poll_timeout_s), "broker", self.stop)
         deadline = time.monotonic() + self.limits.max_wait_s
-        while len(records) < self.limits.max_batch and (remaining := deadline - time.monotonic()) > 0:
-            more = self.consumer.poll(self.limits.max_batch - len(records), remaining)
+        while records and len(records) < self.limits.max_batch and (remaining := deadline - time.monotonic()) > 0:
+            try:
+                more = consumer.poll(self.limits.max_batch - len(records), remaining)
+            except ServiceUnavailable:
+                break
             if not more:
                 break
             records.extend(more)

@@ -68,13 +68,20 @@ class _Publisher:
     """Sends, then makes sure every send is acknowledged: a send the broker failed is sent again, one it
     refuses for good (too large, invalid) is reported, and nothing is counted that was not acknowledged."""
 
-    def __init__(self, producer: Producer, topic: str, stop: StopFlag) -> None:
-        self.producer, self.topic, self.stop = producer, topic, stop
+    def __init__(self, transport: Transport, topic: str, stop: StopFlag) -> None:
+        self.transport, self.topic, self.stop = transport, topic, stop
+        self.producer: Producer = retry(transport.producer, "broker", stop)
+        self.stale = False  # an idempotent producer stays out of step after a refused batch
         self.unacked: list[_Pending] = []  # sent since the last flush
         self.unsent: list[_Pending] = []  # to be sent (again)
+        self.suspect: list[_Pending] = []  # refused together with others: to be tried alone
         self.result = ProduceResult()
 
     def send(self, item: _Pending) -> None:
+        if self.stale:
+            self.producer.close()
+            self.producer = retry(self.transport.producer, "broker", self.stop)
+            self.stale = False
         try:
             self.producer.send(self.topic, item.key, item.value, item.timestamp)
             self.unacked.append(item)
@@ -85,13 +92,9 @@ class _Publisher:
 
     def acknowledge(self) -> None:
         delay = 0.2
-        while self.unacked or self.unsent:
-            try:
-                self.producer.flush()
-                self.result.acknowledged += len(self.unacked)
-                self.unacked = []
-            except DeliveryError as exc:
-                self._sort_failures(exc)
+        while self.unacked or self.unsent or self.suspect:
+            self._flush()
+            self._try_suspects_alone()
             if self.unsent:
                 log.warning("broker did not acknowledge, sending again", pending=len(self.unsent),
                             retry_in_s=round(delay, 2))
@@ -103,17 +106,37 @@ class _Publisher:
                 for item in items:
                     self.send(item)
 
+    def _flush(self) -> None:
+        try:
+            self.producer.flush()
+            self.result.acknowledged += len(self.unacked)
+            self.unacked = []
+        except DeliveryError as exc:
+            self._sort_failures(exc)
+
     def _sort_failures(self, exc: DeliveryError) -> None:
-        """Acknowledged sends are counted, failed ones are sent again unless the error is permanent."""
+        """Acknowledged sends are counted, failed ones are sent again unless the error is permanent. The
+        broker refuses a whole batch for one bad record in it (e.g. one too large), so records refused
+        together are each tried alone before any is reported."""
         failed = dict(exc.failures) if exc.failures else dict.fromkeys(range(len(self.unacked)))
         self.result.acknowledged += len(self.unacked) - len(failed)
+        permanent = [i for i, error in failed.items() if error is not None and not getattr(error, "retriable", True)]
+        self.stale = self.stale or bool(permanent)
         for index, error in failed.items():
             item = self.unacked[index]
-            if error is not None and getattr(error, "retriable", True) is False:
-                self.result.refused.append((item.label, f"{type(error).__name__}: {error}"))
-            else:
+            if index not in permanent:
                 self.unsent.append(item)
+            elif len(permanent) > 1:
+                self.suspect.append(item)
+            else:
+                self.result.refused.append((item.label, f"{type(error).__name__}: {error}"))
         self.unacked = []
+
+    def _try_suspects_alone(self) -> None:
+        suspects, self.suspect = self.suspect, []
+        for item in suspects:
+            self.send(item)
+            self._flush()  # a single record: its own verdict
 
 
 def produce(transport: Transport, topics: Topics, records: Iterable[dict | bytes],
@@ -123,7 +146,7 @@ def produce(transport: Transport, topics: Topics, records: Iterable[dict | bytes
     options = options or ProduceOptions()
     rate, count, stop = options.rate, options.count, options.stop
     retry(lambda: transport.ensure_topics([topics.samples], options.partitions, options.replication), "broker", stop)
-    publisher = _Publisher(retry(transport.producer, "broker", stop), topics.samples, stop)
+    publisher = _Publisher(transport, topics.samples, stop)
     sent, started = 0, time.monotonic()
     bar = tqdm(total=count or options.total, desc="producing", unit="msg", disable=not options.progress)
     try:

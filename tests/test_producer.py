@@ -57,3 +57,38 @@ def test_only_acknowledged_sends_count_and_refusals_are_named():
     assert result.acknowledged == len(stored) == 7
     assert [label for label, _ in result.refused] == ["s-5"] and "MessageSizeTooLarge" in result.refused[0][1]
     assert not result.complete
+
+
+class WholeBatchRefusal(InMemoryBroker):
+    """Like Kafka: one record over the topic's limit gets its whole batch refused, the others with it."""
+
+    def producer(self, transactional_id=None):
+        inner = super().producer(transactional_id)
+
+        class Producer:
+            def __init__(self) -> None:
+                self.batch: list = []
+
+            def send(self, topic, key, value, timestamp_s=None, headers=()):
+                self.batch.append((topic, key, value))
+
+            def flush(self, timeout_s=None):
+                batch, self.batch = self.batch, []
+                if any(len(value) > 1000 for _, _, value in batch):
+                    error = MessageSizeTooLargeError("the batch holds a record over max.message.bytes")
+                    raise DeliveryError("refused", [(i, error) for i in range(len(batch))])
+                for topic, key, value in batch:
+                    inner.send(topic, key, value)
+
+            def close(self) -> None:
+                pass
+
+        return Producer()
+
+
+def test_records_refused_with_a_bad_batch_mate_are_tried_alone():
+    broker, topics = WholeBatchRefusal(), Topics("batch")
+    records = [*stream_records(3), {"id": "big", "text": "x" * 2000}]
+    result = produce(broker, topics, records, ProduceOptions(progress=False))
+    assert sorted(r.key.decode() for r in broker.read_all(topics.samples)) == ["s-0", "s-1", "s-2"]
+    assert result.acknowledged == 3 and [label for label, _ in result.refused] == ["big"]

@@ -80,3 +80,25 @@ def test_sigterm_during_an_outage_ends_the_role_normally(workdir, cal):
     assert not thread.is_alive() and errors == []
     assert all(broker.read_all(topics.tier(t.value)) == [] for t in Tier)  # nothing routed past the outage
     assert broker.consumer([topics.samples], topics.router_group).poll(100, 0.1) != []  # nor committed
+
+
+class BrokerDownThenUp:
+    """kafka-python's consumer while every broker is down, then back."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+
+    def poll(self, timeout_ms, max_records):
+        from kafka.errors import KafkaConnectionError
+
+        if self.failures:
+            self.failures -= 1
+            raise KafkaConnectionError("111 ECONNREFUSED")
+        return {}
+
+
+def test_a_poll_while_every_broker_is_down_is_an_outage_to_wait_out():
+    consumer = KafkaConsumerAdapter(BrokerDownThenUp(failures=1))
+    with pytest.raises(ServiceUnavailable):  # before: KafkaConnectionError escaped and the role exited 1
+        consumer.poll(10, 0.1)
+    assert consumer.poll(10, 0.1) == []

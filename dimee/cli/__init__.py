@@ -29,7 +29,7 @@ def usage_error_line(exc: Exception) -> str:
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as n here
     except DimeeError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -43,3 +43,4 @@ def main() -> None:
             typer.echo(f"error: {exc.format_message()}", err=True)
             sys.exit(2)
         raise
+    sys.exit(code if isinstance(code, int) else 0)

@@ -243,7 +243,10 @@ class KafkaConsumerAdapter:
                 self.consumer.seek(tp, committed)
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
-        batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        try:
+            batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as exc:  # every broker down: an outage to wait out, not a reason to exit
+            raise ServiceUnavailable(f"cannot poll Kafka ({type(exc).__name__}: {exc})") from exc
         return [Record(r.topic, r.partition, r.offset, r.key, r.value)
                 for tp in sorted(batches, key=lambda tp: (tp.topic, tp.partition)) for r in batches[tp]]
 

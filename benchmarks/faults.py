@@ -339,6 +339,7 @@ def reason_of(error: str) -> str:
 @dataclass
 class Observed:
     predictions: Counter
+    samples: set[str]  # ids that reached PREFIX.samples
     routed: set[str]
     letters: list[dict]
     centroids: int | None
@@ -355,7 +356,8 @@ def observe(suite: Suite, prefix: str) -> Observed:
             if data.get("router") not in (None, INJECTOR) and not data.get("hops"):
                 routed.add(data.get("id"))
     letters = [loads(r.value) for r in read_topic(kafka, f"{prefix}.dead-letter")]
-    return Observed(predictions, routed, letters, centroid_delta(suite.cluster.redis, suite.model_id,
+    samples = {loads(r.value).get("id") for r in read_topic(kafka, f"{prefix}.samples", committed=False)}
+    return Observed(predictions, samples, routed, letters, centroid_delta(suite.cluster.redis, suite.model_id,
                                                                  suite.pool_sizes))
 
 
@@ -871,7 +873,9 @@ def figures(run: Run, observed: Observed) -> dict:
     sent = [o for o in outcomes if o["sent"]]
     row = {
         "scenario": run.key, "title": run.title, "prefix": run.prefix, "produced": len(valid),
+        "reached_samples_topic": sum(i in observed.samples for i in valid),
         "delivered_unique": unique, "lost": len(lost), "lost_ids": lost[:50],
+        "lost_never_in_samples_topic": sum(i not in observed.samples for i in lost),
         "duplicates": sum(observed.predictions.values()) - unique,
         "dead_letters": len(observed.letters), "dead_letter_reasons": dict(reasons.most_common()),
         "malformed_sent": len(sent), "malformed_accounted": sum(o["accounted"] for o in sent),
@@ -885,10 +889,14 @@ def figures(run: Run, observed: Observed) -> dict:
 
 
 def print_row(row: dict) -> None:
-    say(f"({row['scenario']}) {row['title']}: produced {row['produced']}, delivered unique "
+    say(f"({row['scenario']}) {row['title']}: produced {row['produced']} ({row['reached_samples_topic']} reached "
+        f"the samples topic), delivered unique "
         f"{row['delivered_unique']}, lost {row['lost']}, duplicates {row['duplicates']}, dead letters "
         f"{row['dead_letters']}, centroid Δ {row['centroid_delta']} vs {row['routed_unique']} routed ids, "
         f"unexpected exits {row['unexpected_exits']}, stalls {row['stalls']}, {row['wall_s']} s")
+    if row["lost"]:
+        print(f"      of the {row['lost']} lost, {row['lost_never_in_samples_topic']} never reached the samples topic "
+              f"(lost by the producer); first: {row['lost_ids'][:3]}")
     for reason, count in row["dead_letter_reasons"].items():
         print(f"      dead letter x{count}: {reason}")
     for outcome in row["hostile"]:
@@ -901,22 +909,23 @@ def print_row(row: dict) -> None:
     sys.stdout.flush()
 
 
-HEADER = ("| scenario | produced | delivered unique | lost | duplicates | dead letters | malformed accounted "
-          "| centroid Δ / routed ids | unexpected exits | stalls | wall s |")
+HEADER = ("| scenario | produced | reached samples topic | delivered unique | lost | duplicates | dead letters "
+          "| malformed accounted | centroid Δ / routed ids | unexpected exits | stalls | wall s |")
 
 
 def table(rows: list[dict]) -> str:
-    lines = [HEADER, "|" + " --- |" * 11]
+    lines = [HEADER, "|" + " --- |" * 12]
     for row in rows:
         if "error" in row:
-            lines.append(f"| {row['scenario']} | suite error: {row['error']} |" + " |" * 9)
+            lines.append(f"| {row['scenario']} | suite error: {row['error']} |" + " |" * 10)
             continue
         top = "; ".join(f"{n}× {r[:48]}" for r, n in list(row["dead_letter_reasons"].items())[:3])
         more = len(row["dead_letter_reasons"]) - 3
         letters = f"{row['dead_letters']}" + (f" ({top}{f'; +{more} more reasons' if more > 0 else ''})" if top
                                                else "")
         malformed = f"{row['malformed_accounted']}/{row['malformed_sent']}" if row["malformed_sent"] else "–"
-        lines.append(f"| {row['scenario']} {row['title']} | {row['produced']} | {row['delivered_unique']} | "
+        lines.append(f"| {row['scenario']} {row['title']} | {row['produced']} | {row['reached_samples_topic']} | "
+                     f"{row['delivered_unique']} | "
                      f"{row['lost']} | {row['duplicates']} | {letters} | {malformed} | "
                      f"{row['centroid_delta']} / {row['routed_unique']} | {row['unexpected_exits']} | "
                      f"{row['stalls']} | {row['wall_s']} |")

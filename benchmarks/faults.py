@@ -295,7 +295,7 @@ def _drain(consumer, partitions: list, deadline: float) -> list:
 def loads(value: bytes | None) -> dict:
     try:
         data = json.loads(value) if value is not None else None
-    except ValueError:
+    except (ValueError, RecursionError):  # hostile payloads: not JSON, not UTF-8, nested too deep
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -962,7 +962,12 @@ def run_scenario(suite: Suite, scenario: Callable[[Suite], Run]) -> dict:
         for run in suite.runs[known:]:
             run.sup.shutdown()  # no leftovers
         return {"scenario": scenario.__name__, "error": error}
-    row = finish(holder["run"])
+    try:
+        row = finish(holder["run"])
+    except Exception as exc:  # the suite's own failure while measuring: reported, the next scenario runs
+        holder["run"].sup.shutdown()
+        say(f"   suite error measuring {scenario.__name__}: {exc.__class__.__name__}: {exc}")
+        return {"scenario": scenario.__name__, "error": f"{exc.__class__.__name__}: {exc}"}
     print_row(row)
     return row
 

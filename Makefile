@@ -9,7 +9,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 
-.PHONY: setup demo test unit lint bench services-up services-down clean
+.PHONY: setup demo test unit lint bench faults services-up services-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,3 +57,7 @@ clean:
 # Speed figures (needs the trained demo model: run `make demo` first).
 bench: $(STAMP)
 	bash deploy/local-services.sh run -- $(BIN)/python benchmarks/streaming_benchmark.py --json runs/benchmark.json
+
+# The fault-injection suite (docs/faults.md): kill storm, hostile input, outages, SIGTERM, broker failover.
+faults: $(STAMP)
+	bash deploy/local-services.sh run -- $(BIN)/python benchmarks/faults.py --json runs/faults.json

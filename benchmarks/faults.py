@@ -312,13 +312,13 @@ def sink_ids(path: Path) -> set[str]:
     return ids
 
 
-def centroid_delta(redis_url: str, model_id: str, pool_sizes: list[int]) -> int | None:
+def centroid_delta(redis_url: str, state_id: str, pool_sizes: list[int]) -> int | None:
     """sum(count) of the pools in Redis minus the calibration pool sizes: the ids that moved a centroid."""
     import redis
 
     client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=3)
     try:
-        namespace = f"dimee:{{{model_id}}}"
+        namespace = f"dimee:{{{state_id}}}"
         pools = client.hget(f"{namespace}:meta", "pools")
         if pools is None:
             return None
@@ -357,7 +357,7 @@ def observe(suite: Suite, prefix: str) -> Observed:
                 routed.add(data.get("id"))
     letters = [loads(r.value) for r in read_topic(kafka, f"{prefix}.dead-letter")]
     samples = {loads(r.value).get("id") for r in read_topic(kafka, f"{prefix}.samples", committed=False)}
-    return Observed(predictions, samples, routed, letters, centroid_delta(suite.cluster.redis, suite.model_id,
+    return Observed(predictions, samples, routed, letters, centroid_delta(suite.cluster.redis, suite.state_id,
                                                                  suite.pool_sizes))
 
 
@@ -370,7 +370,7 @@ class Suite:
     cluster: Cluster
     workdir: Path
     folder: Path
-    model_id: str
+    state_id: str
     pool_sizes: list[int]
     args: argparse.Namespace
     rng: random.Random
@@ -982,8 +982,11 @@ def prepare(args: argparse.Namespace) -> Suite:
 
         workdir = tiny_workdir(folder / "tiny-workdir")
         say(f"tiny workdir (no download): {workdir}")
+    from dimee.deployment import Deployment
+
     cal = json.loads((workdir / "calibration.json").read_text())
-    return Suite(cluster, workdir.resolve(), folder.resolve(), cal["model_id"], list(cal["pool_sizes"]), args,
+    state_id = Deployment.load(workdir, "DIMEE-F").state_id  # the Redis namespace the routers use
+    return Suite(cluster, workdir.resolve(), folder.resolve(), state_id, list(cal["pool_sizes"]), args,
                  random.Random(args.seed))
 
 

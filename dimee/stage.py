@@ -101,7 +101,6 @@ class Stage(ABC):
         self.producer: Producer | None = None
         self.exactly_once = False
         self._transactional_id: str | None = None
-        self._replace_producer = False
         self.processed = 0
         self.dead_letters = 0
 
@@ -176,8 +175,9 @@ class Stage(ABC):
         outputs.extend(produced)
         try:
             retry(lambda: self._deliver(outputs), "broker", self.stop)
-        except Rebalanced as exc:  # aborted: the records go to whoever owns their partitions now
-            log.warning("batch aborted by a rebalance", stage=self.name, records=len(records), error=str(exc))
+        except Rebalanced as exc:  # aborted: the records are read again by whoever owns their partitions now
+            log.warning("batch aborted; it will be read again", stage=self.name, records=len(records),
+                        error=str(exc))
             return
         self.processed += len(valid)
         self.context.events.committed(self.name, [message for _, message in valid])
@@ -232,14 +232,10 @@ class Stage(ABC):
             OUT.labels(self.name, out.topic).inc()
 
     def _deliver_in_transaction(self, outputs: list[Output]) -> None:
-        """After a failed transaction the producer is replaced: its successor (same transactional id) fences
-        it, aborts what it left open and finds the current coordinator, then the batch is sent again."""
-        if self._replace_producer:
-            old, self.producer = self.producer, None
-            if old is not None:
-                old.close()
-            self.producer = self.transport.producer(self._transactional_id)
-            self._replace_producer = False
+        """A failed transaction may still have committed (a commit whose answer never came): the batch is
+        never sent again. The producer is replaced (its successor, same transactional id, fences it and waits
+        for or aborts what it left open), the consumer goes back to the committed offsets, and the batch is
+        read again only if its transaction did not commit."""
         producer, consumer = self.producer, self.consumer
         assert producer is not None and consumer is not None
         try:
@@ -247,9 +243,18 @@ class Stage(ABC):
             for out in outputs:
                 producer.send(out.topic, out.key, out.value, out.timestamp_s, out.headers)
             producer.commit(consumer)  # type: ignore[attr-defined]
-        except ServiceUnavailable:
-            self._replace_producer = True
-            raise
+        except ServiceUnavailable as exc:
+            retry(self._renew_producer_and_rewind, "broker", self.stop)
+            raise Rebalanced(f"transaction failed ({exc}); the batch is read again from the committed offsets") \
+                from exc
+
+    def _renew_producer_and_rewind(self) -> None:
+        if self.producer is not None:
+            self.producer.close()
+            self.producer = None
+        self.producer = self.transport.producer(self._transactional_id)
+        assert self.consumer is not None
+        self.consumer.rewind()
 
     def run(self, idle_exit_s: float | None = None) -> None:
         """Until stopped (or idle for idle_exit_s, used by batch jobs and tests). Stopped in the middle of an

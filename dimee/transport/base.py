@@ -95,6 +95,9 @@ class Consumer(Protocol):
     def commit(self) -> None:
         """Commit everything returned by poll so far."""
 
+    def rewind(self) -> None:
+        """Go back to the committed offsets: what was polled since is returned again."""
+
     def close(self) -> None: ...
 
 

@@ -235,12 +235,15 @@ class KafkaConsumerAdapter:
 
     def rewind(self) -> None:
         """Back to the committed offsets (after an aborted transaction), so the batch is read again."""
-        for tp in self.consumer.assignment():
-            committed = self.consumer.committed(tp)
-            if committed is None:
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, committed)
+        try:
+            for tp in self.consumer.assignment():
+                committed = self.consumer.committed(tp)
+                if committed is None:
+                    self.consumer.seek_to_beginning(tp)
+                else:
+                    self.consumer.seek(tp, committed)
+        except KafkaError as exc:
+            raise ServiceUnavailable(f"cannot read the committed offsets ({type(exc).__name__}: {exc})") from exc
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         try:

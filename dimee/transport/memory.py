@@ -188,6 +188,12 @@ class _MemoryConsumer:
                 self.broker._committed[(self.group_id, topic, partition)] = position
             self.batch_generation = None
 
+    def rewind(self) -> None:
+        with self.broker._lock:
+            for topic, partition in self.assigned:
+                self.assigned[(topic, partition)] = self.committed(topic, partition)
+            self.batch_generation = None
+
     def committed(self, topic: str, partition: int) -> int:
         return self.broker._committed.get((self.group_id, topic, partition), 0)
 

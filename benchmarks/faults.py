@@ -531,50 +531,52 @@ def scenario_kill_storm(suite: Suite) -> Run:
     return run
 
 
-def scenario_outage_redis(suite: Suite) -> Run:
+def _outage(suite: Suite, key: str, title: str, outage: tuple[Callable[[], object], Callable[[], object]]) -> Run:
+    """A steady stream with a service down for --outage-s in the middle: `outage` takes it down, then up."""
     args = suite.args
-    run = new_run(suite, "c-redis", "Redis outage", args.other_samples)
+    run = new_run(suite, key, title, args.other_samples)
     start_roles(run)
     rate = len(run.records) / (args.outage_s + 30)
     start_producer(run, rate)
     time.sleep(10)
-    suite.cluster.service("stop-redis")
+    take_down, bring_up = outage
+    take_down()
     down = time.monotonic()
     time.sleep(args.outage_s)
-    code = suite.cluster.service("start-redis")
-    run.notes.append(f"Redis down {time.monotonic() - down:.0f} s (start-redis rc {code})")
+    result = bring_up()
+    run.notes.append(f"{title}: down {time.monotonic() - down:.0f} s (restart: {result})")
     sleep_until(run.stream_at + stream_seconds(run, rate))
-    wait_answered(run, args.deadline_s, "after the Redis outage")
+    wait_answered(run, args.deadline_s, f"after the {title}")
     return run
 
 
+def scenario_outage_redis(suite: Suite) -> Run:
+    service = suite.cluster.service
+    return _outage(suite, "c-redis", "Redis outage", (lambda: service("stop-redis"), lambda: service("start-redis")))
+
+
 def scenario_outage_kafka(suite: Suite) -> Run:
-    args = suite.args
-    run = new_run(suite, "c-kafka", "Kafka outage (every node)", args.other_samples)
-    start_roles(run)
-    rate = len(run.records) / (args.outage_s + 30)
-    start_producer(run, rate)
-    time.sleep(10)
     nodes = list(range(1, suite.cluster.nodes + 1))
-    for node in nodes:
-        suite.cluster.service("kill-broker", str(node))
-    down = time.monotonic()
-    time.sleep(args.outage_s)
-    codes = suite.cluster.start_brokers(nodes)
-    run.notes.append(f"all {len(nodes)} Kafka nodes down {time.monotonic() - down:.0f} s "
-                     f"(start-broker rc {codes})")
-    sleep_until(run.stream_at + stream_seconds(run, rate))
-    wait_answered(run, args.deadline_s, "after the Kafka outage")
+    return _outage(suite, "c-kafka", "Kafka outage (every node)",
+                   (lambda: [suite.cluster.service("kill-broker", str(n)) for n in nodes],
+                    lambda: suite.cluster.start_brokers(nodes)))
+
+
+STEADY_RATE = 15.0  # samples/s of the SIGTERM and failover scenarios
+
+
+def _into_a_stream(suite: Suite, key: str, title: str, fraction: float) -> Run:
+    """Every role up and a stream of --other-samples at STEADY_RATE, `fraction` of the way through."""
+    run = new_run(suite, key, title, suite.args.other_samples)
+    start_roles(run)
+    start_producer(run, STEADY_RATE)
+    time.sleep(fraction * stream_seconds(run, STEADY_RATE))
     return run
 
 
 def scenario_sigterm(suite: Suite) -> Run:
     args = suite.args
-    run = new_run(suite, "d", "SIGTERM of every role mid-stream", args.other_samples)
-    start_roles(run)
-    rate = 15.0
-    start_producer(run, rate)
-    time.sleep(0.4 * stream_seconds(run, rate))
+    run = _into_a_stream(suite, "d", "SIGTERM of every role mid-stream", 0.4)
     say("   SIGTERM to every role")
     codes = run.sup.terminate(60.0)
     run.extra["sigterm_codes"] = codes
@@ -603,11 +605,7 @@ def leader_of(kafka: list[str], topic: str, partition: int) -> int | None:
 
 def scenario_failover(suite: Suite) -> Run:
     args = suite.args
-    run = new_run(suite, "e", "broker failover (leader of PREFIX.edge partition 0)", args.other_samples)
-    start_roles(run)
-    rate = 15.0
-    start_producer(run, rate)
-    time.sleep(0.25 * stream_seconds(run, rate))
+    run = _into_a_stream(suite, "e", "broker failover (leader of PREFIX.edge partition 0)", 0.25)
     node = leader_of(suite.cluster.kafka, f"{run.prefix}.edge", 0)
     if node is None or suite.cluster.nodes < 3:
         run.notes.append(f"no failover: leader {node}, {suite.cluster.nodes} node(s)")
@@ -617,7 +615,7 @@ def scenario_failover(suite: Suite) -> Run:
         codes = suite.cluster.start_brokers([node])
         run.notes.append(f"node {node} (leader of {run.prefix}.edge/0) SIGKILLed for 20 s, "
                          f"start-broker rc {codes[0]}")
-    sleep_until(run.stream_at + stream_seconds(run, rate))
+    sleep_until(run.stream_at + stream_seconds(run, STEADY_RATE))
     wait_answered(run, args.deadline_s, "after the failover")
     return run
 

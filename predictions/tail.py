@@ -17,8 +17,7 @@ class Tail(Stage):
     message_type = Prediction
 
     def __init__(self, context: StageContext, cloud_only_cost: float = 1.0, every_s: float = 1.0) -> None:
-        # A group of its own per process: every tail sees every prediction.
-        super().__init__(context, [context.topics.predictions], f"{context.topics.prefix}.{context.instance('tail')}")
+        super().__init__(context, [context.topics.predictions], context.topics.tail_group(context.instance_id))
         self.stats = PredictionStats(cloud_only_cost=cloud_only_cost)
         self.seen: set[str] = set()
         self.every_s = every_s

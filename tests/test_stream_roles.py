@@ -242,3 +242,14 @@ def _prediction(sample_id: str) -> Prediction:
         "id": sample_id, "tier": "edge", "label_pred": 1, "confidence": 0.9, "exit_layer": 2, "layers_run": 2,
         "cost": {"processing": 0.1, "offload": 0.2, "cloud": 0.0, "total": 0.3}, "model": "m", "worker": "w",
         "timings": {"produced_at": 1, "routed_at": 2, "started_at": 3, "finished_at": 4}})
+
+
+def test_a_restarted_tail_reuses_its_consumer_group():
+    """Each `dimee tail` used to join a new group (named with its pid), leaving one more on the broker per
+    start; now a tail's group is stable per host (or --instance-id), so a restart picks up where it stopped."""
+    from predictions.tail import Tail
+
+    broker, topics = InMemoryBroker(), Topics("tail")
+    first, again = Tail(context(broker, topics)), Tail(context(broker, topics))
+    assert first.group_id == again.group_id == topics.tail_group()
+    assert Tail(context(broker, topics, instance_id="ops-laptop")).group_id == "tail.tail.ops-laptop"

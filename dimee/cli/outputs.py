@@ -38,13 +38,14 @@ def tail_cmd(
     workdir: Annotated[Path | None, typer.Option(help="Folder with calibration.json, for the cloud-only "
                                                       "cost (default 1.0).")] = None,
     broker: opt.BrokerOpt = None, topic_prefix: opt.PrefixOpt = None, kafka_api_version: opt.ApiOpt = None,
-    idle_exit: opt.IdleExitOpt = None, log_level: opt.LogOpt = "WARNING",
+    idle_exit: opt.IdleExitOpt = None, log_level: opt.LogOpt = "WARNING", instance_id: opt.InstanceOpt = None,
 ) -> None:
     """Live view of the predictions: throughput, accuracy, cost vs cloud-only, tier shares, latency."""
     from dimee import roles
     from dimee.deployment import Deployment
 
-    settings = opt.stream_settings(broker=broker, topic_prefix=topic_prefix, kafka_api_version=kafka_api_version)
+    settings = opt.stream_settings(broker=broker, topic_prefix=topic_prefix, kafka_api_version=kafka_api_version,
+                                   instance_id=instance_id)
     ctx = roles.context(settings, "dimee-tail", start_role(log_level, None))
     tail = roles.tail(ctx, None if workdir is None else Deployment.load(workdir))
     tail.run(idle_exit_s=idle_exit)

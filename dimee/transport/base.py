@@ -13,6 +13,7 @@ same transactional id fences the first (`Fenced`); a rebalance before the commit
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -73,6 +74,11 @@ class Topics:
     @property
     def feedback_group(self) -> str:
         return f"{self.prefix}.feedback"
+
+    def tail_group(self, instance: str | None = None) -> str:
+        """One group per watcher (the host, or --instance-id), stable across restarts: a restarted tail
+        picks up where it stopped instead of leaving one more abandoned group on the broker."""
+        return f"{self.prefix}.tail.{instance or socket.gethostname()}"
 
 
 Headers = tuple[tuple[str, bytes], ...]

@@ -15,6 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+class _Under:
+    """A path under the work folder, read as an attribute: `workdir.model`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, workdir: Workdir, owner: type) -> Path:
+        return workdir.root / self.name
+
+
 @dataclass(frozen=True)
 class Workdir:
     root: Path
@@ -26,29 +36,12 @@ class Workdir:
     def of(cls, folder: Workdir | Path | str) -> Workdir:
         return folder if isinstance(folder, Workdir) else cls(Path(folder))
 
-    @property
-    def model(self) -> Path:
-        return self.root / "model"
-
-    @property
-    def calibration(self) -> Path:
-        return self.root / "calibration.json"
-
-    @property
-    def policy(self) -> Path:
-        return self.root / "policy.json"
-
-    @property
-    def learned_router(self) -> Path:
-        return self.root / "learned_router.json"
-
-    @property
-    def rarity(self) -> Path:
-        return self.root / "token_rarity.json"
-
-    @property
-    def train_history(self) -> Path:
-        return self.root / "train_history.json"
+    model = _Under("model")
+    calibration = _Under("calibration.json")
+    policy = _Under("policy.json")
+    learned_router = _Under("learned_router.json")
+    rarity = _Under("token_rarity.json")
+    train_history = _Under("train_history.json")
 
     def exits(self, split: str) -> Path:
         """Recorded exits of a split (what the full model said at every layer)."""

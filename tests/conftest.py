@@ -8,7 +8,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def pytest_report_header(config):
-    from tests.integration.conftest import report_header
+    from tests.real_services import report_header
 
     return report_header()
 
@@ -33,3 +33,11 @@ def cal(workdir):
     from dimee.calibration import Calibration
 
     return Calibration.load(workdir / "calibration.json")
+
+
+@pytest.fixture
+def hand_cal():
+    """The hand-worked case's calibration (tests/hand_case.py): α* = 0.6111, m = 1, n = 2, L = 3."""
+    from tests import hand_case
+
+    return hand_case.calibration()

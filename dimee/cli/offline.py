@@ -11,6 +11,7 @@ from dimee.choices import Distance, EmbeddingKind, LossWeighting, Objective, Poo
 from dimee.cli import options as opt
 from dimee.cli.app import app, data_app
 from dimee.config import Settings
+from dimee.data.registry import DatasetSpec
 from dimee.tiers import CostModel
 from dimee.workdir import Workdir
 
@@ -27,16 +28,14 @@ def data_fetch(
 
 
 @data_app.command("show")
-def data_show(
-    dataset: opt.DatasetOpt = "rt-sentences", data_path: opt.DataPathOpt = None, text_col: opt.TextColOpt = "text",
-    label_col: opt.LabelColOpt = "label", pair_col: opt.PairColOpt = None, seed: opt.SeedOpt = 0,
-) -> None:
+@opt.dataset_options
+def data_show(data: DatasetSpec) -> None:
     """Print split sizes, label balance and a few samples."""
     from collections import Counter
 
     from dimee.data import load_splits
 
-    splits = load_splits(opt.spec(dataset, data_path, text_col, label_col, pair_col, seed), Settings().data_dir)
+    splits = load_splits(data, Settings().data_dir)
     for name in ("train", "calibration", "test"):
         part = splits.get(name)
         balance = ", ".join(f"{part.label_names[k]}: {v}" for k, v in sorted(Counter(part.labels).items()))
@@ -46,10 +45,10 @@ def data_show(
 
 
 @app.command("train")
+@opt.dataset_options
 def train_cmd(
-    dataset: opt.DatasetOpt = "rt-sentences", data_path: opt.DataPathOpt = None, text_col: opt.TextColOpt = "text",
-    label_col: opt.LabelColOpt = "label", pair_col: opt.PairColOpt = None, seed: opt.SeedOpt = 0,
-    workdir: opt.WorkdirOpt = Path("artifacts"),
+    data: DatasetSpec,
+    workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR,
     base_model: Annotated[str | None, typer.Option(
         help="Hub id or local folder of a BERT-family encoder; default: the bundled all-MiniLM-L6-v2.")] = None,
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs.")] = 3,
@@ -66,8 +65,8 @@ def train_cmd(
     from dimee.training import TrainConfig
 
     opt.use_all_cores()
-    splits = splits_for(opt.spec(dataset, data_path, text_col, label_col, pair_col, seed), Settings().data_dir)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed, loss=loss,
+    splits = splits_for(data, Settings().data_dir)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=data.seed, loss=loss,
                          max_train_samples=max_train_samples, base_model=base_model, pooling=pooling,
                          max_length=max_length)
     summary = run_train(splits, Workdir(workdir), config)
@@ -75,10 +74,10 @@ def train_cmd(
 
 
 @app.command("calibrate")
+@opt.dataset_options
 def calibrate_cmd(
-    dataset: opt.DatasetOpt = "rt-sentences", data_path: opt.DataPathOpt = None, text_col: opt.TextColOpt = "text",
-    label_col: opt.LabelColOpt = "label", pair_col: opt.PairColOpt = None, seed: opt.SeedOpt = 0,
-    workdir: opt.WorkdirOpt = Path("artifacts"),
+    data: DatasetSpec,
+    workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR,
     m: Annotated[int | None, typer.Option(min=1, help="Layers on the mobile (default L/3).")] = None,
     n: Annotated[int | None, typer.Option(min=2, help="Layers on the edge (default 2L/3).")] = None,
     objective: Annotated[Objective, typer.Option(
@@ -104,7 +103,7 @@ def calibrate_cmd(
     opt.use_all_cores()
     cost = CostModel(lambda_m=lambda_m, lambda_e=lambda_e, lambda_c=lambda_c, o_e=o_e, o_c=o_c, kappa=kappa,
                      beta=beta)
-    splits = splits_for(opt.spec(dataset, data_path, text_col, label_col, pair_col, seed), Settings().data_dir)
+    splits = splits_for(data, Settings().data_dir)
     config = CalibrationConfig(m=m, n=n, cost=cost, objective=objective, max_drop=max_drop, distance=distance,
                                embedding=embedding, model_id=splits.train.name)
     try:
@@ -116,10 +115,10 @@ def calibrate_cmd(
 
 
 @app.command("evaluate")
+@opt.dataset_options
 def evaluate_cmd(
-    dataset: opt.DatasetOpt = "rt-sentences", data_path: opt.DataPathOpt = None, text_col: opt.TextColOpt = "text",
-    label_col: opt.LabelColOpt = "label", pair_col: opt.PairColOpt = None, seed: opt.SeedOpt = 0,
-    workdir: opt.WorkdirOpt = Path("artifacts"),
+    data: DatasetSpec,
+    workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR,
     out: Annotated[Path, typer.Option(help="Folder for report.md, report.json and the PNG plots.")] = Path("runs/eval"),
 ) -> None:
     """Compare DIMEE with every baseline on the test split; write the report and plots."""
@@ -127,7 +126,7 @@ def evaluate_cmd(
     from dimee.offline import run_evaluate, splits_for
 
     opt.use_all_cores()
-    splits = splits_for(opt.spec(dataset, data_path, text_col, label_col, pair_col, seed), Settings().data_dir)
-    report = run_evaluate(splits, Workdir(workdir), out, seed=seed)
+    splits = splits_for(data, Settings().data_dir)
+    report = run_evaluate(splits, Workdir(workdir), out, seed=data.seed)
     typer.echo(methods_table(report["methods"]))
     typer.echo(f"α* = {report['alpha']:.4f}; report: {out / 'report.md'}")

@@ -3,8 +3,11 @@ torch: arguments are checked before any slow import."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -12,34 +15,44 @@ from dimee.choices import Guarantee
 from dimee.config import Settings
 from dimee.data.registry import NAMES_HELP, DatasetSpec
 from dimee.routing_policy import POLICIES
+from dimee.stage import BatchLimits
 
 DEFAULT_WORKDIR = Path("artifacts/demo")
 
 # -- data ----------------------------------------------------------------------------------------------
-DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help=f"Dataset: {NAMES_HELP}.")]
-DataPathOpt = Annotated[Path | None, typer.Option(help="Folder for glue:TASK data (the GLUE TSV folder).")]
-TextColOpt = Annotated[str, typer.Option(help="Text column of a CSV/TSV/JSONL file (or HF dataset).")]
-LabelColOpt = Annotated[str, typer.Option(help="Label column (integers, or names mapped in sorted order).")]
-PairColOpt = Annotated[str | None, typer.Option(help="Second-sentence column, for sentence pairs.")]
-SeedOpt = Annotated[int, typer.Option(help="Seed of the split (and of training where it applies).")]
+def _data(*names: str, **kwargs: object) -> typer.models.OptionInfo:
+    return typer.Option(*names, rich_help_panel="Data", **kwargs)  # type: ignore[arg-type]
+
+
+DatasetOpt = Annotated[str, _data("--dataset", "-d", help=f"Dataset: {NAMES_HELP}.")]
+DataPathOpt = Annotated[Path | None, _data("--data-path", help="Folder for glue:TASK data (the GLUE TSV folder).")]
+TextColOpt = Annotated[str, _data(help="Text column of a CSV/TSV/JSONL file (or HF dataset).")]
+LabelColOpt = Annotated[str, _data(help="Label column (integers, or names mapped in sorted order).")]
+PairColOpt = Annotated[str | None, _data(help="Second-sentence column, for sentence pairs.")]
+SeedOpt = Annotated[int, _data(help="Seed of the split (and of training where it applies).")]
 WorkdirOpt = Annotated[Path, typer.Option(help="Work folder: model/, calibration.json, policy.json, records/.")]
 
+
 # -- streaming -----------------------------------------------------------------------------------------
-BrokerOpt = Annotated[str | None, typer.Option(
+def _connection(**kwargs: object) -> typer.models.OptionInfo:
+    return typer.Option(rich_help_panel="Kafka and Redis", **kwargs)  # type: ignore[arg-type]
+
+
+BrokerOpt = Annotated[str | None, _connection(
     help="memory:// (embedded, default) or kafka://HOST:PORT[,HOST:PORT]. Env: DIMEE_BROKER.")]
-StateOpt = Annotated[str | None, typer.Option(
+StateOpt = Annotated[str | None, _connection(
     help="memory:// (default) or redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS). Env: DIMEE_STATE.")]
-PrefixOpt = Annotated[str | None, typer.Option(help="Topic prefix (default dimee). Env: DIMEE_TOPIC_PREFIX.")]
-ApiOpt = Annotated[str | None, typer.Option(
+PrefixOpt = Annotated[str | None, _connection(help="Topic prefix (default dimee). Env: DIMEE_TOPIC_PREFIX.")]
+ApiOpt = Annotated[str | None, _connection(
     help="Kafka protocol version to pin, e.g. 0.9 for a legacy broker; default auto-detect.")]
-GuaranteeOpt = Annotated[Guarantee | None, typer.Option(
+GuaranteeOpt = Annotated[Guarantee | None, _connection(
     help="exactly-once (outputs and input offsets in one Kafka transaction; needs Kafka 0.11+), at-least-once, "
          "or auto (exactly-once where the broker has transactions). Env: DIMEE_GUARANTEE.")]
-InstanceOpt = Annotated[str | None, typer.Option(
+InstanceOpt = Annotated[str | None, _connection(
     help="Stable name of this instance (e.g. the pod name): a restarted instance with the same name fences the "
          "old one's transactions. Default: host and process id. Env: DIMEE_INSTANCE_ID.")]
-PartitionsOpt = Annotated[int | None, typer.Option(min=1, help="Partitions of the topics dimee creates (default 3). "
-                                                             "Env: DIMEE_PARTITIONS.")]
+PartitionsOpt = Annotated[int | None, _connection(
+    min=1, help="Partitions of the topics dimee creates (default 3). Env: DIMEE_PARTITIONS.")]
 MaxBatchOpt = Annotated[int, typer.Option(min=1, help="Largest micro-batch.")]
 MaxWaitOpt = Annotated[float, typer.Option(min=0.0, help="How long a partial micro-batch waits (ms).")]
 IdleExitOpt = Annotated[float | None, typer.Option(help="Exit after this many idle seconds (default: run until "
@@ -51,16 +64,74 @@ PolicyOpt = Annotated[str, typer.Option(
     help="auto (what `dimee study` chose on calibration, else DIMEE-F), or one of: " + ", ".join(POLICIES) + ".")]
 
 
-def spec(dataset: str, data_path: Path | None, text_col: str, label_col: str, pair_col: str | None,
-         seed: int) -> DatasetSpec:
-    return DatasetSpec(name=dataset, path=data_path, text_col=text_col, label_col=label_col, pair_col=pair_col,
-                       seed=seed)
-
-
 def stream_settings(**options: object) -> Settings:
     """Settings from the environment (DIMEE_*), with the options given on the command line on top; option
     names are Settings fields."""
     return Settings(**{name: value for name, value in options.items() if value is not None})
+
+
+# -- options declared once, bundled into one argument ---------------------------------------------------
+Command = TypeVar("Command", bound=Callable[..., None])
+
+
+def _option(name: str, annotation: object, default: object = None) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def bundled(into: str, build: Callable[..., object], options: list[inspect.Parameter]) -> Callable[[Command], Command]:
+    """Adds `options` to a command's command line and hands the command one value, `build(**options)`, as its
+    parameter `into`: shared options are declared here once instead of in every command's signature."""
+
+    def decorate(command: Command) -> Command:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for name, p in signature.parameters.items() if name != into]
+
+        @functools.wraps(command)
+        def with_options(**values: object) -> None:
+            shared = {p.name: values.pop(p.name) for p in options}
+            command(**values, **{into: build(**shared)})
+
+        with_options.__signature__ = signature.replace(parameters=[*own, *options])  # type: ignore[attr-defined]
+        with_options.__annotations__ = {p.name: p.annotation for p in [*own, *options]}
+        return with_options  # type: ignore[return-value]
+
+    return decorate
+
+
+dataset_options = bundled("data", DatasetSpec, [
+    _option("name", DatasetOpt, "rt-sentences"), _option("path", DataPathOpt), _option("text_col", TextColOpt, "text"),
+    _option("label_col", LabelColOpt, "label"), _option("pair_col", PairColOpt), _option("seed", SeedOpt, 0)])
+"""The dataset options (`--dataset`, `--data-path`, the columns, `--seed`) as one `data: DatasetSpec`."""
+
+_CONNECTION = {"broker": BrokerOpt, "state": StateOpt, "topic_prefix": PrefixOpt, "kafka_api_version": ApiOpt,
+               "guarantee": GuaranteeOpt, "instance_id": InstanceOpt, "partitions": PartitionsOpt}
+
+
+def settings_options(*names: str) -> Callable[[Command], Command]:
+    """The named connection options (Settings fields; see `_CONNECTION`) as one `settings: Settings`, from the
+    environment with the command line on top."""
+    return bundled("settings", stream_settings, [_option(name, _CONNECTION[name]) for name in names])
+
+
+policy_options = bundled("policy", lambda policy, adaptive: "DIMEE-D" if adaptive else policy, [
+    _option("policy", PolicyOpt, "auto"), _option("adaptive", AdaptiveOpt, False)])
+"""`--policy` and its shorthand `--adaptive` as one `policy: str` (a name of POLICIES, or auto)."""
+
+
+
+def _batch_limits(max_batch: int, max_wait_ms: float) -> BatchLimits:
+    return BatchLimits(max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0)
+
+
+def batch_options(max_batch: int) -> Callable[[Command], Command]:
+    """`--max-batch` (default `max_batch`) and `--max-wait-ms` as one `limits: BatchLimits`."""
+    return bundled("limits", _batch_limits, [_option("max_batch", MaxBatchOpt, max_batch),
+                                             _option("max_wait_ms", MaxWaitOpt, 20.0)])
+
+
+KAFKA = ("broker", "topic_prefix", "kafka_api_version")
+"""What any Kafka client needs; stages add guarantee, instance id and partitions."""
+STAGE = (*KAFKA, "guarantee", "instance_id", "partitions")
 
 
 def use_all_cores() -> None:
@@ -69,3 +140,12 @@ def use_all_cores() -> None:
     import torch
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+def router_options(max_batch: int) -> Callable[[Command], Command]:
+    """What a command hosting the router takes: `settings` (with the state store), `limits` and `policy`."""
+
+    def decorate(command: Command) -> Command:
+        return batch_options(max_batch)(settings_options(*STAGE, "state")(policy_options(command)))
+
+    return decorate

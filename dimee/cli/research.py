@@ -16,10 +16,10 @@ from dimee.workdir import Workdir
 
 
 @app.command("study")
+@opt.dataset_options
 def study_cmd(
-    dataset: opt.DatasetOpt = "rt-sentences", data_path: opt.DataPathOpt = None, text_col: opt.TextColOpt = "text",
-    label_col: opt.LabelColOpt = "label", pair_col: opt.PairColOpt = None, seed: opt.SeedOpt = 0,
-    workdir: opt.WorkdirOpt = Path("artifacts/demo"),
+    data: DatasetSpec,
+    workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR,
     out: Annotated[Path, typer.Option(help="Folder for routing.md, routing.json and frontiers.png.")] = Path(
         "runs/study"),
     max_drop: Annotated[float, typer.Option(min=0.0, help="Accuracy points the default policy may lose.")] = 0.5,
@@ -31,8 +31,8 @@ def study_cmd(
     from dimee.offline import splits_for
 
     opt.use_all_cores()
-    splits = splits_for(opt.spec(dataset, data_path, text_col, label_col, pair_col, seed), Settings().data_dir)
-    result = study(splits, Workdir(workdir), out, max_drop, seed)
+    splits = splits_for(data, Settings().data_dir)
+    result = study(splits, Workdir(workdir), out, max_drop, data.seed)
     typer.echo(methods_table(result["methods"]))
     typer.echo(f"default policy (chosen on calibration): {result['default_policy']}; report: {out / 'routing.md'}")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dimee.runtime import StopFlag
-from dimee.stage import BatchLimits
 
 
 def start_role(log_level: str, metrics_port: int | None) -> StopFlag:
@@ -17,7 +16,3 @@ def start_role(log_level: str, metrics_port: int | None) -> StopFlag:
     stop = StopFlag()
     stop.install_signal_handlers()
     return stop
-
-
-def limits(max_batch: int, max_wait_ms: float) -> BatchLimits:
-    return BatchLimits(max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0)

@@ -12,14 +12,17 @@ import typer
 from dimee.choices import EscalationMode
 from dimee.cli import options as opt
 from dimee.cli.app import app
-from dimee.cli.runtime import limits, start_role
-from dimee.config import redact
+from dimee.cli.runtime import start_role
+from dimee.config import Settings, redact
 from dimee.errors import DimeeError
+from dimee.stage import BatchLimits
 from dimee.tiers import Tier
 
 
 @app.command("produce")
+@opt.settings_options(*opt.KAFKA, "partitions")
 def produce_cmd(
+    settings: Settings,
     source: Annotated[str, typer.Option(
         help="split:NAME (train/calibration/test of --dataset), a .csv/.tsv/.jsonl file, or - for stdin "
              "(JSON or text lines)."
@@ -34,8 +37,6 @@ def produce_cmd(
     drift: Annotated[str | None, typer.Option(help="Comma-separated domains to send one after another, "
                                                    "e.g. amazon,imdb,yelp with uci-sentences.")] = None,
     seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
-    broker: opt.BrokerOpt = None, topic_prefix: opt.PrefixOpt = None, kafka_api_version: opt.ApiOpt = None,
-    partitions: opt.PartitionsOpt = None,
     log_level: opt.LogOpt = "INFO",
 ) -> None:
     """Publish samples to the samples topic, keyed by sample id."""
@@ -44,8 +45,6 @@ def produce_cmd(
     from producers import sources
     from producers.producer import ProduceOptions, produce
 
-    settings = opt.stream_settings(broker=broker, topic_prefix=topic_prefix, kafka_api_version=kafka_api_version,
-                                   partitions=partitions)
     stop = start_role(log_level, None)
     records: list | object
     total = None
@@ -77,12 +76,12 @@ def produce_cmd(
 
 
 @app.command("seed")
-def seed_cmd(workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR, state: opt.StateOpt = None) -> None:
+@opt.settings_options("state")
+def seed_cmd(settings: Settings, workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR) -> None:
     """Write calibration.json's centroids to the state store (replaces adapted ones; forgets seen ids)."""
     from dimee import roles
     from dimee.deployment import Deployment
 
-    settings = opt.stream_settings(state=state)
     deployment = Deployment.load(workdir)
     store = roles.centroid_store(settings, deployment)
     cal = deployment.calibration
@@ -92,17 +91,15 @@ def seed_cmd(workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR, state: opt.StateOpt 
 
 
 @app.command("route")
+@opt.router_options(max_batch=64)
 def route_cmd(
+    settings: Settings,
+    limits: BatchLimits,
+    policy: str,
     workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR,
-    policy: opt.PolicyOpt = "auto",
-    adaptive: opt.AdaptiveOpt = False,
     reseed: Annotated[bool, typer.Option(help="Seed the state store from calibration.json first "
                                               "(overwrites adapted centroids).")] = False,
     group: Annotated[str | None, typer.Option(help="Consumer group (default PREFIX.router).")] = None,
-    broker: opt.BrokerOpt = None, state: opt.StateOpt = None, topic_prefix: opt.PrefixOpt = None,
-    kafka_api_version: opt.ApiOpt = None, guarantee: opt.GuaranteeOpt = None,
-    instance_id: opt.InstanceOpt = None, partitions: opt.PartitionsOpt = None, max_batch: opt.MaxBatchOpt = 64,
-    max_wait_ms: opt.MaxWaitOpt = 20.0,
     idle_exit: opt.IdleExitOpt = None, metrics_port: opt.MetricsOpt = None, log_level: opt.LogOpt = "INFO",
 ) -> None:
     """Pick each sample's start tier before any transformer layer runs (default: the policy `dimee study`
@@ -110,11 +107,8 @@ def route_cmd(
     from dimee import roles
     from dimee.deployment import Deployment
 
-    settings = opt.stream_settings(broker=broker, state=state, topic_prefix=topic_prefix,
-                                   kafka_api_version=kafka_api_version,
-                                   guarantee=guarantee, instance_id=instance_id, partitions=partitions)
     stop = start_role(log_level, metrics_port)
-    deployment = Deployment.load(workdir, "DIMEE-D" if adaptive else policy)
+    deployment = Deployment.load(workdir, policy)
     store = roles.centroid_store(settings, deployment)
     if reseed:
         store.seed(deployment.calibration.centroid_arrays(), deployment.calibration.pool_sizes)
@@ -123,7 +117,7 @@ def route_cmd(
                          "run `dimee seed` (or pass --reseed) to seed them from calibration.json")
     if deployment.policy.adaptive or deployment.policy.feedback:
         store.check_not_evicting()
-    ctx = roles.context(settings, "dimee-router", stop, limits(max_batch, max_wait_ms))
+    ctx = roles.context(settings, "dimee-router", stop, limits)
     router = roles.router(ctx, deployment, store, group)
     typer.echo(f"routing policy: {deployment.policy.name}", err=True)
     if deployment.policy.feedback:
@@ -133,7 +127,11 @@ def route_cmd(
 
 
 @app.command("work")
+@opt.batch_options(max_batch=32)
+@opt.settings_options(*opt.STAGE)
 def work_cmd(
+    settings: Settings,
+    limits: BatchLimits,
     tier: Annotated[Tier, typer.Option(help="Which partition to serve: mobile (layers 1..m), edge (1..n) "
                                             "or cloud (1..L).")],
     workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR,
@@ -144,21 +142,16 @@ def work_cmd(
     )] = None,
     feedback: Annotated[bool | None, typer.Option(
         help="Report observed pools on the feedback topic (default: as the policy says).")] = None,
-    broker: opt.BrokerOpt = None, topic_prefix: opt.PrefixOpt = None, kafka_api_version: opt.ApiOpt = None,
-    guarantee: opt.GuaranteeOpt = None,
-    instance_id: opt.InstanceOpt = None, partitions: opt.PartitionsOpt = None,
-    max_batch: opt.MaxBatchOpt = 32, max_wait_ms: opt.MaxWaitOpt = 20.0, idle_exit: opt.IdleExitOpt = None,
+    idle_exit: opt.IdleExitOpt = None,
     metrics_port: opt.MetricsOpt = None, log_level: opt.LogOpt = "INFO",
 ) -> None:
     """Serve one tier: batched early exit at α* on the tier's partition; publish predictions."""
     from dimee import roles
     from dimee.deployment import Deployment
 
-    settings = opt.stream_settings(broker=broker, topic_prefix=topic_prefix, kafka_api_version=kafka_api_version,
-                                   guarantee=guarantee, instance_id=instance_id, partitions=partitions)
     stop = start_role(log_level, metrics_port)
     deployment = Deployment.load(workdir)
     overrides = {k: v for k, v in {"escalation": escalation, "feedback": feedback}.items() if v is not None}
     deployment = deployment.with_policy(deployment.policy.model_copy(update=overrides))
-    ctx = roles.context(settings, f"dimee-{tier.value}", stop, limits(max_batch, max_wait_ms))
+    ctx = roles.context(settings, f"dimee-{tier.value}", stop, limits)
     roles.worker(ctx, deployment, tier, group).run(idle_exit_s=idle_exit)

@@ -29,51 +29,41 @@ class Record:
     value: bytes | None  # None: a tombstone
 
 
+class _Named:
+    """A topic or group name under the prefix, read as an attribute: `topics.samples` is "PREFIX.samples"."""
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+
+    def __get__(self, topics: Topics, owner: type) -> str:
+        return f"{topics.prefix}.{self.suffix}"
+
+
 @dataclass(frozen=True)
 class Topics:
     """Topic names under one prefix (DESIGN.md section 3)."""
 
     prefix: str = "dimee"
 
-    @property
-    def samples(self) -> str:
-        return f"{self.prefix}.samples"
+    samples = _Named("samples")
+    predictions = _Named("predictions")
+    dead_letter = _Named("dead-letter")
+    feedback = _Named("feedback")  # observed pools reported by workers, for label-free centroid adaptation
 
     def tier(self, tier: str) -> str:
         return f"{self.prefix}.{tier}"
-
-    @property
-    def predictions(self) -> str:
-        return f"{self.prefix}.predictions"
-
-    @property
-    def dead_letter(self) -> str:
-        return f"{self.prefix}.dead-letter"
-
-    @property
-    def feedback(self) -> str:
-        """Observed pools reported by workers, for label-free centroid adaptation."""
-        return f"{self.prefix}.feedback"
 
     def all(self) -> list[str]:
         return [self.samples, *(self.tier(t) for t in TIER_NAMES), self.predictions, self.dead_letter,
                 self.feedback]
 
     # Consumer groups: every instance of a role shares one, so the broker spreads partitions over them.
-    @property
-    def router_group(self) -> str:
-        return f"{self.prefix}.router"
+    router_group = _Named("router")
+    sink_group = _Named("sink")
+    feedback_group = _Named("feedback")
 
     def worker_group(self, tier: str) -> str:
         return f"{self.prefix}.worker.{tier}"
-
-    @property
-    def sink_group(self) -> str:
-        return f"{self.prefix}.sink"
-
-    @property
-    def feedback_group(self) -> str:
-        return f"{self.prefix}.feedback"
 
     def tail_group(self, instance: str | None = None) -> str:
         """One group per watcher (the host, or --instance-id), stable across restarts: a restarted tail

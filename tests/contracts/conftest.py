@@ -4,22 +4,15 @@ required under CI."""
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
 
-KAFKA = os.environ.get("DIMEE_TEST_KAFKA")
-REDIS = os.environ.get("DIMEE_TEST_REDIS")
-API_VERSION = os.environ.get("DIMEE_TEST_KAFKA_API_VERSION", "")
+from tests.real_services import KAFKA, REDIS, api_version, needs
 
 
 def _real(name: str, available: bool):
-    marks = [pytest.mark.integration]
-    if not available:
-        marks.append(pytest.mark.xfail(reason="CI must run integration tests", strict=True, run=False)
-                     if os.environ.get("CI") else pytest.mark.skip(reason=f"no {name}: run `make test`"))
-    return pytest.param(name, marks=marks)
+    return pytest.param(name, marks=needs(name, available))
 
 
 @pytest.fixture(params=["memory", _real("kafka", bool(KAFKA))])
@@ -30,8 +23,7 @@ def transport(request):
         return InMemoryBroker(default_partitions=1)
     from dimee.transport.kafka import KafkaTransport
 
-    api = tuple(int(p) for p in API_VERSION.split(".")) if API_VERSION else None
-    return KafkaTransport(KAFKA, api_version=api, client_id="contract")
+    return KafkaTransport(KAFKA, api_version=api_version(), client_id="contract")
 
 
 @pytest.fixture(params=["memory", _real("redis", bool(REDIS))])

@@ -10,8 +10,9 @@ from kafka.admin import NewTopic
 
 from dimee.transport.base import Topics
 from tests.helpers import stream_records
-from tests.integration.conftest import DIMEE, KAFKA, KAFKA_NODES, write_jsonl
+from tests.integration.support import DIMEE, write_jsonl
 from tests.integration.test_kafka_redis import api_version, read_topic
+from tests.real_services import KAFKA, KAFKA_NODES
 
 
 def test_produce_names_what_the_broker_refused_and_fails(prefix, env, tmp_path):
@@ -39,7 +40,7 @@ def test_produce_names_what_the_broker_refused_and_fails(prefix, env, tmp_path):
 def test_adaptive_routing_refuses_a_redis_that_may_evict_its_keys(workdir, env):
     import redis
 
-    from tests.integration.conftest import REDIS
+    from tests.real_services import REDIS
 
     client = redis.Redis.from_url(REDIS)
     client.config_set("maxmemory-policy", "allkeys-lru")

@@ -15,8 +15,9 @@ from dimee.messages import Prediction, parse
 from dimee.pipeline import PipelineOptions, run_pipeline
 from dimee.transport.base import Topics
 from tests.helpers import deployment, stream_records
-from tests.integration.conftest import KAFKA, KAFKA_NODES, read_sink, services, wait_for, write_jsonl
+from tests.integration.support import read_sink, wait_for, write_jsonl
 from tests.integration.test_kafka_redis import TIERS, _logs, api_version, read_topic, settings, start_roles
+from tests.real_services import KAFKA, KAFKA_NODES, services
 
 pytestmark = pytest.mark.skipif(api_version() is not None and api_version() < (0, 11),
                                 reason="the legacy broker has no transactions")

@@ -21,7 +21,8 @@ from dimee.transport.base import Topics
 from dimee.workdir import Workdir
 from state.redis_store import RedisCentroidStore
 from tests.helpers import deployment, stream_records
-from tests.integration.conftest import API_VERSION, KAFKA, REDIS, read_sink, services, wait_for, write_jsonl
+from tests.integration.support import read_sink, wait_for, write_jsonl
+from tests.real_services import API_VERSION, KAFKA, REDIS, services
 from tests.stream_checks import assert_matches_offline
 
 TIERS = TIER_NAMES

@@ -10,9 +10,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from dimee import method
+from dimee.cascade_tuning import Recorded, tune_cascade
 from dimee.choices import Distance, EmbeddingKind, Objective
 from dimee.errors import DimeeError
 from dimee.exits import ExitRecords
+from dimee.thresholds import TierThresholds
 from dimee.tiers import CostModel, Tier, TierPlan
 
 
@@ -44,6 +46,9 @@ class Calibration(BaseModel):
     full_model_accuracy: float
     pool_sizes: list[int]
     centroids: list[list[float] | None] = Field(description="per pool; null for an empty pool")
+    cascades: dict[str, TierThresholds] = Field(
+        default_factory=dict, description="per start tier: exit thresholds tuned for the accuracy budget")
+    warnings: list[str] = Field(default_factory=list, description="what looked wrong in the recorded exits")
 
     def tier_plan(self) -> TierPlan:
         return TierPlan.of((entry.tier, entry.cap) for entry in self.plan)
@@ -142,11 +147,34 @@ def calibrate(exits: ExitRecords, config: CalibrationConfig | None = None, plan:
     alpha = choose_alpha(grid, curve, full_accuracy, config)
     pools = method.true_pools(probs, alpha, plan)
     means, counts = method.centroids(exits.embeddings, pools, len(plan))
+    recorded = Recorded.of(probs, labels)
+    cascades = {plan[s][0].value: tune_cascade(recorded, plan, config.cost, s, config.max_drop).thresholds
+                for s in range(len(plan) - 1)}
     return Calibration(
         model_id=config.model_id, alpha=alpha, m=m, n=n, num_layers=num_layers, num_labels=num_labels,
         plan=[TierCap(tier=t, cap=c) for t, c in plan], cost_model=config.cost, objective=config.objective,
         max_drop=config.max_drop if config.objective == "accuracy-budget" else None, distance=config.distance,
         embedding=config.embedding, grid=grid.tolist(), reward_curve=curve.reward, accuracy_curve=curve.accuracy,
         cost_curve=curve.cost, full_model_accuracy=full_accuracy, pool_sizes=counts,
-        centroids=[None if mu is None else mu.tolist() for mu in means],
+        centroids=[None if mu is None else mu.tolist() for mu in means], cascades=cascades,
+        warnings=one_class_exits(probs, labels, alpha),
     )
+
+
+def one_class_exits(probs: np.ndarray, labels: np.ndarray, alpha: float, share: float = 0.95) -> list[str]:
+    """Exits that answer nearly every sample leaving there with one class the labels do not favour as much: a
+    weak head saying the majority class with confidence ≥ α, which makes α look cheap and right."""
+    warnings = []
+    exit_at = method.exit_layers(probs, alpha)
+    prior = np.bincount(labels, minlength=probs.shape[-1]) / max(len(labels), 1)
+    for layer in range(1, probs.shape[1]):
+        leaving = exit_at == layer
+        if leaving.sum() < max(20, 0.02 * len(labels)):
+            continue
+        said = np.bincount(probs[leaving, layer - 1].argmax(-1), minlength=probs.shape[-1]) / leaving.sum()
+        top = int(said.argmax())
+        if said[top] >= share and prior[top] < said[top] - 0.05:
+            warnings.append(f"exit {layer} answers {100 * said[top]:.0f}% of the {int(leaving.sum())} samples "
+                            f"leaving there with class {top} ({100 * prior[top]:.0f}% of the labels) at α = "
+                            f"{alpha:.3f}: α may be degenerate; prefer --objective accuracy-budget")
+    return warnings

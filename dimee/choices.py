@@ -13,3 +13,4 @@ RouterKind = Literal["centroid", "learned", "mobile", "edge", "cloud"]  # how th
 Guarantee = Literal["auto", "exactly-once", "at-least-once"]  # delivery of each stage's outputs and offsets
 KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]  # how clients talk to Kafka
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+ThresholdKind = Literal["calibrated", "full-model", "tuned"]  # α* everywhere, no early exit, or tuned per tier

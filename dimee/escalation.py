@@ -16,6 +16,7 @@ import numpy as np
 
 from dimee.calibration import Calibration
 from dimee.choices import EscalationMode
+from dimee.thresholds import TierThresholds
 from dimee.tiers import TierPlan
 
 MODES: tuple[EscalationMode, ...] = get_args(EscalationMode)
@@ -35,12 +36,14 @@ class Journey:
         return plan.paths(self.path_bits)
 
 
-def serve_escalating(probs: np.ndarray, start: np.ndarray, cal: Calibration,
-                     mode: EscalationMode = "continue") -> Journey:
-    """Serve each sample from its start pool under `cal`'s plan, α and costs, escalating per `mode`."""
+def serve_escalating(probs: np.ndarray, start: np.ndarray, cal: Calibration, mode: EscalationMode = "continue",
+                     thresholds: TierThresholds | None = None) -> Journey:
+    """Serve each sample from its start pool under `cal`'s plan and costs, escalating per `mode`; exits at
+    `thresholds` (default: α* on every tier), the same rule a tier worker applies."""
     if mode not in MODES:
         raise ValueError(f"escalation mode must be one of {MODES}, got {mode!r}")
-    plan, alpha, cost = cal.tier_plan(), cal.alpha, cal.cost_model
+    plan, cost = cal.tier_plan(), cal.cost_model
+    exit_at_conf, escalate_below = (thresholds or TierThresholds.uniform(cal.alpha, len(plan))).arrays()
     n, num_layers = probs.shape[0], probs.shape[1]
     conf = probs.max(-1)
     layer_no = np.arange(1, num_layers + 1)
@@ -56,15 +59,15 @@ def serve_escalating(probs: np.ndarray, start: np.ndarray, cal: Calibration,
             continue
         b = begin[here]
         window = (layer_no[None, :] > b[:, None]) & (layer_no[None, :] <= cap)
-        passes = (conf[here] >= alpha) & window
-        reached = passes.any(1)
-        exit_at = np.where(reached, passes.argmax(1) + 1, cap)
+        passes = (conf[here] >= exit_at_conf[t]) & window
+        exit_at = np.where(passes.any(1), passes.argmax(1) + 1, cap)
+        sure = conf[here, exit_at - 1] >= escalate_below[t]
         run = exit_at - b
         total[here] += cost.run(tier, run)
         layers_run[here] += run
         hops[here] += 1
         path_bits[here] |= 1 << t
-        answer = reached | (t == len(plan) - 1) | (mode == "off")
+        answer = sure | (t == len(plan) - 1) | (mode == "off")
         done = here[answer]
         exit_layer[done] = exit_at[answer]
         pred[done] = probs[done, exit_at[answer] - 1].argmax(-1)

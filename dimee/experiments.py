@@ -15,27 +15,29 @@ from dimee.data.dataset import TextDataset
 from dimee.evaluation import plots
 from dimee.evaluation.baselines import all_methods
 from dimee.evaluation.policies import PolicyInputs, policy_table
-from dimee.evaluation.routing_study import extract_features, run_study
+from dimee.evaluation.routing_study import StudyOptions, extract_features, run_study
 from dimee.evaluation.study_report import aggregate, aggregate_markdown, write_study
 from dimee.exits import ExitRecords
 from dimee.model.artifacts import load_model, load_tokenizer
-from dimee.offline import run_calibrate, run_evaluate, run_train, splits_for
+from dimee.offline import run_calibrate, run_evaluate, run_train, splits_for, test_exits_path
 from dimee.training import TrainConfig, record_exit_probabilities
 from dimee.workdir import Workdir
 
 
-def prepare(splits: Splits, workdir: Workdir, out_dir: Path, training: TrainConfig, model_id: str) -> None:
-    """Train (unless WORKDIR has a model), calibrate and record the test split."""
+def prepare(splits: Splits, workdir: Workdir, out_dir: Path, training: TrainConfig, model_id: str) -> ExitRecords:
+    """Train (unless WORKDIR has a model), calibrate, evaluate; the test split's recorded exits."""
     if not workdir.has_model():
         run_train(splits, workdir, training)
     run_calibrate(splits, workdir, CalibrationConfig(model_id=model_id))
-    run_evaluate(splits, workdir, out_dir, seed=training.seed)
+    return run_evaluate(splits, workdir, out_dir, seed=training.seed)[1]
 
 
-def study(splits: Splits, workdir: Workdir, out_dir: Path, max_drop: float, seed: int = 0) -> dict:
-    if not workdir.exits("test").exists():
-        run_evaluate(splits, workdir, out_dir, seed=seed)
-    result = run_study(splits, workdir, max_drop=max_drop, seed=seed)
+def study(splits: Splits, workdir: Workdir, out_dir: Path, options: StudyOptions) -> dict:
+    """The routing study on a calibrated WORKDIR; the test split is recorded (into OUT) unless OUT already
+    holds its recorded exits from `dimee evaluate --out OUT`."""
+    path = test_exits_path(out_dir)
+    test = ExitRecords.load(path) if path.exists() else run_evaluate(splits, workdir, out_dir, seed=options.seed)[1]
+    result = run_study(splits, workdir, test, options)
     write_study(result, out_dir, f"Routing study: {splits.train.name}")
     return result
 
@@ -54,8 +56,8 @@ def multi_seed(splits: Splits, root: Path, out_dir: Path, plan: SeedsPlan) -> di
     studies = []
     for seed in seeds:
         workdir, seed_out = Workdir(root / f"seed-{seed}"), out_dir / f"seed-{seed}"
-        prepare(splits, workdir, seed_out, TrainConfig(epochs=epochs, seed=seed), name)
-        result = run_study(splits, workdir, max_drop=max_drop, seed=seed, frontier=seed == seeds[0])
+        test = prepare(splits, workdir, seed_out, TrainConfig(epochs=epochs, seed=seed), name)
+        result = run_study(splits, workdir, test, StudyOptions(max_drop=max_drop, seed=seed, frontier=seed == seeds[0]))
         write_study(result, seed_out, f"Routing study: {name}, training seed {seed}")
         studies.append(result)
     rows = aggregate(studies)

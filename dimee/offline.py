@@ -12,6 +12,8 @@ import torch
 
 from dimee.calibration import Calibration, CalibrationConfig, calibrate
 from dimee.data import DatasetSpec, Splits, load_splits
+from dimee.data.dataset import TextDataset
+from dimee.errors import DimeeError
 from dimee.evaluation.report import build_report, write_report
 from dimee.exits import ExitRecords
 from dimee.model.artifacts import load_model, load_tokenizer, new_model, save_model
@@ -30,9 +32,28 @@ def run_train(splits: Splits, workdir: Workdir, config: TrainConfig) -> dict:
     return summary
 
 
-def record_split(splits: Splits, workdir: Workdir, split: str, raw: bool = False) -> ExitRecords:
+def check_labels(model_labels: list[str], data: TextDataset) -> None:
+    """A model answers with its own label set: data labelled with another set would be scored against the
+    wrong classes (a 2-class model on a 3-class file reports nonsense), so refuse it."""
+    if list(data.label_names) != list(model_labels):
+        raise DimeeError(f"{data.name} is labelled {', '.join(data.label_names)} but the model answers "
+                         f"{', '.join(model_labels)}: use data with the model's label set, or train on this data")
+
+
+def check_calibrated_on(splits: Splits, cal_exits: ExitRecords, workdir: Workdir) -> None:
+    """The recorded calibration exits must be this data set's calibration split."""
+    if len(cal_exits.labels) != len(splits.calibration) or not np.array_equal(cal_exits.labels,
+                                                                              splits.calibration.labels):
+        raise DimeeError(f"{workdir} was calibrated on another data set than {splits.train.name} "
+                         f"({len(cal_exits.labels)} calibration samples recorded, {len(splits.calibration)} here): "
+                         "calibrate it on this data set first, or pass the one it was calibrated on")
+
+
+def record_split(splits: Splits, workdir: Workdir, split: str, dest: Path, raw: bool = False) -> ExitRecords:
+    """Every exit of the full model on one split, saved to `dest` (an output: never the inputs it read)."""
     model, tokenizer = load_model(workdir.model), load_tokenizer(workdir.model)
     data = splits.get(split)
+    check_labels(model.spec.label_names, data)
     probs, embeddings = record_exit_probabilities(model, tokenizer, data, desc=f"recording {split} exits")
     if raw:  # the `raw` routing embedding: mean of word-embedding rows only
         from dimee.training import batch_tensors, batches
@@ -42,24 +63,32 @@ def record_split(splits: Splits, workdir: Workdir, split: str, raw: bool = False
             rows.append(model.routing_embedding(**inputs, raw=True).numpy())
         embeddings = np.concatenate(rows)
     records = ExitRecords(probs, embeddings, np.asarray(data.labels))
-    records.save(workdir.exits(split))
+    records.save(dest)
     return records
 
 
 def run_calibrate(splits: Splits, workdir: Workdir, config: CalibrationConfig) -> Calibration:
-    exits = record_split(splits, workdir, "calibration", raw=config.embedding == "raw")
+    exits = record_split(splits, workdir, "calibration", workdir.exits("calibration"), raw=config.embedding == "raw")
     cal = calibrate(exits, config)
     cal.save(workdir.calibration)
     return cal
 
 
-def run_evaluate(splits: Splits, workdir: Workdir, out_dir: Path, seed: int = 0, title: str | None = None) -> dict:
+def test_exits_path(out_dir: Path) -> Path:
+    """Where `run_evaluate` keeps the test split's recorded exits: with its report, not in the work folder."""
+    return out_dir / "records" / "test.safetensors"
+
+
+def run_evaluate(splits: Splits, workdir: Workdir, out_dir: Path, seed: int = 0,
+                 title: str | None = None) -> tuple[dict, ExitRecords]:
+    """Every method on the test split; report and recorded test exits written under `out_dir`."""
     cal = Calibration.load(workdir.calibration)
     cal_exits = ExitRecords.load(workdir.exits("calibration"))
-    test_exits = record_split(splits, workdir, "test", raw=cal.embedding == "raw")
+    check_calibrated_on(splits, cal_exits, workdir)
+    test_exits = record_split(splits, workdir, "test", test_exits_path(out_dir), raw=cal.embedding == "raw")
     report = build_report(test_exits, cal_exits, cal, seed=seed)
     write_report(report, out_dir, title or f"dimee evaluation ({splits.test.name})")
-    return report
+    return report, test_exits
 
 
 def splits_for(spec: DatasetSpec, data_dir: Path) -> Splits:

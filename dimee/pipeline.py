@@ -16,7 +16,8 @@ from dimee.config import Settings
 from dimee.deployment import Deployment
 from dimee.messages import Message, Prediction
 from dimee.runtime import StopFlag, log, retry
-from dimee.stage import BatchLimits, Stage
+from dimee.stage import BatchLimits, Output, Stage
+from dimee.transport.base import Topics
 from producers.producer import ProduceOptions, produce
 
 
@@ -43,15 +44,19 @@ class Collector:
     """The in-process run's view of what its stages committed: predictions (first of each id), applied
     feedback, dead letters."""
 
-    def __init__(self) -> None:
+    def __init__(self, topics: Topics | None = None) -> None:
         self._lock = threading.Lock()
+        self.topics = topics or Topics()
         self.predictions: dict[str, Prediction] = {}
         self.duplicates = self.feedback_applied = self.dead_letters = 0
+        self.feedback_sent = self.predictions_sent = 0  # by the workers, in batches they committed
         self.reached_sink = self.keyed_letters = 0
         self.dead_keys: set[str] = set()
 
-    def committed(self, stage: str, messages: Sequence[Message]) -> None:
+    def committed(self, stage: str, messages: Sequence[Message], outputs: Sequence[Output]) -> None:
         with self._lock:
+            self.feedback_sent += sum(o.topic == self.topics.feedback for o in outputs)
+            self.predictions_sent += sum(o.topic == self.topics.predictions for o in outputs)
             if stage == "feedback":
                 self.feedback_applied += len(messages)
             if stage == "sink":
@@ -79,7 +84,9 @@ class Collector:
             answered = set(keyed) <= (self.predictions.keys() | self.dead_keys)
             every_record = self.reached_sink + self.keyed_letters >= len(keyed)
             letters = self.dead_letters - self.keyed_letters >= keyless
-            applied = not feedback or self.feedback_applied >= len(self.predictions)
+            # a worker reports a pool only where it observed one; its batch's callback ran once its predictions did
+            applied = not feedback or (self.predictions_sent >= self.reached_sink
+                                       and self.feedback_applied >= self.feedback_sent)
             return answered and every_record and letters and applied
 
 
@@ -87,7 +94,7 @@ def run_pipeline(records: list, deployment: Deployment, settings: Settings,
                  options: PipelineOptions | None = None) -> PipelineRun:
     """Stream `records` through every role of `deployment` (its policy sets router and workers)."""
     options = options or PipelineOptions()
-    collector, stop = Collector(), StopFlag()
+    collector, stop = Collector(Topics(settings.topic_prefix)), StopFlag()
     ctx = roles.context(settings, stop=stop, limits=options.limits, events=collector)
     ctx.transport.ensure_topics(ctx.topics.all(), settings.partitions, settings.replication_factor)
     store = roles.centroid_store(settings, deployment)

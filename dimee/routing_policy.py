@@ -8,8 +8,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from dimee.choices import EscalationMode, RouterKind
+from dimee.calibration import Calibration
+from dimee.choices import EscalationMode, RouterKind, ThresholdKind
 from dimee.errors import DimeeError
+from dimee.thresholds import TierThresholds
 from dimee.workdir import Workdir
 
 
@@ -19,6 +21,20 @@ class RoutingPolicy(BaseModel):
     adaptive: bool = False  # DIMEE-D: move the routed pool's centroid
     feedback: bool = False  # move the observed pool's centroid (reported by workers)
     escalation: EscalationMode = "off"
+    thresholds: ThresholdKind = "calibrated"  # α* on every tier; full-model: no early exit; tuned: per tier
+
+    def served_thresholds(self, cal: Calibration) -> TierThresholds:
+        """The exit rule of every tier under this policy: the one definition the workers and the offline
+        evaluator both serve."""
+        tiers = len(cal.plan)
+        if self.thresholds == "full-model":
+            return TierThresholds.full_model(tiers)
+        if self.thresholds == "tuned":
+            if self.router not in cal.cascades:
+                raise DimeeError(f"{self.name} needs thresholds tuned from the {self.router} tier: calibrate again "
+                                 "(`dimee calibrate`) with this version")
+            return cal.cascades[self.router]
+        return TierThresholds.uniform(cal.alpha, tiers)
 
 
 def _p(name: str, router: RouterKind, **kw) -> RoutingPolicy:
@@ -28,6 +44,8 @@ def _p(name: str, router: RouterKind, **kw) -> RoutingPolicy:
 POLICIES: dict[str, RoutingPolicy] = {p.name: p for p in (
     _p("Cascade", "mobile", escalation="continue"),
     _p("Edge+escalation", "edge", escalation="continue"),
+    _p("Tuned-cascade", "mobile", escalation="continue", thresholds="tuned"),
+    _p("Tuned-edge-cascade", "edge", escalation="continue", thresholds="tuned"),
     _p("DIMEE-F", "centroid"),
     _p("DIMEE-D", "centroid", adaptive=True),
     _p("DIMEE-F+esc", "centroid", escalation="continue"),
@@ -38,7 +56,7 @@ POLICIES: dict[str, RoutingPolicy] = {p.name: p for p in (
     _p("Learned+esc", "learned", escalation="continue"),
     _p("Mobile-only", "mobile"),
     _p("Edge-only", "edge"),
-    _p("Cloud-only", "cloud"),
+    _p("Cloud-only", "cloud", thresholds="full-model"),  # the full model, as the paper's baseline row
 )}
 PAPER = "DIMEE-F"
 

@@ -56,13 +56,13 @@ class StageEvents(Protocol):
     """What a stage reports after each committed batch, for whoever composes stages (the in-process
     pipeline's collector; metrics could listen the same way)."""
 
-    def committed(self, stage: str, messages: Sequence[Message]) -> None: ...
+    def committed(self, stage: str, messages: Sequence[Message], outputs: Sequence[Output]) -> None: ...
 
     def dead_lettered(self, stage: str, key: str | None) -> None: ...
 
 
 class NoEvents:
-    def committed(self, stage: str, messages: Sequence[Message]) -> None:
+    def committed(self, stage: str, messages: Sequence[Message], outputs: Sequence[Output]) -> None:
         pass
 
     def dead_lettered(self, stage: str, key: str | None) -> None:
@@ -180,7 +180,7 @@ class Stage(ABC):
                         error=str(exc))
             return
         self.processed += len(valid)
-        self.context.events.committed(self.name, [message for _, message in valid])
+        self.context.events.committed(self.name, [message for _, message in valid], outputs)
         BATCH.labels(self.name).observe(time.perf_counter() - started)
 
     def _process_isolated(self, valid: list[tuple[Record, Message]]) -> tuple[list, list[Output]]:

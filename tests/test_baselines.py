@@ -78,8 +78,9 @@ def test_report_rows_and_files(hand_cal, tmp_path):
     report = build_report(hc.records(), hc.records(), hand_cal)
     names = [row["name"] for row in report["methods"]]
     assert names == ["Cloud-only", "Mobile-only", "Edge-only", "Random", "Random-matched", "Early-Exit", "AdaEE",
-                     "I-SplitEE", "DIMEE-F", "DIMEE-D", "Oracle"]
-    oracle = report["methods"][-1]
+                     "I-SplitEE", "DIMEE-F", "DIMEE-D", "Oracle", "Floor: agreement", "Floor: agreement, any layer",
+                     "Floor: correct, any layer"]
+    oracle = report["methods"][names.index("Oracle")]
     assert oracle["cost"] == pytest.approx(1.4 / 3)
     assert oracle["delta_cost"] == pytest.approx(1.4 / 3 - 1)
     assert report["methods"][0]["delta_cost"] == 0.0

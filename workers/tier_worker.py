@@ -1,7 +1,8 @@
 """A tier worker: holds only its partition (layers 1..cap), runs micro-batches with batched early exit at
-α*, and publishes one prediction per sample with its path, exit layer, confidence, cost and timings.
+the policy's threshold for this tier (α* unless the policy says otherwise), and publishes one prediction per
+sample with its path, exit layer, confidence, cost and timings.
 
-With escalation on, a sample that has not reached α by the cap goes to the next tier's topic instead
+With escalation on, a sample not sure enough at the cap goes to the next tier's topic instead
 (`recompute`: it starts again at layer 1; `continue`: its fp16 hidden state travels with it). With feedback
 on, the worker also reports the sample's observed pool, known for free from where it exited."""
 
@@ -61,6 +62,8 @@ class TierWorker(Stage):
         self.calibration, self.policy = deployment.calibration, deployment.policy
         self.plan = self.calibration.tier_plan()
         self.cap, self.next_tier = self.plan.cap(self.tier), self.plan.next_tier(self.tier)
+        thresholds, index = self.policy.served_thresholds(self.calibration), self.plan.index(self.tier)
+        self.exit_threshold, self.escalate_below = thresholds.exit_at(index), thresholds.escalate_below(index)
         self.escalates = self.policy.escalation != "off" and self.next_tier is not None
         self.carries_hidden = self.policy.escalation == "continue" and self.next_tier is not None
         self.model = load_model(deployment.workdir.model, num_layers=self.cap)
@@ -86,7 +89,7 @@ class TierWorker(Stage):
         pairs = [m.text_pair for m in messages] if any(m.text_pair for m in messages) else None
         inputs = encode(self.tokenizer, [m.text for m in messages], pairs, self.model.spec.max_length)
         hidden = self._carried_hidden(start, messages, inputs["input_ids"].shape[1])
-        result = self.model.early_exit(inputs, alpha=self.calibration.alpha, cap=self.cap,
+        result = self.model.early_exit(inputs, alpha=self.exit_threshold, cap=self.cap,
                                        resume=None if hidden is None else Resume(start, hidden),
                                        keep_hidden=self.carries_hidden)
         timings = {"started_at": started, "finished_at": time.time()}
@@ -95,7 +98,7 @@ class TierWorker(Stage):
         for row, message in enumerate(messages):
             outcome = Outcome(message, row, start, int(result.exit_layer[row]), float(result.confidence[row]),
                               int(result.pred[row]))
-            if self.escalates and outcome.confidence < self.calibration.alpha:
+            if self.escalates and outcome.confidence < self.escalate_below:
                 outputs.append(self._escalate(outcome, result, lengths[row]))
             else:
                 outputs.extend(self._answer(outcome, timings))

@@ -40,20 +40,20 @@ def demo_cmd(
     else:
         typer.echo(f"reusing the model in {work.model} (--retrain to train again)")
     cal = run_calibrate(splits, work, CalibrationConfig(model_id="rt-sentences"))
-    report = run_evaluate(splits, work, out, title="dimee demo: rt-sentences, all-MiniLM-L6-v2")
+    report, test_exits = run_evaluate(splits, work, out, title="dimee demo: rt-sentences, all-MiniLM-L6-v2")
     typer.echo(methods_table(report["methods"]))
     typer.echo(f"α* = {cal.alpha:.4f}; pools {cal.pool_sizes}")
-    default_row = _routing_study(splits, work, out)
+    default_row = _routing_study(splits, work, out, test_exits)
     if stream:
-        _streaming_run(splits, work, out, default_row)
+        _streaming_run(splits, test_exits, work, out, default_row)
     typer.echo(f"wall-clock {time.perf_counter() - started:.0f} s; report: {out / 'report.md'}")
 
 
-def _routing_study(splits, work: Workdir, out: Path) -> dict:
-    from dimee.evaluation.routing_study import run_study
+def _routing_study(splits, work: Workdir, out: Path, test_exits) -> dict:
+    from dimee.evaluation.routing_study import StudyOptions, run_study
     from dimee.evaluation.study_report import write_study
 
-    study = run_study(splits, work, max_drop=0.5, frontier=False)
+    study = run_study(splits, work, test_exits, StudyOptions(max_drop=0.5, frontier=False))
     write_study(study, out, "dimee demo: routing policies on rt-sentences")
     default_row = next(r for r in study["methods"] if r["name"] == study["default_policy"])
     typer.echo(f"routing policies: {out / 'routing.md'}; default chosen on calibration: {study['default_policy']} "
@@ -61,14 +61,13 @@ def _routing_study(splits, work: Workdir, out: Path) -> dict:
     return default_row
 
 
-def _streaming_run(splits, work: Workdir, out: Path, default_row: dict) -> None:
+def _streaming_run(splits, test_exits, work: Workdir, out: Path, default_row: dict) -> None:
     from dimee.deployment import Deployment
-    from dimee.exits import ExitRecords
     from dimee.runtime import configure_logging
     from dimee.streaming_report import append_to_report, markdown, stream_and_compare
 
     configure_logging("WARNING")
-    result = stream_and_compare(splits.test, ExitRecords.load(work.exits("test")), Deployment.load(work, "DIMEE-F"),
+    result = stream_and_compare(splits.test, test_exits, Deployment.load(work, "DIMEE-F"),
                                 Settings(broker="memory://", state="memory://", topic_prefix="demo"),
                                 default=default_row)
     append_to_report(result, out)

@@ -110,6 +110,8 @@ def calibrate_cmd(
         cal = run_calibrate(splits, Workdir(workdir), config)
     except ValueError as exc:
         raise DimeeError(str(exc)) from exc
+    for warning in cal.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     sizes = ", ".join(f"{p.tier.value} {s}" for p, s in zip(cal.plan, cal.pool_sizes, strict=True))
     typer.echo(f"α* = {cal.alpha:.4f}; pools: {sizes}; saved {Workdir(workdir).calibration}")
 
@@ -119,7 +121,8 @@ def calibrate_cmd(
 def evaluate_cmd(
     data: DatasetSpec,
     workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR,
-    out: Annotated[Path, typer.Option(help="Folder for report.md, report.json and the PNG plots.")] = Path("runs/eval"),
+    out: Annotated[Path, typer.Option(help="Folder for report.md, report.json, the PNG plots and records/ (the "
+                                           "test split's recorded exits).")] = Path("runs/eval"),
 ) -> None:
     """Compare DIMEE with every baseline on the test split; write the report and plots."""
     from dimee.evaluation.report import methods_table
@@ -127,6 +130,6 @@ def evaluate_cmd(
 
     opt.use_all_cores()
     splits = splits_for(data, Settings().data_dir)
-    report = run_evaluate(splits, Workdir(workdir), out, seed=data.seed)
+    report, _ = run_evaluate(splits, Workdir(workdir), out, seed=data.seed)
     typer.echo(methods_table(report["methods"]))
     typer.echo(f"α* = {report['alpha']:.4f}; report: {out / 'report.md'}")

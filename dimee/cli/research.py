@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from dimee.choices import Objective
 from dimee.cli import options as opt
 from dimee.cli.app import app
 from dimee.config import Settings
@@ -23,16 +24,21 @@ def study_cmd(
     out: Annotated[Path, typer.Option(help="Folder for routing.md, routing.json and frontiers.png.")] = Path(
         "runs/study"),
     max_drop: Annotated[float, typer.Option(min=0.0, help="Accuracy points the default policy may lose.")] = 0.5,
+    objective: Annotated[Objective, typer.Option(
+        help="How the deployed default is chosen: accuracy-budget (the cheapest policy within --max-drop points "
+             "of the full model on calibration) or reward (the paper's DIMEE-F at its reward α*).")
+    ] = "accuracy-budget",
 ) -> None:
     """Every routing policy (escalation, cascade, learned, feedback) on a calibrated WORKDIR; picks the default
     policy on the calibration split under the accuracy budget."""
     from dimee.evaluation.report import methods_table
+    from dimee.evaluation.routing_study import StudyOptions
     from dimee.experiments import study
     from dimee.offline import splits_for
 
     opt.use_all_cores()
     splits = splits_for(data, Settings().data_dir)
-    result = study(splits, Workdir(workdir), out, max_drop, data.seed)
+    result = study(splits, Workdir(workdir), out, StudyOptions(max_drop, objective, data.seed))
     typer.echo(methods_table(result["methods"]))
     typer.echo(f"default policy (chosen on calibration): {result['default_policy']}; report: {out / 'routing.md'}")
 

@@ -25,6 +25,7 @@ class MethodResult:
     cost: np.ndarray
     routed_pool: np.ndarray | None = None  # for routers: the pool chosen before any layer ran
     hops: np.ndarray | None = None  # tiers visited per sample, for policies that escalate
+    exit_layer: np.ndarray | None = None  # the layer whose head answered, where the row knows it
 
     def accuracy(self, labels: np.ndarray) -> float:
         return float((self.pred == labels).mean())

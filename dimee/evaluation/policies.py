@@ -1,5 +1,6 @@
-"""Routing policies beyond the paper's (issue: routing that finds difficulty): escalation, the sequential
-cascade, the learned cost-aware router and feedback adaptation, as rows of the offline evaluator."""
+"""Every named routing policy (the paper's DIMEE-F/D and single tiers, escalation, cascades with α* or tuned
+thresholds, the learned router, feedback adaptation) as a row of the offline evaluator, served by the same
+definition (`RoutingPolicy.served_thresholds`, its router, its escalation mode) the workers serve."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ class PolicyInputs:
 
 def journey_result(name: str, journey: Journey, cal: Calibration, routed: np.ndarray | None = None) -> MethodResult:
     return MethodResult(name, journey.pred, cal.tier_plan().tier_indices(journey.final), journey.cost, routed,
-                        hops=journey.hops)
+                        hops=journey.hops, exit_layer=journey.exit_layer)
 
 
 def _serve(name: str, data: PolicyInputs, cal: Calibration, start: np.ndarray,
@@ -49,8 +50,6 @@ def feedback_start(data: PolicyInputs, cal: Calibration) -> np.ndarray:
 
 
 PolicyFn = Callable[[PolicyInputs, Calibration], MethodResult]
-# Named policies whose offline row is the paper's evaluator's (baselines.py), not a row of this table.
-PAPER_ROWS = frozenset({"DIMEE-F", "DIMEE-D", "Mobile-only", "Edge-only", "Cloud-only"})
 
 
 def start_tiers(policy: RoutingPolicy, data: PolicyInputs, cal: Calibration,
@@ -70,17 +69,18 @@ def offline_policy(policy: RoutingPolicy, learned: LearnedRouter | None = None) 
     routed = policy.router in ("centroid", "learned")  # a router chose the start tier (fixed tiers do not)
 
     def run(data: PolicyInputs, cal: Calibration) -> MethodResult:
-        result = _serve(policy.name, data, cal, start_tiers(policy, data, cal, learned), policy.escalation)
+        start = start_tiers(policy, data, cal, learned)
+        journey = serve_escalating(data.records.probs, start, cal, policy.escalation, policy.served_thresholds(cal))
+        result = journey_result(policy.name, journey, cal, start)
         return result if routed else replace(result, routed_pool=None)
 
     return run
 
 
 def policy_table(learned: LearnedRouter | None) -> dict[str, PolicyFn]:
-    """Every named policy beyond the paper's rows, derived from `routing_policy.POLICIES`, plus the
-    Oracle+esc ceiling; the learned ones only when a learned router is given."""
-    table = {name: offline_policy(p) for name, p in POLICIES.items()
-             if name not in PAPER_ROWS and p.router != "learned"}
+    """Every named policy of `routing_policy.POLICIES`, served offline by the same definition the workers
+    serve, plus the Oracle+esc ceiling; the learned ones only when a learned router is given."""
+    table = {name: offline_policy(p) for name, p in POLICIES.items() if p.router != "learned"}
     table["Oracle+esc"] = lambda d, c: _serve("Oracle+esc", d, c, method.true_pools(d.records.probs, c.alpha,
                                                                                      c.tier_plan()), "continue")
     if learned is not None:

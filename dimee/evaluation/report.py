@@ -8,22 +8,29 @@ from pathlib import Path
 import numpy as np
 
 from dimee.calibration import Calibration
-from dimee.evaluation import baselines, plots, sweeps
+from dimee.evaluation import baselines, floors, plots, sweeps
 from dimee.exits import ExitRecords
 from dimee.tiers import POOLS
 
 
 def method_rows(results: list[baselines.MethodResult], test: ExitRecords, cal: Calibration) -> list[dict]:
+    """One row per result: accuracy, its difference to the full model with a 95% bootstrap interval, mean
+    cost, Δcost against cloud-only, cost as a multiple of the agreement floor, tier shares."""
     base = cal.cost_model.cloud_only(test.probs.shape[1])
+    full = test.probs[:, -1].argmax(-1) == test.labels
+    floor = floors.agreement_floor(test, cal).mean_cost()
+    intervals = floors.paired_bootstrap([r.pred == test.labels for r in results], full)
     return [
         {"name": r.name, "accuracy": r.accuracy(test.labels), "cost": r.mean_cost(),
-         "delta_cost": (r.mean_cost() - base) / base if base else float("nan"), "tier_shares": r.tier_shares()}
-        for r in results
+         "delta_accuracy": r.accuracy(test.labels) - float(full.mean()), "delta_accuracy_ci": list(ci),
+         "delta_cost": (r.mean_cost() - base) / base if base else float("nan"),
+         "floor_multiple": r.mean_cost() / floor if floor else float("nan"), "tier_shares": r.tier_shares()}
+        for r, ci in zip(results, intervals, strict=True)
     ]
 
 
 def build_report(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration, seed: int = 0) -> dict:
-    results = baselines.all_methods(test, cal_exits, cal, seed)
+    results = baselines.all_methods(test, cal_exits, cal, seed) + floors.floors(test, cal)
     by_name = {r.name: r for r in results}
     pool_names = [POOLS[["mobile", "edge", "cloud"].index(p.tier.value)] for p in cal.plan]
     return {
@@ -48,12 +55,22 @@ def _shares(shares: dict[str, float]) -> str:
     return " / ".join(f"{100 * shares[t]:.0f}" for t in ("mobile", "edge", "cloud"))
 
 
+def _delta(row: dict) -> str:
+    if "delta_accuracy_ci" not in row:
+        return "–"
+    low, high = row["delta_accuracy_ci"]
+    return f"{100 * row['delta_accuracy']:+.2f} [{100 * low:+.2f}, {100 * high:+.2f}]"
+
+
 def methods_table(rows: list[dict]) -> str:
-    lines = ["| method | accuracy (%) | mean cost | Δcost vs cloud | tier shares m / e / c (%) |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    """Δacc: accuracy minus the full model's (cloud-only), in points, with its 95% paired-bootstrap interval;
+    × floor: mean cost over the agreement floor's."""
+    lines = ["| method | accuracy (%) | Δacc vs full model, pt [95% CI] | mean cost | Δcost vs cloud | × floor | "
+             "tier shares m / e / c (%) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in rows:
-        lines.append(f"| {row['name']} | {100 * row['accuracy']:.2f} | {row['cost']:.3f} | "
-                     f"{100 * row['delta_cost']:+.1f}% | {_shares(row['tier_shares'])} |")
+        floor = f"{row['floor_multiple']:.2f}" if "floor_multiple" in row else "–"
+        lines.append(f"| {row['name']} | {100 * row['accuracy']:.2f} | {_delta(row)} | {row['cost']:.3f} | "
+                     f"{100 * row['delta_cost']:+.1f}% | {floor} | {_shares(row['tier_shares'])} |")
     return "\n".join(lines)
 
 

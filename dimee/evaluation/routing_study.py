@@ -3,23 +3,37 @@ calibration split, what the router-side features can predict, and accuracy-cost 
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from dimee import learned_router, method
 from dimee.calibration import Calibration
+from dimee.choices import Objective
 from dimee.data.dataset import Splits
+from dimee.errors import DimeeError
 from dimee.evaluation import baselines
+from dimee.evaluation.floors import floors
 from dimee.evaluation.policies import PolicyInputs, choose_default, policy_table
 from dimee.evaluation.report import method_rows
 from dimee.exits import ExitRecords
 from dimee.model.artifacts import load_model, load_tokenizer
+from dimee.offline import check_calibrated_on
 from dimee.routing_features import FeatureExtractor, TokenRarity, save_rarity
-from dimee.routing_policy import POLICIES, save_default
+from dimee.routing_policy import PAPER, POLICIES, save_default
 from dimee.workdir import Workdir
 
-PAPER_ROWS = ("Cloud-only", "Mobile-only", "Edge-only", "Early-Exit", "Random-matched", "DIMEE-F", "DIMEE-D", "Oracle")
+# The paper's rows that are not deployable policies (those come from the policy table, like every other).
+NOT_POLICIES = ("Early-Exit", "Random-matched", "Oracle")
+FIRST = ("Cloud-only", "Mobile-only", "Edge-only", "Early-Exit", "Random-matched", "DIMEE-F", "DIMEE-D")
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    max_drop: float = 0.5  # accuracy points the deployed default may lose on calibration
+    objective: Objective = "accuracy-budget"  # reward: deploy the paper's DIMEE-F at its reward α*
+    seed: int = 0
+    frontier: bool = True
 
 
 def extract_features(splits: Splits, workdir: Workdir) -> tuple[FeatureExtractor, np.ndarray, np.ndarray]:
@@ -39,50 +53,83 @@ def _paper(names: tuple[str, ...], records: ExitRecords, cal_exits: ExitRecords,
     return [by_name[n] for n in names]
 
 
-def run_study(splits: Splits, workdir: Workdir, max_drop: float = 0.5, seed: int = 0, frontier: bool = True) -> dict:
+def _ordered(results: list[baselines.MethodResult]) -> list[baselines.MethodResult]:
+    """The paper's rows first, then this project's policies, the oracles and floors last."""
+    def rank(r: baselines.MethodResult) -> tuple[int, int]:
+        if r.name in FIRST:
+            return 0, FIRST.index(r.name)
+        return (2 if r.name.startswith(("Oracle", "Floor")) else 1), 0
+    return sorted(results, key=rank)
+
+
+def _rows(split: PolicyInputs, cal_exits: ExitRecords, cal: Calibration, table: dict,
+          paper: tuple[str, ...]) -> list[dict]:
+    results = _paper(paper, split.records, cal_exits, cal) + [fn(split, cal) for fn in table.values()]
+    return method_rows(_ordered(results + floors(split.records, cal)), split.records, cal)
+
+
+def _default(cal_rows: dict[str, dict], cal: Calibration, options: StudyOptions) -> tuple[str, str]:
+    if options.objective == "reward":
+        return PAPER, "the paper's DIMEE-F at its reward α* (objective: reward)"
+    # Candidates: what the router and workers can deploy (no oracle, no random draw, no whole model on a phone).
+    deployable = {name: row for name, row in cal_rows.items() if name in POLICIES}
+    rule = (f"cheapest deployable policy within {options.max_drop} pt of the full model's calibration accuracy "
+            f"({100 * cal.full_model_accuracy:.2f}%), measured on the calibration split")
+    return choose_default(deployable, cal.full_model_accuracy, options.max_drop), rule
+
+
+def run_study(splits: Splits, workdir: Workdir, test: ExitRecords, options: StudyOptions | None = None) -> dict:
+    """Every policy on `test` (the test split's recorded exits) and on calibration; saves the default policy
+    chosen on calibration to WORKDIR/policy.json."""
+    options = options or StudyOptions()
     cal = Calibration.load(workdir.calibration)
     cal_exits = ExitRecords.load(workdir.exits("calibration"))
-    test = ExitRecords.load(workdir.exits("test"))
+    check_calibrated_on(splits, cal_exits, workdir)
+    if len(test.labels) != len(splits.test):
+        raise DimeeError(f"the test exits hold {len(test.labels)} samples, the test split {len(splits.test)}")
     extractor, f_cal, f_test = extract_features(splits, workdir)
     plan = cal.tier_plan()
     pools_cal = method.true_pools(cal_exits.probs, cal.alpha, plan)
     training = learned_router.TrainingSet(f_cal, extractor.names, pools_cal, cal_exits.probs)
-    router, oof = learned_router.fit(training, cal, "continue", seed)
+    router, oof = learned_router.fit(training, cal, "continue", options.seed)
     router.save(workdir.learned_router)
     table = policy_table(router)
-
-    test_results = _paper(PAPER_ROWS, test, cal_exits, cal)
-    test_results += [fn(PolicyInputs(test, f_test), cal) for fn in table.values()]
-    cal_results = _paper(tuple(n for n in PAPER_ROWS if n != "Early-Exit"), cal_exits, cal_exits, cal)
-    cal_results += [fn(PolicyInputs(cal_exits, f_cal, learned_proba=oof), cal) for fn in table.values()]
-    test_rows = method_rows(test_results, test, cal)
-    cal_rows = {row["name"]: row for row in method_rows(cal_results, cal_exits, cal)}
-    # Candidates: what the router and workers can deploy (no oracle, no random draw, no whole model on a phone).
-    deployable = {name: row for name, row in cal_rows.items() if name in POLICIES}
-    default = choose_default(deployable, cal.full_model_accuracy, max_drop)
-    rule = (f"cheapest deployable policy within {max_drop} pt of the full model's calibration accuracy "
-            f"({100 * cal.full_model_accuracy:.2f}%), measured on the calibration split")
+    test_rows = _rows(PolicyInputs(test, f_test), cal_exits, cal, table, NOT_POLICIES)
+    # Early-Exit picks its α on calibration: scored there it would be tuned on what it is scored on.
+    on_cal = _rows(PolicyInputs(cal_exits, f_cal, learned_proba=oof), cal_exits, cal, table, NOT_POLICIES[1:])
+    cal_rows = {r["name"]: r for r in on_cal}
+    default, rule = _default(cal_rows, cal, options)
     save_default(workdir, default, rule)
 
     hidden_bytes = 2 * (f_test[:, extractor.names.index("token_count")] + 2) * extractor.embedder.spec.hidden_size
-    escalated = {r.name: float((r.hops > 1).mean()) if r.hops is not None else 0.0 for r in test_results}
-    learned_test = next(r for r in test_results if r.name == "Learned+esc")
+    learned_test = table["Learned+esc"](PolicyInputs(test, f_test), cal)
     report = {
         "methods": test_rows,
         "calibration_rows": list(cal_rows.values()),
         "default_policy": default,
         "default_rule": rule,
-        "escalated_share": escalated,
+        "escalated_share": _escalated_shares(table, PolicyInputs(test, f_test), cal),
         "continue_hidden_bytes_fp16": {"mean": float(hidden_bytes.mean()),
                                        "p99": float(np.percentile(hidden_bytes, 99))},
         "learned_router": {"C": router.C, "cv_log_loss": router.cv_log_loss, "reward_matrix": router.reward_matrix,
                            "confusion": baselines.confusion(learned_test, test, cal)},
         "hard_auc_calibration": learned_router.hard_auc(f_cal, extractor.names, pools_cal, len(plan) - 1, oof),
         "alpha": cal.alpha,
+        "thresholds": {name: POLICIES[name].served_thresholds(cal).model_dump() for name in POLICIES
+                       if POLICIES[name].thresholds == "tuned"},
+        "calibration_warnings": cal.warnings,
     }
-    if frontier:
+    if options.frontier:
         report["frontier"] = frontiers(cal, training, cal_exits, PolicyInputs(test, f_test), router)
     return report
+
+
+def _escalated_shares(table: dict, data: PolicyInputs, cal: Calibration) -> dict[str, float]:
+    shares = {}
+    for name, fn in table.items():
+        hops = fn(data, cal).hops
+        shares[name] = float((hops > 1).mean()) if hops is not None else 0.0
+    return shares
 
 
 def frontiers(cal: Calibration, training: learned_router.TrainingSet, cal_exits: ExitRecords, test: PolicyInputs,

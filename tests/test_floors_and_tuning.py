@@ -1,0 +1,81 @@
+"""The cost floors, the bootstrap interval and the tuned cascade, on the hand case (tests/hand_case.py) and
+on random exits where the search's claims are checked against serving."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dimee.calibration import TierCap
+from dimee.cascade_tuning import Recorded, tune_cascade
+from dimee.escalation import serve_escalating
+from dimee.evaluation import floors
+from dimee.exits import ExitRecords
+from dimee.routing_policy import POLICIES
+from dimee.tiers import CostModel, TierPlan
+from tests import hand_case as hc
+
+# Hand case, default costs (λm 0.1, λe 0.05, o_e 0.2, o_c + κ 1.0), α* = 0.6111, m = 1, n = 2. The full model
+# says 1, 1, 0. s0: mobile layer 1 says 1 (cost 0.1). s1: mobile answers at its cap, layer 1, with 1 (0.1).
+# s2: mobile says 1 (wrong); the edge says 0 at its cap, layer 2: 0.2 + 2 × 0.05 = 0.3.
+
+
+def test_agreement_floor_by_hand(hand_cal):
+    floor = floors.agreement_floor(hc.records(), hand_cal)
+    assert floor.cost.tolist() == pytest.approx([0.1, 0.1, 0.3])
+    assert floor.tier.tolist() == [0, 0, 1] and floor.accuracy(hc.LABELS) == 1.0
+
+
+def test_any_layer_floors_by_hand(hand_cal):
+    agreement = floors.agreement_floor_any_layer(hc.records(), hand_cal)
+    assert agreement.cost.tolist() == pytest.approx([0.1, 0.1, 0.3])
+    # with s1 labelled 0, no layer is right about it: the correct floor answers it as cheaply as possible
+    relabelled = ExitRecords(hc.PROBS, hc.EMBEDDINGS, np.array([1, 0, 0]))
+    correct = floors.correct_floor_any_layer(relabelled, hand_cal)
+    assert correct.cost.tolist() == pytest.approx([0.1, 0.1, 0.3])
+    assert correct.pred.tolist() == [1, 1, 0]
+
+
+def test_the_cloud_only_policy_is_the_full_model(hand_cal):
+    """Defect: the deployed Cloud-only early-exited at α*; the study scored the full model."""
+    thresholds = POLICIES["Cloud-only"].served_thresholds(hand_cal)
+    journey = serve_escalating(hc.PROBS, np.full(3, 2), hand_cal, "off", thresholds)
+    assert journey.exit_layer.tolist() == [3, 3, 3]
+    assert journey.pred.tolist() == hc.PROBS[:, -1].argmax(-1).tolist()
+
+
+def test_tuned_cascade_by_hand(hand_cal):
+    """Within 0 points of the full model: s2 must reach the edge's layer 2, so the mobile must pass it up
+    (exit threshold above 0.55) yet keep s1 (at most 0.6); cost 0.1 + 0.1 + (0.1 + 0.2 + 0.05)."""
+    tuned = tune_cascade(Recorded.of(hc.PROBS, hc.LABELS), hand_cal.tier_plan(), hand_cal.cost_model, 0, 0.0)
+    assert tuned.accuracy == 1.0 and tuned.cost == pytest.approx(0.55 / 3)
+    assert 0.55 < tuned.thresholds.exit[0] <= 0.6
+
+
+@pytest.mark.parametrize("start", [0, 1])
+def test_the_search_scores_what_serving_does(hand_cal, start):
+    rng = np.random.default_rng(start)
+    logits = rng.normal(size=(300, 6, 3)) * np.linspace(0.5, 3, 6)[None, :, None]
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    labels = np.where(rng.random(300) < 0.8, probs[:, -1].argmax(-1), rng.integers(0, 3, 300))
+    plan, cost = TierPlan.default(2, 4, 6), CostModel()
+    cal = hand_cal.model_copy(update={"plan": [TierCap(tier=t, cap=c) for t, c in plan], "m": 2, "n": 4,
+                                      "num_layers": 6, "num_labels": 3})
+    tuned = tune_cascade(Recorded.of(probs, labels), plan, cost, start, max_drop=2.0)
+    journey = serve_escalating(probs, np.full(300, start), cal, "continue", tuned.thresholds)
+    assert (journey.pred == labels).mean() == pytest.approx(tuned.accuracy)
+    assert journey.cost.mean() == pytest.approx(tuned.cost, rel=1e-5)
+    assert tuned.accuracy >= (probs[:, -1].argmax(-1) == labels).mean() - 0.02 - 1e-9
+    # nothing cheaper than the full cascade at α* passes the budget unnoticed
+    plain = serve_escalating(probs, np.full(300, start), cal, "continue")
+    if (plain.pred == labels).mean() >= (probs[:, -1].argmax(-1) == labels).mean() - 0.02:
+        assert tuned.cost <= plain.cost.mean() + 1e-9
+
+
+def test_bootstrap_interval():
+    same = np.array([True, False] * 50)
+    assert floors.paired_bootstrap([same], same.astype(float)) == [(0.0, 0.0)]
+    better = same.copy()
+    better[1::2][:10] = True  # 10 more right out of 100
+    (low, high), = floors.paired_bootstrap([better], same.astype(float))
+    assert 0.0 < low < 0.1 < high

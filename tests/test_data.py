@@ -321,3 +321,19 @@ def test_fetch_vitaminc_keeps_the_one_task_file(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="pip downloaded no bigbench sdist"):
         fetch_mod.fetch_vitaminc(tmp_path / "other")
 
+
+def test_data_show_prints_the_pair_of_a_pair_task(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dimee.cli import app
+
+    (tmp_path / "data" / "vitaminc").mkdir(parents=True)
+    answers = ["True", "False", "Neither", "True"] * 4
+    _vitaminc_task(tmp_path / "data" / "vitaminc" / "task.json",
+                   [_vitaminc_example(f"Page {i}: evidence .", f"claim {i} .", a) for i, a in enumerate(answers)])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DIMEE_HOME", str(tmp_path))
+    result = CliRunner().invoke(app, ["data", "show", "--dataset", "vitaminc"])
+    assert result.exit_code == 0, result.output
+    assert "(supports: 5, refutes: 2, not-enough-info: 2)" in result.output
+    assert result.output.count("  ||  Page ") == 3  # three test samples, each with its evidence

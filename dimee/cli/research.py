@@ -46,26 +46,34 @@ def study_cmd(
 @app.command("experiment")
 def experiment_cmd(
     seeds: Annotated[str, typer.Option(help="Comma-separated training seeds.")] = "0,1,2",
-    dataset: opt.DatasetOpt = "rt-sentences",
-    root: Annotated[Path, typer.Option(help="Folder for one workdir per seed.")] = Path("artifacts/seeds"),
-    out: Annotated[Path, typer.Option(help="Folder for seeds.md / seeds.json and per-seed reports.")] = Path(
-        "runs/seeds"),
+    dataset: Annotated[list[str] | None, typer.Option(
+        "--dataset", "-d", help="Data set (repeat for several: one table like the paper's Table I across them; "
+                                "default rt-sentences).")] = None,
+    root: Annotated[Path, typer.Option(help="Folder for one workdir per data set and seed.")] = Path(
+        "artifacts/seeds"),
+    out: Annotated[Path, typer.Option(help="Folder for seeds.md / tasks.md, their JSON and per-seed reports.")
+                   ] = Path("runs/seeds"),
     epochs: Annotated[int, typer.Option(min=1)] = 3,
     max_drop: Annotated[float, typer.Option(min=0.0)] = 0.5,
+    max_train_samples: Annotated[int | None, typer.Option(min=1, help="Train on a random subset of this size.")
+                                 ] = None,
 ) -> None:
-    """Train, calibrate and run the routing study for several training seeds; report mean ± sd."""
-    from dimee.experiments import multi_seed
+    """Train, calibrate and run the routing study for several training seeds (and data sets); mean ± sd."""
+    from dimee.experiments import SeedsPlan, multi_seed, multi_task
+    from dimee.offline import splits_for
 
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError as exc:
         raise DimeeError(f"--seeds must be comma-separated integers, not {seeds!r}") from exc
+    names = dataset or ["rt-sentences"]
     opt.use_all_cores()
-    from dimee.experiments import SeedsPlan
-    from dimee.offline import splits_for
-
-    splits = splits_for(DatasetSpec(name=dataset), Settings().data_dir)
-    summary = multi_seed(splits, root, out, SeedsPlan(seed_list, epochs, max_drop))
+    plan = SeedsPlan(seed_list, epochs, max_drop, max_train_samples)
+    if len(names) > 1:
+        multi_task([DatasetSpec(name=n) for n in names], Settings().data_dir, root, out, plan)
+        typer.echo((out / "tasks.md").read_text())
+        return
+    summary = multi_seed(splits_for(DatasetSpec(name=names[0]), Settings().data_dir), root, out, plan)
     typer.echo((out / "seeds.md").read_text())
     typer.echo(f"defaults per seed: {summary['default_policies']}")
 

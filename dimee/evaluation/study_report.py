@@ -10,9 +10,10 @@ import numpy as np
 from dimee.evaluation import plots
 from dimee.evaluation.report import methods_table
 
-HEADLINE = ("Cloud-only", "Early-Exit", "Random-matched", "DIMEE-F", "DIMEE-D", "Cascade", "Edge+escalation",
-            "DIMEE-F+esc", "DIMEE-D+esc", "Learned", "Learned+esc", "Feedback-adaptive", "Feedback-adaptive+esc",
-            "Oracle", "Oracle+esc")
+HEADLINE = ("Cloud-only", "Mobile-only", "Edge-only", "Early-Exit", "Random-matched", "DIMEE-F", "DIMEE-D", "Cascade",
+            "Edge+escalation", "Tuned-cascade", "Tuned-edge-cascade", "DIMEE-F+esc", "DIMEE-D+esc", "Learned",
+            "Learned+esc", "Feedback-adaptive", "Feedback-adaptive+esc", "Oracle", "Oracle+esc", "Floor: agreement",
+            "Floor: agreement, any layer", "Floor: correct, any layer")
 
 
 def study_markdown(study: dict, title: str) -> str:
@@ -67,4 +68,29 @@ def aggregate_markdown(rows: list[dict], seeds: list[int], defaults: list[str]) 
     for r in rows:
         lines.append(f"| {r['name']} | {100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_sd']:.2f} | "
                      f"{r['cost_mean']:.3f} ± {r['cost_sd']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def tasks_markdown(result: dict) -> str:
+    """Table I of the paper across data sets: accuracy (%) mean ± sd over seeds, and Δcost against
+    cloud-only (%), per method."""
+    names = list(result["datasets"])
+    lines = [f"# Routing policies across data sets (training seeds {result['seeds']}, {result['epochs']} epochs"
+             + (f", {result['max_train_samples']} training samples" if result["max_train_samples"] else "") + ")",
+             "", "Each cell: accuracy % (mean ± sd over seeds) / Δcost vs cloud-only.", "",
+             "| method | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
+    by_task = {n: {r["name"]: r for r in result["datasets"][n]["rows"]} for n in names}
+    for method in HEADLINE:
+        cells = []
+        for n in names:
+            row, cloud = by_task[n].get(method), by_task[n].get("Cloud-only")
+            if row is None or cloud is None:
+                cells.append("–")
+                continue
+            delta = 100 * (row["cost_mean"] - cloud["cost_mean"]) / cloud["cost_mean"]
+            cells.append(f"{100 * row['accuracy_mean']:.1f} ± {100 * row['accuracy_sd']:.1f} / {delta:+.0f}%")
+        if any(c != "–" for c in cells):
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines += ["", "Default policy chosen on calibration, per seed: "
+              + "; ".join(f"{n}: {', '.join(result['datasets'][n]['default_policies'])}" for n in names) + "."]
     return "\n".join(lines) + "\n"

@@ -75,7 +75,8 @@ def record_exit_probabilities(
     probs, embeddings = [], []
     # Longest-first order keeps padding low; results go back to the original order.
     order = sorted(range(len(data)), key=lambda i: -len(data.texts[i]))
-    for idx in tqdm(list(batches(data, batch_size, order)), desc=desc, unit="batch", leave=False):
+    for idx in tqdm(list(batches(data, batch_size, order)), desc=desc, unit="batch", leave=False,
+                    disable=None):  # None: no bar where stderr is not a terminal (a log is not flooded)
         inputs = batch_tensors(tokenizer, data, idx, model.spec.max_length)
         probs.append(model.exit_probabilities(**inputs).float().numpy())
         embeddings.append(model.routing_embedding(**inputs).float().numpy())
@@ -109,7 +110,7 @@ def train(
         rng.shuffle(order)
         total, count = 0.0, 0
         progress = tqdm(list(batches(train_data, config.batch_size, order)), desc=f"epoch {epoch + 1}/{config.epochs}",
-                        unit="batch")
+                        unit="batch", disable=None)
         for idx in progress:
             inputs = batch_tensors(tokenizer, train_data, idx, model.spec.max_length)
             labels = torch.tensor([train_data.labels[i] for i in idx])

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dimee.choices import Guarantee, KafkaProtocol, SaslMechanism
 from dimee.errors import DimeeError
+from dimee.messages import DEFAULT_MAX_TEXT_CHARS
 
 
 def redact(url: str) -> str:
@@ -47,7 +48,8 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certificates")
     kafka_ssl_certfile: Path | None = Field(None, description="client certificate, for mutual TLS")
     kafka_ssl_keyfile: Path | None = None
-    max_text_chars: int = Field(10_000, ge=1)
+    max_text_chars: int = Field(DEFAULT_MAX_TEXT_CHARS, ge=1, description="longer texts are cut to this many "
+                                "characters (as the offline evaluator cuts them at the default)")
     max_message_bytes: int = Field(1_000_000, ge=1024, description="largest message a stage reads or writes; "
                                                                    "keep it under the broker's max.message.bytes")
     seen_ttl_s: int = Field(3600, ge=1, description="how long the router remembers that an id moved a centroid: "

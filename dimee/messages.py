@@ -18,7 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from dimee.tiers import Tier
 from dimee.transport.base import Record
 
-DEFAULT_MAX_TEXT_CHARS = 10_000
+DEFAULT_MAX_TEXT_CHARS = 10_000  # far beyond what the encoder reads (max_length tokens): cutting there changes nothing
+
+
+def clip_text(text: str, limit: int = DEFAULT_MAX_TEXT_CHARS) -> str:
+    """The one rule for long texts, in the stream and in the offline evaluator alike: keep the first `limit`
+    characters. Absurd sizes are refused earlier, by the message size limit."""
+    return text if len(text) <= limit else text[:limit]
+
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000  # under Kafka's default max.message.bytes (1 MiB)
 MAX_META_BYTES = 16_384  # the serialised `meta` a sample may carry
 MAX_NAME_CHARS = 256  # router and worker names
@@ -73,10 +80,7 @@ class Sample(Message):
             return value
         if not value.strip():
             raise ValueError("text is blank")
-        limit = (info.context or {}).get("max_text_chars", DEFAULT_MAX_TEXT_CHARS)
-        if len(value) > limit:
-            raise ValueError(f"text has {len(value)} characters, more than the limit of {limit}")
-        return value
+        return clip_text(value, (info.context or {}).get("max_text_chars", DEFAULT_MAX_TEXT_CHARS))
 
 
 class CostBreakdown(BaseModel):

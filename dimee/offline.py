@@ -16,7 +16,7 @@ from dimee.data.dataset import TextDataset
 from dimee.errors import DimeeError
 from dimee.evaluation.report import build_report, write_report
 from dimee.exits import ExitRecords
-from dimee.model.artifacts import load_model, load_tokenizer, new_model, save_model
+from dimee.model.artifacts import load_model, load_spec, load_tokenizer, new_model, save_model
 from dimee.training import TrainConfig, record_exit_probabilities, train
 from dimee.workdir import Workdir
 
@@ -51,9 +51,9 @@ def check_calibrated_on(splits: Splits, cal_exits: ExitRecords, workdir: Workdir
 
 def record_split(splits: Splits, workdir: Workdir, split: str, dest: Path, raw: bool = False) -> ExitRecords:
     """Every exit of the full model on one split, saved to `dest` (an output: never the inputs it read)."""
-    model, tokenizer = load_model(workdir.model), load_tokenizer(workdir.model)
     data = splits.get(split)
-    check_labels(model.spec.label_names, data)
+    check_labels(load_spec(workdir.model).label_names, data)
+    model, tokenizer = load_model(workdir.model), load_tokenizer(workdir.model)
     probs, embeddings = record_exit_probabilities(model, tokenizer, data, desc=f"recording {split} exits")
     if raw:  # the `raw` routing embedding: mean of word-embedding rows only
         from dimee.training import batch_tensors, batches
@@ -82,6 +82,7 @@ def test_exits_path(out_dir: Path) -> Path:
 def run_evaluate(splits: Splits, workdir: Workdir, out_dir: Path, seed: int = 0,
                  title: str | None = None) -> tuple[dict, ExitRecords]:
     """Every method on the test split; report and recorded test exits written under `out_dir`."""
+    check_labels(load_spec(workdir.model).label_names, splits.test)
     cal = Calibration.load(workdir.calibration)
     cal_exits = ExitRecords.load(workdir.exits("calibration"))
     check_calibrated_on(splits, cal_exits, workdir)

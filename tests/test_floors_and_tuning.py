@@ -79,3 +79,28 @@ def test_bootstrap_interval():
     better[1::2][:10] = True  # 10 more right out of 100
     (low, high), = floors.paired_bootstrap([better], same.astype(float))
     assert 0.0 < low < 0.1 < high
+
+
+def test_a_majority_class_exit_is_warned_about():
+    """Defect: weak early exits saying the majority class with confidence ≥ α made the reward's α* look
+    cheap and right, silently. 100 samples, 60 of class 0; layer 1 says class 0 at 0.9 for all of them."""
+    from dimee.calibration import one_class_exits
+
+    labels = np.array([0] * 60 + [1] * 40)
+    probs = np.zeros((100, 3, 2))
+    probs[:, 0] = [0.9, 0.1]
+    probs[:, 1:, 0] = np.where(labels == 0, 0.95, 0.05)[:, None]
+    probs[:, 1:, 1] = 1 - probs[:, 1:, 0]
+    warnings = one_class_exits(probs, labels, alpha=0.8)
+    assert len(warnings) == 1 and warnings[0].startswith("exit 1 answers 100% of the 100 samples")
+    assert one_class_exits(probs, labels, alpha=0.92) == []  # at this α nobody leaves at layer 1
+
+
+def test_the_deployed_default_follows_the_accuracy_budget_unless_told_reward(hand_cal):
+    from dimee.evaluation.routing_study import StudyOptions, _default
+
+    rows = {"DIMEE-F": {"accuracy": 0.70, "cost": 0.2}, "Tuned-edge-cascade": {"accuracy": 0.995, "cost": 0.4},
+            "Cloud-only": {"accuracy": 1.0, "cost": 1.0}}
+    assert StudyOptions().objective == "accuracy-budget"
+    assert _default(rows, hand_cal, StudyOptions())[0] == "Tuned-edge-cascade"
+    assert _default(rows, hand_cal, StudyOptions(objective="reward"))[0] == "DIMEE-F"

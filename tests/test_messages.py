@@ -12,7 +12,6 @@ from dimee.transport.base import Record
     (b'{"id": "a"}', "text: Field required"),
     (b'{"id": "a", "text": ""}', "text: String should have at least 1 character"),
     (b'{"id": "a", "text": "   "}', "text is blank"),
-    (b'{"id": "a", "text": "' + b"x" * 101 + b'"}', "more than the limit of 100"),
     (b'{"id": 7, "text": "hi"}', "id: Input should be a valid string"),
     (b'{"id": "a", "text": "hi", "label": "pos"}', "label: Input should be a valid integer"),
     (b'{"id": "", "text": "hi"}', "id: String should have at least 1 character"),
@@ -24,6 +23,19 @@ from dimee.transport.base import Record
 def test_malformed_samples_give_a_reason(payload, reason):
     with pytest.raises(MessageError, match=reason):
         parse(Sample, payload, max_text_chars=100)
+
+
+def test_a_long_text_is_cut_as_the_offline_evaluator_cuts_it():
+    """Defect: the stream dead-lettered texts over the limit that the offline evaluator read (truncated), and
+    scored only the survivors. Both now keep the first max_text_chars characters."""
+    from dimee.data.dataset import TextDataset
+    from dimee.messages import DEFAULT_MAX_TEXT_CHARS
+
+    text = "a long review " * 1000  # 14,000 characters
+    streamed = parse(Sample, Sample(id="a", text="x").model_copy(update={"text": text}).to_bytes())
+    offline = TextDataset("d", [text], [0], ["neg", "pos"], text_pairs=[text])
+    assert streamed.text == offline.texts[0] == offline.text_pairs[0] == text[:DEFAULT_MAX_TEXT_CHARS]
+    assert parse(Sample, b'{"id": "a", "text": "' + b"x" * 101 + b'"}', max_text_chars=100).text == "x" * 100
 
 
 def test_valid_sample_round_trip():

@@ -69,6 +69,6 @@ def _streaming_run(splits, test_exits, work: Workdir, out: Path, default_row: di
     configure_logging("WARNING")
     result = stream_and_compare(splits.test, test_exits, Deployment.load(work, "DIMEE-F"),
                                 Settings(broker="memory://", state="memory://", topic_prefix="demo"),
-                                default=default_row)
+                                default=default_row["name"])
     append_to_report(result, out)
     typer.echo(markdown(result))

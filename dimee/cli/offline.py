@@ -96,6 +96,8 @@ def calibrate_cmd(
     o_c: Annotated[float, typer.Option(min=0.0, help="Offload cost mobile → cloud.")] = 0.5,
     kappa: Annotated[float, typer.Option(min=0.0, help="Cloud platform charge per sample.")] = 0.5,
     beta: Annotated[float, typer.Option(min=0.0, help="Reward weight of cost against confidence.")] = 0.3,
+    cost_model: Annotated[Path | None, typer.Option(
+        help="A cost model file (from `dimee costs`, or written by hand) instead of the λ/o/κ/β options.")] = None,
 ) -> None:
     """Record every exit on the calibration split, pick α*, and save pools and centroids."""
     from dimee.calibration import CalibrationConfig
@@ -103,8 +105,8 @@ def calibrate_cmd(
     from dimee.offline import run_calibrate, splits_for
 
     opt.use_all_cores()
-    cost = CostModel(lambda_m=lambda_m, lambda_e=lambda_e, lambda_c=lambda_c, o_e=o_e, o_c=o_c, kappa=kappa,
-                     beta=beta)
+    cost = CostModel.load(cost_model) if cost_model else CostModel(
+        lambda_m=lambda_m, lambda_e=lambda_e, lambda_c=lambda_c, o_e=o_e, o_c=o_c, kappa=kappa, beta=beta)
     splits = splits_for(data, Settings().data_dir)
     config = CalibrationConfig(m=m, n=n, cost=cost, objective=objective, max_drop=max_drop, distance=distance,
                                embedding=embedding, model_id=splits.train.name)

@@ -78,4 +78,5 @@ def pipeline_cmd(
     options = PipelineOptions(reseed=reseed or settings.state.startswith("memory://"),
                               limits=limits, sink_path=out)
     run = run_pipeline(records, deployment, settings, options)
-    typer.echo(json.dumps(run.summary, indent=2))
+    # every sample counts: the summary says how many were sent and how many went to the dead-letter topic
+    typer.echo(json.dumps({**run.summary, "samples": len(records), "dead_letters": run.dead_letters}, indent=2))

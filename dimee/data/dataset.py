@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from dimee.messages import clip_text
+
 
 @dataclass
 class TextDataset:
@@ -17,6 +19,10 @@ class TextDataset:
     ids: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        # long texts are cut as the stream cuts them, so offline scores equal what is served
+        self.texts = [clip_text(t) for t in self.texts]
+        if self.text_pairs is not None:
+            self.text_pairs = [clip_text(t) for t in self.text_pairs]
         if not self.ids:
             self.ids = [f"{self.name}-{i}" for i in range(len(self.texts))]
         lengths = {len(self.texts), len(self.labels), len(self.ids)}

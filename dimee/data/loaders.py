@@ -8,7 +8,6 @@ from pathlib import Path
 
 from dimee.data.dataset import TextDataset
 from dimee.errors import DataError
-from dimee.messages import DEFAULT_MAX_TEXT_CHARS
 
 csv.field_size_limit(10_000_000)
 
@@ -89,10 +88,7 @@ def _bbc_article(path: Path) -> str:
     if not lines:
         return ""
     title, body = lines[0], " ".join(lines[1:])
-    text = f"{title}{'' if title[-1] in '.?!' else '.'} {body}".strip()
-    if len(text) > DEFAULT_MAX_TEXT_CHARS:  # 7 articles; the encoder reads only the first max_length tokens
-        text = text[:DEFAULT_MAX_TEXT_CHARS].rsplit(" ", 1)[0]
-    return text
+    return f"{title}{'' if title[-1] in '.?!' else '.'} {body}".strip()
 
 
 def load_bbc_news(folder: Path) -> TextDataset:

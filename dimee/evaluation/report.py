@@ -44,6 +44,7 @@ def build_report(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration, se
                       for name in ("DIMEE-F", "DIMEE-D", "Random-matched")},
         "sweeps": sweeps.cost_sweeps(test, cal_exits, cal),
         "device_ablation": sweeps.device_ablation(test, cal_exits, cal),
+        "layer_splits": sweeps.layer_splits(test, cal_exits, cal),
         "alpha_frontier": sweeps.alpha_frontier(test, cal_exits, cal),
         "calibration": {"grid": cal.grid, "reward": cal.reward_curve, "accuracy": cal.accuracy_curve,
                         "cost": cal.cost_curve, "full_model_accuracy": cal.full_model_accuracy},
@@ -72,6 +73,12 @@ def methods_table(rows: list[dict]) -> str:
         lines.append(f"| {row['name']} | {100 * row['accuracy']:.2f} | {_delta(row)} | {row['cost']:.3f} | "
                      f"{100 * row['delta_cost']:+.1f}% | {floor} | {_shares(row['tier_shares'])} |")
     return "\n".join(lines)
+
+
+def _tuned_cells(row: dict) -> str:
+    tuned = row.get("tuned_cascades", {})
+    return " | ".join(f"{100 * tuned[t]['accuracy']:.2f} / {tuned[t]['cost']:.3f}" if t in tuned else "–"
+                      for t in ("mobile", "edge"))
 
 
 def _confusion_md(name: str, block: dict) -> str:
@@ -106,13 +113,20 @@ def render_markdown(report: dict, title: str) -> str:
     parts += ["## Routed pool against true pool", ""]
     for name, block in report["confusion"].items():
         parts += [_confusion_md(name, block), ""]
-    parts += ["## DIMEE-D under other costs", "",
-              "| parameter | value | α* | accuracy (%) | mean cost | tier shares m / e / c (%) |",
-              "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    parts += ["## DIMEE-D and the tuned cascades under other costs (re-calibrated at every point)", "",
+              "| parameter | value | α* | DIMEE-D accuracy (%) | DIMEE-D cost | tier shares m / e / c (%) | "
+              "tuned cascade from mobile: acc (%) / cost | from edge: acc (%) / cost |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, sweep in report["sweeps"].items():
         for r in sweep:
             parts.append(f"| {name} | {r['value']:g} | {r['alpha']:.3f} | {100 * r['accuracy']:.2f} | "
-                         f"{r['cost']:.3f} | {_shares(r['tier_shares'])} |")
+                         f"{r['cost']:.3f} | {_shares(r['tier_shares'])} | {_tuned_cells(r)} |")
+    parts += ["", "## Layer split (m, n) between mobile, edge and cloud (re-calibrated)", "",
+              "| m | n | α* | DIMEE-D accuracy (%) | DIMEE-D cost | tuned cascade from mobile: acc (%) / cost | "
+              "from edge: acc (%) / cost |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in report.get("layer_splits", []):
+        parts.append(f"| {r['m']} | {r['n']} | {r['alpha']:.3f} | {100 * r['accuracy']:.2f} | {r['cost']:.3f} | "
+                     f"{_tuned_cells(r)} |")
     parts += ["", "## Device ablation (DIMEE-D)", "", "| devices | accuracy (%) | mean cost |", "| --- | ---: | ---: |"]
     for r in report["device_ablation"]:
         parts.append(f"| {r['devices']} | {100 * r['accuracy']:.2f} | {r['cost']:.3f} |")

@@ -1,8 +1,12 @@
-"""Re-calibrate under changed costs or tier sets and re-run DIMEE-D: the paper's sweeps and ablation."""
+"""Re-calibrate under changed costs, tier sets or layer splits and re-run DIMEE-D and the tuned cascades (their
+thresholds re-tuned on calibration at every point): the paper's sweeps and ablation, and the (m, n) split."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from dimee.calibration import Calibration, calibrate
+from dimee.escalation import serve_escalating
 from dimee.evaluation.baselines import dimee
 from dimee.exits import ExitRecords
 from dimee.tiers import Tier, TierPlan
@@ -20,12 +24,22 @@ def _recalibrated(cal_exits: ExitRecords, cal: Calibration, **changes) -> Calibr
     return calibrate(cal_exits, cal.config().model_copy(update={"cost": cost}), plan=plan)
 
 
+def _tuned(test: ExitRecords, new_cal: Calibration) -> dict[str, dict]:
+    """The cascade from each non-final tier with the thresholds this calibration tuned."""
+    plan, out = new_cal.tier_plan(), {}
+    for start, thresholds in new_cal.cascades.items():
+        journey = serve_escalating(test.probs, np.full(len(test.labels), plan.index(start)), new_cal, "continue",
+                                   thresholds)
+        out[start] = {"accuracy": float((journey.pred == test.labels).mean()), "cost": float(journey.cost.mean())}
+    return out
+
+
 def _row(test: ExitRecords, new_cal: Calibration) -> dict:
     result = dimee(test, new_cal, adaptive=True)
     base = new_cal.cost_model.cloud_only(test.probs.shape[1])
     return {"alpha": new_cal.alpha, "accuracy": result.accuracy(test.labels), "cost": result.mean_cost(),
             "delta_cost": (result.mean_cost() - base) / base if base else float("nan"),
-            "tier_shares": result.tier_shares()}
+            "tier_shares": result.tier_shares(), "tuned_cascades": _tuned(test, new_cal)}
 
 
 def cost_sweeps(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration) -> dict[str, list[dict]]:
@@ -52,6 +66,17 @@ def device_ablation(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration)
     base = cal.cost_model.cloud_only(num_layers)
     rows.append({"devices": "cloud", "alpha": None, "accuracy": cloud_acc, "cost": base, "delta_cost": 0.0,
                  "tier_shares": {"mobile": 0.0, "edge": 0.0, "cloud": 1.0}})
+    return rows
+
+
+def layer_splits(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration) -> list[dict]:
+    """Every split 1 ≤ m < n < L of the layers between mobile, edge and cloud, re-calibrated."""
+    num_layers = test.probs.shape[1]
+    rows = []
+    for m in range(1, num_layers - 1):
+        for n in range(m + 1, num_layers):
+            new_cal = _recalibrated(cal_exits, cal, plan=TierPlan.default(m, n, num_layers))
+            rows.append({"m": m, "n": n, **_row(test, new_cal.model_copy(update={"m": m, "n": n}))})
     return rows
 
 

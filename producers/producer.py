@@ -148,7 +148,8 @@ def produce(transport: Transport, topics: Topics, records: Iterable[dict | bytes
     retry(lambda: transport.ensure_topics([topics.samples], options.partitions, options.replication), "broker", stop)
     publisher = _Publisher(transport, topics.samples, stop)
     sent, started = 0, time.monotonic()
-    bar = tqdm(total=count or options.total, desc="producing", unit="msg", disable=not options.progress)
+    # disable=None: a bar only on a terminal, never redraws in a log file
+    bar = tqdm(total=count or options.total, desc="producing", unit="msg", disable=None if options.progress else True)
     try:
         for row, record in enumerate(records):
             if stop.is_set() or (count is not None and sent >= count):

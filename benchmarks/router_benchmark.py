@@ -1,0 +1,116 @@
+"""The router on one thread: samples/s of the whole stage step (parse → tokenise → embed → nearest centroid →
+state update → serialise), and the time of each part. Prints figures and ratios, asserts nothing.
+
+    python benchmarks/router_benchmark.py --workdir artifacts/demo [--state redis://127.0.0.1:6379/0]
+
+Without --state the embedded store is used; with a Redis URL the adaptive update goes to Redis (one
+pipelined round trip per batch), as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from dimee.config import Settings
+from dimee.data import DatasetSpec, load_splits
+from dimee.deployment import Deployment
+from dimee.messages import Sample, parse
+from dimee.model.tokenize import encode
+from dimee.transport.base import Record
+from routers.router import Router
+from routers.strategies import CentroidRouting
+
+
+def _records(texts: list[str]) -> list[Record]:
+    return [Record("bench.samples", 0, i, f"b-{i}".encode(), Sample(id=f"b-{i}", text=t, label=0).to_bytes())
+            for i, t in enumerate(texts)]
+
+
+class Parts:
+    """Seconds spent in each part of the router's step, summed over batches."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+
+def one_round(records: list[Record], router: Router, batch: int) -> tuple[float, dict[str, float]]:
+    parts, routing, embedder = Parts(), router.strategy, router.embedder
+    started = time.perf_counter()
+    for begin in range(0, len(records), batch):
+        chunk = records[begin: begin + batch]
+        with parts.timed("parse"):
+            samples = [parse(Sample, r.value, {"num_labels": 2}) for r in chunk]
+        with parts.timed("route (tokenise + embed + distances + state update)"):
+            decisions = routing.decide(samples)
+        with parts.timed("serialise"):
+            [router._output(s, d) for s, d in zip(samples, decisions, strict=True)]
+    total = time.perf_counter() - started
+    # the route part split further, on the same batches (a second pass)
+    for begin in range(0, len(records), batch):
+        texts = [parse(Sample, r.value).text for r in records[begin: begin + batch]]
+        with parts.timed("  of which tokenise"):
+            inputs = encode(embedder.tokenizer, texts, None, embedder.model.spec.max_length)
+        with parts.timed("  of which embed"), torch.inference_mode():
+            embedder.model.routing_embedding(**inputs, raw=embedder.raw).numpy()
+    return total, parts.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("artifacts/demo"))
+    parser.add_argument("--state", default="memory://bench-router")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=2642)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    from dimee import roles
+
+    texts = load_splits(DatasetSpec(name="rt-sentences"), Settings().data_dir).test.texts[: args.samples]
+    deployment = Deployment.load(args.workdir, "DIMEE-D")
+    settings = Settings(broker="memory://bench-router", state=args.state, topic_prefix="bench")
+    store = roles.centroid_store(settings, deployment)
+    store.seed(deployment.calibration.centroid_arrays(), deployment.calibration.pool_sizes)
+    ctx = roles.context(settings, "bench-router")
+    router = Router(ctx, deployment, store)
+    assert isinstance(router.strategy, CentroidRouting)
+    rates, all_parts = [], []
+    for round_no in range(args.rounds):
+        records = _records([f"{t} {round_no}" for t in texts])  # new ids: every round moves the centroids
+        seconds, parts = one_round(records, router, args.batch)
+        rates.append(len(records) / seconds)
+        all_parts.append(parts)
+    store.close()
+    median = statistics.median(rates)
+    print(f"router, one thread, adaptive (DIMEE-D), state {args.state.split('://')[0]}, batch {args.batch}: "
+          f"{median:,.0f} samples/s (median of {args.rounds}; min {min(rates):,.0f}, max {max(rates):,.0f}); "
+          f"goal 10,000: {median / 10_000:.2f}×")
+    print("where the time goes (µs per sample, median over rounds):")
+    figures = {"router_per_s": median, "rounds": rates, "parts_us": {}}
+    for name in all_parts[0]:
+        us = statistics.median(p[name] for p in all_parts) / len(texts) * 1e6
+        figures["parts_us"][name] = us
+        print(f"  {name:<56} {us:8.1f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -204,6 +204,11 @@ def envelope(message: Message) -> tuple[float | None, tuple[tuple[str, bytes], .
     return (max(times) if times else None), headers
 
 
+SCHEMAS: dict[str, type[Message]] = {"sample": Sample, "routed": Routed, "prediction": Prediction,
+                                     "feedback": Feedback, "dead-letter": DeadLetter}
+"""Every message on dimee's topics, by the name `dimee schema` gives its JSON Schema."""
+
+
 class MessageError(ValueError):
     """A payload that is not a valid message; str() is the reason written to the dead-letter topic."""
 

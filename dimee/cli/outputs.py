@@ -80,3 +80,22 @@ def pipeline_cmd(
     run = run_pipeline(records, deployment, settings, options)
     # every sample counts: the summary says how many were sent and how many went to the dead-letter topic
     typer.echo(json.dumps({**run.summary, "samples": len(records), "dead_letters": run.dead_letters}, indent=2))
+
+
+@app.command("schema")
+def schema_cmd(
+    out: Annotated[Path | None, typer.Option(help="Folder to write one NAME.schema.json per message; default: "
+                                                  "print them all as one JSON object.")] = None,
+) -> None:
+    """JSON Schemas of every message on dimee's topics (sample, routed, prediction, feedback, dead letter),
+    for consumers in other languages; docs/streaming.md says how versions change."""
+    from dimee.messages import SCHEMAS
+
+    schemas = {name: kind.model_json_schema() for name, kind in SCHEMAS.items()}
+    if out is None:
+        typer.echo(json.dumps(schemas, indent=2))
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for name, schema in schemas.items():
+        (out / f"{name}.schema.json").write_text(json.dumps(schema, indent=2) + "\n")
+    typer.echo(f"{len(schemas)} schemas written to {out}")

@@ -185,18 +185,12 @@ def read_table(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def load_table(
-    path: Path,
-    text_col: str = "text",
-    label_col: str = "label",
-    pair_col: str | None = None,
-    id_col: str | None = None,
-    name: str | None = None,
-) -> TextDataset:
+def load_table(path: Path, text_col: str = "text", label_col: str = "label",
+               pair_col: str | None = None) -> TextDataset:
     rows = read_table(path)
     if not rows:
         raise DataError(f"{path}: no rows")
-    for column in (text_col, label_col, pair_col, id_col):
+    for column in (text_col, label_col, pair_col):
         if column is not None and column not in rows[0]:
             raise DataError(f"{path}: no column {column!r} (columns: {', '.join(rows[0])})")
     for i, row in enumerate(rows, start=1):
@@ -204,12 +198,11 @@ def load_table(
             raise DataError(f"{path}: row {i} has an empty {text_col!r}")
     labels, label_names = _labels_to_ids([row[label_col] for row in rows], str(path))
     return TextDataset(
-        name=name or path.stem,
+        name=path.stem,
         texts=[row[text_col] for row in rows],
         labels=labels,
         label_names=label_names,
         text_pairs=[row[pair_col] for row in rows] if pair_col else None,
-        ids=[row[id_col] for row in rows] if id_col else [],
     )
 
 

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certificates")
     kafka_ssl_certfile: Path | None = Field(None, description="client certificate, for mutual TLS")
     kafka_ssl_keyfile: Path | None = None
+    metrics_host: str = Field("127.0.0.1", description="address the roles' /healthz, /readyz and /metrics "
+                              "listen on (0.0.0.0 in a container)")
     max_text_chars: int = Field(DEFAULT_MAX_TEXT_CHARS, ge=1, description="longer texts are cut to this many "
                                 "characters (as the offline evaluator cuts them at the default)")
     max_message_bytes: int = Field(1_000_000, ge=1024, description="largest message a stage reads or writes; "

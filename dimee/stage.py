@@ -19,6 +19,7 @@ from prometheus_client import Counter, Histogram
 
 from dimee.config import Settings
 from dimee.errors import Rebalanced, ServiceUnavailable
+from dimee.health import HEALTH
 from dimee.messages import DeadLetter, Message, MessageError, envelope, parse
 from dimee.runtime import StopFlag, log, retry
 from dimee.transport.base import Consumer, Producer, Record, Topics, Transport
@@ -103,6 +104,7 @@ class Stage(ABC):
         self._transactional_id: str | None = None
         self.processed = 0
         self.dead_letters = 0
+        HEALTH.expect(self.name, "loading its model")
 
     @abstractmethod
     def process(self, batch: list[tuple[Record, Message]]) -> list[Output]:
@@ -261,6 +263,7 @@ class Stage(ABC):
         outage, it returns normally: nothing past the outage was committed, so nothing is lost."""
         try:
             self.open()
+            HEALTH.expect(self.name, "joining its consumer group")
             log.info("stage started", stage=self.name, topics=self.in_topics, group=self.group_id)
             self._loop(idle_exit_s)
         except ServiceUnavailable as exc:
@@ -277,6 +280,8 @@ class Stage(ABC):
         last_record = time.monotonic()
         while not self.stop.is_set():
             records = self.collect()
+            HEALTH.beat(self.name)
+            HEALTH.ready_stage(self.name)  # a poll came back: the group is joined
             if records:
                 self.handle(records)
                 last_record = time.monotonic()

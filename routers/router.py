@@ -4,6 +4,7 @@ its routing policy (`routers.strategies`), and publishes the routed sample to th
 from __future__ import annotations
 
 from dimee.deployment import Deployment
+from dimee.health import HEALTH
 from dimee.messages import Feedback, Routed, Sample
 from dimee.stage import Output, Stage, StageContext
 from dimee.transport.base import Record
@@ -25,6 +26,8 @@ class Router(Stage):
         self.embedder = RoutingEmbedder(deployment.workdir.model, raw=deployment.calibration.embedding == "raw")
         self.strategy = strategy_for(deployment, self.embedder, store)
         self.num_labels = deployment.calibration.num_labels
+        if deployment.policy.router == "centroid":
+            HEALTH.needs("centroid store", store.is_seeded)
 
     def parse_context(self) -> dict:
         return {**super().parse_context(), "num_labels": self.num_labels}

@@ -57,7 +57,9 @@ MaxBatchOpt = Annotated[int, typer.Option(min=1, help="Largest micro-batch.")]
 MaxWaitOpt = Annotated[float, typer.Option(min=0.0, help="How long a partial micro-batch waits (ms).")]
 IdleExitOpt = Annotated[float | None, typer.Option(help="Exit after this many idle seconds (default: run until "
                                                         "SIGTERM/SIGINT).")]
-MetricsOpt = Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this port (127.0.0.1).")]
+MetricsOpt = Annotated[int | None, typer.Option(
+    min=1, max=65535, help="Serve /healthz, /readyz and Prometheus /metrics on this port (address: "
+                           "DIMEE_METRICS_HOST, default 127.0.0.1).")]
 LogOpt = Annotated[str, typer.Option(help="Log level.")]
 AdaptiveOpt = Annotated[bool, typer.Option(help="The paper's DIMEE-D (same as --policy DIMEE-D).")]
 PolicyOpt = Annotated[str, typer.Option(

@@ -26,7 +26,7 @@ def sink_cmd(
     """Write predictions to JSONL, deduplicated by id."""
     from dimee import roles
 
-    ctx = roles.context(settings, "dimee-sink", start_role(log_level, metrics_port))
+    ctx = roles.context(settings, "dimee-sink", start_role(log_level, metrics_port, settings.metrics_host))
     sink = roles.sink(ctx, out, group_id=group)
     sink.run(idle_exit_s=idle_exit)
     typer.echo(sink.stats.line())

@@ -5,14 +5,16 @@ from __future__ import annotations
 from dimee.runtime import StopFlag
 
 
-def start_role(log_level: str, metrics_port: int | None) -> StopFlag:
+def start_role(log_level: str, metrics_port: int | None, metrics_host: str = "127.0.0.1") -> StopFlag:
+    """Logging, then /healthz, /readyz and /metrics on the port (before the model loads: alive, not ready),
+    then signal handling."""
     from dimee.runtime import configure_logging
 
     configure_logging(log_level)
     if metrics_port:
-        from prometheus_client import start_http_server
+        from dimee.health import serve
 
-        start_http_server(metrics_port, addr="127.0.0.1")
+        serve(metrics_host, metrics_port)
     stop = StopFlag()
     stop.install_signal_handlers()
     return stop

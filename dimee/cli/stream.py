@@ -107,7 +107,7 @@ def route_cmd(
     from dimee import roles
     from dimee.deployment import Deployment
 
-    stop = start_role(log_level, metrics_port)
+    stop = start_role(log_level, metrics_port, settings.metrics_host)
     deployment = Deployment.load(workdir, policy)
     store = roles.centroid_store(settings, deployment)
     if reseed:
@@ -149,7 +149,7 @@ def work_cmd(
     from dimee import roles
     from dimee.deployment import Deployment
 
-    stop = start_role(log_level, metrics_port)
+    stop = start_role(log_level, metrics_port, settings.metrics_host)
     deployment = Deployment.load(workdir)
     overrides = {k: v for k, v in {"escalation": escalation, "feedback": feedback}.items() if v is not None}
     deployment = deployment.with_policy(deployment.policy.model_copy(update=overrides))

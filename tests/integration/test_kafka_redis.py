@@ -4,6 +4,7 @@ separate processes, crashes, restarts, replays and malformed input."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -21,7 +22,7 @@ from dimee.transport.base import Topics
 from dimee.workdir import Workdir
 from state.redis_store import RedisCentroidStore
 from tests.helpers import deployment, stream_records
-from tests.integration.support import read_sink, wait_for, write_jsonl
+from tests.integration.support import free_port, http_get, read_sink, wait_for, write_jsonl
 from tests.real_services import API_VERSION, KAFKA, REDIS, services
 from tests.stream_checks import assert_matches_offline
 
@@ -58,9 +59,10 @@ def settings(prefix: str) -> Settings:
     return Settings(broker=f"kafka://{KAFKA}", state=REDIS, topic_prefix=prefix, kafka_api_version=API_VERSION or None)
 
 
-def start_roles(procs, workdir, adaptive: bool = False, sink_out=None) -> None:
+def start_roles(procs, workdir, adaptive: bool = False, sink_out=None, metrics_port: int | None = None) -> None:
+    metrics = ["--metrics-port", str(metrics_port)] if metrics_port else []
     procs.start("router", "route", "--workdir", str(workdir), "--reseed", *(["--adaptive"] if adaptive else []),
-                "--max-batch", "16")
+                "--max-batch", "16", *metrics)
     for tier in TIERS:
         procs.start(f"worker-{tier}", "work", "--tier", tier, "--workdir", str(workdir), "--max-batch", "16")
     procs.start("sink", "sink", "--out", str(sink_out))
@@ -74,12 +76,16 @@ def _logs(procs):
 @pytest.mark.smoke  # `make test` runs it a second time on the legacy Kafka 0.9
 def test_separate_processes_deliver_every_id_once_and_match_the_offline_evaluator(workdir, cal, procs, tmp_path):
     records = stream_records(150, seed=11)
-    out = tmp_path / "predictions.jsonl"
-    start_roles(procs, workdir, sink_out=out)
+    out, port = tmp_path / "predictions.jsonl", free_port()
+    start_roles(procs, workdir, sink_out=out, metrics_port=port)
+    wait_for(lambda: http_get(port, "/readyz")[0] == 200, 60, "the router ready", _logs(procs))
+    assert http_get(port, "/healthz")[0] == 200
     source = write_jsonl(tmp_path / "in.jsonl", records)
     producer = procs.start("producer", "produce", "--source", str(source), "--id-col", "id")
     assert producer.wait(timeout=120) == 0, procs.log("producer")
     wait_for(lambda: len(read_sink(out)) >= len(records), 240, "all predictions", _logs(procs))
+    routed = re.search(r'dimee_messages_in_total\{stage="router"\} ([0-9.]+)', http_get(port, "/metrics")[1])
+    assert routed and float(routed.group(1)) >= len(records)  # more only where a batch was read again
     codes = procs.stop_all()
     assert set(codes.values()) == {0}, codes  # SIGTERM: finish the batch, flush, commit, exit 0
     rows = read_sink(out)

@@ -37,3 +37,13 @@ class Deployment:
 
     def with_policy(self, policy: RoutingPolicy) -> Deployment:
         return replace(self, policy=policy)
+
+    def describe(self) -> dict:
+        """What is served, for the start-up log line of every role and its /readyz reader."""
+        thresholds = self.policy.served_thresholds(self.calibration)
+        return {"policy": self.policy.name, "router": self.policy.router, "adaptive": self.policy.adaptive,
+                "feedback": self.policy.feedback, "escalation": self.policy.escalation,
+                "exit_thresholds": thresholds.exit, "keep_thresholds": thresholds.keep,
+                "alpha_star": round(self.calibration.alpha, 4),
+                "caps": {entry.tier.value: entry.cap for entry in self.calibration.plan},
+                "model": self.calibration.model_id}

@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from dimee.routing_policy import RoutingPolicy
 from dimee.tiers import Tier
 from dimee.transport.base import Record
 
@@ -114,6 +115,8 @@ class Routed(Sample):
     start_layer: int = Field(0, ge=0)
     hidden_fp16: str | None = Field(None, description="base64 of the (tokens, hidden) fp16 state at start_layer")
     digest: str | None = Field(None, max_length=64, description="the sample's content digest (Sample.content_digest)")
+    policy: RoutingPolicy | None = Field(None, description="the routing policy the router served; the workers "
+                                         "serve this same one (thresholds, escalation, feedback)")
 
 
 class Timings(BaseModel):

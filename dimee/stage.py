@@ -113,6 +113,7 @@ class Stage(ABC):
     def open(self) -> None:
         settings, transport = self.context.settings, self.transport
         self.exactly_once = settings.exactly_once(transport.supports_transactions)
+        log.info("delivery", stage=self.name, guarantee="exactly-once" if self.exactly_once else "at-least-once")
         topics = sorted({*self.in_topics, self.topics.dead_letter})
         retry(lambda: transport.ensure_topics(topics, settings.partitions, settings.replication_factor), "broker",
               self.stop)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dimee.deployment import Deployment
 from dimee.health import HEALTH
 from dimee.messages import Feedback, Routed, Sample
+from dimee.runtime import log
 from dimee.stage import Output, Stage, StageContext
 from dimee.transport.base import Record
 from routers.embedding import RoutingEmbedder
@@ -26,6 +27,8 @@ class Router(Stage):
         self.embedder = RoutingEmbedder(deployment.workdir.model, raw=deployment.calibration.embedding == "raw")
         self.strategy = strategy_for(deployment, self.embedder, store)
         self.num_labels = deployment.calibration.num_labels
+        self.policy = deployment.policy
+        log.info("serving", stage=self.name, **deployment.describe())
         if deployment.policy.router == "centroid":
             HEALTH.needs("centroid store", store.is_seeded)
 
@@ -40,7 +43,7 @@ class Router(Stage):
         tier = self.plan.tiers[decision.pool]
         routed = Routed(**sample.model_dump(), tier=tier, pool=decision.pool, distances=decision.distances,
                         centroid_version=decision.centroid_version, router=self.router_id,
-                        digest=sample.content_digest())
+                        digest=sample.content_digest(), policy=self.policy)
         return Output.of(self.topics.tier(tier.value), routed)
 
 

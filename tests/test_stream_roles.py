@@ -255,3 +255,25 @@ def test_a_restarted_tail_reuses_its_consumer_group():
     first, again = Tail(context(broker, topics)), Tail(context(broker, topics))
     assert first.group_id == again.group_id == topics.tail_group()
     assert Tail(context(broker, topics, instance_id="ops-laptop")).group_id == "tail.tail.ops-laptop"
+
+
+def test_workers_serve_the_policy_the_router_stamped(workdir, cal):
+    """Defect: `dimee route --adaptive` (DIMEE-D, no escalation) ran beside workers that escalated because
+    their policy.json said so. The router stamps its policy; the workers serve that one."""
+    broker, topics, stop, collector = InMemoryBroker(), Topics("stamp"), StopFlag(), Collector()
+    store = InMemoryCentroidStore()
+    store.seed(cal.centroid_arrays(), cal.pool_sizes)
+    ctx = context(broker, topics, stop=stop, limits=BatchLimits(max_batch=16, max_wait_s=0.0), events=collector)
+    router = Router(ctx, deployment(workdir, cal, "DIMEE-D"), store, "r")
+    escalating = deployment(workdir, cal, "Edge+escalation")  # what the workers' policy.json would say
+    stages = [router, Sink(ctx, None, group_id="s"), *(TierWorker(ctx, escalating, t, f"w-{t.value}") for t in Tier)]
+    threads = [_start(s) for s in stages]
+    records = stream_records(80, seed=41)
+    produce(broker, topics, records, ProduceOptions(progress=False))
+    _wait(lambda: len(collector.predictions) == len(records))
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    paths = [p.path for p in collector.predictions.values()]
+    assert all(len(path) == 1 for path in paths)  # DIMEE-D answers at the routed tier's cap: no escalation
+    assert {p.tier for p in collector.predictions.values()} == {Tier.MOBILE, Tier.EDGE, Tier.CLOUD}

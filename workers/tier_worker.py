@@ -20,6 +20,8 @@ from dimee.messages import CostBreakdown, Feedback, Hop, Prediction, Routed, Tim
 from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.model.early_exit import ExitResult, Resume
 from dimee.model.tokenize import encode
+from dimee.routing_policy import RoutingPolicy
+from dimee.runtime import log
 from dimee.stage import Output, Stage, StageContext
 from dimee.tiers import Tier
 from dimee.transport.base import Record
@@ -32,6 +34,17 @@ def pack_hidden(hidden: torch.Tensor) -> str:
 def unpack_hidden(blob: str, hidden_size: int) -> torch.Tensor:
     array = np.frombuffer(base64.b64decode(blob), dtype=np.float16).reshape(-1, hidden_size)
     return torch.from_numpy(array.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class TierRule:
+    """How this tier serves one policy: its exit threshold, when it escalates, whether the hidden state goes up."""
+
+    policy: RoutingPolicy
+    exit_threshold: float
+    escalate_below: float
+    escalates: bool
+    carries_hidden: bool
 
 
 @dataclass(frozen=True)
@@ -59,49 +72,66 @@ class TierWorker(Stage):
         self.name = f"worker-{self.tier.value}"
         topics = context.topics
         super().__init__(context, [topics.tier(self.tier.value)], group_id or topics.worker_group(self.tier.value))
-        self.calibration, self.policy = deployment.calibration, deployment.policy
+        self.calibration = deployment.calibration
         self.plan = self.calibration.tier_plan()
         self.cap, self.next_tier = self.plan.cap(self.tier), self.plan.next_tier(self.tier)
-        thresholds, index = self.policy.served_thresholds(self.calibration), self.plan.index(self.tier)
-        self.exit_threshold, self.escalate_below = thresholds.exit_at(index), thresholds.escalate_below(index)
-        self.escalates = self.policy.escalation != "off" and self.next_tier is not None
-        self.carries_hidden = self.policy.escalation == "continue" and self.next_tier is not None
+        self.default_rule = self.rule(deployment.policy)  # for messages the router did not stamp
+        log.info("serving", stage=self.name, cap=self.cap, policy_of_unstamped=deployment.policy.name,
+                 alpha_star=round(self.calibration.alpha, 4), note="stamped messages: the router's policy")
+        self._rules: dict[str, TierRule] = {}
         self.model = load_model(deployment.workdir.model, num_layers=self.cap)
         self.tokenizer = load_tokenizer(deployment.workdir.model)
         self.model_name = f"{self.calibration.model_id}:{self.tier.value}:1-{self.cap}"
         self.worker_id = context.instance(self.name)
 
+    def rule(self, policy: RoutingPolicy) -> TierRule:
+        thresholds, index = policy.served_thresholds(self.calibration), self.plan.index(self.tier)
+        onward = self.next_tier is not None
+        return TierRule(policy, thresholds.exit_at(index), thresholds.escalate_below(index),
+                        policy.escalation != "off" and onward, policy.escalation == "continue" and onward)
+
+    def _rule_of(self, message: Routed) -> TierRule:
+        """The policy the router stamped on the message (one choice for router and workers), else the default."""
+        if message.policy is None:
+            return self.default_rule
+        key = message.policy.model_dump_json()
+        if key not in self._rules:
+            self._rules[key] = self.rule(message.policy)
+        return self._rules[key]
+
     def parse_context(self) -> dict:
         return {**super().parse_context(), "num_labels": self.calibration.num_labels}
 
     def process(self, batch: list[tuple[Record, Routed]]) -> list[Output]:
-        by_start: dict[int, list[Routed]] = {}
+        groups: dict[tuple[int, str | None], list[Routed]] = {}
         for _, message in batch:
-            by_start.setdefault(min(message.start_layer, self.cap - 1), []).append(message)
+            policy = None if message.policy is None else message.policy.model_dump_json()
+            groups.setdefault((min(message.start_layer, self.cap - 1), policy), []).append(message)
         outputs: list[Output] = []
-        for start, messages in by_start.items():
-            outputs.extend(self._run(start, messages))
+        for (start, _), messages in groups.items():
+            outputs.extend(self._run(start, messages, self._rule_of(messages[0])))
         return outputs
 
-    def _run(self, start: int, messages: list[Routed]) -> list[Output]:
-        """One early-exit pass over messages that all start at `start`; each answered or escalated."""
+    def _run(self, start: int, messages: list[Routed], rule: TierRule) -> list[Output]:
+        """One early-exit pass over messages that all start at `start` under one policy; each answered or
+        escalated."""
         started = time.time()
         pairs = [m.text_pair for m in messages] if any(m.text_pair for m in messages) else None
         inputs = encode(self.tokenizer, [m.text for m in messages], pairs, self.model.spec.max_length)
         hidden = self._carried_hidden(start, messages, inputs["input_ids"].shape[1])
-        result = self.model.early_exit(inputs, alpha=self.exit_threshold, cap=self.cap,
+        result = self.model.early_exit(inputs, alpha=rule.exit_threshold, cap=self.cap,
                                        resume=None if hidden is None else Resume(start, hidden),
-                                       keep_hidden=self.carries_hidden)
+                                       keep_hidden=rule.carries_hidden)
         timings = {"started_at": started, "finished_at": time.time()}
         lengths = inputs["attention_mask"].sum(1).tolist()
         outputs = []
         for row, message in enumerate(messages):
             outcome = Outcome(message, row, start, int(result.exit_layer[row]), float(result.confidence[row]),
                               int(result.pred[row]))
-            if self.escalates and outcome.confidence < self.escalate_below:
-                outputs.append(self._escalate(outcome, result, lengths[row]))
+            if rule.escalates and outcome.confidence < rule.escalate_below:
+                outputs.append(self._escalate(outcome, result, lengths[row], rule))
             else:
-                outputs.extend(self._answer(outcome, timings))
+                outputs.extend(self._answer(outcome, timings, rule))
         return outputs
 
     def _carried_hidden(self, start: int, messages: list[Routed], width: int) -> torch.Tensor | None:
@@ -118,19 +148,19 @@ class TierWorker(Stage):
     def _hop_cost(self, outcome: Outcome) -> CostBreakdown:
         return CostBreakdown(**self.calibration.cost_model.breakdown(self.tier, outcome.layers_run))
 
-    def _escalate(self, outcome: Outcome, result: ExitResult, length: int) -> Output:
+    def _escalate(self, outcome: Outcome, result: ExitResult, length: int, rule: TierRule) -> Output:
         """Pass the sample up to the next tier, with this hop's cost (and its hidden state for `continue`)."""
         assert self.next_tier is not None
         message = outcome.message
         hop = Hop(tier=self.tier, layers_run=outcome.layers_run, cost=self._hop_cost(outcome))
         onward = message.model_copy(update={
             "tier": self.next_tier, "hops": [*message.hops, hop],
-            "start_layer": self.cap if self.policy.escalation == "continue" else 0,
-            "hidden_fp16": pack_hidden(result.hidden[outcome.row, :length]) if self.carries_hidden else None,
+            "start_layer": self.cap if rule.policy.escalation == "continue" else 0,
+            "hidden_fp16": pack_hidden(result.hidden[outcome.row, :length]) if rule.carries_hidden else None,
         })
         return Output.of(self.topics.tier(self.next_tier.value), onward)
 
-    def _answer(self, outcome: Outcome, timings: dict[str, float]) -> list[Output]:
+    def _answer(self, outcome: Outcome, timings: dict[str, float], rule: TierRule) -> list[Output]:
         """The prediction (costs of every hop summed), and the observed pool when feedback is on."""
         message = outcome.message
         total = self._hop_cost(outcome)
@@ -147,7 +177,7 @@ class TierWorker(Stage):
         )
         outputs = [Output.of(self.topics.predictions, prediction)]
         reached = outcome.confidence >= self.calibration.alpha
-        if self.policy.feedback and (reached or self.next_tier is None):
+        if rule.policy.feedback and (reached or self.next_tier is None):
             note = Feedback(id=message.id, text=message.text, text_pair=message.text_pair, routed_pool=message.pool,
                             observed_pool=self.plan.pool_of_exit(outcome.exit_layer))
             outputs.append(Output.of(self.topics.feedback, note))

@@ -137,15 +137,17 @@ def work_cmd(
     workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR,
     group: Annotated[str | None, typer.Option(help="Consumer group (default PREFIX.worker.TIER).")] = None,
     escalation: Annotated[EscalationMode | None, typer.Option(
-        help="Default: as WORKDIR/policy.json says, else off. off (answer at the cap, as the paper), recompute "
-             "(next tier from layer 1) or continue (next tier from the cap, fp16 hidden state attached)."
+        help="Only for messages without the router's policy stamp (older routers): off (answer at the cap), "
+             "recompute or continue; default as WORKDIR/policy.json says. Stamped messages are served by the "
+             "policy the router stamped."
     )] = None,
     feedback: Annotated[bool | None, typer.Option(
-        help="Report observed pools on the feedback topic (default: as the policy says).")] = None,
+        help="Only for unstamped messages: report observed pools on the feedback topic.")] = None,
     idle_exit: opt.IdleExitOpt = None,
     metrics_port: opt.MetricsOpt = None, log_level: opt.LogOpt = "INFO",
 ) -> None:
-    """Serve one tier: batched early exit at α* on the tier's partition; publish predictions."""
+    """Serve one tier: batched early exit on the tier's partition under the policy the router stamped on each
+    message; publish predictions (or escalate)."""
     from dimee import roles
     from dimee.deployment import Deployment
 

@@ -14,3 +14,5 @@ Guarantee = Literal["auto", "exactly-once", "at-least-once"]  # delivery of each
 KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]  # how clients talk to Kafka
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 ThresholdKind = Literal["calibrated", "full-model", "tuned"]  # α* everywhere, no early exit, or tuned per tier
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+Split = Literal["train", "calibration", "test"]

@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     state: str = Field("memory://", description="memory:// (embedded) or redis://[:PASSWORD@]HOST:PORT/DB")
     topic_prefix: str = "dimee"
     kafka_api_version: str | None = Field(
-        None, description="e.g. '0.9' for the old broker on these machines; empty = auto-detect"
+        None, pattern=r"^(\d+(\.\d+){0,2})?$",
+        description="e.g. '0.9' or '2.8.1' for an old broker; empty = auto-detect"
     )
     guarantee: Guarantee = Field("auto", description="exactly-once, at-least-once, or auto: exactly-once where the "
                                  "broker has transactions (Kafka 0.11+, the embedded broker), else at-least-once")

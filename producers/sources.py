@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import IO
 
 from dimee.data import DatasetSpec, load_splits
-from dimee.data.loaders import read_table
+from dimee.data.loaders import checked_rows, labels_to_ids
 from dimee.errors import DataError
 
 
@@ -25,18 +25,23 @@ def run_token() -> str:
 
 
 def from_file(path: Path, text_col: str = "text", label_col: str | None = "label", pair_col: str | None = None,
-              id_col: str | None = None) -> Iterator[dict]:
-    """Rows of a CSV/TSV/JSONL file; without an id column the id is FILE-RUN-ROW."""
+              id_col: str | None = None) -> list[dict]:
+    """Rows of a CSV/TSV/JSONL file, read and checked whole before anything is sent (a malformed file is
+    refused, never half-sent); labels mapped as everywhere else (integers as they are, names in sorted
+    order); without an id column the id is FILE-RUN-ROW."""
+    rows = checked_rows(path, text_col, pair_col, id_col)
+    labelled = bool(label_col) and label_col in rows[0]
+    labels = labels_to_ids([row[label_col] for row in rows], str(path))[0] if labelled else [None] * len(rows)
     run = run_token()
-    for i, row in enumerate(read_table(path)):
-        if text_col not in row:
-            raise DataError(f"{path}: no column {text_col!r} (columns: {', '.join(row)})")
+    records = []
+    for i, (row, label) in enumerate(zip(rows, labels, strict=True)):
         record: dict = {"id": row[id_col] if id_col else f"{path.stem}-{run}-{i}", "text": row[text_col]}
-        if label_col and row.get(label_col, "").strip():
-            record["label"] = int(row[label_col])
+        if label is not None:
+            record["label"] = label
         if pair_col:
             record["text_pair"] = row[pair_col]
-        yield record
+        records.append(record)
+    return records
 
 
 def from_lines(stream: IO[str], prefix: str = "stdin") -> Iterator[dict]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -37,12 +40,14 @@ def _one_line_error(args: list[str], env: dict | None = None) -> str:
 def test_bad_arguments_and_missing_services_are_one_line_errors(tmp_path):
     workdir = tiny_workdir(tmp_path / "w")
     assert "objective must be" in _one_line_error(["calibrate", "--objective", "best"])
-    assert "run `dimee calibrate` first" in _one_line_error(["route", "--workdir", str(tmp_path / "none")])
+    kafka = ["--broker", "kafka://127.0.0.1:1"]
+    assert "no broker: pass --broker" in _one_line_error(["route", "--workdir", str(workdir)])
+    assert "run `dimee calibrate` first" in _one_line_error(["route", "--workdir", str(tmp_path / "none"), *kafka])
     assert "cannot reach Redis" in _one_line_error(
-        ["route", "--workdir", str(workdir), "--state", "redis://127.0.0.1:1/0"])
+        ["route", "--workdir", str(workdir), "--state", "redis://127.0.0.1:1/0", *kafka])
     assert "unknown broker" in _one_line_error(
         ["route", "--workdir", str(workdir), "--reseed", "--broker", "amqp://x"])
-    assert "pass --reseed" in _one_line_error(["route", "--workdir", str(workdir)])
+    assert "pass --reseed" in _one_line_error(["route", "--workdir", str(workdir), *kafka])
 
 
 def test_unknown_dataset_is_one_line(tmp_path):
@@ -110,3 +115,58 @@ def test_a_role_started_before_its_broker_waits_and_stops_cleanly(tmp_path):
         proc.kill()
     assert proc.returncode == 0, log.read_text()
     assert "service unavailable, retrying" in log.read_text() and "Traceback" not in log.read_text()
+
+
+def _files(folder: Path) -> dict[str, Path]:
+    files = {"two.csv": "text,label\na,0\nb,1\n", "broken.csv": 'text,label\nfine,pos\n"broken,neg\nmore,pos\n',
+             "named.csv": "text,label\ngreat movie,pos\nbad movie,neg\ndull,neg\n"}
+    for name, content in files.items():
+        (folder / name).write_text(content)
+    return {name: folder / name for name in files}
+
+
+def test_each_user_mistake_is_one_line(tmp_path):
+    files, kafka = _files(tmp_path), ["--broker", "kafka://127.0.0.1:1"]
+    cases = [
+        (["produce", "--source", str(files["named.csv"])], "no broker: pass --broker"),
+        (["produce", "--source", str(files["broken.csv"]), *kafka], "broken.csv: empty label at row 2"),
+        (["produce", "--source", "split:nope", *kafka], "unknown split 'nope'"),
+        (["pipeline", "--split", "nope"], "--split must be one of 'train', 'calibration', 'test', not 'nope'"),
+        (["train", "--dataset", str(files["two.csv"])], "too few samples to split"),
+        (["train", "--base-model", "./no-such-model"], "--base-model ./no-such-model: no such folder"),
+        (["produce", "--kafka-api-version", "banana", *kafka], "--kafka-api-version (or DIMEE_KAFKA_API_VERSION)"),
+        (["route", "--log-level", "LOUD"], "--log-level must be one of"),
+        (["work", "--tier", "mobile", "--metrics-port", "99999"], "--metrics-port"),
+    ]
+    for args, expected in cases:
+        assert expected in _one_line_error(args), args
+    env = dict(os.environ, DIMEE_KAFKA_API_VERSION="banana")
+    assert "DIMEE_KAFKA_API_VERSION" in _one_line_error(["produce", *kafka], env=env)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        assert f"cannot serve metrics on 127.0.0.1:{port}" in _one_line_error(
+            ["work", "--tier", "mobile", "--metrics-port", port, *kafka])
+
+
+def test_file_labels_are_mapped_as_everywhere():
+    """Defect: `produce` from a CSV with string labels ended in a traceback; `data show` and `train` map them."""
+    from dimee.data.loaders import load_table
+    from producers.sources import from_file
+
+    folder = Path(tempfile.mkdtemp())
+    path = _files(folder)["named.csv"]
+    assert [r["label"] for r in from_file(path)] == load_table(path).labels == [1, 0, 0]
+
+
+def test_an_unreachable_broker_is_reported_at_once(tmp_path):
+    source = _files(tmp_path)["named.csv"]
+    proc = subprocess.Popen([DIMEE, "produce", "--source", str(source), "--broker", "kafka://127.0.0.1:1"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()  # the first line it writes: retried, but said plainly
+        assert "cannot reach Kafka at 127.0.0.1:1" in line and "Traceback" not in line
+    finally:
+        proc.kill()
+        proc.wait()

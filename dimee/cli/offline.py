@@ -63,6 +63,7 @@ def train_cmd(
     max_train_samples: Annotated[int | None, typer.Option(min=1, help="Train on a random subset.")] = None,
 ) -> None:
     """Fine-tune the encoder and one exit head per layer jointly; keep the epoch best on calibration."""
+    opt.existing_base_model(base_model)
     from dimee.offline import run_train, splits_for
     from dimee.training import TrainConfig
 

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+from pydantic import ValidationError
 
-from dimee.choices import Guarantee
+from dimee.choices import Guarantee, LogLevel
 from dimee.config import Settings
 from dimee.data.registry import NAMES_HELP, DatasetSpec
+from dimee.errors import DimeeError
 from dimee.routing_policy import POLICIES
 from dimee.stage import BatchLimits
 
@@ -60,7 +62,7 @@ IdleExitOpt = Annotated[float | None, typer.Option(help="Exit after this many id
 MetricsOpt = Annotated[int | None, typer.Option(
     min=1, max=65535, help="Serve /healthz, /readyz and Prometheus /metrics on this port (address: "
                            "DIMEE_METRICS_HOST, default 127.0.0.1).")]
-LogOpt = Annotated[str, typer.Option(help="Log level.")]
+LogOpt = Annotated[LogLevel, typer.Option(case_sensitive=False, help="Log level.")]
 AdaptiveOpt = Annotated[bool, typer.Option(help="The paper's DIMEE-D (same as --policy DIMEE-D).")]
 PolicyOpt = Annotated[str, typer.Option(
     help="auto (what `dimee study` chose on calibration, else DIMEE-F), or one of: " + ", ".join(POLICIES) + ".")]
@@ -68,8 +70,29 @@ PolicyOpt = Annotated[str, typer.Option(
 
 def stream_settings(**options: object) -> Settings:
     """Settings from the environment (DIMEE_*), with the options given on the command line on top; option
-    names are Settings fields."""
-    return Settings(**{name: value for name, value in options.items() if value is not None})
+    names are Settings fields. A bad value, from either, is one line naming both."""
+    try:
+        return Settings(**{name: value for name, value in options.items() if value is not None})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "settings"
+        raise DimeeError(f"--{field.replace('_', '-')} (or DIMEE_{field.upper()}): {error['msg']}, "
+                         f"not {error.get('input')!r}") from exc
+
+
+def existing_base_model(name: str | None) -> str | None:
+    """A --base-model that is a path (not a hub id) must exist; checked before torch is imported."""
+    if name and name.startswith((".", "/", "~")) and not Path(name).expanduser().exists():
+        raise DimeeError(f"--base-model {name}: no such folder (give a local model folder or a hub id)")
+    return name
+
+
+def needs_a_broker(settings: Settings) -> None:
+    """A role run as its own process talks to the others only through a real broker: the embedded one
+    (memory://, the default) connects nothing across processes, so refuse it instead of idling silently."""
+    if settings.broker.startswith("memory://"):
+        raise DimeeError("no broker: pass --broker kafka://HOST:PORT or set DIMEE_BROKER (the embedded memory:// "
+                         "broker connects nothing across processes; `dimee pipeline` runs every role in one)")
 
 
 # -- options declared once, bundled into one argument ---------------------------------------------------

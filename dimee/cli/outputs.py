@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from dimee.choices import Split
 from dimee.cli import options as opt
 from dimee.cli.app import app
 from dimee.cli.runtime import start_role
@@ -24,6 +25,7 @@ def sink_cmd(
     idle_exit: opt.IdleExitOpt = None, metrics_port: opt.MetricsOpt = None, log_level: opt.LogOpt = "INFO",
 ) -> None:
     """Write predictions to JSONL, deduplicated by id."""
+    opt.needs_a_broker(settings)
     from dimee import roles
 
     ctx = roles.context(settings, "dimee-sink", start_role(log_level, metrics_port, settings.metrics_host))
@@ -41,6 +43,7 @@ def tail_cmd(
     idle_exit: opt.IdleExitOpt = None, log_level: opt.LogOpt = "WARNING",
 ) -> None:
     """Live view of the predictions: throughput, accuracy, cost vs cloud-only, tier shares, latency."""
+    opt.needs_a_broker(settings)
     from dimee import roles
     from dimee.deployment import Deployment
 
@@ -57,7 +60,7 @@ def pipeline_cmd(
     limits: BatchLimits,
     policy: str,
     dataset: Annotated[str, typer.Option(help="Dataset whose split is streamed.")] = "rt-sentences",
-    split: Annotated[str, typer.Option(help="Which split to stream.")] = "test",
+    split: Annotated[Split, typer.Option(help="Which split to stream.")] = "test",
     count: Annotated[int | None, typer.Option(min=1, help="Stream only the first N samples.")] = None,
     workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR,
     reseed: Annotated[bool, typer.Option(help="Seed the state store from calibration.json (always done "

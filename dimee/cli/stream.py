@@ -40,6 +40,7 @@ def produce_cmd(
     log_level: opt.LogOpt = "INFO",
 ) -> None:
     """Publish samples to the samples topic, keyed by sample id."""
+    opt.needs_a_broker(settings)
     from dimee.data import DatasetSpec
     from dimee.transport import Topics, open_transport
     from producers import sources
@@ -104,6 +105,7 @@ def route_cmd(
 ) -> None:
     """Pick each sample's start tier before any transformer layer runs (default: the policy `dimee study`
     chose on calibration, else the paper's nearest-centroid DIMEE-F) and publish it to that tier."""
+    opt.needs_a_broker(settings)
     from dimee import roles
     from dimee.deployment import Deployment
 
@@ -148,6 +150,7 @@ def work_cmd(
 ) -> None:
     """Serve one tier: batched early exit on the tier's partition under the policy the router stamped on each
     message; publish predictions (or escalate)."""
+    opt.needs_a_broker(settings)
     from dimee import roles
     from dimee.deployment import Deployment
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from dimee.errors import DataError
 from dimee.messages import clip_text
 
 
@@ -71,5 +72,5 @@ class Splits:
 
     def get(self, name: str) -> TextDataset:
         if name not in ("train", "calibration", "test"):
-            raise ValueError(f"unknown split {name!r}: use train, calibration or test")
+            raise DataError(f"unknown split {name!r}: use train, calibration or test")
         return getattr(self, name)

@@ -12,7 +12,7 @@ from dimee.errors import DataError
 csv.field_size_limit(10_000_000)
 
 
-def _labels_to_ids(raw: list[str], where: str) -> tuple[list[int], list[str]]:
+def labels_to_ids(raw: list[str], where: str) -> tuple[list[int], list[str]]:
     """Integer labels stay as they are (names "0".."C-1"); any other labels get ids in sorted order."""
     values = [value.strip() for value in raw]
     if any(value == "" for value in values):
@@ -185,18 +185,24 @@ def read_table(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def load_table(path: Path, text_col: str = "text", label_col: str = "label",
-               pair_col: str | None = None) -> TextDataset:
+def checked_rows(path: Path, text_col: str, *columns: str | None) -> list[dict[str, str]]:
+    """The rows of a table, refused whole if empty, missing a column, or with a row without text."""
     rows = read_table(path)
     if not rows:
         raise DataError(f"{path}: no rows")
-    for column in (text_col, label_col, pair_col):
+    for column in (text_col, *columns):
         if column is not None and column not in rows[0]:
             raise DataError(f"{path}: no column {column!r} (columns: {', '.join(rows[0])})")
     for i, row in enumerate(rows, start=1):
         if not row.get(text_col, "").strip():
             raise DataError(f"{path}: row {i} has an empty {text_col!r}")
-    labels, label_names = _labels_to_ids([row[label_col] for row in rows], str(path))
+    return rows
+
+
+def load_table(path: Path, text_col: str = "text", label_col: str = "label",
+               pair_col: str | None = None) -> TextDataset:
+    rows = checked_rows(path, text_col, label_col, pair_col)
+    labels, label_names = labels_to_ids([row[label_col] for row in rows], str(path))
     return TextDataset(
         name=path.stem,
         texts=[row[text_col] for row in rows],
@@ -248,7 +254,7 @@ def load_glue(folder: Path, task_name: str) -> tuple[TextDataset, TextDataset]:
         folder = folder / task["folder"]
     train_t, train_p, train_l = _read_glue_tsv(folder / "train.tsv", task)
     dev_t, dev_p, dev_l = _read_glue_tsv(folder / task.get("dev", "dev.tsv"), task)
-    labels, names = _labels_to_ids(train_l + dev_l, str(folder))
+    labels, names = labels_to_ids(train_l + dev_l, str(folder))
     name = f"glue-{task_name.lower()}"
     train = TextDataset(name, train_t, labels[: len(train_t)], names, text_pairs=train_p,
                         ids=[f"{name}-train-{i}" for i in range(len(train_t))])

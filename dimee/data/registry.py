@@ -69,11 +69,20 @@ def load_dataset(spec: DatasetSpec, data_dir: Path) -> TextDataset | tuple[TextD
     raise DataError(f"unknown dataset {name!r}: use {NAMES_HELP}")
 
 
+MIN_SPLIT = 2  # samples: a split smaller than this leaves calibration or evaluation without data
+
+
 def load_splits(spec: DatasetSpec, data_dir: Path) -> Splits:
     loaded = load_dataset(spec, data_dir)
     if isinstance(loaded, tuple):
-        return _split_presplit(*loaded, seed=spec.seed)
-    if len(set(loaded.labels)) < 2:
-        raise DataError(f"{spec.name}: needs at least two labels to train a classifier")
-    train_idx, cal_idx, test_idx = stratified_indices(loaded.labels, DEFAULT_FRACTIONS, spec.seed)
-    return Splits(loaded.subset(train_idx), loaded.subset(cal_idx), loaded.subset(test_idx))
+        splits = _split_presplit(*loaded, seed=spec.seed)
+    else:
+        if len(set(loaded.labels)) < 2:
+            raise DataError(f"{spec.name}: needs at least two labels to train a classifier")
+        train_idx, cal_idx, test_idx = stratified_indices(loaded.labels, DEFAULT_FRACTIONS, spec.seed)
+        splits = Splits(loaded.subset(train_idx), loaded.subset(cal_idx), loaded.subset(test_idx))
+    sizes = [len(splits.train), len(splits.calibration), len(splits.test)]
+    if min(sizes) < MIN_SPLIT:
+        raise DataError(f"{spec.name}: too few samples to split into train / calibration / test "
+                        f"({' / '.join(map(str, sizes))}); give at least 20")
+    return splits

@@ -49,7 +49,7 @@ def new_model(
     try:
         backbone = AutoModel.from_pretrained(source, add_pooling_layer=False)
         tokenizer = AutoTokenizer.from_pretrained(source)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: huggingface_hub refuses a malformed repo id
         offline = " (model hubs are unreachable here; pass a local folder)" if not Path(source).exists() else ""
         raise DimeeError(f"cannot load model {source!r}{offline}: {str(exc).splitlines()[0]}") from exc
     spec = ModelSpec(

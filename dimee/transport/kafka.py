@@ -5,6 +5,7 @@ The envelope lives in the value, so nothing needs record headers or timestamps."
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 from collections.abc import Callable
 
@@ -65,7 +66,22 @@ class KafkaTransport:
         # Transactions (and the idempotent producer) need brokers from 0.11 on; auto-detect means current.
         self.supports_transactions = api_version is None or api_version >= (0, 11)
 
+    def _reachable(self) -> None:
+        """Some bootstrap server accepts a TCP connection, else ServiceUnavailable at once. A kafka-python
+        client whose bootstrap fails leaves its network thread running, so a role retrying through a long
+        outage would leak one thread per attempt; asking the socket first avoids building those clients."""
+        for server in self.servers.split(","):
+            host, _, port = server.strip().rpartition(":")
+            try:
+                with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=3):
+                    return
+            except (OSError, ValueError):
+                continue
+        raise ServiceUnavailable(f"cannot reach Kafka at {self.servers} (no bootstrap server accepts a connection); "
+                                 "is the broker running?")
+
     def _common(self) -> dict:
+        self._reachable()
         # An unreachable broker is reported (and retried) after 8 s rather than kafka-python's 30 s.
         options: dict = {"bootstrap_servers": self.servers.split(","), "client_id": self.client_id,
                          "bootstrap_timeout_ms": 8000, **self.security}

@@ -12,6 +12,7 @@ from typing import TypeVar
 import structlog
 
 from dimee.errors import ServiceUnavailable
+from dimee.metrics import RETRIES, UNAVAILABLE
 
 T = TypeVar("T")
 
@@ -70,10 +71,14 @@ def retry(action: Callable[[], T], what: str, stop: StopFlag, first_delay_s: flo
     delay = first_delay_s
     while True:
         try:
-            return action()
+            result = action()
+            UNAVAILABLE.labels(what).set(0)
+            return result
         except ServiceUnavailable as exc:
             if stop.is_set():
                 raise
+            RETRIES.labels(what).inc()
+            UNAVAILABLE.labels(what).set(1)
             log.warning("service unavailable, retrying", what=what, error=str(exc), retry_in_s=round(delay, 2))
             stop.wait(delay)
             delay = min(delay * 2, max_delay_s)

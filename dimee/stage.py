@@ -15,19 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from prometheus_client import Counter, Histogram
-
 from dimee.config import Settings
 from dimee.errors import Rebalanced, ServiceUnavailable
 from dimee.health import HEALTH
 from dimee.messages import DeadLetter, Message, MessageError, envelope, parse
+from dimee.metrics import BATCH, BATCH_SIZE, DEAD, IN, LAG, OUT, dead_letter_reason
 from dimee.runtime import StopFlag, log, retry
 from dimee.transport.base import Consumer, Producer, Record, Topics, Transport
-
-IN = Counter("dimee_messages_in_total", "Records consumed", ["stage"])
-OUT = Counter("dimee_messages_out_total", "Records produced", ["stage", "topic"])
-DEAD = Counter("dimee_dead_letters_total", "Records sent to the dead-letter topic", ["stage"])
-BATCH = Histogram("dimee_batch_seconds", "Processing time of one micro-batch", ["stage"])
 
 
 @dataclass(frozen=True)
@@ -152,7 +146,7 @@ class Stage(ABC):
         self.dead_letters += 1
         self.context.events.dead_lettered(self.name, None if record.key is None else
                                           record.key.decode("utf-8", "replace"))
-        DEAD.labels(self.name).inc()
+        DEAD.labels(self.name, dead_letter_reason(reason)).inc()
         letter = DeadLetter.for_record(self.name, record, reason)
         log.warning("dead letter", stage=self.name, topic=record.topic, offset=record.offset, error=reason)
         return Output(self.topics.dead_letter, record.key, letter.to_bytes())
@@ -166,6 +160,7 @@ class Stage(ABC):
         its reason and the batch goes on; only an unavailable service is retried."""
         started = time.perf_counter()
         IN.labels(self.name).inc(len(records))
+        BATCH_SIZE.labels(self.name).observe(len(records))
         valid, outputs = [], []
         context = self.parse_context()
         for record in records:
@@ -277,10 +272,16 @@ class Stage(ABC):
             log.info("stage stopped", stage=self.name, processed=self.processed, dead_letters=self.dead_letters,
                      signal=self.stop.reason)
 
+    def _report_lag(self) -> None:
+        if self.consumer is not None:
+            for (topic, partition), behind in self.consumer.lag().items():
+                LAG.labels(self.group_id, topic, str(partition)).set(behind)
+
     def _loop(self, idle_exit_s: float | None) -> None:
         last_record = time.monotonic()
         while not self.stop.is_set():
             records = self.collect()
+            self._report_lag()
             HEALTH.beat(self.name)
             HEALTH.ready_stage(self.name)  # a poll came back: the group is joined
             if records:

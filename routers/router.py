@@ -3,6 +3,9 @@ its routing policy (`routers.strategies`), and publishes the routed sample to th
 
 from __future__ import annotations
 
+import numpy as np
+
+from dimee import __version__, metrics
 from dimee.deployment import Deployment
 from dimee.health import HEALTH
 from dimee.messages import Feedback, Routed, Sample
@@ -28,7 +31,11 @@ class Router(Stage):
         self.strategy = strategy_for(deployment, self.embedder, store)
         self.num_labels = deployment.calibration.num_labels
         self.policy = deployment.policy
-        log.info("serving", stage=self.name, **deployment.describe())
+        self.calibrated = deployment.calibration.centroid_arrays()
+        described = deployment.describe()
+        metrics.DEPLOYMENT.info({"role": self.name, "version": __version__, "state_id": deployment.state_id,
+                                 **{k: str(v) for k, v in described.items()}})
+        log.info("serving", stage=self.name, **described)
         if deployment.policy.router == "centroid":
             HEALTH.needs("centroid store", store.is_seeded)
 
@@ -37,13 +44,25 @@ class Router(Stage):
 
     def process(self, batch: list[tuple[Record, Sample]]) -> list[Output]:
         samples = [message for _, message in batch]
-        return [self._output(s, d) for s, d in zip(samples, self.strategy.decide(samples), strict=True)]
+        outputs = [self._output(s, d) for s, d in zip(samples, self.strategy.decide(samples), strict=True)]
+        if self.policy.adaptive or self.policy.feedback:
+            self._report_centroids()
+        return outputs
+
+    def _report_centroids(self) -> None:
+        """How far each pool's centroid has moved from calibration: the picture of drift-adaptive routing."""
+        snapshot = self.store.snapshot()
+        for pool, (now, then) in enumerate(zip(snapshot.means, self.calibrated, strict=True)):
+            metrics.POOL_SAMPLES.labels(str(pool)).set(snapshot.counts[pool])
+            if now is not None and then is not None:
+                metrics.CENTROID_SHIFT.labels(str(pool)).set(float(np.linalg.norm(now - then)))
 
     def _output(self, sample: Sample, decision: Decision) -> Output:
         tier = self.plan.tiers[decision.pool]
         routed = Routed(**sample.model_dump(), tier=tier, pool=decision.pool, distances=decision.distances,
                         centroid_version=decision.centroid_version, router=self.router_id,
                         digest=sample.content_digest(), policy=self.policy)
+        metrics.ROUTED.labels(tier.value).inc()
         return Output.of(self.topics.tier(tier.value), routed)
 
 

@@ -68,3 +68,25 @@ def test_the_roles_run_exactly_once():
     services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
     roles = [s for name, s in services.items() if name in ("router", "worker-mobile", "worker-edge", "worker-cloud")]
     assert roles and all(s["environment"]["DIMEE_GUARANTEE"] == "exactly-once" for s in roles)
+
+
+def test_prometheus_scrapes_every_role_and_grafana_asks_only_for_real_metrics():
+    import json
+    import re
+
+    from prometheus_client import REGISTRY
+
+    import dimee.metrics  # noqa: F401 - registers every metric
+
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    roles = {name: s for name, s in services.items() if name in ("router", "worker-mobile", "worker-edge",
+                                                                 "worker-cloud", "sink")}
+    assert all(s["command"][s["command"].index("--metrics-port") + 1] == "9100" for s in roles.values())
+    assert all("readyz" in " ".join(s["healthcheck"]["test"]) for s in roles.values())
+    scrape = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())["scrape_configs"][0]["static_configs"]
+    assert sorted(t for c in scrape for t in c["targets"]) == sorted(f"{name}:9100" for name in roles)
+    exported = {s.name for m in REGISTRY.collect() for s in m.samples} | {
+        m.name + suffix for m in REGISTRY.collect() for suffix in ("", "_total", "_bucket", "_info")}
+    panels = json.loads((DEPLOY / "grafana" / "dimee.json").read_text())["panels"]
+    asked = {name for p in panels for t in p["targets"] for name in re.findall(r"dimee_[a-z_]+", t["expr"])}
+    assert asked and asked <= exported, asked - exported

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dimee import __version__, metrics
 from dimee.deployment import Deployment
 from dimee.messages import CostBreakdown, Feedback, Hop, Prediction, Routed, Timings
 from dimee.model.artifacts import load_model, load_tokenizer
@@ -76,6 +77,9 @@ class TierWorker(Stage):
         self.plan = self.calibration.tier_plan()
         self.cap, self.next_tier = self.plan.cap(self.tier), self.plan.next_tier(self.tier)
         self.default_rule = self.rule(deployment.policy)  # for messages the router did not stamp
+        metrics.DEPLOYMENT.info({"role": self.name, "policy_of_unstamped": deployment.policy.name,
+                                 "alpha_star": f"{self.calibration.alpha:.4f}", "cap": str(self.cap),
+                                 "model": self.calibration.model_id, "version": __version__})
         log.info("serving", stage=self.name, cap=self.cap, policy_of_unstamped=deployment.policy.name,
                  alpha_star=round(self.calibration.alpha, 4), note="stamped messages: the router's policy")
         self._rules: dict[str, TierRule] = {}
@@ -148,6 +152,16 @@ class TierWorker(Stage):
     def _hop_cost(self, outcome: Outcome) -> CostBreakdown:
         return CostBreakdown(**self.calibration.cost_model.breakdown(self.tier, outcome.layers_run))
 
+    def _count(self, prediction: Prediction) -> None:
+        tier = self.tier.value
+        metrics.PREDICTIONS.labels(tier).inc()
+        metrics.LATENCY.labels(tier).observe(max(0.0, prediction.timings.finished_at - prediction.timings.produced_at))
+        for component, value in prediction.cost.model_dump().items():
+            metrics.COST.labels(tier, component).inc(value)
+        if prediction.correct is not None:
+            metrics.LABELLED.labels(tier).inc()
+            metrics.CORRECT.labels(tier).inc(int(prediction.correct))
+
     def _escalate(self, outcome: Outcome, result: ExitResult, length: int, rule: TierRule) -> Output:
         """Pass the sample up to the next tier, with this hop's cost (and its hidden state for `continue`)."""
         assert self.next_tier is not None
@@ -158,6 +172,7 @@ class TierWorker(Stage):
             "start_layer": self.cap if rule.policy.escalation == "continue" else 0,
             "hidden_fp16": pack_hidden(result.hidden[outcome.row, :length]) if rule.carries_hidden else None,
         })
+        metrics.ESCALATIONS.labels(self.tier.value, self.next_tier.value).inc()
         return Output.of(self.topics.tier(self.next_tier.value), onward)
 
     def _answer(self, outcome: Outcome, timings: dict[str, float], rule: TierRule) -> list[Output]:
@@ -175,6 +190,7 @@ class TierWorker(Stage):
             path=[*(h.tier for h in message.hops), self.tier], meta=message.meta, digest=message.digest,
             timings=Timings(produced_at=message.produced_at, routed_at=message.routed_at, **timings),
         )
+        self._count(prediction)
         outputs = [Output.of(self.topics.predictions, prediction)]
         reached = outcome.confidence >= self.calibration.alpha
         if rule.policy.feedback and (reached or self.next_tier is None):

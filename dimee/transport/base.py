@@ -94,6 +94,10 @@ class Consumer(Protocol):
     def rewind(self) -> None:
         """Go back to the committed offsets: what was polled since is returned again."""
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Per assigned (topic, partition): records between the read position and the partition's end, as
+        last seen (no extra broker round trip)."""
+
     def close(self) -> None: ...
 
 

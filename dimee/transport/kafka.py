@@ -269,6 +269,15 @@ class KafkaConsumerAdapter:
         return [Record(r.topic, r.partition, r.offset, r.key, r.value)
                 for tp in sorted(batches, key=lambda tp: (tp.topic, tp.partition)) for r in batches[tp]]
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        out = {}
+        for tp in self.consumer.assignment():
+            end = self.consumer.highwater(tp)  # from the last fetch response: no request of its own
+            if end is not None:
+                with contextlib.suppress(KafkaError, AssertionError):
+                    out[(tp.topic, tp.partition)] = max(0, end - self.consumer.position(tp, timeout_ms=0))
+        return out
+
     def commit(self) -> None:
         """Commit what poll returned. A group that rebalanced meanwhile refuses (the partitions may be
         another member's now): rewind to the committed offsets and say so, for the caller to drop the batch."""

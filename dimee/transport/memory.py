@@ -170,6 +170,11 @@ class _MemoryConsumer:
             self.assigned[(topic, partition)] = position
         return out
 
+    def lag(self) -> dict[tuple[str, int], int]:
+        with self.broker._lock:
+            return {(topic, partition): len(self.broker._logs[topic][partition]) - position
+                    for (topic, partition), position in self.assigned.items()}
+
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         deadline = time.monotonic() + timeout_s
         with self.broker._lock:

@@ -1,0 +1,46 @@
+"""Every Prometheus metric dimee exports, in one place (scraped from each role's /metrics; see
+deploy/prometheus.yml and deploy/grafana/dimee.json). Counters count what a stage computed, so a batch read
+again after an aborted transaction or a crash counts again.
+
+Useful queries: mean cost per prediction `sum(rate(dimee_cost_total{component="total"}[5m])) /
+sum(rate(dimee_predictions_total[5m]))`; rolling accuracy `sum(rate(dimee_correct_predictions_total[5m])) /
+sum(rate(dimee_labelled_predictions_total[5m]))`; p99 latency `histogram_quantile(0.99, sum by (le, tier)
+(rate(dimee_latency_seconds_bucket[5m])))`."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+IN = Counter("dimee_messages_in_total", "Records consumed", ["stage"])
+OUT = Counter("dimee_messages_out_total", "Records produced", ["stage", "topic"])
+DEAD = Counter("dimee_dead_letters_total", "Records sent to the dead-letter topic, by reason", ["stage", "reason"])
+BATCH = Histogram("dimee_batch_seconds", "Processing time of one micro-batch", ["stage"])
+BATCH_SIZE = Histogram("dimee_batch_size", "Records in one micro-batch", ["stage"],
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+LAG = Gauge("dimee_consumer_lag", "Records behind the end of the partition, after the last poll",
+            ["group", "topic", "partition"])
+RETRIES = Counter("dimee_service_retries_total", "Calls retried because a service was unavailable", ["service"])
+UNAVAILABLE = Gauge("dimee_service_unavailable", "1 while a stage waits for an unavailable service", ["service"])
+
+PREDICTIONS = Counter("dimee_predictions_total", "Predictions answered, by the tier that answered", ["tier"])
+LATENCY = Histogram("dimee_latency_seconds", "Produce → prediction time, by the tier that answered", ["tier"],
+                    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+COST = Counter("dimee_cost_total", "Summed cost of the answered samples, by tier and component "
+               "(processing, offload, cloud, total)", ["tier", "component"])
+LABELLED = Counter("dimee_labelled_predictions_total", "Answered samples that came with a label", ["tier"])
+CORRECT = Counter("dimee_correct_predictions_total", "Answered labelled samples answered right", ["tier"])
+ESCALATIONS = Counter("dimee_escalations_total", "Samples passed up a tier", ["from_tier", "to_tier"])
+
+ROUTED = Counter("dimee_routed_total", "Samples routed, by start tier", ["tier"])
+CENTROID_SHIFT = Gauge("dimee_centroid_shift", "Distance of a pool's centroid from its calibrated position "
+                       "(adaptive routing: how far drift has moved it)", ["pool"])
+POOL_SAMPLES = Gauge("dimee_pool_samples", "Samples a pool's centroid averages (calibration + adapted)", ["pool"])
+DEPLOYMENT = Info("dimee_deployment", "What the role serves: policy, α*, caps, model fingerprint, version")
+
+
+def dead_letter_reason(error: str) -> str:
+    """A dead letter's error as one of a few reasons (a bounded label set, unlike the error text)."""
+    kinds = (("tombstone", "tombstone"), ("invalid JSON", "invalid-json"), ("not UTF-8", "not-utf8"),
+             ("bytes, more than", "too-large"), ("id reused", "id-reused"), ("processing failed", "processing"),
+             ("label", "bad-label"), ("Field required", "missing-field"), ("Extra inputs", "unknown-field"))
+    return next((kind for marker, kind in kinds if marker in error), "invalid-field")

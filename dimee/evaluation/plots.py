@@ -10,26 +10,36 @@ matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt
 
 
-def accuracy_vs_cost(methods: list[dict], path: Path, frontier: list[dict] | None = None) -> None:
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+def accuracy_vs_cost(methods: list[dict], path: Path, frontier: list[dict] | None = None,
+                     default: str | None = None) -> None:
+    """Every row as a point; names in a legend beside the plot (never on top of each other), the default
+    policy a large star."""
+    fig, ax = plt.subplots(figsize=(11, 6))
+    colours, markers = plt.get_cmap("tab20"), "osD^vP<>Xhp"
     if frontier:
         ax.plot([r["cost"] for r in frontier], [100 * r["accuracy"] for r in frontier], "--", color="0.6",
                 label="DIMEE-D over the α grid", zorder=1)
     for i, row in enumerate(methods):
-        marker = "*" if row["name"].startswith("DIMEE") else "o"
-        ax.scatter(row["cost"], 100 * row["accuracy"], s=120 if marker == "*" else 50, marker=marker, zorder=2)
-        # stagger labels vertically: methods often sit close together near the top
-        ax.annotate(row["name"], (row["cost"], 100 * row["accuracy"]), textcoords="offset points",
-                    xytext=(5, (4, -11, 12)[i % 3]), fontsize=8)
+        is_default = row["name"] == default
+        ax.scatter(row["cost"], 100 * row["accuracy"], s=260 if is_default else 55, zorder=3 if is_default else 2,
+                   marker="*" if is_default else markers[i % len(markers)], color=colours(i % 20),
+                   edgecolors="black" if is_default else "none",
+                   label=f"{row['name']} (default)" if is_default else row["name"])
     ax.set_xlabel("mean cost per sample (cloud-only = 1.0 by default)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title("Accuracy against cost on the test split")
     ax.grid(alpha=0.3)
-    if frontier:
-        ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _readable_range(values: list[float], span: float) -> tuple[float, float]:
+    """Axis limits at least `span` wide: a 0.2-point change should look like one, not like a cliff."""
+    low, high = min(values), max(values)
+    middle, half = (low + high) / 2, max(span, high - low) / 2 * 1.15
+    return middle - half, middle + half
 
 
 def cost_sweeps(sweeps: dict[str, list[dict]], path: Path) -> None:
@@ -37,13 +47,16 @@ def cost_sweeps(sweeps: dict[str, list[dict]], path: Path) -> None:
               "o_c": "o_c (offload to cloud)"}
     fig, axes = plt.subplots(1, len(sweeps), figsize=(5 * len(sweeps), 4))
     for ax, (name, rows) in zip(axes, sweeps.items(), strict=True):
-        values = [r["value"] for r in rows]
-        ax.plot(values, [100 * r["accuracy"] for r in rows], "o-", color="tab:blue")
+        values, accuracy = [r["value"] for r in rows], [100 * r["accuracy"] for r in rows]
+        first = ax.plot(values, accuracy, "o-", color="tab:blue", label="accuracy (%, left)")
+        ax.set_ylim(*_readable_range(accuracy, span=5.0))
         ax.set_xlabel(labels.get(name, name))
         ax.set_ylabel("DIMEE-D accuracy (%)", color="tab:blue")
         twin = ax.twinx()
-        twin.plot(values, [r["cost"] for r in rows], "s--", color="tab:red")
+        second = twin.plot(values, [r["cost"] for r in rows], "s--", color="tab:red", label="mean cost (right)")
+        twin.set_ylim(0, max(1.0, max(r["cost"] for r in rows) * 1.1))
         twin.set_ylabel("DIMEE-D mean cost", color="tab:red")
+        ax.legend(first + second, [line.get_label() for line in first + second], fontsize=8, loc="lower right")
         ax.grid(alpha=0.3)
     fig.suptitle("Cost sweeps (α*, pools and centroids re-derived on calibration for every value)")
     fig.tight_layout()
@@ -72,15 +85,18 @@ def device_ablation(rows: list[dict], path: Path) -> None:
 def calibration_curves(curves: dict[str, list[float]], alpha: float, path: Path) -> None:
     """`curves`: the report's calibration section (grid, reward, accuracy, cost at every α)."""
     grid, reward, accuracy, cost = curves["grid"], curves["reward"], curves["accuracy"], curves["cost"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(grid, reward, "o-", label="mean reward")
-    ax.plot(grid, accuracy, "s-", label="accuracy (true-pool routing)")
-    ax.plot(grid, cost, "^-", label="mean cost (true-pool routing)")
-    ax.axvline(alpha, color="k", linestyle=":", label=f"α* = {alpha:.3f}")
-    ax.set_xlabel("threshold α")
-    ax.set_title("Calibration split")
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    lines = ax.plot(grid, [100 * a for a in accuracy], "s-", color="tab:blue", label="accuracy, true-pool routing (%)")
+    ax.set_ylabel("accuracy (%)")
+    twin = ax.twinx()
+    lines += twin.plot(grid, reward, "o-", color="tab:green", label="mean reward (right)")
+    lines += twin.plot(grid, cost, "^-", color="tab:red", label="mean cost, true-pool routing (right)")
+    twin.set_ylabel("mean reward / mean cost per sample")
+    lines.append(ax.axvline(alpha, color="k", linestyle=":", label=f"α* = {alpha:.3f}"))
+    ax.set_xlabel("exit threshold α (confidence)")
+    ax.set_title("Calibration split: what each α would give")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(lines, [line.get_label() for line in lines], fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -41,6 +41,7 @@ def write_study(study: dict, out_dir: Path, title: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "routing.json").write_text(json.dumps(study, indent=2))
     (out_dir / "routing.md").write_text(study_markdown(study, title))
+    plots.accuracy_vs_cost(study["methods"], out_dir / "accuracy_vs_cost.png", default=study["default_policy"])
     if "frontier" in study:
         plots.frontiers(study["frontier"], out_dir / "frontiers.png",
                         highlight=("DIMEE-D", "Learned+esc", study["default_policy"]))

@@ -30,8 +30,7 @@ def from_file(path: Path, text_col: str = "text", label_col: str | None = "label
     refused, never half-sent); labels mapped as everywhere else (integers as they are, names in sorted
     order); without an id column the id is FILE-RUN-ROW."""
     rows = checked_rows(path, text_col, pair_col, id_col)
-    labelled = bool(label_col) and label_col in rows[0]
-    labels = labels_to_ids([row[label_col] for row in rows], str(path))[0] if labelled else [None] * len(rows)
+    labels = _labels(rows, label_col, path)
     run = run_token()
     records = []
     for i, (row, label) in enumerate(zip(rows, labels, strict=True)):
@@ -42,6 +41,17 @@ def from_file(path: Path, text_col: str = "text", label_col: str | None = "label
             record["text_pair"] = row[pair_col]
         records.append(record)
     return records
+
+
+def _labels(rows: list[dict[str, str]], label_col: str | None, path: Path) -> list[int | None]:
+    """Labels mapped as everywhere else; a row without the label field (JSONL) is unlabelled, a row with an
+    empty one is malformed."""
+    given = [None if not label_col or label_col not in row else row[label_col] for row in rows]
+    empty = [i for i, value in enumerate(given, start=1) if value is not None and not value.strip()]
+    if empty:
+        raise DataError(f"{path}: empty label at row {empty[0]}")
+    ids = iter(labels_to_ids([v for v in given if v is not None], str(path))[0] if any(given) else [])
+    return [None if value is None else next(ids) for value in given]
 
 
 def from_lines(stream: IO[str], prefix: str = "stdin") -> Iterator[dict]:

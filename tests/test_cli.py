@@ -170,3 +170,16 @@ def test_an_unreachable_broker_is_reported_at_once(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_jsonl_file_may_mix_labelled_and_unlabelled_rows(tmp_path):
+    """Regression: rows without a label field (JSONL) are unlabelled, not an error; an empty label is."""
+    from dimee.errors import DataError
+    from producers.sources import from_file
+
+    mixed = tmp_path / "m.jsonl"
+    mixed.write_text('{"text": "a", "label": "pos"}\n{"text": "b"}\n{"text": "c", "label": "neg"}\n')
+    assert [r.get("label") for r in from_file(mixed)] == [1, None, 0]
+    mixed.write_text('{"text": "a", "label": "pos"}\n{"text": "b", "label": ""}\n')
+    with pytest.raises(DataError, match="empty label at row 2"):
+        from_file(mixed)

@@ -11,6 +11,8 @@ from dimee.stage import Output, Stage, StageContext
 from dimee.transport.base import Record
 from predictions.stats import PredictionStats
 
+CLEAR_LINE = "\r\x1b[2K"  # back to the line's start, then erase it
+
 
 class Tail(Stage):
     name = "tail"
@@ -30,6 +32,14 @@ class Tail(Stage):
                 self.stats.add(prediction)
         if time.monotonic() - self._last_print >= self.every_s:
             self._last_print = time.monotonic()
-            end = "\r" if sys.stdout.isatty() else "\n"
-            print(self.stats.line(), end=end, flush=True)
+            self.show()
         return []
+
+    def show(self, final: bool = False) -> None:
+        """The current line: on a terminal redrawn in place (the old line cleared first, so a shorter line
+        leaves no stale characters), else one line per refresh."""
+        if sys.stdout.isatty():
+            sys.stdout.write(CLEAR_LINE + self.stats.line() + ("\n" if final else ""))
+            sys.stdout.flush()
+        else:
+            print(self.stats.line(), flush=True)

@@ -277,3 +277,24 @@ def test_workers_serve_the_policy_the_router_stamped(workdir, cal):
     paths = [p.path for p in collector.predictions.values()]
     assert all(len(path) == 1 for path in paths)  # DIMEE-D answers at the routed tier's cap: no escalation
     assert {p.tier for p in collector.predictions.values()} == {Tier.MOBILE, Tier.EDGE, Tier.CLOUD}
+
+
+def test_the_tail_redraws_without_stale_characters(monkeypatch, capsys):
+    """Defect: a shorter refresh left the end of the longer one behind (`p99 5913 mss`)."""
+    import io
+
+    from predictions import tail as tail_module
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr(tail_module.sys, "stdout", screen)
+    tail = tail_module.Tail(context(InMemoryBroker(), Topics("tty")))
+    lines = iter(["1 predictions | latency p99 5913 ms", "2 predictions | p99 591 ms"])
+    monkeypatch.setattr(tail.stats, "line", lambda: next(lines))
+    tail.show()
+    tail.show(final=True)
+    drawn = screen.getvalue().split(tail_module.CLEAR_LINE)
+    assert drawn == ["", "1 predictions | latency p99 5913 ms", "2 predictions | p99 591 ms\n"]

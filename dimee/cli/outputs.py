@@ -50,7 +50,7 @@ def tail_cmd(
     ctx = roles.context(settings, "dimee-tail", start_role(log_level, None))
     tail = roles.tail(ctx, None if workdir is None else Deployment.load(workdir))
     tail.run(idle_exit_s=idle_exit)
-    typer.echo(tail.stats.line())
+    tail.show(final=True)
 
 
 @app.command("pipeline")

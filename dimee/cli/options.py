@@ -128,14 +128,14 @@ dataset_options = bundled("data", DatasetSpec, [
     _option("label_col", LabelColOpt, "label"), _option("pair_col", PairColOpt), _option("seed", SeedOpt, 0)])
 """The dataset options (`--dataset`, `--data-path`, the columns, `--seed`) as one `data: DatasetSpec`."""
 
-_CONNECTION = {"broker": BrokerOpt, "state": StateOpt, "topic_prefix": PrefixOpt, "kafka_api_version": ApiOpt,
+CONNECTION = {"broker": BrokerOpt, "state": StateOpt, "topic_prefix": PrefixOpt, "kafka_api_version": ApiOpt,
                "guarantee": GuaranteeOpt, "instance_id": InstanceOpt, "partitions": PartitionsOpt}
 
 
 def settings_options(*names: str) -> Callable[[Command], Command]:
-    """The named connection options (Settings fields; see `_CONNECTION`) as one `settings: Settings`, from the
+    """The named connection options (Settings fields; see `CONNECTION`) as one `settings: Settings`, from the
     environment with the command line on top."""
-    return bundled("settings", stream_settings, [_option(name, _CONNECTION[name]) for name in names])
+    return bundled("settings", stream_settings, [_option(name, CONNECTION[name]) for name in names])
 
 
 policy_options = bundled("policy", lambda policy, adaptive: "DIMEE-D" if adaptive else policy, [

@@ -102,3 +102,52 @@ def schema_cmd(
     for name, schema in schemas.items():
         (out / f"{name}.schema.json").write_text(json.dumps(schema, indent=2) + "\n")
     typer.echo(f"{len(schemas)} schemas written to {out}")
+
+
+@app.command("up")
+@opt.settings_options(*opt.STAGE, "state")
+@opt.policy_options
+def up_cmd(
+    settings: Settings,
+    policy: str,
+    workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR,
+    out: Annotated[Path, typer.Option(help="JSONL file the sink appends the predictions to.")] = Path(
+        "runs/predictions.jsonl"),
+    reseed: Annotated[bool, typer.Option(help="Seed the state store from calibration.json first.")] = False,
+    metrics_port: Annotated[int | None, typer.Option(
+        min=1, max=65530, help="Router's /healthz, /readyz, /metrics port; the workers and the sink take the "
+                               "next four.")] = None,
+    log_level: opt.LogOpt = "INFO",
+) -> None:
+    """Router, three workers and sink as separate processes against the configured Kafka and Redis, in one
+    terminal: prefixed output, a crashed role restarted, Ctrl-C stops them all (each finishes its batch)."""
+    import os
+    import sys
+
+    from dimee.runtime import StopFlag
+    from dimee.supervisor import Program, Supervisor
+
+    opt.needs_a_broker(settings)
+    dimee = [sys.executable, "-c", "from dimee.cli import main; main()"]
+    common = ["--workdir", str(workdir), "--log-level", log_level]
+    roles = [("router", ["route", *common, "--policy", policy]),
+             *((f"worker-{t}", ["work", "--tier", t, *common]) for t in ("mobile", "edge", "cloud")),
+             ("sink", ["sink", "--out", str(out), "--log-level", log_level])]
+    programs = []
+    for i, (name, args) in enumerate(roles):
+        metrics = ["--metrics-port", str(metrics_port + i)] if metrics_port else []
+        programs.append(Program(name, [*dimee, *args, *metrics]))
+    # the connection settings as given here (options or environment) reach every role the same way
+    env = {**os.environ, **{f"DIMEE_{name.upper()}": str(getattr(settings, name)) for name in opt.CONNECTION
+                            if getattr(settings, name) is not None}}
+    if reseed:  # once, before the router starts: a restarted router must keep its adapted centroids
+        import subprocess
+
+        seeded = subprocess.run([*dimee, "seed", "--workdir", str(workdir)], env=env, capture_output=True, text=True)
+        if seeded.returncode != 0:  # its own one-line error, passed on
+            typer.echo(seeded.stderr.strip(), err=True)
+            raise typer.Exit(seeded.returncode)
+        typer.echo(seeded.stdout.strip())
+    stop = StopFlag()
+    stop.install_signal_handlers()
+    raise typer.Exit(Supervisor(programs, env).run(stop))

@@ -147,7 +147,7 @@ def calibrate(exits: ExitRecords, config: CalibrationConfig | None = None, plan:
     alpha = choose_alpha(grid, curve, full_accuracy, config)
     pools = method.true_pools(probs, alpha, plan)
     means, counts = method.centroids(exits.embeddings, pools, len(plan))
-    recorded = Recorded.of(probs, labels)
+    recorded = Recorded.of(probs, labels, exits.hidden_kb())
     cascades = {plan[s][0].value: tune_cascade(recorded, plan, config.cost, s, config.max_drop).thresholds
                 for s in range(len(plan) - 1)}
     return Calibration(

@@ -37,10 +37,12 @@ class Recorded:
     correct: np.ndarray  # (N, L) the exit's argmax equals the label
     labels_count: int
     num_labels: int
+    hidden_kb: np.ndarray | None = None  # (N,) what a `continue` escalation carries, for its cost
 
     @classmethod
-    def of(cls, probs: np.ndarray, labels: np.ndarray) -> Recorded:
-        return cls(probs.max(-1), probs.argmax(-1) == np.asarray(labels)[:, None], len(labels), probs.shape[-1])
+    def of(cls, probs: np.ndarray, labels: np.ndarray, hidden_kb: np.ndarray | None = None) -> Recorded:
+        return cls(probs.max(-1), probs.argmax(-1) == np.asarray(labels)[:, None], len(labels), probs.shape[-1],
+                   hidden_kb)
 
 
 @dataclass
@@ -73,6 +75,8 @@ def _tier_options(data: Recorded, plan: TierPlan, cost: CostModel, tier_index: i
         answered[i] = last | (data.conf[rows, exit_at - 1] >= below)
         correct[i] = answered[i] * data.correct[rows, exit_at - 1]
         costs[i] = cost.run(tier, exit_at - begin)
+    if begin > 0 and data.hidden_kb is not None:  # entered by escalation: the hidden state came along
+        costs += np.asarray(cost.carry(data.hidden_kb), dtype=np.float32)[None, :]
     return TierOptions(options, answered, correct, costs)
 
 

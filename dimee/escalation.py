@@ -9,7 +9,7 @@ o_c + κ, whether the sample comes from the mobile or from the edge).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import get_args
 
 import numpy as np
@@ -77,3 +77,12 @@ def serve_escalating(probs: np.ndarray, start: np.ndarray, cal: Calibration, mod
         current[up] = t + 1
         begin[up] = 0 if mode == "recompute" else cap
     return Journey(pred, exit_layer, total, final, hops, layers_run, path_bits)
+
+
+def with_carry(journey: Journey, hidden_kb: np.ndarray, cal: Calibration, mode: EscalationMode) -> Journey:
+    """The journey's costs with the hidden state each `continue` escalation carried (o_hidden_per_kb per KB;
+    0 by default): every hop after the first brought the sample's hidden state along."""
+    if mode != "continue" or not cal.cost_model.o_hidden_per_kb:
+        return journey
+    carried = cal.cost_model.carry(hidden_kb) * (journey.hops - 1)
+    return replace(journey, cost=journey.cost + carried)

@@ -17,15 +17,26 @@ class ExitRecords:
     probs: np.ndarray  # (N, L, C)
     embeddings: np.ndarray  # (N, H) routing embeddings
     labels: np.ndarray  # (N,)
+    tokens: np.ndarray | None = None  # (N,) tokens the encoder read; None in records from before they were kept
+
+    def hidden_kb(self) -> np.ndarray:
+        """KB (1000 bytes) of the fp16 hidden state a `continue` escalation carries for each sample: 2 bytes
+        per token and hidden unit (the routing embedding has the hidden size); zero where tokens are unknown."""
+        if self.tokens is None:
+            return np.zeros(len(self.labels))
+        return 2.0 * self.tokens * self.embeddings.shape[1] / 1000.0
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"probs": self.probs.astype(np.float32), "embeddings": self.embeddings.astype(np.float32),
-                   "labels": self.labels.astype(np.int64)}, str(path))
+        tensors = {"probs": self.probs.astype(np.float32), "embeddings": self.embeddings.astype(np.float32),
+                   "labels": self.labels.astype(np.int64)}
+        if self.tokens is not None:
+            tensors["tokens"] = self.tokens.astype(np.int64)
+        save_file(tensors, str(path))
 
     @classmethod
     def load(cls, path: Path) -> ExitRecords:
         if not path.exists():
             raise DimeeError(f"no recorded exits at {path}: run `dimee calibrate` first")
         tensors = load_file(str(path))
-        return cls(tensors["probs"], tensors["embeddings"], tensors["labels"])
+        return cls(tensors["probs"], tensors["embeddings"], tensors["labels"], tensors.get("tokens"))

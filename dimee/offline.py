@@ -17,6 +17,7 @@ from dimee.errors import DimeeError
 from dimee.evaluation.report import build_report, write_report
 from dimee.exits import ExitRecords
 from dimee.model.artifacts import load_model, load_spec, load_tokenizer, new_model, save_model
+from dimee.model.tokenize import token_counts
 from dimee.training import TrainConfig, record_exit_probabilities, train
 from dimee.workdir import Workdir
 
@@ -62,7 +63,8 @@ def record_split(splits: Splits, workdir: Workdir, split: str, dest: Path, raw: 
             inputs = batch_tensors(tokenizer, data, idx, model.spec.max_length)
             rows.append(model.routing_embedding(**inputs, raw=True).numpy())
         embeddings = np.concatenate(rows)
-    records = ExitRecords(probs, embeddings, np.asarray(data.labels))
+    tokens = token_counts(tokenizer, data.texts, data.text_pairs, model.spec.max_length)
+    records = ExitRecords(probs, embeddings, np.asarray(data.labels), np.asarray(tokens))
     records.save(dest)
     return records
 

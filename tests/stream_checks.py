@@ -10,6 +10,7 @@ from dimee.evaluation import baselines
 from dimee.exits import ExitRecords
 from dimee.messages import Prediction
 from dimee.model.artifacts import load_model, load_tokenizer
+from dimee.model.tokenize import token_counts
 from dimee.tiers import TIERS
 from dimee.training import record_exit_probabilities
 
@@ -20,7 +21,8 @@ def offline_records(records: list[dict], workdir) -> ExitRecords:
     data = TextDataset("s", [r["text"] for r in records], [r["label"] for r in records], ["0", "1"],
                        ids=[r["id"] for r in records])
     probs, embeddings = record_exit_probabilities(model, tokenizer, data)
-    return ExitRecords(probs, embeddings, np.array(data.labels))
+    tokens = token_counts(tokenizer, data.texts, None, model.spec.max_length)
+    return ExitRecords(probs, embeddings, np.array(data.labels), np.array(tokens))
 
 
 def offline_dimee(records: list[dict], workdir, cal: Calibration, adaptive: bool = False):

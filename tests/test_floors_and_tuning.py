@@ -8,7 +8,7 @@ import pytest
 
 from dimee.calibration import TierCap
 from dimee.cascade_tuning import Recorded, tune_cascade
-from dimee.escalation import serve_escalating
+from dimee.escalation import serve_escalating, with_carry
 from dimee.evaluation import floors
 from dimee.exits import ExitRecords
 from dimee.routing_policy import POLICIES
@@ -52,22 +52,24 @@ def test_tuned_cascade_by_hand(hand_cal):
     assert 0.55 < tuned.thresholds.exit[0] <= 0.6
 
 
-@pytest.mark.parametrize("start", [0, 1])
-def test_the_search_scores_what_serving_does(hand_cal, start):
+@pytest.mark.parametrize(("start", "per_kb"), [(0, 0.0), (1, 0.0), (0, 0.02)])
+def test_the_search_scores_what_serving_does(hand_cal, start, per_kb):
     rng = np.random.default_rng(start)
     logits = rng.normal(size=(300, 6, 3)) * np.linspace(0.5, 3, 6)[None, :, None]
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     labels = np.where(rng.random(300) < 0.8, probs[:, -1].argmax(-1), rng.integers(0, 3, 300))
-    plan, cost = TierPlan.default(2, 4, 6), CostModel()
+    plan, cost = TierPlan.default(2, 4, 6), CostModel(o_hidden_per_kb=per_kb)
     cal = hand_cal.model_copy(update={"plan": [TierCap(tier=t, cap=c) for t, c in plan], "m": 2, "n": 4,
-                                      "num_layers": 6, "num_labels": 3})
-    tuned = tune_cascade(Recorded.of(probs, labels), plan, cost, start, max_drop=2.0)
-    journey = serve_escalating(probs, np.full(300, start), cal, "continue", tuned.thresholds)
+                                      "num_layers": 6, "num_labels": 3, "cost_model": cost})
+    hidden_kb = rng.integers(5, 60, 300) * 0.768  # tokens × 384 units × 2 bytes
+    tuned = tune_cascade(Recorded.of(probs, labels, hidden_kb), plan, cost, start, max_drop=2.0)
+    journey = with_carry(serve_escalating(probs, np.full(300, start), cal, "continue", tuned.thresholds), hidden_kb,
+                         cal, "continue")
     assert (journey.pred == labels).mean() == pytest.approx(tuned.accuracy)
     assert journey.cost.mean() == pytest.approx(tuned.cost, rel=1e-5)
     assert tuned.accuracy >= (probs[:, -1].argmax(-1) == labels).mean() - 0.02 - 1e-9
     # nothing cheaper than the full cascade at α* passes the budget unnoticed
-    plain = serve_escalating(probs, np.full(300, start), cal, "continue")
+    plain = with_carry(serve_escalating(probs, np.full(300, start), cal, "continue"), hidden_kb, cal, "continue")
     if (plain.pred == labels).mean() >= (probs[:, -1].argmax(-1) == labels).mean() - 0.02:
         assert tuned.cost <= plain.cost.mean() + 1e-9
 

@@ -70,3 +70,25 @@ def test_feedback_moves_the_observed_pools_centroids(workdir, cal):
     added = np.array(snap.counts) - np.array(cal.pool_sizes)
     assert added.sum() == len(records)  # every sample reported once, never twice
     assert np.abs(added - observed).sum() <= 4  # = offline observed pools, up to fp16 ties at the threshold
+
+
+def test_a_priced_hidden_state_costs_the_same_streamed_and_offline(workdir, cal):
+    """With a measured cost model pricing the hidden state a `continue` escalation carries, the stream and
+    the evaluator charge the same per sample."""
+    from dimee.escalation import with_carry
+
+    priced = cal.model_copy(update={"cost_model": cal.cost_model.model_copy(update={"o_hidden_per_kb": 0.01})})
+    records = stream_records(80, seed=24)
+    settings = Settings(broker="memory://carry", state="memory://carry", topic_prefix="carry")
+    run = run_pipeline(records, deployment(workdir, priced, "Cascade"), settings, PipelineOptions(progress=False))
+    test = offline_records(records, workdir)
+    journey = serve_escalating(test.probs, np.zeros(len(records), dtype=int), priced, "continue")
+    charged = with_carry(journey, test.hidden_kb(), priced, "continue")
+    stable = ~(np.abs(test.probs.max(-1) - priced.alpha) < 5e-3).any(1)
+    escalated = 0
+    for i, record in enumerate(records):
+        if stable[i]:
+            p = run.predictions[record["id"]]
+            assert p.cost.total == pytest.approx(charged.cost[i])
+            escalated += len(p.path) > 1
+    assert escalated > 0 and (charged.cost > journey.cost).any()

@@ -166,7 +166,11 @@ class TierWorker(Stage):
         """Pass the sample up to the next tier, with this hop's cost (and its hidden state for `continue`)."""
         assert self.next_tier is not None
         message = outcome.message
-        hop = Hop(tier=self.tier, layers_run=outcome.layers_run, cost=self._hop_cost(outcome))
+        cost = self._hop_cost(outcome)
+        if rule.carries_hidden:  # the hidden state goes up with the sample: its bytes are priced too
+            carried = self.calibration.cost_model.carry(2 * length * self.model.spec.hidden_size / 1000)
+            cost = cost + CostBreakdown(processing=0.0, offload=carried, cloud=0.0, total=carried)
+        hop = Hop(tier=self.tier, layers_run=outcome.layers_run, cost=cost)
         onward = message.model_copy(update={
             "tier": self.next_tier, "hops": [*message.hops, hop],
             "start_layer": self.cap if rule.policy.escalation == "continue" else 0,

@@ -12,7 +12,7 @@ import numpy as np
 from dimee import method
 from dimee.calibration import Calibration
 from dimee.choices import EscalationMode
-from dimee.escalation import Journey, serve_escalating
+from dimee.escalation import Journey, serve_escalating, with_carry
 from dimee.evaluation.baselines import MethodResult
 from dimee.exits import ExitRecords
 from dimee.learned_router import LearnedRouter
@@ -71,6 +71,7 @@ def offline_policy(policy: RoutingPolicy, learned: LearnedRouter | None = None) 
     def run(data: PolicyInputs, cal: Calibration) -> MethodResult:
         start = start_tiers(policy, data, cal, learned)
         journey = serve_escalating(data.records.probs, start, cal, policy.escalation, policy.served_thresholds(cal))
+        journey = with_carry(journey, data.records.hidden_kb(), cal, policy.escalation)
         result = journey_result(policy.name, journey, cal, start)
         return result if routed else replace(result, routed_pool=None)
 

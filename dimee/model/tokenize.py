@@ -35,3 +35,11 @@ def encode(
     if "token_type_ids" in encoded:
         out["token_type_ids"] = encoded["token_type_ids"]
     return out
+
+
+def token_counts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
+                 text_pairs: Sequence[str | None] | None = None, max_length: int = 64) -> list[int]:
+    """How many tokens the encoder reads of each sample (special tokens included), as `encode` truncates."""
+    pairs = list(text_pairs) if text_pairs is not None else [None] * len(texts)
+    return [len(tokenizer(text, pair, truncation=True, max_length=max_length)["input_ids"])
+            for text, pair in zip(texts, pairs, strict=True)]

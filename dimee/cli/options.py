@@ -112,9 +112,9 @@ def bundled(into: str, build: Callable[..., object], options: list[inspect.Param
         own = [p for name, p in signature.parameters.items() if name != into]
 
         @functools.wraps(command)
-        def with_options(**values: object) -> None:
+        def with_options(**values: object) -> object:
             shared = {p.name: values.pop(p.name) for p in options}
-            command(**values, **{into: build(**shared)})
+            return command(**values, **{into: build(**shared)})
 
         with_options.__signature__ = signature.replace(parameters=[*own, *options])  # type: ignore[attr-defined]
         with_options.__annotations__ = {p.name: p.annotation for p in [*own, *options]}
@@ -129,7 +129,7 @@ dataset_options = bundled("data", DatasetSpec, [
 """The dataset options (`--dataset`, `--data-path`, the columns, `--seed`) as one `data: DatasetSpec`."""
 
 CONNECTION = {"broker": BrokerOpt, "state": StateOpt, "topic_prefix": PrefixOpt, "kafka_api_version": ApiOpt,
-               "guarantee": GuaranteeOpt, "instance_id": InstanceOpt, "partitions": PartitionsOpt}
+              "guarantee": GuaranteeOpt, "instance_id": InstanceOpt, "partitions": PartitionsOpt}
 
 
 def settings_options(*names: str) -> Callable[[Command], Command]:

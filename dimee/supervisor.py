@@ -84,7 +84,7 @@ class Supervisor:
         running = [p for p in self.programs if p.process is not None and p.process.poll() is None]
         for program in running:
             program.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        deadline, code = time.monotonic() + self.stop_timeout_s, 0
+        deadline, clean = time.monotonic() + self.stop_timeout_s, True
         for program in running:
             process = program.process
             assert process is not None
@@ -93,6 +93,6 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-            code = code or (process.returncode not in (0, -signal.SIGTERM)) * 1
+            clean = clean and process.returncode in (0, -signal.SIGTERM)
             self.say("up", f"{program.name} stopped ({process.returncode})")
-        return code
+        return 0 if clean else 1

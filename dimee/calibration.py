@@ -14,6 +14,7 @@ from dimee.cascade_tuning import Recorded, tune_cascade
 from dimee.choices import Distance, EmbeddingKind, Objective
 from dimee.errors import DimeeError
 from dimee.exits import ExitRecords
+from dimee.files import write_atomically
 from dimee.thresholds import TierThresholds
 from dimee.tiers import CostModel, Tier, TierPlan
 
@@ -71,10 +72,7 @@ class Calibration(BaseModel):
         return [None if c is None else np.asarray(c, dtype=np.float64) for c in self.centroids]
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        partial.write_text(self.model_dump_json(indent=2))
-        partial.replace(path)
+        write_atomically(path, self.model_dump_json(indent=2))
 
     @classmethod
     def load(cls, path: Path) -> Calibration:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
 import math
 import os
 import platform
@@ -236,14 +235,11 @@ def _prediction(routed: Routed, cap: int) -> Prediction:
 
 def token_counts(workdir: Workdir, texts: Texts) -> list[int]:
     """Tokens per text as a worker encodes it: the length of the hidden state an escalation carries."""
+    from dimee.model import tokenize
     from dimee.model.artifacts import load_spec, load_tokenizer
-    from dimee.model.tokenize import encode
 
-    tokenizer, max_length = load_tokenizer(workdir.model), load_spec(workdir.model).max_length
-    counts: list[int] = []
-    for chunk, pairs in texts.batches(256):
-        counts.extend(int(n) for n in encode(tokenizer, chunk, pairs, max_length)["attention_mask"].sum(1))
-    return counts
+    return tokenize.token_counts(load_tokenizer(workdir.model), texts.texts, texts.pairs,
+                                 load_spec(workdir.model).max_length)
 
 
 def hop_bytes(plan: TierPlan, texts: Texts, tokens: list[int], hidden_size: int) -> dict[Tier, HopBytes]:
@@ -412,8 +408,4 @@ def priced(measured: Measured, pricing: Pricing) -> tuple[CostModel, Measured]:
 
 def write_cost_model(path: Path, cost: CostModel, measured: Measured) -> None:
     """The CostModel fields, then the `measured` section (which CostModel.load ignores)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    document = {**cost.model_dump(), "measured": measured.model_dump(mode="json")}
-    partial.write_text(json.dumps(document, indent=2) + "\n")
-    partial.replace(path)
+    cost.save(path, measured.model_dump(mode="json"))

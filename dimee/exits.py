@@ -10,6 +10,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from dimee.errors import DimeeError
+from dimee.tiers import hidden_state_kb
 
 
 @dataclass
@@ -20,11 +21,11 @@ class ExitRecords:
     tokens: np.ndarray | None = None  # (N,) tokens the encoder read; None in records from before they were kept
 
     def hidden_kb(self) -> np.ndarray:
-        """KB (1000 bytes) of the fp16 hidden state a `continue` escalation carries for each sample: 2 bytes
-        per token and hidden unit (the routing embedding has the hidden size); zero where tokens are unknown."""
+        """KB of the hidden state a `continue` escalation carries for each sample (the routing embedding has the
+        hidden size); zero where tokens are unknown."""
         if self.tokens is None:
             return np.zeros(len(self.labels))
-        return 2.0 * self.tokens * self.embeddings.shape[1] / 1000.0
+        return np.asarray(hidden_state_kb(self.tokens.astype(np.int64), self.embeddings.shape[1]), dtype=np.float64)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,17 +20,16 @@ from dimee.tiers import Tier
 from dimee.transport.base import Record
 
 DEFAULT_MAX_TEXT_CHARS = 10_000  # far beyond what the encoder reads (max_length tokens): cutting there changes nothing
+DEFAULT_MAX_MESSAGE_BYTES = 1_000_000  # under Kafka's default max.message.bytes (1 MiB)
+MAX_META_BYTES = 16_384  # the serialised `meta` a sample may carry
+MAX_NAME_CHARS = 256  # router and worker names
+DEAD_LETTER_PAYLOAD_BYTES = 65_536  # a dead letter keeps at most this much of the original payload
 
 
 def clip_text(text: str, limit: int = DEFAULT_MAX_TEXT_CHARS) -> str:
     """The one rule for long texts, in the stream and in the offline evaluator alike: keep the first `limit`
     characters. Absurd sizes are refused earlier, by the message size limit."""
     return text if len(text) <= limit else text[:limit]
-
-DEFAULT_MAX_MESSAGE_BYTES = 1_000_000  # under Kafka's default max.message.bytes (1 MiB)
-MAX_META_BYTES = 16_384  # the serialised `meta` a sample may carry
-MAX_NAME_CHARS = 256  # router and worker names
-DEAD_LETTER_PAYLOAD_BYTES = 65_536  # a dead letter keeps at most this much of the original payload
 
 
 def now() -> float:

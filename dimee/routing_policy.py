@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from dimee.calibration import Calibration
 from dimee.choices import EscalationMode, RouterKind, ThresholdKind
@@ -16,6 +16,7 @@ from dimee.workdir import Workdir
 
 
 class RoutingPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True)  # hashable: workers group a batch's messages by the stamped policy
     name: str
     router: RouterKind
     adaptive: bool = False  # DIMEE-D: move the routed pool's centroid

@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 
 from dimee.errors import DimeeError
+from dimee.files import write_atomically
 
 
 class Tier(StrEnum):
@@ -87,6 +88,12 @@ class TierPlan:
         return [[tier.value for p, tier in enumerate(self.tiers) if bits >> p & 1] for bits in path_bits]
 
 
+def hidden_state_kb(tokens: np.ndarray | int, hidden_size: int) -> np.ndarray | float:
+    """KB (1000 bytes) on the wire of the hidden state a `continue` escalation carries: tokens × hidden_size fp16
+    values, base64-encoded in the message (4 characters per 3 bytes)."""
+    return 4 * -(-(2 * tokens * hidden_size) // 3) / 1000
+
+
 class CostModel(BaseModel):
     """DESIGN.md section 1: per-sample costs in units where cloud-only costs 1.0 by default. Entering a tier
     costs its offload (and, in the cloud, the platform charge); each layer run there costs its λ."""
@@ -98,8 +105,8 @@ class CostModel(BaseModel):
     o_c: float = Field(0.5, ge=0, description="offload mobile -> cloud")
     kappa: float = Field(0.5, ge=0, description="cloud platform charge per sample")
     beta: float = Field(0.3, ge=0, description="reward weight of cost against confidence")
-    o_hidden_per_kb: float = Field(0.0, ge=0, description="per KB (1000 bytes) of fp16 hidden state carried by a "
-                                                          "`continue` escalation")
+    o_hidden_per_kb: float = Field(0.0, ge=0, description="per KB (1000 bytes) on the wire of the hidden "
+                                                          "state a `continue` escalation carries")
 
     def per_layer(self, tier: Tier | str) -> float:
         return {Tier.MOBILE: self.lambda_m, Tier.EDGE: self.lambda_e, Tier.CLOUD: self.lambda_c}[Tier(tier)]
@@ -132,17 +139,15 @@ class CostModel(BaseModel):
         """The cost of answering every sample with the whole model in the cloud: the Δcost baseline."""
         return self.cost(Tier.CLOUD, num_layers)
 
-    def carry(self, kilobytes: float) -> float:
-        """What carrying `kilobytes` KB of hidden state up one tier costs (escalation `continue`). Nothing counts
-        it yet: o_hidden_per_kb defaults to 0 and only a measured cost model (`dimee costs`) sets it."""
+    def carry(self, kilobytes: np.ndarray | float) -> np.ndarray | float:
+        """What carrying `kilobytes` KB of hidden state up one tier costs (escalation `continue`; arrays welcome).
+        o_hidden_per_kb defaults to 0; a measured cost model (`dimee costs`) sets it."""
         return self.o_hidden_per_kb * kilobytes
 
-    def save(self, path: Path) -> None:
-        """The constants as a JSON object; written beside, then moved over, so a reader never sees half a file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        partial.write_text(self.model_dump_json(indent=2) + "\n")
-        partial.replace(path)
+    def save(self, path: Path, measured: dict | None = None) -> None:
+        """The constants as a JSON object, then (from `dimee costs`) the `measured` section that load ignores."""
+        document = {**self.model_dump(), **({"measured": measured} if measured is not None else {})}
+        write_atomically(path, json.dumps(document, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> CostModel:

@@ -13,7 +13,7 @@ from dimee.runtime import log
 from dimee.stage import Output, Stage, StageContext
 from dimee.transport.base import Record
 from routers.embedding import RoutingEmbedder
-from routers.strategies import Decision, strategy_for
+from routers.strategies import CentroidRouting, Decision, strategy_for
 from state.base import CentroidStore, Update
 
 
@@ -45,15 +45,15 @@ class Router(Stage):
     def process(self, batch: list[tuple[Record, Sample]]) -> list[Output]:
         samples = [message for _, message in batch]
         outputs = [self._output(s, d) for s, d in zip(samples, self.strategy.decide(samples), strict=True)]
-        if self.policy.adaptive or self.policy.feedback:
-            self._report_centroids()
+        if isinstance(self.strategy, CentroidRouting) and self.strategy.seen is not None:
+            self._report_centroids(*self.strategy.seen)
         return outputs
 
-    def _report_centroids(self) -> None:
-        """How far each pool's centroid has moved from calibration: the picture of drift-adaptive routing."""
-        snapshot = self.store.snapshot()
-        for pool, (now, then) in enumerate(zip(snapshot.means, self.calibrated, strict=True)):
-            metrics.POOL_SAMPLES.labels(str(pool)).set(snapshot.counts[pool])
+    def _report_centroids(self, means: list[np.ndarray | None], counts: list[int]) -> None:
+        """How far each pool's centroid has moved from calibration: the picture of drift-adaptive routing (from
+        the centroids the batch was routed with: no extra round trip to the store)."""
+        for pool, (now, then) in enumerate(zip(means, self.calibrated, strict=True)):
+            metrics.POOL_SAMPLES.labels(str(pool)).set(counts[pool])
             if now is not None and then is not None:
                 metrics.CENTROID_SHIFT.labels(str(pool)).set(float(np.linalg.norm(now - then)))
 

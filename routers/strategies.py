@@ -62,6 +62,8 @@ class CentroidRouting:
                  adaptive: bool) -> None:
         self.distance, self.last_pool = calibration.distance, len(calibration.plan) - 1
         self.embedder, self.store, self.adaptive = embedder, store, adaptive
+        # the centroids as this router last saw them (after its own updates of the batch), for the metrics
+        self.seen: tuple[list[np.ndarray | None], list[int]] | None = None
 
     def decide(self, samples: list[Sample]) -> list[Decision]:
         embeddings = self.embedder.embed(samples)
@@ -80,6 +82,7 @@ class CentroidRouting:
             decisions.append(Decision(pool, finite, snapshot.version))  # type: ignore[arg-type]
         if updates:
             self.store.apply(updates)  # atomic and idempotent per sample id: a replay changes nothing
+        self.seen = (means, counts)
         return decisions
 
 

@@ -24,7 +24,7 @@ from dimee.model.tokenize import encode
 from dimee.routing_policy import RoutingPolicy
 from dimee.runtime import log
 from dimee.stage import Output, Stage, StageContext
-from dimee.tiers import Tier
+from dimee.tiers import Tier, hidden_state_kb
 from dimee.transport.base import Record
 
 
@@ -82,7 +82,7 @@ class TierWorker(Stage):
                                  "model": self.calibration.model_id, "version": __version__})
         log.info("serving", stage=self.name, cap=self.cap, policy_of_unstamped=deployment.policy.name,
                  alpha_star=round(self.calibration.alpha, 4), note="stamped messages: the router's policy")
-        self._rules: dict[str, TierRule] = {}
+        self._rules: dict[RoutingPolicy, TierRule] = {}
         self.model = load_model(deployment.workdir.model, num_layers=self.cap)
         self.tokenizer = load_tokenizer(deployment.workdir.model)
         self.model_name = f"{self.calibration.model_id}:{self.tier.value}:1-{self.cap}"
@@ -98,19 +98,17 @@ class TierWorker(Stage):
         """The policy the router stamped on the message (one choice for router and workers), else the default."""
         if message.policy is None:
             return self.default_rule
-        key = message.policy.model_dump_json()
-        if key not in self._rules:
-            self._rules[key] = self.rule(message.policy)
-        return self._rules[key]
+        if message.policy not in self._rules:
+            self._rules[message.policy] = self.rule(message.policy)
+        return self._rules[message.policy]
 
     def parse_context(self) -> dict:
         return {**super().parse_context(), "num_labels": self.calibration.num_labels}
 
     def process(self, batch: list[tuple[Record, Routed]]) -> list[Output]:
-        groups: dict[tuple[int, str | None], list[Routed]] = {}
+        groups: dict[tuple[int, RoutingPolicy | None], list[Routed]] = {}
         for _, message in batch:
-            policy = None if message.policy is None else message.policy.model_dump_json()
-            groups.setdefault((min(message.start_layer, self.cap - 1), policy), []).append(message)
+            groups.setdefault((min(message.start_layer, self.cap - 1), message.policy), []).append(message)
         outputs: list[Output] = []
         for (start, _), messages in groups.items():
             outputs.extend(self._run(start, messages, self._rule_of(messages[0])))
@@ -168,7 +166,7 @@ class TierWorker(Stage):
         message = outcome.message
         cost = self._hop_cost(outcome)
         if rule.carries_hidden:  # the hidden state goes up with the sample: its bytes are priced too
-            carried = self.calibration.cost_model.carry(2 * length * self.model.spec.hidden_size / 1000)
+            carried = self.calibration.cost_model.carry(hidden_state_kb(length, self.model.spec.hidden_size))
             cost = cost + CostBreakdown(processing=0.0, offload=carried, cloud=0.0, total=carried)
         hop = Hop(tier=self.tier, layers_run=outcome.layers_run, cost=cost)
         onward = message.model_copy(update={

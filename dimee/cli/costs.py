@@ -6,10 +6,11 @@ from __future__ import annotations
 import inspect
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 
+from dimee.choices import Split
 from dimee.cli import options as opt
 from dimee.cli.app import app
 from dimee.config import Settings
@@ -18,8 +19,6 @@ from dimee.data.registry import DatasetSpec
 from dimee.errors import DimeeError
 from dimee.tiers import CostModel
 from dimee.workdir import Workdir
-
-Split = Literal["train", "calibration", "test"]
 
 
 def _price(help_text: str) -> typer.models.OptionInfo:

@@ -62,10 +62,10 @@ def _ordered(results: list[baselines.MethodResult]) -> list[baselines.MethodResu
     return sorted(results, key=rank)
 
 
-def _rows(split: PolicyInputs, cal_exits: ExitRecords, cal: Calibration, table: dict,
-          paper: tuple[str, ...]) -> list[dict]:
+def _results(split: PolicyInputs, cal_exits: ExitRecords, cal: Calibration, table: dict,
+             paper: tuple[str, ...]) -> list[baselines.MethodResult]:
     results = _paper(paper, split.records, cal_exits, cal) + [fn(split, cal) for fn in table.values()]
-    return method_rows(_ordered(results + floors(split.records, cal)), split.records, cal)
+    return _ordered(results + floors(split.records, cal))
 
 
 def _default(cal_rows: dict[str, dict], cal: Calibration, options: StudyOptions) -> tuple[str, str]:
@@ -94,25 +94,25 @@ def run_study(splits: Splits, workdir: Workdir, test: ExitRecords, options: Stud
     router, oof = learned_router.fit(training, cal, "continue", options.seed)
     router.save(workdir.learned_router)
     table = policy_table(router)
-    test_rows = _rows(PolicyInputs(test, f_test), cal_exits, cal, table, NOT_POLICIES)
+    on_test = _results(PolicyInputs(test, f_test), cal_exits, cal, table, NOT_POLICIES)
     # Early-Exit picks its α on calibration: scored there it would be tuned on what it is scored on.
-    on_cal = _rows(PolicyInputs(cal_exits, f_cal, learned_proba=oof), cal_exits, cal, table, NOT_POLICIES[1:])
-    cal_rows = {r["name"]: r for r in on_cal}
+    on_cal = _results(PolicyInputs(cal_exits, f_cal, learned_proba=oof), cal_exits, cal, table, NOT_POLICIES[1:])
+    cal_rows = {r["name"]: r for r in method_rows(on_cal, cal_exits, cal)}
     default, rule = _default(cal_rows, cal, options)
     save_default(workdir, default, rule)
 
     hidden_bytes = 2 * (f_test[:, extractor.names.index("token_count")] + 2) * extractor.embedder.spec.hidden_size
-    learned_test = table["Learned+esc"](PolicyInputs(test, f_test), cal)
+    by_name = {r.name: r for r in on_test}
     report = {
-        "methods": test_rows,
+        "methods": method_rows(on_test, test, cal),
         "calibration_rows": list(cal_rows.values()),
         "default_policy": default,
         "default_rule": rule,
-        "escalated_share": _escalated_shares(table, PolicyInputs(test, f_test), cal),
+        "escalated_share": {r.name: float((r.hops > 1).mean()) if r.hops is not None else 0.0 for r in on_test},
         "continue_hidden_bytes_fp16": {"mean": float(hidden_bytes.mean()),
                                        "p99": float(np.percentile(hidden_bytes, 99))},
         "learned_router": {"C": router.C, "cv_log_loss": router.cv_log_loss, "reward_matrix": router.reward_matrix,
-                           "confusion": baselines.confusion(learned_test, test, cal)},
+                           "confusion": baselines.confusion(by_name["Learned+esc"], test, cal)},
         "hard_auc_calibration": learned_router.hard_auc(f_cal, extractor.names, pools_cal, len(plan) - 1, oof),
         "alpha": cal.alpha,
         "thresholds": {name: POLICIES[name].served_thresholds(cal).model_dump() for name in POLICIES
@@ -122,14 +122,6 @@ def run_study(splits: Splits, workdir: Workdir, test: ExitRecords, options: Stud
     if options.frontier:
         report["frontier"] = frontiers(cal, training, cal_exits, PolicyInputs(test, f_test), router)
     return report
-
-
-def _escalated_shares(table: dict, data: PolicyInputs, cal: Calibration) -> dict[str, float]:
-    shares = {}
-    for name, fn in table.items():
-        hops = fn(data, cal).hops
-        shares[name] = float((hops > 1).mean()) if hops is not None else 0.0
-    return shares
 
 
 def frontiers(cal: Calibration, training: learned_router.TrainingSet, cal_exits: ExitRecords, test: PolicyInputs,

@@ -3,12 +3,11 @@ thresholds re-tuned on calibration at every point): the paper's sweeps and ablat
 
 from __future__ import annotations
 
-import numpy as np
-
 from dimee.calibration import Calibration, calibrate
-from dimee.escalation import serve_escalating
 from dimee.evaluation.baselines import dimee
+from dimee.evaluation.policies import PolicyInputs, offline_policy
 from dimee.exits import ExitRecords
+from dimee.routing_policy import POLICIES
 from dimee.tiers import Tier, TierPlan
 
 SWEEP_VALUES = {
@@ -25,12 +24,12 @@ def _recalibrated(cal_exits: ExitRecords, cal: Calibration, **changes) -> Calibr
 
 
 def _tuned(test: ExitRecords, new_cal: Calibration) -> dict[str, dict]:
-    """The cascade from each non-final tier with the thresholds this calibration tuned."""
-    plan, out = new_cal.tier_plan(), {}
-    for start, thresholds in new_cal.cascades.items():
-        journey = serve_escalating(test.probs, np.full(len(test.labels), plan.index(start)), new_cal, "continue",
-                                   thresholds)
-        out[start] = {"accuracy": float((journey.pred == test.labels).mean()), "cost": float(journey.cost.mean())}
+    """The tuned cascades (by start tier) with the thresholds this calibration tuned, served as deployed."""
+    out = {}
+    for policy in POLICIES.values():
+        if policy.thresholds == "tuned" and policy.router in new_cal.cascades:
+            result = offline_policy(policy)(PolicyInputs(test), new_cal)
+            out[policy.router] = {"accuracy": result.accuracy(test.labels), "cost": result.mean_cost()}
     return out
 
 

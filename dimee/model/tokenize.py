@@ -39,7 +39,11 @@ def encode(
 
 def token_counts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
                  text_pairs: Sequence[str | None] | None = None, max_length: int = 64) -> list[int]:
-    """How many tokens the encoder reads of each sample (special tokens included), as `encode` truncates."""
-    pairs = list(text_pairs) if text_pairs is not None else [None] * len(texts)
-    return [len(tokenizer(text, pair, truncation=True, max_length=max_length)["input_ids"])
-            for text, pair in zip(texts, pairs, strict=True)]
+    """How many tokens the encoder reads of each sample (special tokens included): what a worker's `encode`
+    keeps, so also the length of the hidden state an escalation carries."""
+    counts: list[int] = []
+    for start in range(0, len(texts), 256):
+        pairs = None if text_pairs is None else text_pairs[start:start + 256]
+        mask = encode(tokenizer, texts[start:start + 256], pairs, max_length)["attention_mask"]
+        counts.extend(int(n) for n in mask.sum(1))
+    return counts

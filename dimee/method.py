@@ -115,25 +115,72 @@ def nearest_pool(embedding: np.ndarray, means: list[np.ndarray | None], distance
     return int(np.argmin(dist)) if np.isfinite(dist).any() else len(means) - 1
 
 
+@dataclass
+class Routing:
+    """A batch routed in order: each sample's pool and distance to every centroid (+inf for an empty pool),
+    and the centroids as they stand after it (moved, in adaptive mode)."""
+
+    pools: np.ndarray  # (N,)
+    distances: np.ndarray  # (N, P)
+    means: list[np.ndarray | None]
+    counts: list[int]
+
+
+def distance_rows(embeddings: np.ndarray, means: list[np.ndarray | None], distance: Distance) -> np.ndarray:
+    """(N, P) distances of every embedding to every centroid, +inf for an empty pool."""
+    return _distances(embeddings, *_stacked(means, embeddings.shape[-1]), distance)
+
+
+def _stacked(means: list[np.ndarray | None], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The centroids as one (P, H) float64 matrix (zeros for an empty pool) and which pools have one."""
+    present = np.array([mu is not None for mu in means])
+    return np.stack([np.zeros(dim) if mu is None else np.asarray(mu, dtype=np.float64) for mu in means]), present
+
+
+def _distances(embeddings: np.ndarray, stacked: np.ndarray, present: np.ndarray, distance: Distance) -> np.ndarray:
+    if distance == "cosine":
+        denom = np.linalg.norm(embeddings, axis=-1)[:, None] * np.linalg.norm(stacked, axis=-1)[None, :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.where(denom > 0, 1.0 - (embeddings @ stacked.T) / denom, 1.0)
+    else:
+        out = np.sqrt(((embeddings[:, None, :] - stacked[None]) ** 2).sum(-1))
+    out[:, ~present] = np.inf
+    return out
+
+
+def route_batch(embeddings: np.ndarray, means: list[np.ndarray | None], counts: list[int], distance: Distance,
+                adaptive: bool) -> Routing:
+    """Route samples in order to the nearest centroid (the last pool when there is none). Adaptive (DIMEE-D):
+    after each sample μ_k ← μ_k + (e − μ_k)/(N_k + 1), N_k ← N_k + 1, so later samples see the move — the
+    one definition of routing for the offline evaluator and the router alike."""
+    embeddings = np.asarray(embeddings, dtype=np.float64)
+    stacked, present = _stacked(means, embeddings.shape[-1])
+    counts = list(counts)
+    if not adaptive:
+        dist = _distances(embeddings, stacked, present, distance)
+    else:
+        dist = np.empty((len(embeddings), len(means)))
+        for i, embedding in enumerate(embeddings):  # sequential: each sample sees the moves before it
+            dist[i] = _distances(embedding[None], stacked, present, distance)[0]
+            pool = int(_nearest(dist[i:i + 1])[0])
+            if present[pool]:
+                stacked[pool] = running_mean_step(stacked[pool], embedding, counts[pool])
+                counts[pool] += 1
+    moved = [stacked[k].copy() if present[k] else None for k in range(len(means))]
+    return Routing(_nearest(dist), dist, moved, counts)
+
+
+def _nearest(dist: np.ndarray) -> np.ndarray:
+    """Row-wise argmin; a row with no finite distance (no centroid at all) goes to the last pool."""
+    return np.where(np.isfinite(dist).any(1), dist.argmin(1), dist.shape[1] - 1).astype(np.int64)
+
+
 def route(
     embeddings: np.ndarray, means: list[np.ndarray | None], counts: list[int], distance: Distance,
     adaptive: bool,
 ) -> np.ndarray:
-    """Route a stream in order. Adaptive (DIMEE-D): μ_k ← μ_k + (e − μ_k)/(N_k + 1), N_k ← N_k + 1."""
-    means = [None if mu is None else mu.copy() for mu in means]
-    counts = list(counts)
-    out = np.empty(len(embeddings), dtype=np.int64)
-    if not adaptive and distance == "euclidean" and all(mu is not None for mu in means):
-        stacked = np.stack(means)  # fast path: one matrix op for the whole stream
-        d2 = ((embeddings[:, None, :].astype(np.float64) - stacked[None]) ** 2).sum(-1)
-        return d2.argmin(1)
-    for i, embedding in enumerate(embeddings.astype(np.float64)):
-        pool = nearest_pool(embedding, means, distance)
-        out[i] = pool
-        if adaptive and means[pool] is not None:
-            means[pool] = running_mean_step(means[pool], embedding, counts[pool])
-            counts[pool] += 1
-    return out
+    """The pool of each sample of a stream routed in order (see `route_batch`)."""
+    return route_batch(embeddings, means, counts, distance, adaptive).pools
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@ its routing policy (`routers.strategies`), and publishes the routed sample to th
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 
 from dimee import __version__, metrics
@@ -44,7 +46,10 @@ class Router(Stage):
 
     def process(self, batch: list[tuple[Record, Sample]]) -> list[Output]:
         samples = [message for _, message in batch]
-        outputs = [self._output(s, d) for s, d in zip(samples, self.strategy.decide(samples), strict=True)]
+        decisions = self.strategy.decide(samples)
+        outputs = [self._output(s, d) for s, d in zip(samples, decisions, strict=True)]
+        for pool, routed in Counter(d.pool for d in decisions).items():  # per batch: label lookups cost
+            metrics.ROUTED.labels(self.plan.tiers[pool].value).inc(routed)
         if isinstance(self.strategy, CentroidRouting) and self.strategy.seen is not None:
             self._report_centroids(*self.strategy.seen)
         return outputs
@@ -62,7 +67,6 @@ class Router(Stage):
         routed = Routed(**sample.model_dump(), tier=tier, pool=decision.pool, distances=decision.distances,
                         centroid_version=decision.centroid_version, router=self.router_id,
                         digest=sample.content_digest(), policy=self.policy)
-        metrics.ROUTED.labels(tier.value).inc()
         return Output.of(self.topics.tier(tier.value), routed)
 
 

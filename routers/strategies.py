@@ -60,7 +60,7 @@ class LearnedRouting:
 class CentroidRouting:
     def __init__(self, calibration: Calibration, embedder: RoutingEmbedder, store: CentroidStore,
                  adaptive: bool) -> None:
-        self.distance, self.last_pool = calibration.distance, len(calibration.plan) - 1
+        self.distance = calibration.distance
         self.embedder, self.store, self.adaptive = embedder, store, adaptive
         # the centroids as this router last saw them (after its own updates of the batch), for the metrics
         self.seen: tuple[list[np.ndarray | None], list[int]] | None = None
@@ -68,22 +68,17 @@ class CentroidRouting:
     def decide(self, samples: list[Sample]) -> list[Decision]:
         embeddings = self.embedder.embed(samples)
         snapshot = self.store.snapshot()
-        means, counts = snapshot.means, list(snapshot.counts)
-        updates, decisions = [], []
-        for sample, embedding in zip(samples, embeddings, strict=True):
-            distances = method.distances(embedding, means, self.distance)
-            pool = int(np.argmin(distances)) if np.isfinite(distances).any() else self.last_pool
-            if self.adaptive and means[pool] is not None:
-                # Mirror the server-side step so later samples of this batch see it, as in a sequential stream.
-                means[pool] = method.running_mean_step(means[pool], embedding, counts[pool])
-                counts[pool] += 1
-                updates.append(Update(pool, embedding, sample.id))
-            finite = [None if not np.isfinite(d) else float(d) for d in distances]
-            decisions.append(Decision(pool, finite, snapshot.version))  # type: ignore[arg-type]
-        if updates:
-            self.store.apply(updates)  # atomic and idempotent per sample id: a replay changes nothing
-        self.seen = (means, counts)
-        return decisions
+        # The batch in order, each sample seeing the moves before it (as in a sequential stream); the store
+        # then makes the same moves, atomically and once per sample id (a replay changes nothing).
+        routed = method.route_batch(embeddings, snapshot.means, snapshot.counts, self.distance, self.adaptive)
+        if self.adaptive:
+            self.store.apply([Update(int(pool), embedding, sample.id) for sample, embedding, pool
+                              in zip(samples, embeddings, routed.pools, strict=True)
+                              if snapshot.means[pool] is not None], read=snapshot)
+        self.seen = (routed.means, routed.counts)
+        distances = np.where(np.isfinite(routed.distances), routed.distances, np.nan).tolist()
+        return [Decision(int(pool), [None if d != d else d for d in row], snapshot.version)  # NaN: no centroid
+                for pool, row in zip(routed.pools, distances, strict=True)]
 
 
 def strategy_for(deployment: Deployment, embedder: RoutingEmbedder, store: CentroidStore) -> RoutingStrategy:

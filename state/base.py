@@ -9,6 +9,7 @@ from typing import Protocol
 import numpy as np
 
 from dimee.errors import DimeeError
+from dimee.method import running_mean_step
 
 
 class NotSeeded(DimeeError):
@@ -34,6 +35,38 @@ class Update:
     gamma: float = 0.0  # 0: running mean μ + (e − μ)/(N + 1); else exponential moving average μ + γ(e − μ)
 
 
+@dataclass
+class Moves:
+    """What a batch of updates does to the centroids: the new mean and count of every pool it moves, and
+    which updates were applied (a replayed id, a repeat within the batch, or an empty pool: not applied)."""
+
+    means: dict[int, np.ndarray]
+    counts: dict[int, int]
+    moved_by: dict[int, int]  # pool → how many updates moved it
+    applied: list[bool]
+
+
+def moves(updates: list[Update], means: list[np.ndarray | None], counts: list[int], seen: set[str]) -> Moves:
+    """The updates applied in order, each id once, with `dimee.method.running_mean_step`: the one rule both
+    stores follow (the Redis store computes it here and writes the result atomically, see redis_store)."""
+    new_means: dict[int, np.ndarray] = {}
+    new_counts: dict[int, int] = {}
+    moved_by: dict[int, int] = {}
+    applied, ids = [], set(seen)
+    for update in updates:
+        start = new_means.get(update.pool, means[update.pool])
+        if update.sample_id in ids or start is None:
+            applied.append(False)
+            continue
+        ids.add(update.sample_id)
+        count = new_counts.get(update.pool, counts[update.pool])
+        new_means[update.pool] = running_mean_step(start, update.embedding.astype(np.float64), count, update.gamma)
+        new_counts[update.pool] = count + 1
+        moved_by[update.pool] = moved_by.get(update.pool, 0) + 1
+        applied.append(True)
+    return Moves(new_means, new_counts, moved_by, applied)
+
+
 class CentroidStore(Protocol):
     def seed(self, means: list[np.ndarray | None], counts: list[int]) -> None:
         """Replace the stored centroids (None: an empty pool) and their counts, and forget which ids were
@@ -43,9 +76,10 @@ class CentroidStore(Protocol):
 
     def snapshot(self) -> CentroidSnapshot: ...
 
-    def apply(self, updates: list[Update]) -> list[bool]:
+    def apply(self, updates: list[Update], read: CentroidSnapshot | None = None) -> list[bool]:
         """μ_k ← μ_k + (e − μ_k)/(N_k + 1), N_k ← N_k + 1 for each update whose sample id was not applied
-        before (within the seen-marker TTL); returns which were applied."""
+        before (within the seen-marker TTL); returns which were applied. `read`: a snapshot the caller took
+        (a store may start from it instead of reading again; it never trusts it past a change)."""
 
     def check_not_evicting(self) -> None:
         """Raise unless the store keeps every key it is given (adaptive routing depends on it)."""

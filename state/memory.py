@@ -6,8 +6,7 @@ import threading
 
 import numpy as np
 
-from dimee.method import running_mean_step
-from state.base import CentroidSnapshot, NotSeeded, Update
+from state.base import CentroidSnapshot, NotSeeded, Update, moves
 
 _STORES: dict[tuple[str, str], InMemoryCentroidStore] = {}
 _LOCK = threading.Lock()
@@ -43,24 +42,16 @@ class InMemoryCentroidStore:
             return CentroidSnapshot([None if m is None else m.copy() for m in self._means], list(self._counts),
                                     list(self._versions))
 
-    def apply(self, updates: list[Update]) -> list[bool]:
-        applied = []
+    def apply(self, updates: list[Update], read: CentroidSnapshot | None = None) -> list[bool]:
         with self._lock:
             if self._means is None:
                 raise NotSeeded("the in-memory centroid store is empty")
-            for update in updates:
-                mean = self._means[update.pool]
-                if update.sample_id in self._seen or mean is None:
-                    applied.append(False)
-                    continue
-                self._seen.add(update.sample_id)
-                count = self._counts[update.pool]
-                self._means[update.pool] = running_mean_step(mean, update.embedding.astype(np.float64), count,
-                                                             update.gamma)
-                self._counts[update.pool] = count + 1
-                self._versions[update.pool] += 1
-                applied.append(True)
-        return applied
+            done = moves(updates, self._means, self._counts, self._seen)
+            self._seen.update(u.sample_id for u, ok in zip(updates, done.applied, strict=True) if ok)
+            for pool, mean in done.means.items():
+                self._means[pool], self._counts[pool] = mean, done.counts[pool]
+                self._versions[pool] += done.moved_by[pool]
+            return done.applied
 
     def check_not_evicting(self) -> None:
         pass  # memory is only given back when the process ends

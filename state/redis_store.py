@@ -6,8 +6,12 @@ one script touches one slot):
                                         count, version
     dimee:{MODEL_ID}:seen:ID      "1" with a TTL: this sample id has moved a centroid already
 
-The adaptive update is one Lua script: it sets the seen-marker (NX) and moves the mean in the same atomic
-step, so a replayed message never moves a centroid twice and concurrent routers never lose an update.
+A batch of adaptive updates is two round trips, whatever its size: read the centroids, compute the moves
+(`state.base.moves`, the same code as the in-memory store), then one Lua script that writes them only if
+no pool it moves changed meanwhile (its version) and no sample id was seen before — setting the seen-markers
+in the same atomic step. Otherwise nothing is written and the batch is computed again: without the seen ids,
+or from the centroids as they now are. So a replayed message never moves a centroid twice and concurrent
+routers never lose an update (optimistic concurrency; a busy pool costs a retry, not a lock).
 """
 
 from __future__ import annotations
@@ -19,33 +23,39 @@ import redis
 
 from dimee.config import redact
 from dimee.errors import DimeeError, ServiceUnavailable
-from state.base import CentroidSnapshot, NotSeeded, Update
+from state.base import CentroidSnapshot, NotSeeded, Update, moves
 
-UPDATE_SCRIPT = """
-if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[2])) then
-  return {0, 0}
-end
-local mean = redis.call('HGET', KEYS[1], 'mean')
-if not mean then
-  redis.call('DEL', KEYS[2])
-  return {-1, 0}
-end
-local n = tonumber(redis.call('HGET', KEYS[1], 'count'))
-local e = ARGV[1]
-local gamma = tonumber(ARGV[3])
-local out = {}
-for i = 0, string.len(mean) / 8 - 1 do
-  local mu = struct.unpack('<d', mean, i * 8 + 1)
-  local x = struct.unpack('<d', e, i * 8 + 1)
-  if gamma > 0 then
-    out[i + 1] = struct.pack('<d', mu + (x - mu) * gamma)
-  else
-    out[i + 1] = struct.pack('<d', mu + (x - mu) / (n + 1))
+# KEYS: the pools moved, then the seen-markers of the batch's sample ids.
+# ARGV: pools moved, seen TTL, then per pool: the version read, the new mean, the new count, updates applied.
+# Returns {1} written; {-1} a pool's version moved; {0, i, ...} these ids (1-based) were seen already.
+MOVE_SCRIPT = """
+local pools = tonumber(ARGV[1])
+for i = 1, pools do
+  local version = tonumber(redis.call('HGET', KEYS[i], 'version') or '0')
+  if version ~= tonumber(ARGV[2 + 4 * (i - 1) + 1]) then
+    return {-1}
   end
 end
-redis.call('HSET', KEYS[1], 'mean', table.concat(out), 'count', n + 1)
-return {1, redis.call('HINCRBY', KEYS[1], 'version', 1)}
+local seen = {0}
+for j = pools + 1, #KEYS do
+  if redis.call('EXISTS', KEYS[j]) == 1 then
+    seen[#seen + 1] = j - pools
+  end
+end
+if #seen > 1 then
+  return seen
+end
+for j = pools + 1, #KEYS do
+  redis.call('SET', KEYS[j], '1', 'EX', tonumber(ARGV[2]))
+end
+for i = 1, pools do
+  local at = 2 + 4 * (i - 1)
+  redis.call('HSET', KEYS[i], 'mean', ARGV[at + 2], 'count', ARGV[at + 3])
+  redis.call('HINCRBY', KEYS[i], 'version', tonumber(ARGV[at + 4]))
+end
+return {1}
 """
+MAX_ATTEMPTS = 50  # each lost race means another router moved the pool: progress is being made
 
 
 def pack(vector: np.ndarray) -> bytes:
@@ -62,7 +72,7 @@ class RedisCentroidStore:
         self.namespace = f"dimee:{{{model_id}}}"
         self.seen_ttl_s = seen_ttl_s
         self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
-        self._update = self.client.register_script(UPDATE_SCRIPT)
+        self._move = self.client.register_script(MOVE_SCRIPT)
 
     def _key(self, *parts: object) -> str:
         return ":".join([self.namespace, *(str(p) for p in parts)])
@@ -124,15 +134,25 @@ class RedisCentroidStore:
         means = [None if mean is None else unpack(mean) for mean, _, _ in rows]
         return CentroidSnapshot(means, [int(c or 0) for _, c, _ in rows], [int(v or 0) for _, _, v in rows])
 
-    def apply(self, updates: list[Update]) -> list[bool]:
-        if not updates:
-            return []
-        with self.client.pipeline(transaction=False) as pipe:
-            for update in updates:
-                self._update(keys=[self._key("pool", update.pool), self._key("seen", update.sample_id)],
-                             args=[pack(update.embedding), self.seen_ttl_s, repr(float(update.gamma))], client=pipe)
-            results = self._call(pipe.execute)
-        return [int(result[0]) == 1 for result in results]
+    def apply(self, updates: list[Update], read: CentroidSnapshot | None = None) -> list[bool]:
+        seen: set[str] = set()
+        for attempt in range(MAX_ATTEMPTS):
+            snapshot = read if attempt == 0 and read is not None else self.snapshot()
+            done = moves(updates, snapshot.means, snapshot.counts, seen)
+            applied = [u.sample_id for u, ok in zip(updates, done.applied, strict=True) if ok]
+            if not applied:
+                return done.applied
+            pools = sorted(done.means)
+            args: list = [len(pools), self.seen_ttl_s]
+            for pool in pools:
+                args += [snapshot.versions[pool], pack(done.means[pool]), done.counts[pool], done.moved_by[pool]]
+            keys = [self._key("pool", pool) for pool in pools] + [self._key("seen", i) for i in applied]
+            result = self._call(self._move, keys=keys, args=args)
+            if int(result[0]) == 1:
+                return done.applied
+            seen.update(applied[int(i) - 1] for i in result[1:])  # replays: computed again without them
+        raise ServiceUnavailable(f"Redis at {self._host}: the centroids kept changing under this router "
+                                 f"({MAX_ATTEMPTS} attempts); retrying the batch")
 
     def close(self) -> None:
         self.client.close()

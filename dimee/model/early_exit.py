@@ -126,6 +126,24 @@ class EarlyExitEncoder(nn.Module):
                 hidden = self.embed(input_ids, token_type_ids)
             return masked_mean(hidden, attention_mask)
 
+    def packed_routing_embedding(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, lengths: torch.Tensor, raw: bool = False,
+    ) -> torch.Tensor:
+        """The same e(x) as `routing_embedding`, from the batch's tokens laid end to end (no padding): the
+        embedding layer works token by token, so padding a batch to its longest sample only adds work — on
+        short sentences more than half of it. (T,) ids and token types, (B,) lengths summing to T → (B, H)."""
+        with torch.inference_mode():
+            if raw:
+                hidden = self.embeddings.word_embeddings(input_ids)
+            else:
+                starts = torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
+                positions = torch.arange(len(input_ids)) - starts  # each sample's positions count from 0
+                hidden = self.embeddings(input_ids=input_ids[None], token_type_ids=token_type_ids[None],
+                                         position_ids=positions[None])[0]
+            sample = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+            sums = torch.zeros(len(lengths), hidden.shape[-1], dtype=hidden.dtype).index_add_(0, sample, hidden)
+            return sums / lengths.clamp(min=1).to(hidden.dtype)[:, None]
+
     # -- training -------------------------------------------------------------------------------------
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None

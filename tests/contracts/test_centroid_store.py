@@ -57,3 +57,41 @@ def test_the_store_computes_the_same_step_as_dimee_method(store):
     for got, want in zip(snapshot.means[:2], expected[:2], strict=True):
         assert got == pytest.approx(want, rel=1e-12, abs=1e-12)
     assert snapshot.means[2] is None
+
+
+def _another_client(store):
+    """A second connection to the same centroids, as a second router process would have."""
+    if hasattr(store, "url"):
+        from state.redis_store import RedisCentroidStore
+
+        return RedisCentroidStore(store.url, store.namespace.split("{")[1].rstrip("}"))
+    return store
+
+
+def test_concurrent_routers_lose_no_update_and_apply_each_id_once(store):
+    """Two routers moving the same pools at once, with overlapping ids (a replay seen by both): every id moves
+    its pool exactly once, so each pool ends at the mean of its seed and of its distinct samples' embeddings."""
+    import threading
+
+    rng = np.random.default_rng(1)
+    store.seed([np.zeros(4), np.ones(4), None], [1, 1, 0])
+    embeddings = {f"id-{i}": (i % 2, rng.normal(size=4)) for i in range(400)}
+    ids = list(embeddings)
+    batches = [[ids[j] for j in range(start, min(start + 16, 400))] for start in range(0, 400, 16)]
+    other = _another_client(store)
+
+    def route(client, order) -> None:
+        for batch in order:
+            client.apply([Update(embeddings[i][0], embeddings[i][1], i) for i in batch])
+
+    racers = [threading.Thread(target=route, args=(store, batches)),
+              threading.Thread(target=route, args=(other, batches[::-1]))]  # every id offered twice
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+    snap = store.snapshot()
+    assert snap.counts[:2] == [201, 201] and snap.versions[:2] == [200, 200]
+    for pool, seed in ((0, np.zeros(4)), (1, np.ones(4))):
+        members = [e for p, e in embeddings.values() if p == pool]
+        assert snap.means[pool] == pytest.approx((seed + np.sum(members, axis=0)) / 201, rel=1e-9, abs=1e-9)

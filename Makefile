@@ -54,9 +54,11 @@ services-down:
 clean:
 	rm -rf runs artifacts .pytest_cache
 
-# Speed figures (needs the trained demo model: run `make demo` first).
+# Speed figures a–i of benchmarks/streaming_benchmark.py (needs the trained demo model: run `make demo` first);
+# writes runs/benchmark.json and runs/benchmark.md. BENCH_ARGS="--code ../old-checkout" runs another checkout's roles.
+BENCH_ARGS ?=
 bench: $(STAMP)
-	bash deploy/local-services.sh run -- $(BIN)/python benchmarks/streaming_benchmark.py --json runs/benchmark.json
+	bash deploy/local-services.sh run -- $(BIN)/python -m benchmarks.streaming_benchmark $(BENCH_ARGS)
 
 # The fault-injection suite (docs/faults.md): kill storm, hostile input, outages, SIGTERM, broker failover.
 faults: $(STAMP)

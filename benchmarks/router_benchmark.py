@@ -81,6 +81,29 @@ def one_round(records: list[Record], router: Router, parts: Parts, batch: int) -
     return total, parts.seconds
 
 
+def measure(workdir: Path, state: str, batch: int = 64, samples: int = 2642, rounds: int = 3) -> dict:
+    """The router (DIMEE-D, adaptive) on one thread over rt-sentences' test texts: samples/s per round and the
+    µs per sample of each part (median over rounds)."""
+    from dimee import roles
+
+    torch.set_num_threads(1)
+    texts = load_splits(DatasetSpec(name="rt-sentences"), Settings().data_dir).test.texts[:samples]
+    deployment = Deployment.load(workdir, "DIMEE-D")
+    settings = Settings(broker="memory://bench-router", state=state, topic_prefix="bench")
+    store = roles.centroid_store(settings, deployment)
+    store.seed(deployment.calibration.centroid_arrays(), deployment.calibration.pool_sizes)
+    router = Router(roles.context(settings, "bench-router"), deployment, store)
+    rates, all_parts, parts = [], [], instrument(router)
+    for round_no in range(rounds):
+        seconds, round_parts = one_round(_records(texts, round_no), router, parts, batch)
+        rates.append(len(texts) / seconds)
+        all_parts.append(round_parts)
+    store.close()
+    return {"per_s": statistics.median(rates), "rounds": rates, "state": state.split("://")[0], "batch": batch,
+            "parts_us": {name: statistics.median(p[name] for p in all_parts) / len(texts) * 1e6
+                         for name in all_parts[0]}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("artifacts/demo"))
@@ -90,34 +113,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    torch.set_num_threads(1)
-
-    from dimee import roles
-
-    texts = load_splits(DatasetSpec(name="rt-sentences"), Settings().data_dir).test.texts[: args.samples]
-    deployment = Deployment.load(args.workdir, "DIMEE-D")
-    settings = Settings(broker="memory://bench-router", state=args.state, topic_prefix="bench")
-    store = roles.centroid_store(settings, deployment)
-    store.seed(deployment.calibration.centroid_arrays(), deployment.calibration.pool_sizes)
-    ctx = roles.context(settings, "bench-router")
-    router = Router(ctx, deployment, store)
-    assert isinstance(router.strategy, CentroidRouting)
-    rates, all_parts, parts = [], [], instrument(router)
-    for round_no in range(args.rounds):
-        records = _records(texts, round_no)
-        seconds, round_parts = one_round(records, router, parts, args.batch)
-        rates.append(len(records) / seconds)
-        all_parts.append(round_parts)
-    store.close()
-    median = statistics.median(rates)
-    print(f"router, one thread, adaptive (DIMEE-D), state {args.state.split('://')[0]}, batch {args.batch}: "
-          f"{median:,.0f} samples/s (median of {args.rounds}; min {min(rates):,.0f}, max {max(rates):,.0f}); "
-          f"goal 10,000: {median / 10_000:.2f}×")
+    figures = measure(args.workdir, args.state, args.batch, args.samples, args.rounds)
+    rates = figures["rounds"]
+    print(f"router, one thread, adaptive (DIMEE-D), state {figures['state']}, batch {args.batch}: "
+          f"{figures['per_s']:,.0f} samples/s (median of {args.rounds}; min {min(rates):,.0f}, "
+          f"max {max(rates):,.0f}); goal 10,000: {figures['per_s'] / 10_000:.2f}×")
     print("where the time goes (µs per sample, median over rounds):")
-    figures = {"router_per_s": median, "rounds": rates, "parts_us": {}}
-    for name in all_parts[0]:
-        us = statistics.median(p[name] for p in all_parts) / len(texts) * 1e6
-        figures["parts_us"][name] = us
+    for name, us in figures["parts_us"].items():
         print(f"  {name:<56} {us:8.1f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

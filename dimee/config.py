@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     partitions: int = Field(3, ge=1, description="partitions of the topics dimee creates")
     replication_factor: int | None = Field(None, ge=1, description="replicas of the topics dimee creates; "
                                                                     "default min(3, brokers)")
+    threads: int | None = Field(None, ge=1, description="torch and tokenizer threads of a stream role; default "
+                                "all cores")
     instance_id: str | None = Field(None, description="stable name of this process's instance (e.g. the pod "
                                                      "name): a restarted instance with the same id fences the old")
     kafka_security_protocol: KafkaProtocol = "PLAINTEXT"

@@ -15,6 +15,8 @@ IN = Counter("dimee_messages_in_total", "Records consumed", ["stage"])
 OUT = Counter("dimee_messages_out_total", "Records produced", ["stage", "topic"])
 DEAD = Counter("dimee_dead_letters_total", "Records sent to the dead-letter topic, by reason", ["stage", "reason"])
 BATCH = Histogram("dimee_batch_seconds", "Processing time of one micro-batch", ["stage"])
+PROCESS = Counter("dimee_process_seconds_total", "Time a stage spent processing its batches (the model, the "
+                  "state store): divided by wall time, how busy it keeps its compute", ["stage"])
 BATCH_SIZE = Histogram("dimee_batch_size", "Records in one micro-batch", ["stage"],
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
 LAG = Gauge("dimee_consumer_lag", "Records behind the end of the partition, after the last poll",

@@ -3,7 +3,15 @@ process → deliver the outputs and commit the input offsets. Delivery is exactl
 transactions (outputs and offsets in one transaction, read by read_committed consumers) and at-least-once
 otherwise (send → flush until acknowledged → commit). Nothing is committed past a failure: an unavailable
 broker or state store is retried with backoff, and on a stop signal the current batch is finished and
-committed before the stage returns."""
+committed before the stage returns.
+
+Delivery overlaps the next batch's compute: a batch's outputs are sent (in exactly-once mode, its
+transaction is committed on a background thread) and the stage polls and processes the next batch while
+the broker acknowledges. Before the next batch is sent, the previous one is settled — acknowledged, then its
+offsets committed as they stood when it was sent (at-least-once), or its transaction's outcome awaited. A
+batch that fails to settle is handled as before (sent again, or the consumer rewound to the committed
+offsets), and then the batch computed meanwhile is dropped unsent, to be read again: at most one batch is
+ever in flight, and no offset is committed past a batch whose outputs the broker has not taken."""
 
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -19,7 +28,7 @@ from dimee.config import Settings
 from dimee.errors import Rebalanced, ServiceUnavailable
 from dimee.health import HEALTH
 from dimee.messages import DeadLetter, Message, MessageError, envelope, parse
-from dimee.metrics import BATCH, BATCH_SIZE, DEAD, IN, LAG, OUT, dead_letter_reason
+from dimee.metrics import BATCH, BATCH_SIZE, DEAD, IN, LAG, OUT, PROCESS, dead_letter_reason
 from dimee.runtime import StopFlag, log, retry
 from dimee.transport.base import Consumer, Producer, Record, Topics, Transport
 
@@ -45,6 +54,18 @@ class BatchLimits:
     max_wait_s: float = 0.05  # how long a partial batch waits for more records
     poll_timeout_s: float = 0.5
     max_poll_interval_s: float = 300.0
+
+
+@dataclass
+class InFlight:
+    """A batch whose outputs are on their way to the broker; settled before the next batch is sent."""
+
+    messages: list[Message]
+    outputs: list[Output]
+    mark: object  # the consumer's offsets right after this batch (Consumer.mark)
+    started: float
+    resend: bool = False  # at-least-once: a send failed, so all are sent again when settling
+    commit: Future | None = None  # exactly-once: the transaction's commit, running beside the next batch
 
 
 class StageEvents(Protocol):
@@ -98,6 +119,9 @@ class Stage(ABC):
         self._transactional_id: str | None = None
         self.processed = 0
         self.dead_letters = 0
+        self.in_flight: InFlight | None = None
+        self._sending: InFlight | None = None  # the batch `_deliver` is about to send
+        self._committer: ThreadPoolExecutor | None = None
         HEALTH.expect(self.name, "loading its model")
 
     @abstractmethod
@@ -118,8 +142,12 @@ class Stage(ABC):
         self.consumer = retry(lambda: transport.consumer(self.in_topics, self.group_id, self.limits.max_poll_interval_s,
                                                          read_committed=transport.supports_transactions),
                               "broker", self.stop)
+        if self.exactly_once:
+            self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-commit")
 
     def close(self) -> None:
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
         if self.consumer is not None:
             self.consumer.close()
         if self.producer is not None:
@@ -168,18 +196,66 @@ class Stage(ABC):
                 valid.append((record, parse(self.message_type, record.value, context)))
             except MessageError as exc:
                 outputs.append(self.dead_letter(record, str(exc)))
+        computing = time.perf_counter()
         valid, produced = self._process_isolated(valid)
+        PROCESS.labels(self.name).inc(time.perf_counter() - computing)
         valid, produced = self._within_size_limit(valid, produced)
         outputs.extend(produced)
+        if not self.settle():  # the batch before failed to settle and the consumer went back: read this again
+            log.warning("batch dropped unsent; it will be read again", stage=self.name, records=len(records))
+            return
+        assert self.consumer is not None
+        self._sending = InFlight([message for _, message in valid], outputs, self.consumer.mark(), started)
         try:
             retry(lambda: self._deliver(outputs), "broker", self.stop)
         except Rebalanced as exc:  # aborted: the records are read again by whoever owns their partitions now
             log.warning("batch aborted; it will be read again", stage=self.name, records=len(records),
                         error=str(exc))
-            return
-        self.processed += len(valid)
-        self.context.events.committed(self.name, [message for _, message in valid], outputs)
-        BATCH.labels(self.name).observe(time.perf_counter() - started)
+
+    def settle(self) -> bool:
+        """Wait for the batch in flight: acknowledged and committed. False if it could not be and the consumer
+        went back to the committed offsets (what was polled since is read again)."""
+        flight, self.in_flight = self.in_flight, None
+        if flight is None:
+            return True
+        try:
+            if flight.commit is not None:
+                flight.commit.result()
+            else:
+                retry(lambda: self._acknowledge_and_commit(flight), "broker", self.stop)
+        except Rebalanced as exc:
+            retry(self._rewind, "broker", self.stop)
+            log.warning("batch aborted; it will be read again", stage=self.name, error=str(exc))
+            return False
+        except ServiceUnavailable as exc:
+            if self.stop.is_set() and flight.commit is None:
+                raise
+            # a failed transaction may still have committed (its answer lost): never send it again; read
+            # again from the committed offsets whatever did not commit
+            retry(self._renew_producer_and_rewind, "broker", self.stop)
+            log.warning("transaction failed; its batch is read again if it did not commit", stage=self.name,
+                        error=str(exc))
+            return False
+        self.processed += len(flight.messages)
+        self.context.events.committed(self.name, flight.messages, flight.outputs)
+        for out in flight.outputs:
+            OUT.labels(self.name, out.topic).inc()
+        BATCH.labels(self.name).observe(time.perf_counter() - flight.started)
+        return True
+
+    def _acknowledge_and_commit(self, flight: InFlight) -> None:
+        """At-least-once: every output acknowledged (sent again after a failure: downstream dedupes by id),
+        then the offsets as they stood after this batch."""
+        assert self.producer is not None and self.consumer is not None
+        if flight.resend:
+            self._send_all(flight.outputs)
+        flight.resend = True  # if the flush below fails, the next attempt sends them all again
+        self.producer.flush()
+        self.consumer.commit(flight.mark)
+
+    def _rewind(self) -> None:
+        assert self.consumer is not None
+        self.consumer.rewind()
 
     def _process_isolated(self, valid: list[tuple[Record, Message]]) -> tuple[list, list[Output]]:
         """process(), and if it fails for another reason than a service, each record on its own: the ones
@@ -216,35 +292,40 @@ class Stage(ABC):
         return [(r, m) for r, m in valid if r.key not in too_big], kept
 
     def _deliver(self, outputs: list[Output]) -> None:
-        """Outputs and input offsets: in one transaction (exactly-once), or sent, acknowledged and then
-        committed (at-least-once: after a failure the whole batch is sent again; downstream dedupes by id)."""
+        """Send a batch's outputs and leave it in flight: in one transaction whose commit (with the input
+        offsets) runs on the committer thread (exactly-once), or sent for the broker to acknowledge while the
+        next batch is computed (at-least-once)."""
+        flight = self._sending
+        assert flight is not None and self.producer is not None
         if self.exactly_once:
-            self._deliver_in_transaction(outputs)
+            self._deliver_in_transaction(flight)
         else:
-            assert self.producer is not None and self.consumer is not None
-            for out in outputs:
-                self.producer.send(out.topic, out.key, out.value, out.timestamp_s, out.headers)
-            self.producer.flush()
-            self.consumer.commit()
-        for out in outputs:
-            OUT.labels(self.name, out.topic).inc()
+            try:
+                self._send_all(outputs)
+            except ServiceUnavailable:
+                flight.resend = True  # settling sends them all again, with retries
+        self.in_flight = flight
 
-    def _deliver_in_transaction(self, outputs: list[Output]) -> None:
+    def _send_all(self, outputs: list[Output]) -> None:
+        assert self.producer is not None
+        for out in outputs:
+            self.producer.send(out.topic, out.key, out.value, out.timestamp_s, out.headers)
+
+    def _deliver_in_transaction(self, flight: InFlight) -> None:
         """A failed transaction may still have committed (a commit whose answer never came): the batch is
         never sent again. The producer is replaced (its successor, same transactional id, fences it and waits
         for or aborts what it left open), the consumer goes back to the committed offsets, and the batch is
         read again only if its transaction did not commit."""
-        producer, consumer = self.producer, self.consumer
-        assert producer is not None and consumer is not None
+        producer, consumer, committer = self.producer, self.consumer, self._committer
+        assert producer is not None and consumer is not None and committer is not None
         try:
             producer.begin()  # type: ignore[attr-defined]
-            for out in outputs:
-                producer.send(out.topic, out.key, out.value, out.timestamp_s, out.headers)
-            producer.commit(consumer)  # type: ignore[attr-defined]
+            self._send_all(flight.outputs)
         except ServiceUnavailable as exc:
             retry(self._renew_producer_and_rewind, "broker", self.stop)
             raise Rebalanced(f"transaction failed ({exc}); the batch is read again from the committed offsets") \
                 from exc
+        flight.commit = committer.submit(producer.commit, consumer, flight.mark)  # type: ignore[attr-defined]
 
     def _renew_producer_and_rewind(self) -> None:
         if self.producer is not None:
@@ -262,6 +343,7 @@ class Stage(ABC):
             HEALTH.expect(self.name, "joining its consumer group")
             log.info("stage started", stage=self.name, topics=self.in_topics, group=self.group_id)
             self._loop(idle_exit_s)
+            self.settle()  # the last batch: committed before the stage returns
         except ServiceUnavailable as exc:
             if not self.stop.is_set():
                 raise
@@ -287,5 +369,7 @@ class Stage(ABC):
             if records:
                 self.handle(records)
                 last_record = time.monotonic()
+            elif self.in_flight is not None:
+                self.settle()  # nothing else to do: commit the last batch now rather than with the next one
             elif idle_exit_s is not None and time.monotonic() - last_record > idle_exit_s:
                 return

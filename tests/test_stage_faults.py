@@ -8,13 +8,13 @@ import threading
 
 import pytest
 from kafka import TopicPartition
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, KafkaError, ProducerFencedError
 
-from dimee.errors import Rebalanced, ServiceUnavailable
+from dimee.errors import Fenced, Rebalanced, ServiceUnavailable
 from dimee.runtime import StopFlag
 from dimee.tiers import Tier
 from dimee.transport.base import Topics
-from dimee.transport.kafka import KafkaConsumerAdapter
+from dimee.transport.kafka import KafkaConsumerAdapter, KafkaMark, KafkaTransactionalProducer
 from dimee.transport.memory import InMemoryBroker
 from producers.producer import ProduceOptions, produce
 from routers.router import Router
@@ -102,3 +102,27 @@ def test_a_poll_while_every_broker_is_down_is_an_outage_to_wait_out():
     with pytest.raises(ServiceUnavailable):  # before: KafkaConnectionError escaped and the role exited 1
         consumer.poll(10, 0.1)
     assert consumer.poll(10, 0.1) == []
+
+
+class FencedInFlight:
+    """kafka-python's producer after the broker fenced it while its records were in flight: every later
+    transactional call fails with a generic "error state" error; the fencing is the manager's last error."""
+
+    class Manager:
+        last_error = ProducerFencedError()
+
+    _transaction_manager = Manager()
+
+    def send_offsets_to_transaction(self, offsets, group):
+        raise KafkaError("Cannot execute transactional method because we are in an error state")
+
+    def abort_transaction(self):
+        raise AssertionError("a fenced producer must not be aborted and replaced: that fences the newer one")
+
+
+def test_a_producer_fenced_while_sending_reports_fenced_not_a_retriable_failure():
+    """Defect: the generic error went out as a DeliveryError, so the stage replaced its producer, whose init
+    fenced the newer instance: the zombie lived on and the successor died."""
+    producer = KafkaTransactionalProducer(FencedInFlight())  # type: ignore[arg-type]
+    with pytest.raises(Fenced):
+        producer.commit(None, KafkaMark({}, None))  # type: ignore[arg-type]

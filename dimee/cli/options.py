@@ -55,6 +55,9 @@ InstanceOpt = Annotated[str | None, _connection(
          "old one's transactions. Default: host and process id. Env: DIMEE_INSTANCE_ID.")]
 PartitionsOpt = Annotated[int | None, _connection(
     min=1, help="Partitions of the topics dimee creates (default 3). Env: DIMEE_PARTITIONS.")]
+ThreadsOpt = Annotated[int | None, _connection(
+    min=1, help="Torch (and tokenizer) threads of this role; default all cores. Split a machine's cores between "
+                "the roles on it (docs/operations.md, sizing). Env: DIMEE_THREADS.")]
 MaxBatchOpt = Annotated[int, typer.Option(min=1, help="Largest micro-batch.")]
 MaxWaitOpt = Annotated[float, typer.Option(min=0.0, help="How long a partial micro-batch waits (ms).")]
 IdleExitOpt = Annotated[float | None, typer.Option(help="Exit after this many idle seconds (default: run until "
@@ -129,7 +132,8 @@ dataset_options = bundled("data", DatasetSpec, [
 """The dataset options (`--dataset`, `--data-path`, the columns, `--seed`) as one `data: DatasetSpec`."""
 
 CONNECTION = {"broker": BrokerOpt, "state": StateOpt, "topic_prefix": PrefixOpt, "kafka_api_version": ApiOpt,
-              "guarantee": GuaranteeOpt, "instance_id": InstanceOpt, "partitions": PartitionsOpt}
+              "guarantee": GuaranteeOpt, "instance_id": InstanceOpt, "partitions": PartitionsOpt,
+              "threads": ThreadsOpt}
 
 
 def settings_options(*names: str) -> Callable[[Command], Command]:
@@ -155,7 +159,8 @@ def batch_options(max_batch: int) -> Callable[[Command], Command]:
 
 
 KAFKA = ("broker", "topic_prefix", "kafka_api_version")
-"""What any Kafka client needs; stages add guarantee, instance id and partitions."""
+"""What any Kafka client needs; stages add guarantee, instance id and partitions, and those with a model
+their threads."""
 STAGE = (*KAFKA, "guarantee", "instance_id", "partitions")
 
 
@@ -167,10 +172,25 @@ def use_all_cores() -> None:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
 
+def use_threads(threads: int | None) -> None:
+    """A role's share of the machine: torch's intra-op threads and the Rust tokenizer's pool (sized from
+    RAYON_NUM_THREADS when first used, so set before any text is tokenised)."""
+    if threads is None:
+        return use_all_cores()
+    import os
+
+    os.environ["RAYON_NUM_THREADS"] = str(threads)
+    if threads == 1:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def router_options(max_batch: int) -> Callable[[Command], Command]:
     """What a command hosting the router takes: `settings` (with the state store), `limits` and `policy`."""
 
     def decorate(command: Command) -> Command:
-        return batch_options(max_batch)(settings_options(*STAGE, "state")(policy_options(command)))
+        return batch_options(max_batch)(settings_options(*STAGE, "state", "threads")(policy_options(command)))
 
     return decorate

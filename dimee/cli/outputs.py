@@ -75,6 +75,7 @@ def pipeline_cmd(
     from producers.sources import from_split
 
     start_role(log_level, None)
+    opt.use_threads(settings.threads)
     deployment = Deployment.load(workdir, policy)
     records = from_split(DatasetSpec(name=dataset), split, settings.data_dir)[:count]
     typer.echo(f"routing policy: {deployment.policy.name}", err=True)
@@ -105,7 +106,7 @@ def schema_cmd(
 
 
 @app.command("up")
-@opt.settings_options(*opt.STAGE, "state")
+@opt.settings_options(*opt.STAGE, "state", "threads")
 @opt.policy_options
 def up_cmd(
     settings: Settings,

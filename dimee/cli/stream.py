@@ -110,6 +110,7 @@ def route_cmd(
     from dimee.deployment import Deployment
 
     stop = start_role(log_level, metrics_port, settings.metrics_host)
+    opt.use_threads(settings.threads)
     deployment = Deployment.load(workdir, policy)
     store = roles.centroid_store(settings, deployment)
     if reseed:
@@ -130,7 +131,7 @@ def route_cmd(
 
 @app.command("work")
 @opt.batch_options(max_batch=32)
-@opt.settings_options(*opt.STAGE)
+@opt.settings_options(*opt.STAGE, "threads")
 def work_cmd(
     settings: Settings,
     limits: BatchLimits,
@@ -155,6 +156,7 @@ def work_cmd(
     from dimee.deployment import Deployment
 
     stop = start_role(log_level, metrics_port, settings.metrics_host)
+    opt.use_threads(settings.threads)
     deployment = Deployment.load(workdir)
     overrides = {k: v for k, v in {"escalation": escalation, "feedback": feedback}.items() if v is not None}
     deployment = deployment.with_policy(deployment.policy.model_copy(update=overrides))

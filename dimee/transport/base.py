@@ -88,8 +88,13 @@ class Producer(Protocol):
 class Consumer(Protocol):
     def poll(self, max_records: int, timeout_s: float) -> list[Record]: ...
 
-    def commit(self) -> None:
-        """Commit everything returned by poll so far."""
+    def mark(self) -> object:
+        """Where the consumer stands now (every position, and the group generation the records since the last
+        mark were polled in), to commit later while it polls on: a stage commits a batch only once the broker
+        has taken its outputs, which may be after it polled the next batch."""
+
+    def commit(self, mark: object | None = None) -> None:
+        """Commit the positions of `mark`, or everything returned by poll so far."""
 
     def rewind(self) -> None:
         """Go back to the committed offsets: what was polled since is returned again."""
@@ -104,10 +109,12 @@ class Consumer(Protocol):
 class TransactionalProducer(Producer, Protocol):
     def begin(self) -> None: ...
 
-    def commit(self, consumer: Consumer) -> None:
-        """Commit the sends since begin() and everything `consumer` returned so far, atomically. Raises
-        `Fenced`, `Rebalanced` (the transaction was aborted and the consumer rewound to its committed
-        offsets) or `ServiceUnavailable` (aborted; the caller may run the transaction again)."""
+    def commit(self, consumer: Consumer, mark: object | None = None) -> None:
+        """Commit the sends since begin() and the consumer's positions of `mark` (default: everything it
+        returned so far), atomically. Raises `Fenced`, `Rebalanced` (the group moved on: the transaction was
+        aborted; the caller rewinds the consumer to its committed offsets) or `ServiceUnavailable` (aborted;
+        the caller may run the transaction again). Touches only the producer when given a mark, so it may run
+        on another thread than the one polling the consumer."""
 
     def abort(self) -> None: ...
 

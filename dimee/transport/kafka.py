@@ -8,6 +8,7 @@ import contextlib
 import socket
 import threading
 from collections.abc import Callable
+from typing import NamedTuple
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata
 from kafka import errors as kafka_errors
@@ -26,6 +27,17 @@ REBALANCE_ERRORS = (kafka_errors.CommitFailedError, kafka_errors.IllegalGenerati
 
 
 TRANSACTION_REQUEST_TIMEOUT_S = 20.0
+
+
+def _fenced(producer: KafkaProducer, exc: KafkaError) -> bool:
+    """Whether a failed transactional call failed because this producer was fenced. Once fenced while its
+    records were in flight, kafka-python answers every later call with a generic "error state" KafkaError;
+    the fencing itself is the transaction manager's last error."""
+    if isinstance(exc, FENCED_ERRORS):
+        return True
+    manager = getattr(producer, "_transaction_manager", None)
+    cause = getattr(manager, "last_error", None)
+    return isinstance(cause, FENCED_ERRORS) or (isinstance(cause, type) and issubclass(cause, FENCED_ERRORS))
 
 
 def _within(seconds: float, action: Callable[[], None], what: str) -> None:
@@ -211,11 +223,13 @@ class KafkaTransactionalProducer(KafkaProducerAdapter):
         self._pending = []
         try:
             self.producer.begin_transaction()
-        except FENCED_ERRORS as exc:
-            raise Fenced(f"fenced by a newer instance with the same transactional id ({type(exc).__name__})") from exc
+        except KafkaError as exc:
+            if _fenced(self.producer, exc):
+                raise Fenced(f"fenced by a newer instance with the same transactional id ({exc})") from exc
+            raise DeliveryError(f"Kafka did not begin the transaction: {exc}") from exc
 
-    def commit(self, consumer: KafkaConsumerAdapter) -> None:
-        offsets, group = consumer.positions(), consumer.consumer.group_metadata()
+    def commit(self, consumer: KafkaConsumerAdapter, mark: KafkaMark | None = None) -> None:
+        offsets, group = mark or consumer.mark()
         try:
             _within(TRANSACTION_REQUEST_TIMEOUT_S, lambda: self.producer.send_offsets_to_transaction(offsets, group),
                     "offset commit")
@@ -224,9 +238,10 @@ class KafkaTransactionalProducer(KafkaProducerAdapter):
             raise Fenced(f"fenced by a newer instance with the same transactional id ({type(exc).__name__})") from exc
         except REBALANCE_ERRORS as exc:
             self.abort()
-            consumer.rewind()
             raise Rebalanced(f"the group rebalanced before the commit ({type(exc).__name__})") from exc
         except KafkaError as exc:
+            if _fenced(self.producer, exc):  # never replaced and retried: that would fence the newer instance
+                raise Fenced(f"fenced by a newer instance with the same transactional id ({exc})") from exc
             self.abort()
             raise DeliveryError(f"Kafka did not commit the transaction: {exc}") from exc
         finally:
@@ -241,6 +256,11 @@ class KafkaTransactionalProducer(KafkaProducerAdapter):
             pass  # nothing to abort, or the broker aborts it on timeout: either way nothing was committed
 
 
+class KafkaMark(NamedTuple):
+    offsets: dict  # TopicPartition → OffsetAndMetadata: the next offset of every assigned partition
+    group: object  # the group metadata (generation, member id): a transaction's offsets are fenced by it
+
+
 class KafkaConsumerAdapter:
     def __init__(self, consumer: KafkaConsumer) -> None:
         self.consumer = consumer
@@ -248,6 +268,10 @@ class KafkaConsumerAdapter:
     def positions(self) -> dict:
         """The next offset of every assigned partition: what a commit now would record."""
         return {tp: OffsetAndMetadata(self.consumer.position(tp), "", -1) for tp in self.consumer.assignment()}
+
+    def mark(self) -> KafkaMark:
+        metadata = getattr(self.consumer, "group_metadata", None)  # for transactions: Kafka 0.11+ clients
+        return KafkaMark(self.positions(), metadata() if metadata is not None else None)
 
     def rewind(self) -> None:
         """Back to the committed offsets (after an aborted transaction), so the batch is read again."""
@@ -278,11 +302,15 @@ class KafkaConsumerAdapter:
                     out[(tp.topic, tp.partition)] = max(0, end - self.consumer.position(tp, timeout_ms=0))
         return out
 
-    def commit(self) -> None:
-        """Commit what poll returned. A group that rebalanced meanwhile refuses (the partitions may be
-        another member's now): rewind to the committed offsets and say so, for the caller to drop the batch."""
+    def commit(self, mark: KafkaMark | None = None) -> None:
+        """Commit what poll returned (or the positions of `mark`). A group that rebalanced meanwhile refuses
+        (the partitions may be another member's now): rewind to the committed offsets and say so, for the
+        caller to drop the batch."""
         try:
-            self.consumer.commit()
+            if mark is None:
+                self.consumer.commit()
+            else:
+                self.consumer.commit(offsets=mark.offsets)
         except REBALANCE_ERRORS as exc:
             self.rewind()
             raise Rebalanced(f"the group rebalanced before the commit ({type(exc).__name__})") from exc

@@ -9,6 +9,7 @@ import threading
 import time
 import zlib
 from collections import defaultdict
+from dataclasses import dataclass
 
 from dimee.errors import Fenced, Rebalanced
 from dimee.transport.base import Headers, Record
@@ -134,21 +135,28 @@ class _MemoryTransactionalProducer(_MemoryProducer):
             raise RuntimeError("send outside a transaction: call begin() first")
         self._pending.append((topic, key, value))
 
-    def commit(self, consumer: _MemoryConsumer) -> None:
+    def commit(self, consumer: _MemoryConsumer, mark: _Mark | None = None) -> None:
         with self.broker._lock:
+            mark = mark or consumer.mark()
             if self.broker._epochs[self.transactional_id] != self.epoch:
                 self._pending = None
                 raise Fenced(f"transactional id {self.transactional_id!r} was taken over by a newer instance")
-            if consumer.batch_generation not in (None, consumer.generation):
-                self._pending = consumer.batch_generation = None  # the rebalance rewound it to its committed offsets
+            if mark.generation != consumer.generation:
+                self._pending = None  # the rebalance rewound the consumer to its committed offsets
                 raise Rebalanced(f"group {consumer.group_id!r} rebalanced before the transaction committed")
             for topic, key, value in self._pending or []:
                 self.broker.append(topic, key, value)
-            consumer.commit()
+            consumer.commit(mark)
         self._pending = None
 
     def abort(self) -> None:
         self._pending = None
+
+
+@dataclass(frozen=True)
+class _Mark:
+    positions: dict[tuple[str, int], int]
+    generation: int  # the group generation the records since the previous mark were polled in
 
 
 class _MemoryConsumer:
@@ -187,11 +195,18 @@ class _MemoryConsumer:
                     return records
                 self.broker._lock.wait(remaining)
 
-    def commit(self) -> None:
+    def mark(self) -> _Mark:
         with self.broker._lock:
-            for (topic, partition), position in self.assigned.items():
-                self.broker._committed[(self.group_id, topic, partition)] = position
+            polled_in = self.generation if self.batch_generation is None else self.batch_generation
             self.batch_generation = None
+            return _Mark(dict(self.assigned), polled_in)
+
+    def commit(self, mark: _Mark | None = None) -> None:
+        with self.broker._lock:
+            positions = self.mark().positions if mark is None else mark.positions
+            for (topic, partition), position in positions.items():
+                if (topic, partition) in self.assigned:  # a partition given to another member is its to commit
+                    self.broker._committed[(self.group_id, topic, partition)] = position
 
     def rewind(self) -> None:
         with self.broker._lock:

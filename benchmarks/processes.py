@@ -1,0 +1,133 @@
+"""dimee roles as OS processes for the benchmark: launched with a metrics port, timed from launch to ready
+(`/readyz` answers 200) and from SIGTERM to exit, read through their Prometheus metrics and /proc."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Role:
+    name: str
+    process: subprocess.Popen
+    port: int
+    launched: float  # time.monotonic() at launch
+    ready_s: float | None = None
+    exit_s: float | None = None
+    peak_rss_mb: float | None = None
+
+    def metrics(self) -> dict[tuple[str, tuple], float]:
+        """Every sample of the role's /metrics: (name, sorted label pairs) → value."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples whose labels include `labels` (0 if none)."""
+        wanted = set(labels.items())
+        return sum(v for (n, pairs), v in self.metrics().items() if n == name and wanted <= set(pairs))
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def read_peak_rss(self) -> None:
+        """VmHWM: the most resident memory the process has had."""
+        try:
+            status = Path(f"/proc/{self.process.pid}/status").read_text()
+        except OSError:
+            return
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                self.peak_rss_mb = int(line.split()[1]) / 1024
+
+
+@dataclass
+class RoleSet:
+    """The roles of one run. `code` runs another checkout's dimee (a before/after comparison)."""
+
+    env: dict[str, str]
+    logs: Path
+    code: Path | None = None
+    roles: dict[str, Role] = field(default_factory=dict)
+
+    def start(self, name: str, *args: str, threads: int = 1) -> Role:
+        env = dict(self.env, DIMEE_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+                   RAYON_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false" if threads == 1 else "true")
+        if self.code is not None:
+            env["PYTHONPATH"] = str(self.code)
+        port = free_port()
+        command = [sys.executable, "-c", "from dimee.cli import main; main()", *args, "--metrics-port", str(port)]
+        log = (self.logs / f"{name}.log").open("ab")
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=self.code or Path.cwd())
+        role = self.roles[name] = Role(name, process, port, time.monotonic())
+        return role
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        for role in self.roles.values():
+            while role.ready_s is None:
+                if role.is_ready():
+                    role.ready_s = time.monotonic() - role.launched
+                elif role.process.poll() is not None or time.monotonic() > deadline:
+                    tail = (self.logs / f"{role.name}.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"{role.name} did not become ready:\n{tail}")
+                else:
+                    time.sleep(0.05)
+
+    def stop(self, name: str | None = None) -> None:
+        """SIGTERM to each (or one) role, all at once; each one's time to exit."""
+        chosen = [self.roles[name]] if name else list(self.roles.values())
+        for role in chosen:
+            role.read_peak_rss()
+            role.stopped_at = time.monotonic()  # type: ignore[attr-defined]
+            if role.process.poll() is None:
+                role.process.send_signal(signal.SIGTERM)
+        for role in chosen:
+            try:
+                role.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                role.process.kill()
+                role.process.wait()
+            role.exit_s = time.monotonic() - role.stopped_at  # type: ignore[attr-defined]
+
+    def __enter__(self) -> RoleSet:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for role in self.roles.values():
+            if role.process.poll() is None:
+                role.process.kill()
+                role.process.wait()
+
+
+def service_env(prefix: str, guarantee: str = "auto", partitions: int = 2) -> dict[str, str]:
+    """The environment of a run's roles: the test Kafka and Redis of deploy/local-services.sh, a fresh topic
+    prefix (so every run starts from empty topics), logs quiet."""
+    return dict(os.environ, DIMEE_BROKER=f"kafka://{os.environ['DIMEE_TEST_KAFKA']}",
+                DIMEE_STATE=os.environ["DIMEE_TEST_REDIS"], DIMEE_TOPIC_PREFIX=prefix, DIMEE_GUARANTEE=guarantee,
+                DIMEE_PARTITIONS=str(partitions),
+                DIMEE_KAFKA_API_VERSION=os.environ.get("DIMEE_TEST_KAFKA_API_VERSION", ""))

@@ -1,0 +1,132 @@
+"""The benchmark's rounds reduced to figures (median and range), ratios and the goals of issue 11, and the
+markdown table `make bench` writes."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from dimee.tiers import TIER_NAMES as TIERS
+
+MAX_WAIT_S = 0.020  # the workers' default --max-wait-ms
+
+
+def spread(values: list[float | None]) -> dict:
+    """Median, min and max of the values that were measured."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return {"median": None, "min": None, "max": None}
+    return {"median": statistics.median(known), "min": min(known), "max": max(known)}
+
+
+def summarise(runs: dict) -> dict:
+    bound = spread([r["per_s"] for r in runs["bound"]])
+    eos = spread([r["per_s"] for r in runs["exactly_once"]])
+    alo = spread([r["per_s"] for r in runs["at_least_once"]])
+    paired = [p["per_s"] / b["per_s"] for p, b in zip(runs["exactly_once"], runs["bound"], strict=True)]
+    stage_names = sorted({name for stages in runs["stages"] for name in stages})
+    stages = {name: {"per_s": spread([s[name]["per_s"] for s in runs["stages"] if name in s]),
+                     "efficiency": spread([s[name]["efficiency"] for s in runs["stages"] if name in s])}
+              for name in stage_names}
+    batch_compute = [s[name].get("batch_compute_s") for s in runs["stages"] for name in s if name.startswith("worker")]
+    slowest_batch = max((b for b in batch_compute if b is not None), default=None)
+    one, two = spread([r["per_s"] for r in runs["one_worker"]]), spread([r["per_s"] for r in runs["two_workers"]])
+    threaded = spread([r["per_s"] for r in runs["one_worker_two_threads"]])
+    pipelines = runs["exactly_once"] + runs["at_least_once"]
+    roles = sorted({name for run in pipelines for name in run["ready_s"]})
+    paced = runs["paced"][0]
+    return {
+        "a_pipeline": {"pipeline_per_s": eos, "bound_per_s": bound, "ratio": _ratio(eos, bound),
+                       "ratio_per_round": spread(paired), "tier_shares": runs["bound"][0]["shares"]},
+        "b_stages": stages,
+        "e_paced": {"rate": paced["samples"] / max(paced["seconds"], 1e-9), "p50_ms": paced["p50_ms"],
+                    "p99_ms": paced["p99_ms"], "saturated_p99_ms": spread([r["p99_ms"] for r in runs["exactly_once"]]),
+                    "p99_goal_ms": None if slowest_batch is None else 1000 * (MAX_WAIT_S + 2 * slowest_batch)},
+        "f_guarantees": {"exactly_once_per_s": eos, "at_least_once_per_s": alo, "ratio": _ratio(eos, alo)},
+        "g_scale_out": {"tier": runs["busiest"][0], "one_worker_per_s": one, "two_workers_per_s": two,
+                        "one_worker_two_threads_per_s": threaded, "ratio": _ratio(two, one),
+                        "two_threads_ratio": _ratio(threaded, one)},
+        "h_start_stop": {role: {"ready_s": spread([r["ready_s"].get(role) for r in pipelines]),
+                                "exit_s": spread([r["exit_s"].get(role) for r in pipelines])} for role in roles},
+        "i_peak_rss_mb": {role: max((r["peak_rss_mb"].get(role) or 0) for r in pipelines) for role in roles},
+    }
+
+
+def _ratio(top: dict, bottom: dict) -> float | None:
+    if top["median"] is None or not bottom["median"]:
+        return None
+    return top["median"] / bottom["median"]
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _range(values: dict, digits: int = 1) -> str:
+    if values["median"] is None:
+        return "—"
+    return f"{_fmt(values['median'], digits)} ({_fmt(values['min'], digits)}–{_fmt(values['max'], digits)})"
+
+
+def _met(ok: bool | None) -> str:
+    return "—" if ok is None else ("yes" if ok else "**no**")
+
+
+def _at_least(value: float | None, goal: float) -> bool | None:
+    return None if value is None else value >= goal
+
+
+def _at_most(value: float | None, goal: float | None) -> bool | None:
+    return None if value is None or goal is None else value <= goal
+
+
+def write_markdown(figures: dict, path: Path) -> str:
+    a, f, g, e = figures["a_pipeline"], figures["f_guarantees"], figures["g_scale_out"], figures["e_paced"]
+    rows = [
+        ("a", "pipeline (exactly-once), samples/s", _range(a["pipeline_per_s"]), "", ""),
+        ("a", "in-process compute bound, samples/s", _range(a["bound_per_s"]), "", ""),
+        ("a", "pipeline ÷ bound", _fmt(a["ratio"], 2), "≥ 0.90", _met(_at_least(a["ratio"], 0.9))),
+    ]
+    for name, stage in figures["b_stages"].items():
+        eff = stage["efficiency"]["median"]
+        rows.append(("b", f"{name} alone: records/s, efficiency", f"{_range(stage['per_s'])}, {_fmt(eff, 2)}",
+                     "≥ 0.90", _met(_at_least(eff, 0.9))))
+    if "router" in figures:
+        router = figures["router"]
+        rows.append(("c", f"router, 1 thread, adaptive, {router['state']}: samples/s", _fmt(router["per_s"], 0),
+                     "≥ 10,000", _met(_at_least(router["per_s"], 10_000))))
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in router["parts_us"].items())
+        rows.append(("c", "router µs per sample", parts, "", ""))
+    for tier, row in figures.get("early_exit", {}).items():
+        rows.append(("d", f"{tier}: batched vs batch-1, samples/s", f"{row['batched_per_s']:.0f} vs "
+                     f"{row['batch1_per_s']:.0f} = {row['speedup']:.2f}×", "", ""))
+    rows += [
+        ("e", f"latency at {e['rate']:.0f}/s (half load): p50, p99 ms", f"{e['p50_ms']:.0f}, {e['p99_ms']:.0f}",
+         f"p99 ≤ {_fmt(e['p99_goal_ms'], 0)}", _met(_at_most(e["p99_ms"], e["p99_goal_ms"]))),
+        ("e", "latency saturated (all produced at once): p99 ms", _range(e["saturated_p99_ms"], 0), "", ""),
+        ("f", "exactly-once vs at-least-once, samples/s",
+         f"{_range(f['exactly_once_per_s'])} vs {_range(f['at_least_once_per_s'])} = {_fmt(f['ratio'], 2)}×", "", ""),
+        ("g", f"{g['tier']} tier: 1 worker, 2 workers (1 thread each), samples/s",
+         f"{_range(g['one_worker_per_s'])}, {_range(g['two_workers_per_s'])}", "", ""),
+        ("g", "2 workers ÷ 1 worker", _fmt(g["ratio"], 2), "≥ 1.80", _met(_at_least(g["ratio"], 1.8))),
+        ("g", "1 worker with 2 threads ÷ 1 thread", _fmt(g["two_threads_ratio"], 2), "", ""),
+    ]
+    for role, times in figures["h_start_stop"].items():
+        ready, gone = times["ready_s"]["max"], times["exit_s"]["max"]
+        rows.append(("h", f"{role}: launch → ready, SIGTERM → exit (s, worst)", f"{_fmt(ready, 2)}, {_fmt(gone, 2)}",
+                     "≤ 5, ≤ 2", _met(None if ready is None else ready <= 5 and (gone or 0) <= 2)))
+    for role, mb in figures["i_peak_rss_mb"].items():
+        goal = 400 if role == "router" else None
+        rows.append(("i", f"{role}: peak resident MB", _fmt(mb, 0), "≤ 400" if goal else "",
+                     _met(_at_most(mb, goal)) if goal else ""))
+    shares = " / ".join(f"{t} {100 * a['tier_shares'].get(t, 0):.0f}%" for t in TIERS)
+    text = "\n".join([
+        f"# dimee benchmark — {figures['machine']}", "",
+        f"{figures['started']}; roles from {figures['code']}; {figures['samples']} rt-sentences test samples, "
+        f"policy {figures['policy']} (start tiers {shares}), worker batch {figures['batch']}, "
+        f"{figures['rounds']} interleaved rounds: median (min–max).", "",
+        "| | figure | measured | goal | met |", "| --- | --- | --- | --- | --- |",
+        *(f"| {k} | {name} | {value} | {goal} | {met} |" for k, name, value, goal, met in rows), ""])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return text

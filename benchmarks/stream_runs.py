@@ -1,0 +1,184 @@
+"""The benchmark's runs on Kafka + Redis, each role a process with `--threads` of its own:
+
+- `pipeline`: router, three workers and sink, samples produced at once (saturated) or paced; throughput,
+  produce → prediction latency, and per role the time to ready, the time to exit and the peak memory;
+- `stage_by_stage`: the samples produced first, then each stage started alone and timed while it drains its
+  input (the stage saturated, nothing else running): records/s and efficiency (process time ÷ wall time);
+- `scale_out`: the busiest tier's topic drained again by fresh consumer groups of 1 and 2 workers.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.processes import RoleSet, service_env
+from dimee.tiers import TIER_NAMES as TIERS
+
+
+@dataclass(frozen=True)
+class Setup:
+    workdir: Path
+    logs: Path
+    policy: str = "DIMEE-F"
+    batch: int = 32
+    partitions: int = 2
+    code: Path | None = None  # another checkout's roles (before/after)
+
+
+def produce(prefix: str, records: list[dict], partitions: int, rate: float | None = None) -> float:
+    """Send the records to PREFIX.samples from this process; the time of the first send."""
+    import os
+
+    from dimee.transport import Topics, open_transport
+    from producers.producer import ProduceOptions, produce
+
+    transport = open_transport(f"kafka://{os.environ['DIMEE_TEST_KAFKA']}", client_id="bench-producer")
+    started = time.time()
+    produce(transport, Topics(prefix), [dict(r, produced_at=time.time()) for r in records] if rate is None
+            else _stamped_when_sent(records), ProduceOptions(rate=rate, progress=False, partitions=partitions))
+    return started
+
+
+def _stamped_when_sent(records: list[dict]):
+    for record in records:  # paced: the latency counts from the moment each one is sent
+        yield dict(record, produced_at=time.time())
+
+
+def _start_pipeline(roles: RoleSet, setup: Setup, out: Path, threads: dict[str, int]) -> None:
+    workdir = str(setup.workdir)
+    roles.start("router", "route", "--workdir", workdir, "--reseed", "--policy", setup.policy, "--max-batch", "64",
+                "--log-level", "WARNING", threads=threads.get("router", 1))
+    for tier in TIERS:
+        roles.start(f"worker-{tier}", "work", "--tier", tier, "--workdir", workdir, "--max-batch", str(setup.batch),
+                    "--log-level", "WARNING", threads=threads.get(tier, 1))
+    roles.start("sink", "sink", "--out", str(out), "--log-level", "WARNING", threads=1)
+
+
+def _lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open("rb") as file:
+        return sum(1 for _ in file)
+
+
+def pipeline(setup: Setup, records: list[dict], guarantee: str = "auto", rate: float | None = None,
+             threads: dict[str, int] | None = None) -> dict:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    out = setup.logs / prefix / "predictions.jsonl"
+    with RoleSet(service_env(prefix, guarantee, setup.partitions), setup.logs / prefix, setup.code) as roles:
+        _start_pipeline(roles, setup, out, threads or {})
+        roles.wait_ready()
+        produce(prefix, records, setup.partitions, rate)
+        deadline = time.monotonic() + 600
+        while _lines(out) < len(records) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process_s = {name: _process_seconds(role) for name, role in roles.roles.items()}
+        roles.stop()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    produced = min(r["timings"]["produced_at"] for r in rows)
+    finished = max(r["timings"]["finished_at"] for r in rows)
+    latency_ms = np.array([r["timings"]["finished_at"] - r["timings"]["produced_at"] for r in rows]) * 1000
+    return {"samples": len(rows), "seconds": finished - produced, "per_s": len(rows) / (finished - produced),
+            "p50_ms": float(np.percentile(latency_ms, 50)), "p99_ms": float(np.percentile(latency_ms, 99)),
+            "ready_s": {n: r.ready_s for n, r in roles.roles.items()},
+            "exit_s": {n: r.exit_s for n, r in roles.roles.items()},
+            "peak_rss_mb": {n: r.peak_rss_mb for n, r in roles.roles.items()}, "process_s": process_s}
+
+
+def _process_seconds(role) -> float | None:
+    """Seconds the role spent in process() (None from a checkout that does not count them)."""
+    metrics = role.metrics()
+    found = [v for (name, _), v in metrics.items() if name == "dimee_process_seconds_total"]
+    return sum(found) if found else None
+
+
+def _drain(roles: RoleSet, name: str, expected: int, timeout_s: float = 600.0) -> dict:
+    """Wait until the named roles (name, or name-1, name-2 …) have consumed `expected` records; their rate
+    and efficiency over the window from their first record to their last."""
+    members = [r for n, r in roles.roles.items() if n == name or n.startswith(f"{name}#")]
+    first = None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        consumed = sum(r.metric("dimee_messages_in_total") for r in members)
+        now = time.monotonic()
+        if consumed and first is None:
+            first = now
+        if consumed >= expected:
+            break
+        time.sleep(0.02)
+    wall = time.monotonic() - (first or time.monotonic())
+    busy = [_process_seconds(r) for r in members]
+    efficiency = None if None in busy or wall <= 0 else sum(busy) / (wall * len(members))  # type: ignore[arg-type]
+    return {"records": expected, "seconds": wall, "per_s": expected / wall if wall > 0 else None,
+            "efficiency": efficiency}
+
+
+@dataclass(frozen=True)
+class Filled:
+    """Tier topics a `stage_by_stage` run left full: under `prefix`, `routed[tier]` records each."""
+
+    prefix: str
+    routed: dict[str, int]
+
+    @property
+    def busiest(self) -> str:
+        return max(self.routed, key=self.routed.__getitem__)
+
+
+def stage_by_stage(setup: Setup, records: list[dict]) -> tuple[dict, Filled]:
+    """Each stage alone on a full input topic: the figures per stage, and the tier topics it filled."""
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    env = service_env(prefix, "auto", setup.partitions)
+    produce(prefix, records, setup.partitions)
+    workdir, figures, routed = str(setup.workdir), {}, {}
+    with RoleSet(env, setup.logs / prefix, setup.code) as roles:
+        roles.start("router", "route", "--workdir", workdir, "--reseed", "--policy", setup.policy,
+                    "--max-batch", "64", "--log-level", "WARNING")
+        roles.wait_ready()
+        figures["router"] = _drain(roles, "router", len(records))
+        router = roles.roles["router"]
+        routed = {t: int(router.metric("dimee_routed_total", tier=t)) for t in TIERS}
+        roles.stop("router")
+        for tier in TIERS:
+            if routed[tier]:
+                roles.start(f"worker-{tier}", "work", "--tier", tier, "--workdir", workdir, "--max-batch",
+                            str(setup.batch), "--log-level", "WARNING")
+                roles.wait_ready()
+                figures[f"worker-{tier}"] = _drain(roles, f"worker-{tier}", routed[tier])
+                figures[f"worker-{tier}"]["batch_compute_s"] = _batch_compute(roles.roles[f"worker-{tier}"])
+                roles.stop(f"worker-{tier}")
+        roles.start("sink", "sink", "--out", str(setup.logs / prefix / "sink.jsonl"), "--log-level", "WARNING")
+        roles.wait_ready()
+        figures["sink"] = _drain(roles, "sink", len(records))
+        roles.stop("sink")
+    return figures, Filled(prefix, routed)
+
+
+def _batch_compute(role) -> float | None:
+    """Mean process() seconds of one batch."""
+    busy = _process_seconds(role)
+    batches = role.metric("dimee_batch_size_count")
+    return busy / batches if busy is not None and batches else None
+
+
+def scale_out(setup: Setup, filled: Filled, workers: int, threads: int) -> dict:
+    """A fresh consumer group of `workers` workers of the busiest tier (each with `threads`) drains the topic
+    `stage_by_stage` filled: the same records every time."""
+    prefix, tier = filled.prefix, filled.busiest
+    group = f"{prefix}.scale.{uuid.uuid4().hex[:6]}"
+    env = service_env(prefix, "auto", setup.partitions)
+    with RoleSet(env, setup.logs / prefix / group, setup.code) as roles:
+        for i in range(workers):
+            roles.start(f"worker#{i}", "work", "--tier", tier, "--workdir", str(setup.workdir), "--group", group,
+                        "--instance-id", f"{group}-{i}", "--max-batch", str(setup.batch), "--log-level", "WARNING",
+                        threads=threads)
+        roles.wait_ready()
+        figures = _drain(roles, "worker", filled.routed[tier])
+        roles.stop()
+    return figures

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
@@ -93,7 +93,17 @@ def bind(host: str, port: int) -> socket.socket:
                          "pick another --port)") from exc
 
 
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            # uvicorn raises the caught SIGTERM again once shut down, so the process dies of it (-15); a stop
+            # asked for is a clean exit here, status 0, as for every role under `dimee up`
+            getattr(self, "_captured_signals", []).clear()
+
+
 def serve(app: Starlette, sock: socket.socket, log_level: str = "warning") -> None:
-    """Until SIGINT/SIGTERM (uvicorn's own handlers): then open event streams close within 2 s."""
+    """Until SIGINT/SIGTERM: then open event streams close within 2 s and the process exits with 0."""
     config = uvicorn.Config(app, log_level=log_level.lower(), access_log=False, timeout_graceful_shutdown=2)
-    uvicorn.Server(config).run(sockets=[sock])
+    _Server(config).run(sockets=[sock])

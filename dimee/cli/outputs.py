@@ -118,10 +118,13 @@ def up_cmd(
     metrics_port: Annotated[int | None, typer.Option(
         min=1, max=65530, help="Router's /healthz, /readyz, /metrics port; the workers and the sink take the "
                                "next four.")] = None,
+    dashboard_port: Annotated[int, typer.Option(
+        min=0, max=65535, help="Also run `dimee dashboard` on this port (0: no dashboard).")] = 0,
     log_level: opt.LogOpt = "INFO",
 ) -> None:
-    """Router, three workers and sink as separate processes against the configured Kafka and Redis, in one
-    terminal: prefixed output, a crashed role restarted, Ctrl-C stops them all (each finishes its batch)."""
+    """Router, three workers and sink (and, with --dashboard-port, the live web page) as separate processes
+    against the configured Kafka and Redis, in one terminal: prefixed output, a crashed role restarted, Ctrl-C
+    stops them all (each finishes its batch)."""
     import os
     import sys
 
@@ -138,6 +141,9 @@ def up_cmd(
     for i, (name, args) in enumerate(roles):
         metrics = ["--metrics-port", str(metrics_port + i)] if metrics_port else []
         programs.append(Program(name, [*dimee, *args, *metrics]))
+    if dashboard_port:  # supervised like a role: restarted if it dies, stopped with the rest
+        programs.append(Program("dashboard", [*dimee, "dashboard", "--port", str(dashboard_port),
+                                              "--workdir", str(workdir), "--log-level", log_level]))
     # the connection settings as given here (options or environment) reach every role the same way
     env = {**os.environ, **{f"DIMEE_{name.upper()}": str(getattr(settings, name)) for name in opt.CONNECTION
                             if getattr(settings, name) is not None}}

@@ -1,0 +1,115 @@
+"""What the dashboard shows, folded from the stream as it arrives: pure (no broker, no clock of its own), so
+the numbers are tested by feeding it messages."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from dimee.messages import DeadLetter, Prediction
+from dimee.metrics import dead_letter_reason
+from predictions.stats import PredictionStats
+
+TIER_ORDER = ("mobile", "edge", "cloud")
+
+
+@dataclass(frozen=True)
+class PoolShift:
+    """How far one pool's centroid has moved from calibration, and how many streamed samples moved it."""
+
+    pool: int
+    tier: str  # the tier the pool's samples start on
+    shift: float | None  # L2 distance to the calibrated centroid; None for a pool empty on either side
+    adapted: int  # samples averaged in since calibration (the store's count minus the calibrated pool size)
+
+
+def centroid_shifts(current: Sequence[np.ndarray | None], counts: Sequence[int],
+                    calibrated: Sequence[np.ndarray | None], pool_sizes: Sequence[int],
+                    tiers: Sequence[str]) -> list[PoolShift]:
+    """The distance the router's dimee_centroid_shift gauge reports, computed from the store's centroids."""
+    shifts = []
+    for pool, (now, then) in enumerate(zip(current, calibrated, strict=True)):
+        shift = None if now is None or then is None else float(np.linalg.norm(np.asarray(now) - np.asarray(then)))
+        shifts.append(PoolShift(pool, tiers[pool], shift, max(0, counts[pool] - pool_sizes[pool])))
+    return shifts
+
+
+def _finite(value: float | None) -> float | None:
+    """JSON has no NaN: a number not yet known is null on the page."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+class LiveView:
+    """Running totals over every prediction (each sample id once) and dead letter seen, plus a rolling
+    window for the current throughput."""
+
+    def __init__(self, cloud_only_cost: float = 1.0, window_s: float = 10.0, remember: int = 1_000_000) -> None:
+        self.stats = PredictionStats(cloud_only_cost=cloud_only_cost)
+        self.window_s, self.remember = window_s, remember
+        self.seen: OrderedDict[str, None] = OrderedDict()
+        # finish times of the latest predictions: the rate is by the pipeline's clock, not by when the page
+        # read them, so catching up on a backlog does not look like a burst
+        self.finished: deque[float] = deque(maxlen=100_000)
+        self.paths: Counter[str] = Counter()
+        self.dead_letters: Counter[str] = Counter()
+        self.duplicates = self.unreadable = 0
+        self.shifts: list[PoolShift] | None = None  # None: no adaptive state to show (no workdir, no store)
+        self.centroid_note = "no centroid store"
+
+    def add_prediction(self, prediction: Prediction) -> bool:
+        """Fold one prediction in; a redelivered one (an id seen before) is counted as a duplicate only."""
+        if prediction.id in self.seen:
+            self.duplicates += 1
+            return False
+        self.seen[prediction.id] = None
+        if len(self.seen) > self.remember:
+            self.seen.popitem(last=False)
+        self.stats.add(prediction)
+        self.finished.append(prediction.timings.finished_at)
+        if len(prediction.path) > 1:  # passed up at least once: the path is the escalation
+            self.paths[" → ".join(tier.value for tier in prediction.path)] += 1
+        return True
+
+    def add_dead_letter(self, letter: DeadLetter) -> None:
+        self.dead_letters[f"{letter.stage}: {dead_letter_reason(letter.error)}"] += 1
+
+    def set_centroids(self, shifts: list[PoolShift] | None, note: str = "") -> None:
+        self.shifts, self.centroid_note = shifts, note
+
+    def throughput(self, now: float) -> float:
+        """Predictions finished in the last `window_s` seconds, per second."""
+        start = now - self.window_s
+        return sum(1 for t in self.finished if start < t <= now) / self.window_s
+
+    def snapshot(self, now: float) -> dict:
+        """Everything the page shows, as JSON-ready values (null where not known yet)."""
+        s = self.stats.summary()
+        cloud = self.stats.cloud_only_cost
+        return {
+            "at": now,
+            "answered": s["count"],
+            "throughput_per_s": self.throughput(now),
+            "throughput_overall_per_s": _finite(s["throughput_per_s"]),
+            "tier_shares": {tier: s["tier_shares"][tier] for tier in TIER_ORDER},
+            "tier_counts": {tier: self.stats.tiers[tier] for tier in TIER_ORDER},
+            "mean_cost": _finite(s["mean_cost"]),
+            "cloud_only_cost": cloud,
+            "cost_vs_cloud": _finite(s["mean_cost"] / cloud) if s["count"] else None,
+            "accuracy": s["accuracy"],
+            "labelled": self.stats.labelled,
+            "latency_p50_ms": _finite(s["latency_p50_ms"]),
+            "latency_p99_ms": _finite(s["latency_p99_ms"]),
+            "escalations": sum(self.paths.values()),
+            "escalation_paths": dict(self.paths.most_common()),
+            "dead_letters": sum(self.dead_letters.values()),
+            "dead_letter_reasons": dict(self.dead_letters.most_common()),
+            "duplicates": self.duplicates,
+            "unreadable": self.unreadable,
+            "centroids": None if self.shifts is None else [
+                {"pool": p.pool, "tier": p.tier, "shift": p.shift, "adapted": p.adapted} for p in self.shifts],
+            "centroid_note": self.centroid_note,
+        }

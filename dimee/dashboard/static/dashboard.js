@@ -1,0 +1,104 @@
+// The dashboard page: one EventSource on /events; each message is a snapshot (dimee/dashboard/live.py) that
+// updates the numbers in place and appends a point to the time-series charts (the last HISTORY kept).
+"use strict";
+
+const HISTORY = 600;
+const TIERS = ["mobile", "edge", "cloud"];
+const COLOURS = { mobile: "#4c9be8", edge: "#f0a030", cloud: "#9b59b6" };
+const series = { t: [], shares: { mobile: [], edge: [], cloud: [] }, cost: [], cloud: [], p50: [], p99: [] };
+let revision = 0;  // Plotly.react redraws mutated arrays only when the layout's datarevision changes
+const layout = (title, yaxis) => ({
+  title: { text: title, font: { size: 14 } }, margin: { l: 50, r: 15, t: 35, b: 35 }, yaxis, datarevision: revision,
+  legend: { orientation: "h", y: -0.2 }, paper_bgcolor: "#fff", plot_bgcolor: "#fff",
+});
+const config = { displayModeBar: false, responsive: true };
+
+function text(id, value) {
+  document.getElementById(id).textContent = value;
+}
+
+function fixed(value, digits, suffix = "") {
+  return value === null || value === undefined ? "–" : value.toFixed(digits) + suffix;
+}
+
+function percent(value) {
+  return value === null || value === undefined ? "–" : (100 * value).toFixed(1) + "%";
+}
+
+function rows(id, pairs) {
+  const table = document.getElementById(id);
+  if (pairs.length === 0) pairs = [["none so far", ""]];
+  table.replaceChildren(...pairs.map(([key, value]) => {
+    const row = document.createElement("tr");
+    for (const cell of [key, value]) {
+      const td = document.createElement("td");
+      td.textContent = cell;
+      row.appendChild(td);
+    }
+    return row;
+  }));
+}
+
+function showNumbers(s) {
+  text("answered", s.answered);
+  text("throughput", fixed(s.throughput_per_s, 1, " /s"));
+  text("accuracy", percent(s.accuracy));
+  text("labelled", `${s.labelled} labelled`);
+  text("cost-vs-cloud", percent(s.cost_vs_cloud));
+  text("mean-cost", `mean ${fixed(s.mean_cost, 3)}, cloud-only ${fixed(s.cloud_only_cost, 3)}`);
+  text("latency-p50", fixed(s.latency_p50_ms, 0, " ms"));
+  text("latency-p99", fixed(s.latency_p99_ms, 0, " ms"));
+  text("tier-shares", TIERS.map((t) => (100 * s.tier_shares[t]).toFixed(0)).join(" / ") + " %");
+  text("escalations", s.escalations);
+  text("dead-letters", s.dead_letters);
+  rows("escalation-paths", Object.entries(s.escalation_paths));
+  rows("dead-letter-reasons", Object.entries(s.dead_letter_reasons));
+  text("centroid-note", s.centroid_note);
+  rows("centroid-table", (s.centroids || []).map((p) => [
+    `pool ${p.pool} (${p.tier})`, `moved ${fixed(p.shift, 4)} · ${p.adapted} samples adapted`]));
+}
+
+function remember(s) {
+  const keep = (list, value) => { list.push(value); if (list.length > HISTORY) list.shift(); };
+  keep(series.t, new Date(s.at * 1000));
+  for (const tier of TIERS) keep(series.shares[tier], s.tier_shares[tier]);
+  keep(series.cost, s.mean_cost);
+  keep(series.cloud, s.cloud_only_cost);
+  keep(series.p50, s.latency_p50_ms);
+  keep(series.p99, s.latency_p99_ms);
+}
+
+function drawCharts(s) {
+  revision += 1;
+  const t = series.t;
+  Plotly.react("chart-tiers", TIERS.map((tier) => ({
+    x: t, y: series.shares[tier], name: tier, stackgroup: "shares", line: { color: COLOURS[tier] },
+  })), layout("tier shares", { range: [0, 1], tickformat: ".0%" }), config);
+  Plotly.react("chart-cost", [
+    { x: t, y: series.cost, name: "mean cost" },
+    { x: t, y: series.cloud, name: "cloud-only", line: { dash: "dash", color: "#999" } },
+  ], layout("mean cost against cloud-only", { rangemode: "tozero" }), config);
+  Plotly.react("chart-latency", [
+    { x: t, y: series.p50, name: "p50" }, { x: t, y: series.p99, name: "p99" },
+  ], layout("latency (ms)", { rangemode: "tozero" }), config);
+  const pools = s.centroids || [];
+  Plotly.react("chart-centroids", [{
+    type: "bar", x: pools.map((p) => `pool ${p.pool} (${p.tier})`), y: pools.map((p) => p.shift),
+    marker: { color: pools.map((p) => COLOURS[p.tier] || "#888") },
+  }], layout("centroid distance from calibration", { rangemode: "tozero" }), config);
+}
+
+function connect() {
+  const status = document.getElementById("status");
+  const source = new EventSource("/events");  // reconnects by itself after an error
+  source.onopen = () => { status.textContent = "live"; status.className = "status live"; };
+  source.onerror = () => { status.textContent = "reconnecting…"; status.className = "status"; };
+  source.onmessage = (event) => {
+    const snapshot = JSON.parse(event.data);
+    showNumbers(snapshot);
+    remember(snapshot);
+    drawCharts(snapshot);
+  };
+}
+
+connect();

@@ -46,9 +46,12 @@ def summarise(runs: dict) -> dict:
         "g_scale_out": {"tier": runs["busiest"][0], "one_worker_per_s": one, "two_workers_per_s": two,
                         "one_worker_two_threads_per_s": threaded, "ratio": _ratio(two, one),
                         "two_threads_ratio": _ratio(threaded, one)},
-        "h_start_stop": {role: {"ready_s": spread([r["ready_s"].get(role) for r in pipelines]),
-                                "exit_s": spread([r["exit_s"].get(role) for r in pipelines])} for role in roles},
-        "i_peak_rss_mb": {role: max((r["peak_rss_mb"].get(role) or 0) for r in pipelines) for role in roles},
+        "h_start_stop": {role: {"ready_s": spread([s[role]["ready_s"] for s in runs["stages"] if role in s]),
+                                "exit_s": spread([s[role]["exit_s"] for s in runs["stages"] if role in s])}
+                         for role in stage_names},
+        "h_pipeline_start_s": {role: spread([r["ready_s"].get(role) for r in pipelines]) for role in roles},
+        "i_peak_rss_mb": {role: max((s[role]["peak_rss_mb"] or 0) for s in runs["stages"] if role in s)
+                          for role in stage_names},
     }
 
 
@@ -113,8 +116,11 @@ def write_markdown(figures: dict, path: Path) -> str:
     ]
     for role, times in figures["h_start_stop"].items():
         ready, gone = times["ready_s"]["max"], times["exit_s"]["max"]
-        rows.append(("h", f"{role}: launch → ready, SIGTERM → exit (s, worst)", f"{_fmt(ready, 2)}, {_fmt(gone, 2)}",
-                     "≤ 5, ≤ 2", _met(None if ready is None else ready <= 5 and (gone or 0) <= 2)))
+        rows.append(("h", f"{role} alone: launch → ready, SIGTERM → exit (s, worst)",
+                     f"{_fmt(ready, 2)}, {_fmt(gone, 2)}", "≤ 5, ≤ 2",
+                     _met(None if ready is None else ready <= 5 and (gone or 0) <= 2)))
+    together = ", ".join(f"{role} {_fmt(t['median'], 1)}" for role, t in figures["h_pipeline_start_s"].items())
+    rows.append(("h", "all five launched at once: launch → ready (s, median)", together, "", ""))
     for role, mb in figures["i_peak_rss_mb"].items():
         goal = 400 if role == "router" else None
         rows.append(("i", f"{role}: peak resident MB", _fmt(mb, 0), "≤ 400" if goal else "",

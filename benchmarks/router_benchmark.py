@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
 
-import torch
+from threadpoolctl import threadpool_limits
 
 from dimee.config import Settings
 from dimee.data import DatasetSpec, load_splits
@@ -86,7 +87,8 @@ def measure(workdir: Path, state: str, batch: int = 64, samples: int = 2642, rou
     µs per sample of each part (median over rounds)."""
     from dimee import roles
 
-    torch.set_num_threads(1)
+    threadpool_limits(1)  # one thread: numpy's BLAS (the router imports no torch)
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # and the tokenizer's pool
     texts = load_splits(DatasetSpec(name="rt-sentences"), Settings().data_dir).test.texts[:samples]
     deployment = Deployment.load(workdir, "DIMEE-D")
     settings = Settings(broker="memory://bench-router", state=state, topic_prefix="bench")

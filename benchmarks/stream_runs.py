@@ -3,7 +3,8 @@
 - `pipeline`: router, three workers and sink, samples produced at once (saturated) or paced; throughput,
   produce → prediction latency, and per role the time to ready, the time to exit and the peak memory;
 - `stage_by_stage`: the samples produced first, then each stage started alone and timed while it drains its
-  input (the stage saturated, nothing else running): records/s and efficiency (process time ÷ wall time);
+  input (the stage saturated, nothing else running): records/s, efficiency (process time ÷ wall time), and
+  the role's time from launch to ready, from SIGTERM to exit and its peak memory;
 - `scale_out`: the busiest tier's topic drained again by fresh consumer groups of 1 and 2 workers.
 """
 
@@ -98,20 +99,37 @@ def _process_seconds(role) -> float | None:
     return sum(found) if found else None
 
 
+def _progress(role) -> tuple[float, float]:
+    """Records the role has consumed and committed so far (0, 0 while its metrics port is not up yet). A
+    checkout that does not count commits reports its consumed records for both."""
+    try:
+        metrics = role.metrics()
+    except OSError:
+        return 0.0, 0.0
+    consumed = sum(v for (name, _), v in metrics.items() if name == "dimee_messages_in_total")
+    committed = [v for (name, _), v in metrics.items() if name == "dimee_records_committed_total"]
+    return consumed, sum(committed) if committed else consumed
+
+
 def _drain(roles: RoleSet, name: str, expected: int, timeout_s: float = 600.0) -> dict:
-    """Wait until the named roles (name, or name-1, name-2 …) have consumed `expected` records; their rate
-    and efficiency over the window from their first record to their last."""
+    """Watch the named roles (name, or name#0, name#1 …), just launched on a full input topic, until they have
+    committed `expected` records: their rate and efficiency over the window from their first record to the
+    commit of their last (not counting start-up)."""
     members = [r for n, r in roles.roles.items() if n == name or n.startswith(f"{name}#")]
     first = None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        consumed = sum(r.metric("dimee_messages_in_total") for r in members)
-        now = time.monotonic()
+        consumed, committed = (sum(column) for column in zip(*(_progress(r) for r in members), strict=True))
+        for role in members:  # launched alone on an idle machine: the time to ready that figure h reports
+            if role.ready_s is None and role.is_ready():
+                role.ready_s = time.monotonic() - role.launched
         if consumed and first is None:
-            first = now
-        if consumed >= expected:
+            first = time.monotonic()
+        if committed >= expected:
             break
-        time.sleep(0.02)
+        if any(r.process.poll() is not None for r in members):
+            raise RuntimeError(f"{name} exited while draining its input (logs in {roles.logs})")
+        time.sleep(0.01)
     wall = time.monotonic() - (first or time.monotonic())
     busy = [_process_seconds(r) for r in members]
     efficiency = None if None in busy or wall <= 0 else sum(busy) / (wall * len(members))  # type: ignore[arg-type]
@@ -140,7 +158,6 @@ def stage_by_stage(setup: Setup, records: list[dict]) -> tuple[dict, Filled]:
     with RoleSet(env, setup.logs / prefix, setup.code) as roles:
         roles.start("router", "route", "--workdir", workdir, "--reseed", "--policy", setup.policy,
                     "--max-batch", "64", "--log-level", "WARNING")
-        roles.wait_ready()
         figures["router"] = _drain(roles, "router", len(records))
         router = roles.roles["router"]
         routed = {t: int(router.metric("dimee_routed_total", tier=t)) for t in TIERS}
@@ -149,14 +166,14 @@ def stage_by_stage(setup: Setup, records: list[dict]) -> tuple[dict, Filled]:
             if routed[tier]:
                 roles.start(f"worker-{tier}", "work", "--tier", tier, "--workdir", workdir, "--max-batch",
                             str(setup.batch), "--log-level", "WARNING")
-                roles.wait_ready()
                 figures[f"worker-{tier}"] = _drain(roles, f"worker-{tier}", routed[tier])
                 figures[f"worker-{tier}"]["batch_compute_s"] = _batch_compute(roles.roles[f"worker-{tier}"])
                 roles.stop(f"worker-{tier}")
         roles.start("sink", "sink", "--out", str(setup.logs / prefix / "sink.jsonl"), "--log-level", "WARNING")
-        roles.wait_ready()
         figures["sink"] = _drain(roles, "sink", len(records))
         roles.stop("sink")
+    for name, role in roles.roles.items():
+        figures[name] |= {"ready_s": role.ready_s, "exit_s": role.exit_s, "peak_rss_mb": role.peak_rss_mb}
     return figures, Filled(prefix, routed)
 
 
@@ -178,7 +195,6 @@ def scale_out(setup: Setup, filled: Filled, workers: int, threads: int) -> dict:
             roles.start(f"worker#{i}", "work", "--tier", tier, "--workdir", str(setup.workdir), "--group", group,
                         "--instance-id", f"{group}-{i}", "--max-batch", str(setup.batch), "--log-level", "WARNING",
                         threads=threads)
-        roles.wait_ready()
         figures = _drain(roles, "worker", filled.routed[tier])
         roles.stop()
     return figures

@@ -104,7 +104,7 @@ def texts_from_split(spec: DatasetSpec, split: str, data_dir: Path, count: int) 
 def plan_for(workdir: Workdir, m: int | None, n: int | None) -> TierPlan:
     """The tier caps to measure: --m/--n where given, else calibration.json's, else L/3 and 2L/3."""
     from dimee.calibration import Calibration, default_m_n
-    from dimee.model.artifacts import load_spec
+    from dimee.model.spec import load_spec
 
     num_layers = load_spec(workdir.model).num_layers
     if m is None and n is None and workdir.calibration.exists():
@@ -236,7 +236,8 @@ def _prediction(routed: Routed, cap: int) -> Prediction:
 def token_counts(workdir: Workdir, texts: Texts) -> list[int]:
     """Tokens per text as a worker encodes it: the length of the hidden state an escalation carries."""
     from dimee.model import tokenize
-    from dimee.model.artifacts import load_spec, load_tokenizer
+    from dimee.model.artifacts import load_tokenizer
+    from dimee.model.spec import load_spec
 
     return tokenize.token_counts(load_tokenizer(workdir.model), texts.texts, texts.pairs,
                                  load_spec(workdir.model).max_length)
@@ -331,7 +332,7 @@ class Measured(BaseModel):
 
 def measure(workdir: Workdir, plan: TierPlan, texts: Texts, config: MeasureConfig) -> Measured:
     """Latency of every partition and bytes of every hop, on this machine, for the model in WORKDIR/model."""
-    from dimee.model.artifacts import load_spec
+    from dimee.model.spec import load_spec
 
     spec = load_spec(workdir.model)
     times = time_partitions(workdir, plan, texts, config)

@@ -8,6 +8,7 @@ a missing field, a wrong type, an empty or oversized field, a label the model do
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import time
@@ -194,18 +195,28 @@ TIMING_FIELDS = ("produced_at", "routed_at", "started_at", "finished_at")
 TRACE_FIELDS = ("id", "tier", "router", "worker")
 
 
+HEADER_NAMES = {name: f"dimee-{name.replace('_', '-')}" for name in (*TRACE_FIELDS, *TIMING_FIELDS)}
+
+
+@functools.cache
+def _present(kind: type[BaseModel], names: tuple[str, ...]) -> tuple[str, ...]:
+    """Which of the names a message class declares (asking a pydantic model for a field it lacks is slow)."""
+    return tuple(name for name in names if name in kind.model_fields)
+
+
 def envelope(message: Message) -> tuple[float | None, tuple[tuple[str, bytes], ...]]:
     """A message's timing and trace fields again as a record timestamp (the latest time it carries) and
     record headers (`dimee-produced-at`, `dimee-router`, …), so brokers and tools can read them without
     parsing the value. The value keeps them too: Kafka 0.9 has neither headers nor timestamps. (Read by
     attribute, not by dumping the message: this runs once per message on every stage's hot path.)"""
-    timings = getattr(message, "timings", None)
-    fields = {name: getattr(message, name, None) for name in TRACE_FIELDS}
-    fields |= {name: getattr(timings if timings is not None else message, name, None) for name in TIMING_FIELDS}
-    headers = tuple((f"dimee-{name.replace('_', '-')}", str(fields[name]).encode())
-                    for name in (*TRACE_FIELDS, *TIMING_FIELDS) if fields[name] is not None)
-    times = [fields[name] for name in TIMING_FIELDS if fields[name] is not None]
-    return (max(times) if times else None), headers
+    timings = message.timings if _present(type(message), ("timings",)) else None
+    source = message if timings is None else timings
+    trace = [(name, getattr(message, name)) for name in _present(type(message), TRACE_FIELDS)]
+    times = [(name, getattr(source, name)) for name in _present(type(source), TIMING_FIELDS)]
+    headers = tuple((HEADER_NAMES[name], str(value).encode()) for name, value in (*trace, *times)
+                    if value is not None)
+    known = [value for _, value in times if value is not None]
+    return (max(known) if known else None), headers
 
 
 SCHEMAS: dict[str, type[Message]] = {"sample": Sample, "routed": Routed, "prediction": Prediction,

@@ -156,16 +156,15 @@ def route_batch(embeddings: np.ndarray, means: list[np.ndarray | None], counts: 
     embeddings = np.asarray(embeddings, dtype=np.float64)
     stacked, present = _stacked(means, embeddings.shape[-1])
     counts = list(counts)
-    if not adaptive:
+    if not adaptive or not present.any():  # (no centroid at all: nothing to move)
         dist = _distances(embeddings, stacked, present, distance)
     else:
         dist = np.empty((len(embeddings), len(means)))
         for i, embedding in enumerate(embeddings):  # sequential: each sample sees the moves before it
             dist[i] = _distances(embedding[None], stacked, present, distance)[0]
-            pool = int(_nearest(dist[i:i + 1])[0])
-            if present[pool]:
-                stacked[pool] = running_mean_step(stacked[pool], embedding, counts[pool])
-                counts[pool] += 1
+            pool = int(dist[i].argmin())  # a present pool: the others are +inf
+            stacked[pool] = running_mean_step(stacked[pool], embedding, counts[pool])
+            counts[pool] += 1
     moved = [stacked[k].copy() if present[k] else None for k in range(len(means))]
     return Routing(_nearest(dist), dist, moved, counts)
 

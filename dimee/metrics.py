@@ -12,6 +12,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram, Info
 
 IN = Counter("dimee_messages_in_total", "Records consumed", ["stage"])
+COMMITTED = Counter("dimee_records_committed_total", "Records consumed whose batch was committed (with its outputs)",
+                    ["stage"])
 OUT = Counter("dimee_messages_out_total", "Records produced", ["stage", "topic"])
 DEAD = Counter("dimee_dead_letters_total", "Records sent to the dead-letter topic, by reason", ["stage", "reason"])
 BATCH = Histogram("dimee_batch_seconds", "Processing time of one micro-batch", ["stage"])

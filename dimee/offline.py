@@ -16,7 +16,8 @@ from dimee.data.dataset import TextDataset
 from dimee.errors import DimeeError
 from dimee.evaluation.report import build_report, write_report
 from dimee.exits import ExitRecords
-from dimee.model.artifacts import load_model, load_spec, load_tokenizer, new_model, save_model
+from dimee.model.artifacts import load_model, load_tokenizer, new_model, save_model
+from dimee.model.spec import load_spec
 from dimee.model.tokenize import token_counts
 from dimee.training import TrainConfig, record_exit_probabilities, train
 from dimee.workdir import Workdir

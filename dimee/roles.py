@@ -1,11 +1,13 @@
 """One builder per stream role, used by the CLI, the in-process pipeline and the tests: each takes the
 process's `StageContext` (transport, topics, settings, stop flag, batch limits) and what the role serves.
 Together with `dimee.pipeline` and `dimee.cli`, this is the only part of `dimee` that imports the role
-packages (producers, routers, workers, predictions, state)."""
+packages (producers, routers, workers, predictions, state). Each builder imports its own role: a process
+runs one role, and only a worker needs torch (seconds to import, most of a role's memory)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dimee.config import Settings
 from dimee.deployment import Deployment
@@ -13,11 +15,13 @@ from dimee.runtime import StopFlag
 from dimee.stage import BatchLimits, NoEvents, StageContext, StageEvents
 from dimee.tiers import Tier
 from dimee.transport import Topics, open_transport
-from predictions.sink import Sink
-from predictions.tail import Tail
-from routers.router import FeedbackApplier, Router
 from state import CentroidStore, open_store
-from workers.tier_worker import TierWorker
+
+if TYPE_CHECKING:
+    from predictions.sink import Sink
+    from predictions.tail import Tail
+    from routers.router import FeedbackApplier, Router
+    from workers.tier_worker import TierWorker
 
 
 def context(settings: Settings, client_id: str = "dimee", stop: StopFlag | None = None,
@@ -33,14 +37,20 @@ def centroid_store(settings: Settings, deployment: Deployment) -> CentroidStore:
 
 
 def router(ctx: StageContext, deployment: Deployment, store: CentroidStore, group_id: str | None = None) -> Router:
+    from routers.router import Router
+
     return Router(ctx, deployment, store, group_id)
 
 
 def feedback(ctx: StageContext, of_router: Router) -> FeedbackApplier:
+    from routers.router import FeedbackApplier
+
     return FeedbackApplier(ctx, of_router)
 
 
 def worker(ctx: StageContext, deployment: Deployment, tier: Tier, group_id: str | None = None) -> TierWorker:
+    from workers.tier_worker import TierWorker
+
     return TierWorker(ctx, deployment, tier, group_id)
 
 
@@ -52,10 +62,14 @@ def workers(ctx: StageContext, deployment: Deployment) -> list[TierWorker]:
 def sink(ctx: StageContext, path: Path | None, deployment: Deployment | None = None,
          group_id: str | None = None) -> Sink:
     """With a deployment, the sink's summary states cost against the deployment's cloud-only cost."""
+    from predictions.sink import Sink
+
     return Sink(ctx, path, _cloud_only_cost(deployment), group_id)
 
 
 def tail(ctx: StageContext, deployment: Deployment | None = None) -> Tail:
+    from predictions.tail import Tail
+
     return Tail(ctx, _cloud_only_cost(deployment))
 
 

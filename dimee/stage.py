@@ -28,7 +28,7 @@ from dimee.config import Settings
 from dimee.errors import Rebalanced, ServiceUnavailable
 from dimee.health import HEALTH
 from dimee.messages import DeadLetter, Message, MessageError, envelope, parse
-from dimee.metrics import BATCH, BATCH_SIZE, DEAD, IN, LAG, OUT, PROCESS, dead_letter_reason
+from dimee.metrics import BATCH, BATCH_SIZE, COMMITTED, DEAD, IN, LAG, OUT, PROCESS, dead_letter_reason
 from dimee.runtime import StopFlag, log, retry
 from dimee.transport.base import Consumer, Producer, Record, Topics, Transport
 
@@ -54,16 +54,21 @@ class BatchLimits:
     max_wait_s: float = 0.05  # how long a partial batch waits for more records
     poll_timeout_s: float = 0.5
     max_poll_interval_s: float = 300.0
+    # batches computed while the broker takes the one in flight, then sent together (one transaction): under
+    # load a stage commits less often instead of waiting for each commit
+    max_queued_batches: int = 8
 
 
 @dataclass
 class InFlight:
-    """A batch whose outputs are on their way to the broker; settled before the next batch is sent."""
+    """Computed batches, and once sent, their outputs on their way to the broker (settled before the next
+    ones are sent)."""
 
     messages: list[Message]
     outputs: list[Output]
-    mark: object  # the consumer's offsets right after this batch (Consumer.mark)
+    mark: object  # once sent: the consumer's offsets right after these batches (Consumer.mark)
     started: float
+    records: int  # input records, dead-lettered ones included
     resend: bool = False  # at-least-once: a send failed, so all are sent again when settling
     commit: Future | None = None  # exactly-once: the transaction's commit, running beside the next batch
 
@@ -120,7 +125,8 @@ class Stage(ABC):
         self.processed = 0
         self.dead_letters = 0
         self.in_flight: InFlight | None = None
-        self._sending: InFlight | None = None  # the batch `_deliver` is about to send
+        self.computed: list[InFlight] = []  # batches computed while the broker took the one in flight
+        self._sending: InFlight | None = None  # the batches `_deliver` is about to send
         self._committer: ThreadPoolExecutor | None = None
         HEALTH.expect(self.name, "loading its model")
 
@@ -201,16 +207,38 @@ class Stage(ABC):
         PROCESS.labels(self.name).inc(time.perf_counter() - computing)
         valid, produced = self._within_size_limit(valid, produced)
         outputs.extend(produced)
-        if not self.settle():  # the batch before failed to settle and the consumer went back: read this again
-            log.warning("batch dropped unsent; it will be read again", stage=self.name, records=len(records))
+        self.computed.append(InFlight([message for _, message in valid], outputs, None, started, len(records)))
+        if self._broker_busy() and len(self.computed) < self.limits.max_queued_batches:
+            return  # the broker is still taking the batch in flight: compute on, send these together after it
+        self.send_computed()
+
+    def _broker_busy(self) -> bool:
+        """Whether the batch in flight still waits for the broker (asked without waiting)."""
+        flight = self.in_flight
+        if flight is None:
+            return False
+        if flight.commit is not None:
+            return not flight.commit.done()
+        assert self.producer is not None
+        return not self.producer.acknowledged()
+
+    def send_computed(self) -> None:
+        """Settle the batch in flight, then send every batch computed meanwhile as one (one transaction)."""
+        if not self.computed:
+            return
+        batches, self.computed = self.computed, []
+        records = sum(b.records for b in batches)
+        if not self.settle():  # the batch before failed to settle and the consumer went back: read these again
+            log.warning("batches dropped unsent; they will be read again", stage=self.name, records=records)
             return
         assert self.consumer is not None
-        self._sending = InFlight([message for _, message in valid], outputs, self.consumer.mark(), started)
+        outputs = [out for b in batches for out in b.outputs]
+        self._sending = InFlight([m for b in batches for m in b.messages], outputs, self.consumer.mark(),
+                                 batches[0].started, records)
         try:
             retry(lambda: self._deliver(outputs), "broker", self.stop)
         except Rebalanced as exc:  # aborted: the records are read again by whoever owns their partitions now
-            log.warning("batch aborted; it will be read again", stage=self.name, records=len(records),
-                        error=str(exc))
+            log.warning("batch aborted; it will be read again", stage=self.name, records=records, error=str(exc))
 
     def settle(self) -> bool:
         """Wait for the batch in flight: acknowledged and committed. False if it could not be and the consumer
@@ -237,6 +265,7 @@ class Stage(ABC):
                         error=str(exc))
             return False
         self.processed += len(flight.messages)
+        COMMITTED.labels(self.name).inc(flight.records)
         self.context.events.committed(self.name, flight.messages, flight.outputs)
         for out in flight.outputs:
             OUT.labels(self.name, out.topic).inc()
@@ -343,7 +372,8 @@ class Stage(ABC):
             HEALTH.expect(self.name, "joining its consumer group")
             log.info("stage started", stage=self.name, topics=self.in_topics, group=self.group_id)
             self._loop(idle_exit_s)
-            self.settle()  # the last batch: committed before the stage returns
+            self.send_computed()  # the last batches: committed before the stage returns
+            self.settle()
         except ServiceUnavailable as exc:
             if not self.stop.is_set():
                 raise
@@ -369,7 +399,9 @@ class Stage(ABC):
             if records:
                 self.handle(records)
                 last_record = time.monotonic()
+            elif self.computed:
+                self.send_computed()  # nothing else to do: send what waited for the broker
             elif self.in_flight is not None:
-                self.settle()  # nothing else to do: commit the last batch now rather than with the next one
+                self.settle()  # and commit the last batch now rather than with the next one
             elif idle_exit_s is not None and time.monotonic() - last_record > idle_exit_s:
                 return

@@ -17,9 +17,7 @@ from dimee import method
 from dimee.calibration import Calibration
 from dimee.deployment import Deployment
 from dimee.errors import DimeeError
-from dimee.learned_router import LearnedRouter
 from dimee.messages import Sample
-from dimee.routing_features import FeatureExtractor, load_rarity
 from routers.embedding import RoutingEmbedder
 from state.base import CentroidStore, Update
 
@@ -44,12 +42,19 @@ class FixedTier:
 
 
 class LearnedRouting:
-    def __init__(self, deployment: Deployment, embedder: RoutingEmbedder) -> None:
+    def __init__(self, deployment: Deployment) -> None:
+        # the learned router's features need the model's embedding layer in torch (and scikit-learn): only
+        # a router serving this policy imports them
+        from dimee.learned_router import LearnedRouter
+        from dimee.model.artifacts import load_model, load_tokenizer
+        from dimee.routing_features import FeatureExtractor, load_rarity
+
         workdir = deployment.workdir
         if not workdir.learned_router.exists():
             raise DimeeError(f"no learned router in {workdir}: run `dimee study --workdir {workdir}` first")
         self.learned = LearnedRouter.load(workdir.learned_router)
-        self.features = FeatureExtractor(embedder.model, embedder.tokenizer, load_rarity(workdir.rarity))
+        self.features = FeatureExtractor(load_model(workdir.model, num_layers=0), load_tokenizer(workdir.model),
+                                         load_rarity(workdir.rarity))
 
     def decide(self, samples: list[Sample]) -> list[Decision]:
         pairs = [s.text_pair for s in samples] if any(s.text_pair for s in samples) else None
@@ -87,5 +92,5 @@ def strategy_for(deployment: Deployment, embedder: RoutingEmbedder, store: Centr
     if kind == "centroid":
         return CentroidRouting(calibration, embedder, store, deployment.policy.adaptive)
     if kind == "learned":
-        return LearnedRouting(deployment, embedder)
+        return LearnedRouting(deployment)
     return FixedTier(calibration.tier_plan().index(kind))

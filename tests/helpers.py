@@ -8,7 +8,8 @@ import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
 from dimee.model.artifacts import save_model
-from dimee.model.early_exit import EarlyExitEncoder, ModelSpec
+from dimee.model.early_exit import EarlyExitEncoder
+from dimee.model.spec import ModelSpec
 
 WORDS = [
     "the",

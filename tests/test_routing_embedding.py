@@ -1,15 +1,16 @@
 """The router's fast path computes the same routing embedding as the model: the Rust tokenizer gives the
-workers' tokens, and the folded embedding equals the embedding layer's output averaged over real tokens."""
+workers' tokens, and the folded embedding (numpy, no torch) equals the embedding layer's output averaged
+over real tokens, as does the model's own unpadded path that other layers fall back to."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from dimee.messages import Sample
+from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.model.tokenize import encode
-from routers.embedding import RoutingEmbedder
+from routers.embedding import FoldedEmbedding, ModelEmbedding, RoutingEmbedder
 from tests.helpers import sentences
 
 
@@ -22,37 +23,48 @@ def _samples() -> list[Sample]:
     return out
 
 
-def _reference(embedder: RoutingEmbedder, samples: list[Sample], raw: bool) -> np.ndarray:
+def _reference(model_dir, samples: list[Sample], raw: bool) -> np.ndarray:
     """The model's routing embedding of each sample alone, as the offline evaluator computes it."""
+    model, tokenizer = load_model(model_dir, 0), load_tokenizer(model_dir)
     rows = []
     for s in samples:
-        inputs = encode(embedder.tokenizer, [s.text], None if s.text_pair is None else [s.text_pair],
-                        embedder.model.spec.max_length)
-        rows.append(embedder.model.routing_embedding(**inputs, raw=raw).numpy()[0])
+        inputs = encode(tokenizer, [s.text], None if s.text_pair is None else [s.text_pair], model.spec.max_length)
+        rows.append(model.routing_embedding(**inputs, raw=raw).numpy()[0])
     return np.stack(rows).astype(np.float64)
 
 
 def test_the_rust_tokens_are_the_workers_tokens(tiny_dir):
-    embedder = RoutingEmbedder(tiny_dir)
+    embedder, tokenizer = RoutingEmbedder(tiny_dir), load_tokenizer(tiny_dir)
     samples = _samples()
     tokens = embedder.tokenise(samples)
-    lengths = tokens.lengths.tolist()
-    ids = torch.split(tokens.ids, lengths)
+    ids = np.split(tokens.ids, np.cumsum(tokens.lengths)[:-1])
     for s, got in zip(samples, ids, strict=True):
-        want = encode(embedder.tokenizer, [s.text], None if s.text_pair is None else [s.text_pair],
-                      embedder.model.spec.max_length)["input_ids"][0]
+        want = encode(tokenizer, [s.text], None if s.text_pair is None else [s.text_pair],
+                      embedder.spec.max_length)["input_ids"][0]
         assert got.tolist() == want.tolist(), s.id
 
 
 @pytest.mark.parametrize("raw", [False, True])
 def test_the_fast_routing_embedding_equals_the_models(tiny_dir, raw):
     embedder = RoutingEmbedder(tiny_dir, raw=raw)
-    assert (embedder.folded is not None) is (not raw)
+    assert isinstance(embedder.embedding, FoldedEmbedding)  # the tiny model is BERT-like
     samples = _samples()
     got = embedder.embed(samples)
-    assert got.dtype == np.float64 and got.shape == (len(samples), embedder.model.spec.hidden_size)
-    np.testing.assert_allclose(got, _reference(embedder, samples, raw), rtol=1e-4, atol=1e-5)
-    # the unpadded path of the model itself, which the folded one replaces where the layer is BERT-like
-    tokens = embedder.tokenise(samples)
-    packed = embedder.model.packed_routing_embedding(*tokens, raw=raw).numpy()
-    np.testing.assert_allclose(packed, _reference(embedder, samples, raw), rtol=1e-4, atol=1e-5)
+    assert got.dtype == np.float64 and got.shape == (len(samples), embedder.spec.hidden_size)
+    np.testing.assert_allclose(got, _reference(tiny_dir, samples, raw), rtol=1e-4, atol=1e-5)
+    # the model's own unpadded path, which any other kind of embedding layer falls back to
+    fallback = ModelEmbedding(tiny_dir, raw)(embedder.tokenise(samples))
+    np.testing.assert_allclose(fallback, _reference(tiny_dir, samples, raw), rtol=1e-4, atol=1e-5)
+
+
+def test_a_router_imports_neither_torch_nor_transformers(workdir):
+    """The router's start-up and memory: its embedding path needs only numpy, scipy and tokenizers."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from routers.router import Router; "
+            "from routers.embedding import RoutingEmbedder; from dimee import roles; "
+            f"RoutingEmbedder(Path({str(workdir / 'model')!r})).embed([]); "
+            "print(sorted(m for m in ('torch', 'transformers', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -173,18 +173,24 @@ def use_all_cores() -> None:
 
 
 def use_threads(threads: int | None) -> None:
-    """A role's share of the machine: torch's intra-op threads and the Rust tokenizer's pool (sized from
-    RAYON_NUM_THREADS when first used, so set before any text is tokenised)."""
+    """A role's share of the machine (default: torch's, every physical core). Set through the environment
+    for the libraries not loaded yet (torch reads OMP_NUM_THREADS when it starts; the Rust tokenizer sizes its
+    pool from RAYON_NUM_THREADS when first used), and through threadpoolctl for the BLAS numpy has loaded.
+    Never imports torch itself: the router and the sink run without it."""
     if threads is None:
-        return use_all_cores()
+        return
     import os
+    import sys
 
-    os.environ["RAYON_NUM_THREADS"] = str(threads)
+    from threadpoolctl import threadpool_limits
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
+        os.environ[name] = str(threads)
     if threads == 1:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    import torch
-
-    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def router_options(max_batch: int) -> Callable[[Command], Command]:

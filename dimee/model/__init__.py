@@ -1,6 +1,3 @@
-"""The early-exit encoder, its artifacts on disk, and tokenisation."""
-
-from dimee.model.artifacts import load_model, load_tokenizer, save_model
-from dimee.model.early_exit import EarlyExitEncoder, ExitResult, ModelSpec
-
-__all__ = ["EarlyExitEncoder", "ExitResult", "ModelSpec", "load_model", "load_tokenizer", "save_model"]
+"""The early-exit encoder (`early_exit`), its artifacts on disk (`artifacts`; the spec alone, without torch:
+`spec`), and tokenisation (`tokenize`). Import the submodules: this package imports nothing, so reading a
+spec does not load torch."""

@@ -17,10 +17,9 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from dimee.errors import DimeeError
-from dimee.model.early_exit import EarlyExitEncoder, ModelSpec, Pooling
+from dimee.model.early_exit import EarlyExitEncoder, Pooling
+from dimee.model.spec import SPEC, WEIGHTS, ModelSpec, load_spec
 
-WEIGHTS = "model.safetensors"
-SPEC = "dimee_model.json"
 DEFAULT_BASE = "all-MiniLM-L6-v2"
 _LAYER_KEY = re.compile(r"^(layers|heads)\.(\d+)\.")
 
@@ -69,13 +68,6 @@ def save_model(model: EarlyExitEncoder, tokenizer: PreTrainedTokenizerBase, fold
     os.replace(partial, folder / WEIGHTS)  # a crash mid-save never leaves a truncated model behind
     (folder / SPEC).write_text(model.spec.model_dump_json(indent=2))
     tokenizer.save_pretrained(folder)
-
-
-def load_spec(folder: Path) -> ModelSpec:
-    path = folder / SPEC
-    if not path.exists():
-        raise DimeeError(f"no trained model in {folder} (missing {SPEC}): run `dimee train` first")
-    return ModelSpec.model_validate_json(path.read_text())
 
 
 def load_model(folder: Path, num_layers: int | None = None) -> EarlyExitEncoder:

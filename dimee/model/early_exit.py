@@ -10,37 +10,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from pydantic import BaseModel, Field
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig
+from transformers import AutoModel
 
 from dimee.choices import Pooling
-
-
-class ModelSpec(BaseModel):
-    """Everything besides the weights needed to rebuild the model; stored as JSON beside the safetensors."""
-
-    backbone_config: dict
-    num_labels: int = Field(ge=2)
-    label_names: list[str]
-    pooling: Pooling = "mean"
-    dropout: float = 0.1
-    max_length: int = 64
-    base_model: str = ""
-
-    @property
-    def num_layers(self) -> int:
-        return int(self.backbone_config["num_hidden_layers"])
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.backbone_config["hidden_size"])
-
-    def hf_config(self, num_layers: int | None = None) -> PretrainedConfig:
-        values = dict(self.backbone_config)
-        if num_layers is not None:
-            values["num_hidden_layers"] = num_layers
-        return AutoConfig.for_model(**values)
+from dimee.model.spec import ModelSpec
 
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -82,6 +82,9 @@ class Producer(Protocol):
     def flush(self, timeout_s: float | None = None) -> None:
         """Block until every send so far is acknowledged; raise if one failed."""
 
+    def acknowledged(self) -> bool:
+        """Whether every send since the last flush has its answer (so flush would not wait); never blocks."""
+
     def close(self) -> None: ...
 
 

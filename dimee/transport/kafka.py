@@ -196,6 +196,9 @@ class KafkaProducerAdapter:
                 raise Refused(f"{type(exc).__name__}: {exc}") from exc
             raise DeliveryError(f"Kafka refused a send: {exc}") from exc  # e.g. no metadata: an outage
 
+    def acknowledged(self) -> bool:
+        return all(future.is_done for future in self._pending)
+
     def flush(self, timeout_s: float | None = 30.0) -> None:
         """Wait for every send since the last flush; raise DeliveryError naming each that failed."""
         pending, self._pending = self._pending, []

@@ -113,6 +113,9 @@ class _MemoryProducer:
     def flush(self, timeout_s: float | None = None) -> None:
         pass  # appends are acknowledged synchronously
 
+    def acknowledged(self) -> bool:
+        return True
+
     def close(self) -> None:
         pass
 

@@ -1,0 +1,83 @@
+"""The stage loop overlaps delivery with compute (dimee/stage.py): while a transaction commits, the next
+batches are computed and then sent together in one transaction; a transaction that fails drops the batches
+computed meanwhile, which are read again — every output exactly once either way."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from dimee.errors import Rebalanced
+from dimee.messages import Sample, parse
+from dimee.stage import BatchLimits, Output, Stage
+from dimee.transport.base import Topics
+from dimee.transport.memory import InMemoryBroker
+from producers.producer import ProduceOptions, produce
+from tests.helpers import context, stream_records
+
+
+class Echo(Stage):
+    """Each sample's id to the `out` topic: a stage with nothing to compute but its delivery."""
+
+    name = "echo"
+    message_type = Sample
+
+    def process(self, batch):
+        return [Output("echo.out", message.id.encode(), message.id.encode()) for _, message in batch]
+
+
+class SlowCommits:
+    """The embedded broker, its transactions slow to commit (and the first `fail` of them refused with a
+    rebalance), counting the commits."""
+
+    def __init__(self, broker: InMemoryBroker, seconds: float, fail: int = 0) -> None:
+        self.broker, self.seconds, self.fail, self.commits = broker, seconds, fail, 0
+        self.supports_transactions = True
+
+    def producer(self, transactional_id=None):
+        producer, outer = self.broker.producer(transactional_id), self
+        plain_commit = producer.commit
+
+        def commit(consumer, mark=None):
+            time.sleep(outer.seconds)
+            outer.commits += 1
+            if outer.fail:
+                outer.fail -= 1
+                producer.abort()
+                raise Rebalanced("the group moved on (simulated)")
+            plain_commit(consumer, mark)
+
+        producer.commit = commit
+        return producer
+
+    def __getattr__(self, name):
+        return getattr(self.broker, name)
+
+
+def _run(transport: SlowCommits, broker: InMemoryBroker, records: int) -> list[bytes]:
+    topics = Topics("overlap")
+    produce(broker, topics, stream_records(records), ProduceOptions(progress=False, partitions=1))
+    stage = Echo(context(transport, topics, limits=BatchLimits(max_batch=4, max_wait_s=0.0)),
+                 [topics.samples], "echo-group")
+    thread = threading.Thread(target=stage.run, kwargs={"idle_exit_s": 1.0})
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    return [r.value for r in broker.read_all("echo.out")]
+
+
+def test_batches_computed_during_a_commit_go_out_together_in_one_transaction():
+    broker = InMemoryBroker(default_partitions=1)
+    transport = SlowCommits(broker, seconds=0.15)
+    out = _run(transport, broker, 40)
+    assert sorted(out) == sorted(r["id"].encode() for r in stream_records(40))  # each once
+    assert transport.commits < 10  # 10 batches of 4, fewer transactions: they were grouped
+
+
+def test_a_failed_transaction_drops_the_batches_computed_meanwhile_and_reads_them_again():
+    broker = InMemoryBroker(default_partitions=1)
+    transport = SlowCommits(broker, seconds=0.05, fail=2)
+    out = _run(transport, broker, 40)
+    assert sorted(out) == sorted(r["id"].encode() for r in stream_records(40))  # none lost, none twice
+    ids = {parse(Sample, r.value).id for r in broker.read_all("overlap.samples")}
+    assert len(ids) == 40

@@ -44,6 +44,7 @@ from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.model.tokenize import encode
 from dimee.tiers import TIER_NAMES as TIERS
 from routers.embedding import RoutingEmbedder
+from workers.tier_worker import SUB_BATCH, similar_lengths
 
 
 def batches(items: list, size: int):
@@ -89,20 +90,26 @@ def compute_bound(texts: list[str], deployment: Deployment, batch: int) -> dict:
 
 
 def early_exit_vs_batch1(texts: list[str], deployment: Deployment, batch: int) -> dict:
+    """Per tier, on one thread: the batch-1 loop, one early-exit pass per micro-batch in arrival order, and
+    the worker's way (each micro-batch sorted by length, run in passes of SUB_BATCH)."""
     cal, model_dir = deployment.calibration, deployment.workdir.model
     tokenizer = load_tokenizer(model_dir)
+    chosen = texts[:256]
+    ways = {"batch1": lambda b: [[t] for t in b], "one_pass": lambda b: [b],
+            "worker": lambda b: similar_lengths(b, SUB_BATCH, len)}
     out = {}
     for tier, cap in cal.tier_plan():
         model = load_model(model_dir, cap)
-        chosen = texts[:200]
         timed = {}
-        for name, size in (("batch1", 1), ("batched", batch)):
+        for name, passes in ways.items():
             started = time.perf_counter()
-            for chunk in batches(chosen, size):
-                model.early_exit(encode(tokenizer, chunk, max_length=model.spec.max_length), alpha=cal.alpha, cap=cap)
+            for micro in batches(chosen, batch):
+                for chunk in passes(micro):
+                    model.early_exit(encode(tokenizer, chunk, max_length=model.spec.max_length), alpha=cal.alpha,
+                                     cap=cap)
             timed[name] = len(chosen) / (time.perf_counter() - started)
-        out[tier.value] = {"batch1_per_s": timed["batch1"], "batched_per_s": timed["batched"],
-                           "speedup": timed["batched"] / timed["batch1"]}
+        out[tier.value] = {f"{name}_per_s": rate for name, rate in timed.items()} | {
+            f"{name}_speedup": timed[name] / timed["batch1"] for name in ("one_pass", "worker")}
     return out
 
 

@@ -15,6 +15,7 @@ ever in flight, and no offset is committed past a batch whose outputs the broker
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -52,7 +53,7 @@ class Output:
 class BatchLimits:
     max_batch: int = 32
     max_wait_s: float = 0.05  # how long a partial batch waits for more records
-    poll_timeout_s: float = 0.5
+    poll_timeout_s: float = 0.25  # also how soon an idle stage notices a stop
     max_poll_interval_s: float = 300.0
     # batches computed while the broker takes the one in flight, then sent together (one transaction): under
     # load a stage commits less often instead of waiting for each commit
@@ -128,6 +129,7 @@ class Stage(ABC):
         self.computed: list[InFlight] = []  # batches computed while the broker took the one in flight
         self._sending: InFlight | None = None  # the batches `_deliver` is about to send
         self._committer: ThreadPoolExecutor | None = None
+        self._opening: Future | None = None  # the producer, while it opens
         HEALTH.expect(self.name, "loading its model")
 
     @abstractmethod
@@ -143,15 +145,27 @@ class Stage(ABC):
               self.stop)
         # A stable id per stage and instance: a restarted (or duplicated) instance fences its predecessor.
         self._transactional_id = f"{self.group_id}.{self.context.instance(self.name)}" if self.exactly_once else None
-        self.producer = retry(lambda: transport.producer(self._transactional_id), "broker", self.stop)
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-commit")
+        # The producer opens on the committer thread (a transactional one's init costs ~0.5-1 s of coordinator
+        # round trips) while the consumer joins its group and the first batch is computed: ready sooner.
+        self._opening = self._committer.submit(retry, lambda: transport.producer(self._transactional_id), "broker",
+                                               self.stop)
         # read_committed wherever the broker has transactions: never see an aborted batch's outputs.
         self.consumer = retry(lambda: transport.consumer(self.in_topics, self.group_id, self.limits.max_poll_interval_s,
                                                          read_committed=transport.supports_transactions),
                               "broker", self.stop)
-        if self.exactly_once:
-            self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-commit")
+
+    def _producer_opened(self) -> Producer:
+        if self._opening is not None:
+            opening, self._opening = self._opening, None
+            self.producer = opening.result()
+        assert self.producer is not None
+        return self.producer
 
     def close(self) -> None:
+        if self._opening is not None:
+            with contextlib.suppress(ServiceUnavailable):  # stopped during an outage: nothing was sent with it
+                self._producer_opened()
         if self._committer is not None:
             self._committer.shutdown(wait=True)
         if self.consumer is not None:
@@ -325,7 +339,8 @@ class Stage(ABC):
         offsets) runs on the committer thread (exactly-once), or sent for the broker to acknowledge while the
         next batch is computed (at-least-once)."""
         flight = self._sending
-        assert flight is not None and self.producer is not None
+        assert flight is not None
+        self._producer_opened()
         if self.exactly_once:
             self._deliver_in_transaction(flight)
         else:

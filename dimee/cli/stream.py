@@ -12,7 +12,7 @@ import typer
 from dimee.choices import EscalationMode
 from dimee.cli import options as opt
 from dimee.cli.app import app
-from dimee.cli.runtime import start_role
+from dimee.cli.runtime import end_role, start_role
 from dimee.config import Settings, redact
 from dimee.errors import DimeeError
 from dimee.stage import BatchLimits
@@ -123,10 +123,15 @@ def route_cmd(
     ctx = roles.context(settings, "dimee-router", stop, limits)
     router = roles.router(ctx, deployment, store, group)
     typer.echo(f"routing policy: {deployment.policy.name}", err=True)
+    applying = None
     if deployment.policy.feedback:
         applier = roles.feedback(ctx, router)
-        threading.Thread(target=applier.run, kwargs={"idle_exit_s": idle_exit}, daemon=True).start()
+        applying = threading.Thread(target=applier.run, kwargs={"idle_exit_s": idle_exit}, daemon=True)
+        applying.start()
     router.run(idle_exit_s=idle_exit)
+    if applying is not None:  # it stops on the same signal: let it commit its last batch too
+        applying.join(timeout=30)
+    end_role()
 
 
 @app.command("work")
@@ -162,3 +167,4 @@ def work_cmd(
     deployment = deployment.with_policy(deployment.policy.model_copy(update=overrides))
     ctx = roles.context(settings, f"dimee-{tier.value}", stop, limits)
     roles.worker(ctx, deployment, tier, group).run(idle_exit_s=idle_exit)
+    end_role()

@@ -76,9 +76,7 @@ def pipeline(setup: Setup, records: list[dict], guarantee: str = "auto", rate: f
         _start_pipeline(roles, setup, out, threads or {})
         roles.wait_ready()
         produce(prefix, records, setup.partitions, rate)
-        deadline = time.monotonic() + 600
-        while _lines(out) < len(records) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_for_predictions(out, len(records), roles)
         process_s = {name: _process_seconds(role) for name, role in roles.roles.items()}
         roles.stop()
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -90,6 +88,19 @@ def pipeline(setup: Setup, records: list[dict], guarantee: str = "auto", rate: f
             "ready_s": {n: r.ready_s for n, r in roles.roles.items()},
             "exit_s": {n: r.exit_s for n, r in roles.roles.items()},
             "peak_rss_mb": {n: r.peak_rss_mb for n, r in roles.roles.items()}, "process_s": process_s}
+
+
+def _wait_for_predictions(out: Path, expected: int, roles: RoleSet, stall_s: float = 90.0) -> None:
+    """Until the sink has written `expected` predictions; a run that stops making progress is an error (with
+    where to look), not a benchmark figure."""
+    seen, progressed = 0, time.monotonic()
+    while seen < expected:
+        time.sleep(0.05)
+        now = _lines(out)
+        if now > seen:
+            seen, progressed = now, time.monotonic()
+        elif time.monotonic() - progressed > stall_s:
+            raise RuntimeError(f"the pipeline stalled at {seen}/{expected} predictions (logs in {roles.logs})")
 
 
 def _process_seconds(role) -> float | None:

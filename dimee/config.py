@@ -42,6 +42,8 @@ class Settings(BaseSettings):
                                                                     "default min(3, brokers)")
     threads: int | None = Field(None, ge=1, description="torch and tokenizer threads of a stream role; default "
                                 "all cores")
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?|mps)$", description="where a tier worker runs its "
+                        "partition: cpu, cuda, cuda:N or mps")
     instance_id: str | None = Field(None, description="stable name of this process's instance (e.g. the pod "
                                                      "name): a restarted instance with the same id fences the old")
     kafka_security_protocol: KafkaProtocol = "PLAINTEXT"

@@ -15,7 +15,6 @@ ever in flight, and no offset is committed past a batch whose outputs the broker
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import time
@@ -129,7 +128,6 @@ class Stage(ABC):
         self.computed: list[InFlight] = []  # batches computed while the broker took the one in flight
         self._sending: InFlight | None = None  # the batches `_deliver` is about to send
         self._committer: ThreadPoolExecutor | None = None
-        self._opening: Future | None = None  # the producer, while it opens
         HEALTH.expect(self.name, "loading its model")
 
     @abstractmethod
@@ -146,26 +144,16 @@ class Stage(ABC):
         # A stable id per stage and instance: a restarted (or duplicated) instance fences its predecessor.
         self._transactional_id = f"{self.group_id}.{self.context.instance(self.name)}" if self.exactly_once else None
         self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-commit")
-        # The producer opens on the committer thread (a transactional one's init costs ~0.5-1 s of coordinator
-        # round trips) while the consumer joins its group and the first batch is computed: ready sooner.
-        self._opening = self._committer.submit(retry, lambda: transport.producer(self._transactional_id), "broker",
-                                               self.stop)
+        # Producer, then consumer, one after the other: opened at once (the producer's transactional init
+        # beside the consumer's group join, ~0.5-1 s sooner ready), kafka-python 3.0.12's consumer was once
+        # seen stuck for good looking for its group coordinator, spinning a core (make bench, 2026-11-27).
+        self.producer = retry(lambda: transport.producer(self._transactional_id), "broker", self.stop)
         # read_committed wherever the broker has transactions: never see an aborted batch's outputs.
         self.consumer = retry(lambda: transport.consumer(self.in_topics, self.group_id, self.limits.max_poll_interval_s,
                                                          read_committed=transport.supports_transactions),
                               "broker", self.stop)
 
-    def _producer_opened(self) -> Producer:
-        if self._opening is not None:
-            opening, self._opening = self._opening, None
-            self.producer = opening.result()
-        assert self.producer is not None
-        return self.producer
-
     def close(self) -> None:
-        if self._opening is not None:
-            with contextlib.suppress(ServiceUnavailable):  # stopped during an outage: nothing was sent with it
-                self._producer_opened()
         if self._committer is not None:
             self._committer.shutdown(wait=True)
         if self.consumer is not None:
@@ -339,8 +327,7 @@ class Stage(ABC):
         offsets) runs on the committer thread (exactly-once), or sent for the broker to acknowledge while the
         next batch is computed (at-least-once)."""
         flight = self._sending
-        assert flight is not None
-        self._producer_opened()
+        assert flight is not None and self.producer is not None
         if self.exactly_once:
             self._deliver_in_transaction(flight)
         else:

@@ -84,7 +84,8 @@ class FoldedEmbedding:
         with safe_open(str(model_dir / WEIGHTS), framework="np") as weights:
             if not set(LAYER.values()) <= set(weights.keys()):
                 return None
-            layer = {name: weights.get_tensor(key) for name, key in LAYER.items()}
+            # float32 whatever the file holds (a half-precision copy too): the sparse products need it
+            layer = {name: weights.get_tensor(key).astype(np.float32) for name, key in LAYER.items()}
         return cls(layer, float(spec.backbone_config.get("layer_norm_eps", 1e-12)), spec.max_length, raw)
 
     def __call__(self, tokens: Tokens) -> np.ndarray:

@@ -138,6 +138,8 @@ def test_each_user_mistake_is_one_line(tmp_path):
         (["produce", "--kafka-api-version", "banana", *kafka], "--kafka-api-version (or DIMEE_KAFKA_API_VERSION)"),
         (["route", "--log-level", "LOUD"], "--log-level must be one of"),
         (["work", "--tier", "mobile", "--metrics-port", "99999"], "--metrics-port"),
+        (["work", "--tier", "mobile", "--device", "gpu", *kafka], "--device (or DIMEE_DEVICE)"),
+        (["work", "--tier", "mobile", "--device", "cuda:9", *kafka], "--device cuda:9: no such device here"),
     ]
     for args, expected in cases:
         assert expected in _one_line_error(args), args

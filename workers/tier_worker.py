@@ -32,15 +32,23 @@ from dimee.transport.base import Record
 T = TypeVar("T")
 
 
-# Samples per early-exit pass. A pass costs its longest sample's length times its size (padding), so a
-# micro-batch is sorted by length and run in passes of this many: 1.4-1.5x the samples/s of one pass over a
-# batch of 32 in arrival order on one or two CPU threads (`make bench`, figure d).
+# Samples per early-exit pass on a CPU with one or two threads. A pass costs its longest sample's length
+# times its size (padding), so a micro-batch is sorted by length and run in passes of this many: 1.4-1.5x
+# the samples/s of one pass over a batch of 32 in arrival order (`make bench`, figure d). With more threads,
+# or on a GPU, big passes keep the hardware busy and win (benchmarks/device_benchmark.py: one pass of 256
+# on an H200 ran 6-13x the samples/s of passes of 8), so there the micro-batch is one pass.
 SUB_BATCH = 8
 
 
-def similar_lengths(items: list[T], size: int, length: Callable[[T], int]) -> list[list[T]]:
-    """The items sorted by length, in consecutive runs of `size`."""
+def pass_size(device: str, threads: int) -> int | None:
+    """Samples per early-exit pass (None: the whole micro-batch)."""
+    return SUB_BATCH if device == "cpu" and threads <= 2 else None
+
+
+def similar_lengths(items: list[T], size: int | None, length: Callable[[T], int]) -> list[list[T]]:
+    """The items sorted by length, in consecutive runs of `size` (all of them: one run)."""
     ordered = sorted(items, key=length)
+    size = size or max(1, len(ordered))
     return [ordered[i: i + size] for i in range(0, len(ordered), size)]
 
 
@@ -99,7 +107,9 @@ class TierWorker(Stage):
         log.info("serving", stage=self.name, cap=self.cap, policy_of_unstamped=deployment.policy.name,
                  alpha_star=round(self.calibration.alpha, 4), note="stamped messages: the router's policy")
         self._rules: dict[RoutingPolicy, TierRule] = {}
-        self.model = load_model(deployment.workdir.model, num_layers=self.cap)
+        self.device = torch.device(context.settings.device)
+        self.model = load_model(deployment.workdir.model, num_layers=self.cap).to(self.device)
+        self.pass_size = pass_size(self.device.type, torch.get_num_threads())
         self.tokenizer = load_tokenizer(deployment.workdir.model)
         self.model_name = f"{self.calibration.model_id}:{self.tier.value}:1-{self.cap}"
         self.worker_id = context.instance(self.name)
@@ -128,7 +138,7 @@ class TierWorker(Stage):
         outputs: list[Output] = []
         for (start, _), messages in groups.items():
             rule = self._rule_of(messages[0])
-            for chunk in similar_lengths(messages, SUB_BATCH, lambda m: len(m.text) + len(m.text_pair or "")):
+            for chunk in similar_lengths(messages, self.pass_size, lambda m: len(m.text) + len(m.text_pair or "")):
                 outputs.extend(self._run(start, chunk, rule))
         return outputs
 
@@ -138,12 +148,14 @@ class TierWorker(Stage):
         started = time.time()
         pairs = [m.text_pair for m in messages] if any(m.text_pair for m in messages) else None
         inputs = encode(self.tokenizer, [m.text for m in messages], pairs, self.model.spec.max_length)
+        lengths = inputs["attention_mask"].sum(1).tolist()
         hidden = self._carried_hidden(start, messages, inputs["input_ids"].shape[1])
+        inputs = {name: tensor.to(self.device) for name, tensor in inputs.items()}
+        hidden = None if hidden is None else hidden.to(self.device)
         result = self.model.early_exit(inputs, alpha=rule.exit_threshold, cap=self.cap,
                                        resume=None if hidden is None else Resume(start, hidden),
                                        keep_hidden=rule.carries_hidden)
         timings = {"started_at": started, "finished_at": time.time()}
-        lengths = inputs["attention_mask"].sum(1).tolist()
         outputs = []
         for row, message in enumerate(messages):
             outcome = Outcome(message, row, start, int(result.exit_layer[row]), float(result.confidence[row]),

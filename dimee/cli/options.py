@@ -58,6 +58,8 @@ PartitionsOpt = Annotated[int | None, _connection(
 ThreadsOpt = Annotated[int | None, _connection(
     min=1, help="Torch (and tokenizer) threads of this role; default all cores. Split a machine's cores between "
                 "the roles on it (docs/operations.md, sizing). Env: DIMEE_THREADS.")]
+DeviceOpt = Annotated[str | None, _connection(
+    help="Where the worker runs its partition: cpu (default), cuda, cuda:N or mps. Env: DIMEE_DEVICE.")]
 MaxBatchOpt = Annotated[int, typer.Option(min=1, help="Largest micro-batch.")]
 MaxWaitOpt = Annotated[float, typer.Option(min=0.0, help="How long a partial micro-batch waits (ms).")]
 IdleExitOpt = Annotated[float | None, typer.Option(help="Exit after this many idle seconds (default: run until "
@@ -133,7 +135,7 @@ dataset_options = bundled("data", DatasetSpec, [
 
 CONNECTION = {"broker": BrokerOpt, "state": StateOpt, "topic_prefix": PrefixOpt, "kafka_api_version": ApiOpt,
               "guarantee": GuaranteeOpt, "instance_id": InstanceOpt, "partitions": PartitionsOpt,
-              "threads": ThreadsOpt}
+              "threads": ThreadsOpt, "device": DeviceOpt}
 
 
 def settings_options(*names: str) -> Callable[[Command], Command]:
@@ -191,6 +193,19 @@ def use_threads(threads: int | None) -> None:
     threadpool_limits(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
+
+
+def device_available(device: str) -> None:
+    """A worker asked to run on an accelerator this machine lacks says so in one line."""
+    if device == "cpu":
+        return
+    import torch
+
+    usable = torch.backends.mps.is_available() if device == "mps" else torch.cuda.is_available() and (
+        ":" not in device or int(device.split(":")[1]) < torch.cuda.device_count())
+    if not usable:
+        raise DimeeError(f"--device {device}: no such device here (torch sees "
+                         f"{torch.cuda.device_count()} CUDA device(s)); use --device cpu")
 
 
 def router_options(max_batch: int) -> Callable[[Command], Command]:

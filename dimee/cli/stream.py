@@ -136,7 +136,7 @@ def route_cmd(
 
 @app.command("work")
 @opt.batch_options(max_batch=32)
-@opt.settings_options(*opt.STAGE, "threads")
+@opt.settings_options(*opt.STAGE, "threads", "device")
 def work_cmd(
     settings: Settings,
     limits: BatchLimits,
@@ -162,6 +162,7 @@ def work_cmd(
 
     stop = start_role(log_level, metrics_port, settings.metrics_host)
     opt.use_threads(settings.threads)
+    opt.device_available(settings.device)
     deployment = Deployment.load(workdir)
     overrides = {k: v for k, v in {"escalation": escalation, "feedback": feedback}.items() if v is not None}
     deployment = deployment.with_policy(deployment.policy.model_copy(update=overrides))

@@ -146,22 +146,23 @@ class EarlyExitEncoder(nn.Module):
 
         Samples that leave are dropped from the batch (and trailing all-padding columns trimmed) before the
         next layer, so a batch costs what its samples cost one at a time. `resume` continues from a hidden
-        state computed elsewhere (an escalated sample's).
+        state computed elsewhere (an escalated sample's). Runs on the device of the inputs (the model's);
+        the result comes back on the host.
         """
         input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
         start_layer, hidden = (resume.start_layer, resume.hidden) if resume is not None else (0, None)
         cap = self.num_layers if cap is None else cap
         if not start_layer < cap <= self.num_layers:
             raise ValueError(f"cap must be in {start_layer + 1}..{self.num_layers}, got {cap}")
-        batch = input_ids.shape[0]
-        pred = torch.empty(batch, dtype=torch.long)
-        conf = torch.empty(batch)
-        exit_layer = torch.empty(batch, dtype=torch.long)
+        batch, device = input_ids.shape[0], input_ids.device
+        pred = torch.empty(batch, dtype=torch.long, device=device)
+        conf = torch.empty(batch, device=device)
+        exit_layer = torch.empty(batch, dtype=torch.long, device=device)
         exit_hidden = [None] * batch if keep_hidden else None
         mask = attention_mask
         if hidden is None:
             hidden = self.embed(input_ids, inputs.get("token_type_ids"))
-        active = torch.arange(batch)
+        active = torch.arange(batch, device=device)
         for i in range(start_layer, cap):
             hidden = self.run_layer(i, hidden, mask)
             probs = self.heads[i](hidden, mask).softmax(-1)
@@ -181,5 +182,5 @@ class EarlyExitEncoder(nn.Module):
         stacked = None
         if exit_hidden is not None:
             width = max(h.shape[0] for h in exit_hidden)
-            stacked = torch.stack([nn.functional.pad(h, (0, 0, 0, width - h.shape[0])) for h in exit_hidden])
-        return ExitResult(pred, conf, exit_layer, stacked)
+            stacked = torch.stack([nn.functional.pad(h, (0, 0, 0, width - h.shape[0])) for h in exit_hidden]).cpu()
+        return ExitResult(pred.cpu(), conf.cpu(), exit_layer.cpu(), stacked)  # read per sample: on the host

@@ -90,7 +90,7 @@ def pipeline(setup: Setup, records: list[dict], guarantee: str = "auto", rate: f
             "peak_rss_mb": {n: r.peak_rss_mb for n, r in roles.roles.items()}, "process_s": process_s}
 
 
-def _wait_for_predictions(out: Path, expected: int, roles: RoleSet, stall_s: float = 90.0) -> None:
+def _wait_for_predictions(out: Path, expected: int, roles: RoleSet, stall_s: float = 60.0) -> None:
     """Until the sink has written `expected` predictions; a run that stops making progress is an error (with
     where to look), not a benchmark figure."""
     seen, progressed = 0, time.monotonic()

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import NamedTuple
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka import errors as kafka_errors
 from kafka.admin import NewTopic
 from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExistsError
@@ -267,12 +267,18 @@ class KafkaMark(NamedTuple):
 
 
 class KafkaConsumerAdapter:
+    """Positions are kept here, from what poll returned (the next offset after each partition's last record),
+    never asked of kafka-python's `position()`: that call may block on epoch-validation and offset-reset
+    round trips, and the stage marks positions after every batch."""
+
     def __init__(self, consumer: KafkaConsumer) -> None:
         self.consumer = consumer
+        self.next_offsets: dict[TopicPartition, int] = {}
 
     def positions(self) -> dict:
-        """The next offset of every assigned partition: what a commit now would record."""
-        return {tp: OffsetAndMetadata(self.consumer.position(tp), "", -1) for tp in self.consumer.assignment()}
+        """The next offset of every assigned partition read from so far: what a commit now would record."""
+        assigned = self.consumer.assignment()
+        return {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self.next_offsets.items() if tp in assigned}
 
     def mark(self) -> KafkaMark:
         metadata = getattr(self.consumer, "group_metadata", None)  # for transactions: Kafka 0.11+ clients
@@ -287,6 +293,7 @@ class KafkaConsumerAdapter:
                     self.consumer.seek_to_beginning(tp)
                 else:
                     self.consumer.seek(tp, committed)
+                self.next_offsets.pop(tp, None)
         except KafkaError as exc:
             raise ServiceUnavailable(f"cannot read the committed offsets ({type(exc).__name__}: {exc})") from exc
 
@@ -295,16 +302,19 @@ class KafkaConsumerAdapter:
             batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         except KafkaError as exc:  # every broker down: an outage to wait out, not a reason to exit
             raise ServiceUnavailable(f"cannot poll Kafka ({type(exc).__name__}: {exc})") from exc
+        for tp, records in batches.items():
+            if records:
+                self.next_offsets[tp] = records[-1].offset + 1
         return [Record(r.topic, r.partition, r.offset, r.key, r.value)
                 for tp in sorted(batches, key=lambda tp: (tp.topic, tp.partition)) for r in batches[tp]]
 
     def lag(self) -> dict[tuple[str, int], int]:
-        out = {}
-        for tp in self.consumer.assignment():
-            end = self.consumer.highwater(tp)  # from the last fetch response: no request of its own
+        """Behind the last fetch's high watermark, from the partitions read from so far (no request)."""
+        out, assigned = {}, self.consumer.assignment()
+        for tp, offset in self.next_offsets.items():
+            end = self.consumer.highwater(tp) if tp in assigned else None  # the last fetch's: no request
             if end is not None:
-                with contextlib.suppress(KafkaError, AssertionError):
-                    out[(tp.topic, tp.partition)] = max(0, end - self.consumer.position(tp, timeout_ms=0))
+                out[(tp.topic, tp.partition)] = max(0, end - offset)
         return out
 
     def commit(self, mark: KafkaMark | None = None) -> None:

@@ -50,6 +50,7 @@ def summarise(runs: dict) -> dict:
                                 "exit_s": spread([s[role]["exit_s"] for s in runs["stages"] if role in s])}
                          for role in stage_names},
         "h_pipeline_start_s": {role: spread([r["ready_s"].get(role) for r in pipelines]) for role in roles},
+        "stalled_runs": runs.get("stalled", []),
         "i_peak_rss_mb": {role: max((s[role]["peak_rss_mb"] or 0) for s in runs["stages"] if role in s)
                           for role in stage_names},
     }
@@ -127,6 +128,9 @@ def write_markdown(figures: dict, path: Path) -> str:
         goal = 400 if role == "router" else None
         rows.append(("i", f"{role}: peak resident MB", _fmt(mb, 0), "≤ 400" if goal else "",
                      _met(_at_most(mb, goal)) if goal else ""))
+    if figures["stalled_runs"]:
+        rows.append(("", "runs that stalled and were run again", str(len(figures["stalled_runs"])), "0",
+                     _met(False)))
     shares = " / ".join(f"{t} {100 * a['tier_shares'].get(t, 0):.0f}%" for t in TIERS)
     text = "\n".join([
         f"# dimee benchmark — {figures['machine']}", "",

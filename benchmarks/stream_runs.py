@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -100,7 +101,23 @@ def _wait_for_predictions(out: Path, expected: int, roles: RoleSet, stall_s: flo
         if now > seen:
             seen, progressed = now, time.monotonic()
         elif time.monotonic() - progressed > stall_s:
-            raise RuntimeError(f"the pipeline stalled at {seen}/{expected} predictions (logs in {roles.logs})")
+            _dump_stacks(roles)
+            raise RuntimeError(f"the pipeline stalled at {seen}/{expected} predictions (logs and the roles' "
+                               f"stacks in {roles.logs})")
+
+
+def _dump_stacks(roles: RoleSet) -> None:
+    """Where each live role is stuck, with py-spy where it is installed: ROLE.stack beside its log."""
+    import shutil
+    import subprocess
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return
+    for name, role in roles.roles.items():
+        if role.process.poll() is None:
+            dump = subprocess.run([spy, "dump", "--pid", str(role.process.pid)], capture_output=True, text=True)
+            (roles.logs / f"{name}.stack").write_text(dump.stdout + dump.stderr)
 
 
 def _process_seconds(role) -> float | None:

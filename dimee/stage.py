@@ -15,8 +15,10 @@ ever in flight, and no offset is committed past a batch whose outputs the broker
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -46,6 +48,9 @@ class Output:
         """A message keyed by its sample id, with its timing and trace fields as timestamp and headers."""
         timestamp, headers = envelope(message)
         return cls(topic, message.id.encode(), message.to_bytes(), timestamp, headers)  # type: ignore[attr-defined]
+
+
+POLL_STUCK_S = 60.0  # a poll asks for at most a second of waiting: one not back after this never will be
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,22 @@ class Stage(ABC):
         self.consumer = retry(lambda: transport.consumer(self.in_topics, self.group_id, self.limits.max_poll_interval_s,
                                                          read_committed=transport.supports_transactions),
                               "broker", self.stop)
+        threading.Thread(target=self._watch_polls, name=f"{self.name}-poll-watchdog", daemon=True).start()
+
+    def _watch_polls(self) -> None:
+        """kafka-python 3.0.12's consumer was seen (make bench, 2026-11-27: about one run in ten of five roles)
+        never returning from a poll, whatever its timeout: its IO thread stopped running the poll's task.
+        Nothing in the process can free it, so the role exits (status 70) for its supervisor to restart it
+        (`dimee up`, a container's restart policy), and the restarted role reads on from the committed offsets:
+        nothing is lost. An outage is not this: a poll then returns or raises within its timeout."""
+        while not self.stop.is_set():
+            self.stop.wait(5.0)
+            since = getattr(self.consumer, "polling_since", None)
+            if since is not None and time.monotonic() - since > POLL_STUCK_S:
+                log.error("the Kafka client stopped answering; exiting to be restarted", stage=self.name,
+                          stuck_s=round(time.monotonic() - since))
+                logging.shutdown()
+                os._exit(70)
 
     def close(self) -> None:
         if self._committer is not None:

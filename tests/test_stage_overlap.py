@@ -81,3 +81,33 @@ def test_a_failed_transaction_drops_the_batches_computed_meanwhile_and_reads_the
     assert sorted(out) == sorted(r["id"].encode() for r in stream_records(40))  # none lost, none twice
     ids = {parse(Sample, r.value).id for r in broker.read_all("overlap.samples")}
     assert len(ids) == 40
+
+
+def test_a_poll_that_never_returns_ends_the_role_for_a_restart():
+    """kafka-python's poll was seen never returning: the stage's watchdog exits (70) rather than stall for
+    good; the supervisor restarts the role, which reads on from the committed offsets."""
+    import subprocess
+    import sys
+
+    code = """
+import time
+import dimee.stage as stage
+from dimee.transport.base import Topics
+from dimee.transport.memory import InMemoryBroker
+from tests.helpers import context
+from tests.test_stage_overlap import Echo
+
+stage.POLL_STUCK_S = 0.5
+broker = InMemoryBroker()
+echo = Echo(context(broker, Topics("stuck")), ["stuck.samples"], "stuck-group")
+echo.open()
+
+def poll(*args):
+    echo.consumer.polling_since = time.monotonic()  # as the Kafka adapter marks a poll, which never returns
+    time.sleep(600)
+
+echo.consumer.poll = poll
+echo._loop(None)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 70 and "stopped answering" in proc.stderr + proc.stdout

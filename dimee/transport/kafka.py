@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -274,6 +275,7 @@ class KafkaConsumerAdapter:
     def __init__(self, consumer: KafkaConsumer) -> None:
         self.consumer = consumer
         self.next_offsets: dict[TopicPartition, int] = {}
+        self.polling_since: float | None = None  # while a poll is in kafka-python's hands (Stage watches it)
 
     def positions(self) -> dict:
         """The next offset of every assigned partition read from so far: what a commit now would record."""
@@ -298,10 +300,13 @@ class KafkaConsumerAdapter:
             raise ServiceUnavailable(f"cannot read the committed offsets ({type(exc).__name__}: {exc})") from exc
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        self.polling_since = time.monotonic()
         try:
             batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         except KafkaError as exc:  # every broker down: an outage to wait out, not a reason to exit
             raise ServiceUnavailable(f"cannot poll Kafka ({type(exc).__name__}: {exc})") from exc
+        finally:
+            self.polling_since = None
         for tp, records in batches.items():
             if records:
                 self.next_offsets[tp] = records[-1].offset + 1

@@ -51,13 +51,14 @@ class Output:
 
 
 POLL_STUCK_S = 60.0  # a poll asks for at most a second of waiting: one not back after this never will be
+REJOIN_S = 45.0  # a consumer not in its group this long is replaced (a rebalance takes seconds)
 
 
 @dataclass(frozen=True)
 class BatchLimits:
     max_batch: int = 32
     max_wait_s: float = 0.05  # how long a partial batch waits for more records
-    poll_timeout_s: float = 0.25  # also how soon an idle stage notices a stop
+    poll_timeout_s: float = 0.5  # also how soon an idle stage notices a stop
     max_poll_interval_s: float = 300.0
     # batches computed while the broker takes the one in flight, then sent together (one transaction): under
     # load a stage commits less often instead of waiting for each commit
@@ -130,6 +131,7 @@ class Stage(ABC):
         self.processed = 0
         self.dead_letters = 0
         self.in_flight: InFlight | None = None
+        self._unjoined_since: float | None = None
         self.computed: list[InFlight] = []  # batches computed while the broker took the one in flight
         self._sending: InFlight | None = None  # the batches `_deliver` is about to send
         self._committer: ThreadPoolExecutor | None = None
@@ -158,6 +160,31 @@ class Stage(ABC):
                                                          read_committed=transport.supports_transactions),
                               "broker", self.stop)
         threading.Thread(target=self._watch_polls, name=f"{self.name}-poll-watchdog", daemon=True).start()
+
+    def _rejoin_if_lost(self) -> None:
+        """A consumer that has not been a settled member of its group for REJOIN_S is replaced. kafka-python
+        3.0.12's consumer was seen looking for its group coordinator for good (every poll returning empty), with
+        the cluster healthy: a new client joins in seconds. Whatever was polled and not sent is dropped, to be
+        read again from the committed offsets."""
+        assert self.consumer is not None
+        if self.consumer.joined():
+            self._unjoined_since = None
+            return
+        now = time.monotonic()
+        if self._unjoined_since is None:
+            self._unjoined_since = now
+        if now - self._unjoined_since < REJOIN_S:
+            return
+        log.warning("the consumer did not rejoin its group; replacing it", stage=self.name,
+                    waited_s=round(now - self._unjoined_since))
+        self.settle()
+        self.computed = []
+        lost = self.consumer
+        threading.Thread(target=lost.close, name=f"{self.name}-close-lost", daemon=True).start()  # may hang too
+        self.consumer = retry(lambda: self.transport.consumer(
+            self.in_topics, self.group_id, self.limits.max_poll_interval_s,
+            read_committed=self.transport.supports_transactions), "broker", self.stop)
+        self._unjoined_since = None
 
     def _watch_polls(self) -> None:
         """kafka-python 3.0.12's consumer was seen (make bench, 2026-11-27: about one run in ten of five roles)
@@ -416,6 +443,7 @@ class Stage(ABC):
         last_record = time.monotonic()
         while not self.stop.is_set():
             records = self.collect()
+            self._rejoin_if_lost()
             self._report_lag()
             HEALTH.beat(self.name)
             HEALTH.ready_stage(self.name)  # a poll came back: the group is joined

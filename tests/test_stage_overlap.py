@@ -54,12 +54,12 @@ class SlowCommits:
         return getattr(self.broker, name)
 
 
-def _run(transport: SlowCommits, broker: InMemoryBroker, records: int) -> list[bytes]:
+def _run(transport: SlowCommits, broker: InMemoryBroker, records: int, idle_s: float = 1.0) -> list[bytes]:
     topics = Topics("overlap")
     produce(broker, topics, stream_records(records), ProduceOptions(progress=False, partitions=1))
     stage = Echo(context(transport, topics, limits=BatchLimits(max_batch=4, max_wait_s=0.0)),
                  [topics.samples], "echo-group")
-    thread = threading.Thread(target=stage.run, kwargs={"idle_exit_s": 1.0})
+    thread = threading.Thread(target=stage.run, kwargs={"idle_exit_s": idle_s})
     thread.start()
     thread.join(timeout=60)
     assert not thread.is_alive()
@@ -111,3 +111,27 @@ echo._loop(None)
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 70 and "stopped answering" in proc.stderr + proc.stdout
+
+
+def test_a_consumer_that_never_joins_its_group_is_replaced(monkeypatch):
+    """kafka-python's consumer was seen looking for its group coordinator for good: after REJOIN_S without
+    settling in its group, the stage replaces it and the stream goes on, each output once."""
+    import dimee.stage
+
+    monkeypatch.setattr(dimee.stage, "REJOIN_S", 0.3)
+    broker = InMemoryBroker(default_partitions=1)
+
+    class FirstConsumerLost(SlowCommits):
+        made = 0
+
+        def consumer(self, *args, **kwargs):
+            made = self.broker.consumer(*args, **kwargs)
+            FirstConsumerLost.made += 1
+            if FirstConsumerLost.made == 1:
+                made.joined = lambda: False  # never settles in its group
+                made.poll = lambda max_records, timeout_s: time.sleep(timeout_s) or []
+            return made
+
+    out = _run(FirstConsumerLost(broker, seconds=0.0), broker, 20, idle_s=3.0)
+    assert FirstConsumerLost.made == 2
+    assert sorted(out) == sorted(r["id"].encode() for r in stream_records(20))

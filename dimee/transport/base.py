@@ -91,6 +91,9 @@ class Producer(Protocol):
 class Consumer(Protocol):
     def poll(self, max_records: int, timeout_s: float) -> list[Record]: ...
 
+    def joined(self) -> bool:
+        """Whether the consumer is a settled member of its group (asked without a request)."""
+
     def mark(self) -> object:
         """Where the consumer stands now (every position, and the group generation the records since the last
         mark were polled in), to commit later while it polls on: a stage commits a batch only once the broker

@@ -15,6 +15,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetad
 from kafka import errors as kafka_errors
 from kafka.admin import NewTopic
 from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExistsError
+from kafka.structs import MemberState
 
 from dimee.errors import DeliveryError, DimeeError, Fenced, Rebalanced, Refused, ServiceUnavailable
 from dimee.transport.base import Headers, Record
@@ -281,6 +282,10 @@ class KafkaConsumerAdapter:
         """The next offset of every assigned partition read from so far: what a commit now would record."""
         assigned = self.consumer.assignment()
         return {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self.next_offsets.items() if tp in assigned}
+
+    def joined(self) -> bool:
+        """Whether the consumer is a settled member of its group (joined, heartbeating)."""
+        return self.consumer.group_metadata().state == MemberState.STABLE
 
     def mark(self) -> KafkaMark:
         metadata = getattr(self.consumer, "group_metadata", None)  # for transactions: Kafka 0.11+ clients

@@ -198,6 +198,9 @@ class _MemoryConsumer:
                     return records
                 self.broker._lock.wait(remaining)
 
+    def joined(self) -> bool:
+        return not self.closed
+
     def mark(self) -> _Mark:
         with self.broker._lock:
             polled_in = self.generation if self.batch_generation is None else self.batch_generation

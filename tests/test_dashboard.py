@@ -20,6 +20,7 @@ from dimee.messages import CostBreakdown, DeadLetter, Prediction, Timings
 from dimee.transport.base import Topics
 from dimee.transport.memory import shared_broker
 from state.memory import InMemoryCentroidStore
+from tests.integration.support import wait_for
 from tests.test_cli import _one_line_error
 
 
@@ -104,25 +105,19 @@ def test_follower_reads_predictions_dead_letters_and_centroids():
     follower = Follower(LiveView(), broker.consumer([topics.predictions, topics.dead_letter], "g"), topics, watch)
     follower.start()
     try:
-        _wait(lambda: follower.snapshot()["answered"] == 4 and follower.snapshot()["dead_letters"] == 1)
+        wait_for(lambda: follower.snapshot()["answered"] == 4 and follower.snapshot()["dead_letters"] == 1, 10,
+                 "the follower to fold the records")
         s = follower.snapshot()
         assert s["unreadable"] == 1 and s["dead_letter_reasons"] == {"sink: processing": 1}
         assert s["centroids"] is None and "not seeded" in s["centroid_note"]
         store.seed([np.array([0.6, 0.8]), np.zeros(2)], [11, 5])
         follower.centroid_every_s = 0.0
-        _wait(lambda: follower.snapshot()["centroids"] is not None)
+        wait_for(lambda: follower.snapshot()["centroids"] is not None, 10, "the centroids")
         pools = follower.snapshot()["centroids"]
         assert [(p["tier"], p["shift"], p["adapted"]) for p in pools] == [("mobile", 1.0, 1), ("cloud", 0.0, 0)]
     finally:
         follower.stop()
     assert not follower.thread.is_alive()
-
-
-def _wait(predicate, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 class _Source:
@@ -153,7 +148,7 @@ def test_server_serves_page_scripts_snapshots_and_events():
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        _wait(lambda: server.started)
+        wait_for(lambda: server.started, 10, "the server to start")
         kind, page = _get(port, "/")
         assert kind.startswith("text/html") and b'id="answered"' in page and b"/static/plotly.min.js" in page
         kind, plotly = _get(port, "/static/plotly.min.js")

@@ -6,9 +6,12 @@ import pytest
 from prometheus_client import REGISTRY
 
 from dimee.config import Settings
+from dimee.metrics import LATENCY
 from dimee.pipeline import PipelineOptions, run_pipeline
 from dimee.tiers import TIER_NAMES
 from tests.helpers import deployment, stream_records
+
+HISTOGRAM_COUNT = f"{LATENCY.describe()[0].name}_count"  # how many values the per-tier latency histogram observed
 
 
 def _sum(name: str, **labels: str) -> float:
@@ -23,7 +26,7 @@ def _sum(name: str, **labels: str) -> float:
 
 def test_metrics_after_a_small_stream(workdir, cal):
     names = ["dimee_predictions_total", "dimee_labelled_predictions_total", "dimee_correct_predictions_total",
-             "dimee_routed_total", "dimee_escalations_total", "dimee_latency_seconds_count"]
+             "dimee_routed_total", "dimee_escalations_total", HISTOGRAM_COUNT]
     before = {n: _sum(n) for n in names}
     cost_before = _sum("dimee_cost_total", component="total")
     dead_before = _sum("dimee_dead_letters_total", stage="router", reason="invalid-json")
@@ -33,8 +36,9 @@ def test_metrics_after_a_small_stream(workdir, cal):
     delta = {n: _sum(n) - before[n] for n in names}
     predictions = list(run.predictions.values())
     assert delta["dimee_predictions_total"] == delta["dimee_labelled_predictions_total"] == len(predictions) == 60
-    # the latency histogram observed one value per prediction: a count, no time is asserted
-    assert delta["dimee_latency_seconds_count"] == len(predictions) and delta["dimee_routed_total"] == 60
+    # one observation per prediction in the produce → prediction histogram (how many, never how long)
+    observations = delta[HISTOGRAM_COUNT]
+    assert observations == len(predictions) and delta["dimee_routed_total"] == 60
     assert delta["dimee_correct_predictions_total"] == sum(p.correct for p in predictions)
     assert delta["dimee_escalations_total"] == sum(len(p.path) - 1 for p in predictions) > 0
     assert _sum("dimee_cost_total", component="total") - cost_before == pytest.approx(

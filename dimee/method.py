@@ -97,22 +97,13 @@ def centroids(embeddings: np.ndarray, pools: np.ndarray, num_pools: int) -> tupl
 
 def distances(embedding: np.ndarray, means: list[np.ndarray | None], distance: Distance) -> np.ndarray:
     """Distance to every centroid; +inf for an empty pool so it is never chosen."""
-    out = np.full(len(means), np.inf)
-    for index, mean in enumerate(means):
-        if mean is None:
-            continue
-        if distance == "cosine":
-            denom = np.linalg.norm(embedding) * np.linalg.norm(mean)
-            out[index] = 1.0 - float(embedding @ mean) / denom if denom > 0 else 1.0
-        else:
-            out[index] = float(np.linalg.norm(embedding - mean))
-    return out
+    embedding = np.asarray(embedding, dtype=np.float64)
+    return _distances(embedding[None], *_stacked(means, embedding.shape[-1]), distance)[0]
 
 
 def nearest_pool(embedding: np.ndarray, means: list[np.ndarray | None], distance: Distance) -> int:
     """Index of the nearest centroid; with no centroid at all, the last (largest) tier."""
-    dist = distances(embedding, means, distance)
-    return int(np.argmin(dist)) if np.isfinite(dist).any() else len(means) - 1
+    return int(_nearest(distances(embedding, means, distance)[None])[0])
 
 
 @dataclass
@@ -124,11 +115,6 @@ class Routing:
     distances: np.ndarray  # (N, P)
     means: list[np.ndarray | None]
     counts: list[int]
-
-
-def distance_rows(embeddings: np.ndarray, means: list[np.ndarray | None], distance: Distance) -> np.ndarray:
-    """(N, P) distances of every embedding to every centroid, +inf for an empty pool."""
-    return _distances(embeddings, *_stacked(means, embeddings.shape[-1]), distance)
 
 
 def _stacked(means: list[np.ndarray | None], dim: int) -> tuple[np.ndarray, np.ndarray]:

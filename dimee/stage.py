@@ -126,6 +126,7 @@ class Stage(ABC):
         self.in_topics, self.group_id = in_topics, group_id
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
+        self._retired: Producer | None = None  # a failed producer its replacement takes over from
         self.exactly_once = False
         self._transactional_id: str | None = None
         self.processed = 0
@@ -407,10 +408,14 @@ class Stage(ABC):
         flight.commit = committer.submit(producer.commit, consumer, flight.mark)  # type: ignore[attr-defined]
 
     def _renew_producer_and_rewind(self) -> None:
+        """A new producer that takes over the transactional id from the failed one (never a plain init, which
+        would fence a newer instance if the failure was a fencing nobody reported); Fenced if one has it."""
         if self.producer is not None:
+            self._retired = self.producer  # kept until replaced: a retry must take over from it too
             self.producer.close()
             self.producer = None
-        self.producer = self.transport.producer(self._transactional_id)
+        self.producer = self.transport.producer(self._transactional_id, replacing=self._retired)
+        self._retired = None
         assert self.consumer is not None
         self.consumer.rewind()
 

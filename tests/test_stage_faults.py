@@ -126,3 +126,59 @@ def test_a_producer_fenced_while_sending_reports_fenced_not_a_retriable_failure(
     producer = KafkaTransactionalProducer(FencedInFlight())  # type: ignore[arg-type]
     with pytest.raises(Fenced):
         producer.commit(None, KafkaMark({}, None))  # type: ignore[arg-type]
+
+
+def _manager_in_a_transaction():
+    """kafka-python's own transaction manager (no broker needed), initialised and inside a transaction."""
+    from kafka.producer.transaction_manager import ProducerIdAndEpoch, TransactionManager, TransactionState
+
+    manager = TransactionManager(transactional_id="t", transaction_timeout_ms=60000, api_version=(4, 0))
+    manager._transition_to(TransactionState.INITIALIZING)
+    manager.set_producer_id_and_epoch(ProducerIdAndEpoch(7, 0))
+    manager._transition_to(TransactionState.READY)
+    manager._transition_to(TransactionState.IN_TRANSACTION)
+    return manager
+
+
+class BumpingZombie:
+    """kafka-python's producer right after a send refused for a stale epoch: its manager is bumping the epoch,
+    its last error cleared, and the commit fails with a generic error."""
+
+    def __init__(self) -> None:
+        self._transaction_manager = _manager_in_a_transaction()
+        self._transaction_manager.bump_producer_id_and_epoch()
+
+    def send_offsets_to_transaction(self, offsets, group):
+        from kafka.errors import IllegalStateError
+
+        raise IllegalStateError("Cannot send offsets to transaction because the producer is not in an active "
+                                "transaction")
+
+    def abort_transaction(self):
+        raise AssertionError("a producer fenced mid-bump must not be aborted and replaced")
+
+
+def test_a_commit_failing_while_the_epoch_is_bumped_reports_fenced():
+    """Defect (a clean-clone `make test` failed on it): the generic error went out as a DeliveryError, the
+    stage renewed the id and fenced the newer instance."""
+    producer = KafkaTransactionalProducer(BumpingZombie())  # type: ignore[arg-type]
+    with pytest.raises(Fenced):
+        producer.commit(None, KafkaMark({}, None))  # type: ignore[arg-type]
+
+
+def test_a_send_refused_for_a_stale_epoch_is_fatal_not_an_epoch_bump():
+    """kafka-python 3.0.12 bumps the epoch after INVALID_PRODUCER_EPOCH and, when that bump is refused, inits
+    the id afresh: a zombie then fences its successor. The transport makes both paths end fenced."""
+    from types import SimpleNamespace
+
+    from kafka.errors import InvalidProducerEpochError
+    from kafka.producer.transaction_manager import TransactionalRequestResult
+
+    from dimee.transport.kafka import _stale_epoch_is_fenced
+
+    manager = _manager_in_a_transaction()
+    _stale_epoch_is_fenced(SimpleNamespace(_transaction_manager=manager))  # type: ignore[arg-type]
+    assert manager.classify_batch_error(InvalidProducerEpochError(), None) == manager.ERROR_CLASS_FATAL
+    result = TransactionalRequestResult()
+    manager._restart_epoch_bump_without_producer_id(60000, result)  # the broker refused a bump
+    assert manager.has_fatal_error() and result.failed and not manager._pending_requests

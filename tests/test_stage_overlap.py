@@ -7,7 +7,9 @@ from __future__ import annotations
 import threading
 import time
 
-from dimee.errors import Rebalanced
+import pytest
+
+from dimee.errors import DeliveryError, Fenced, Rebalanced
 from dimee.messages import Sample, parse
 from dimee.stage import BatchLimits, Output, Stage
 from dimee.transport.base import Topics
@@ -34,8 +36,8 @@ class SlowCommits:
         self.broker, self.seconds, self.fail, self.commits = broker, seconds, fail, 0
         self.supports_transactions = True
 
-    def producer(self, transactional_id=None):
-        producer, outer = self.broker.producer(transactional_id), self
+    def producer(self, transactional_id=None, replacing=None):
+        producer, outer = self.broker.producer(transactional_id, replacing), self
         plain_commit = producer.commit
 
         def commit(consumer, mark=None):
@@ -135,3 +137,45 @@ def test_a_consumer_that_never_joins_its_group_is_replaced(monkeypatch):
     out = _run(FirstConsumerLost(broker, seconds=0.0), broker, 20, idle_s=3.0)
     assert FirstConsumerLost.made == 2
     assert sorted(out) == sorted(r["id"].encode() for r in stream_records(20))
+
+
+class UnknownFailureAfterATakeover(SlowCommits):
+    """The first commit fails with no reason given (as kafka-python's generic errors do), after a newer
+    instance with the same transactional id has initialised it: the zombie case nobody reported as fenced."""
+
+    def __init__(self, broker: InMemoryBroker) -> None:
+        super().__init__(broker, seconds=0.0)
+        self.successor = None
+
+    def producer(self, transactional_id=None, replacing=None):
+        producer = self.broker.producer(transactional_id, replacing)
+        plain_commit, outer = producer.commit, self
+
+        def commit(consumer, mark=None):
+            if outer.successor is None:
+                outer.successor = outer.broker.producer(transactional_id)  # the newer instance starts
+                producer.abort()
+                raise DeliveryError("Kafka did not commit the transaction: KafkaError (cause unknown)")
+            plain_commit(consumer, mark)
+
+        producer.commit = commit
+        return producer
+
+
+def test_a_commit_failing_for_an_unknown_reason_never_fences_a_newer_instance():
+    """Defect: the stage replaced its producer with a plain init of the same transactional id, which fenced
+    the newer instance (the zombie lived on, its successor died). The replacement takes over only from its own
+    predecessor: here a newer instance holds the id, so this stage stops as fenced and the newer one commits."""
+    broker = InMemoryBroker(default_partitions=1)
+    transport = UnknownFailureAfterATakeover(broker)
+    topics = Topics("zombie")
+    produce(broker, topics, stream_records(4), ProduceOptions(progress=False, partitions=1))
+    stage = Echo(context(transport, topics, limits=BatchLimits(max_batch=4, max_wait_s=0.0)),
+                 [topics.samples], "echo-group")
+    with pytest.raises(Fenced):
+        stage.run(idle_exit_s=1.0)
+    successor = transport.successor
+    successor.begin()
+    successor.send("echo.out", b"k", b"from the newer instance")
+    successor.commit(broker.consumer([topics.samples], "other-group"))  # not fenced
+    assert [r.value for r in broker.read_all("echo.out")] == [b"from the newer instance"]

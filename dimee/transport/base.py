@@ -128,8 +128,11 @@ class TransactionalProducer(Producer, Protocol):
 class Transport(Protocol):
     supports_transactions: bool
 
-    def producer(self, transactional_id: str | None = None) -> Producer:
-        """With a transactional id, a `TransactionalProducer` that fences earlier ones with the same id."""
+    def producer(self, transactional_id: str | None = None, replacing: Producer | None = None) -> Producer:
+        """With a transactional id, a `TransactionalProducer` that fences earlier ones with the same id. With
+        `replacing` (this instance's own producer for that id, closed after a failure whose cause may be
+        unknown), it takes over only if no newer instance has initialised the id since, else raises `Fenced`:
+        a replacement never fences a newer instance."""
 
     def consumer(self, topics: list[str], group_id: str, max_poll_interval_s: float = 300.0,
                  read_committed: bool = False) -> Consumer: ...

@@ -15,6 +15,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetad
 from kafka import errors as kafka_errors
 from kafka.admin import NewTopic
 from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExistsError
+from kafka.producer.transaction_manager import InitProducerIdHandler, ProducerIdAndEpoch, TransactionState
 from kafka.structs import MemberState
 
 from dimee.errors import DeliveryError, DimeeError, Fenced, Rebalanced, Refused, ServiceUnavailable
@@ -28,18 +29,73 @@ REBALANCE_ERRORS = (kafka_errors.CommitFailedError, kafka_errors.IllegalGenerati
                     kafka_errors.FencedInstanceIdError)
 
 
+REQUEST_TIMEOUT_MS = 15000
 TRANSACTION_REQUEST_TIMEOUT_S = 20.0
+# The coordinator aborts a transaction left open this long. Longer than the longest a live transaction runs
+# (its sends' request timeout, then the offset commit and the commit, each given up after
+# TRANSACTION_REQUEST_TIMEOUT_S), so a live one is never aborted under it; and the longest a killed instance
+# that is not restarted blocks read_committed readers of its partitions (one restarted with the same instance
+# id ends it at once: its init fences the old epoch).
+TRANSACTION_TIMEOUT_MS = REQUEST_TIMEOUT_MS + int(2 * TRANSACTION_REQUEST_TIMEOUT_S * 1000) + 5000
 
 
 def _fenced(producer: KafkaProducer, exc: KafkaError) -> bool:
-    """Whether a failed transactional call failed because this producer was fenced. Once fenced while its
-    records were in flight, kafka-python answers every later call with a generic "error state" KafkaError;
-    the fencing itself is the transaction manager's last error."""
+    """Whether a failed transactional call means this producer may no longer use its transactional id. Once
+    fenced while its records were in flight, kafka-python answers every later call with a generic "error state"
+    KafkaError; the fencing is the transaction manager's last error. A manager in its fatal state, or bumping
+    its epoch, is read as fenced too: either way the cause is not known to be an outage, and re-initialising
+    the id could fence a newer instance."""
     if isinstance(exc, FENCED_ERRORS):
         return True
     manager = getattr(producer, "_transaction_manager", None)
-    cause = getattr(manager, "last_error", None)
-    return isinstance(cause, FENCED_ERRORS) or (isinstance(cause, type) and issubclass(cause, FENCED_ERRORS))
+    if manager is None:
+        return False
+    cause = manager.last_error
+    if isinstance(cause, FENCED_ERRORS) or (isinstance(cause, type) and issubclass(cause, FENCED_ERRORS)):
+        return True
+    return manager.has_fatal_error() or manager.is_bumping_epoch()
+
+
+def _stale_epoch_is_fenced(producer: KafkaProducer) -> None:
+    """kafka-python 3.0.12 answers a produce refused with INVALID_PRODUCER_EPOCH (a newer instance has taken
+    over the transactional id) with a KIP-360 epoch bump, and when the broker refuses that bump too, with a
+    fresh InitProducerId for the same id, which fences the *newer* instance: the zombie lives on and its
+    successor dies. For a transactional producer a stale epoch means fenced, as in the Java client: both paths
+    end in the fatal state here, with the fencing as its error."""
+    manager = producer._transaction_manager
+    classify = manager.classify_batch_error
+
+    def classify_fenced(error: object, batch: object, log_start_offset: int = -1) -> str:
+        kind = error if isinstance(error, type) else type(error)
+        if issubclass(kind, FENCED_ERRORS):  # type: ignore[arg-type]
+            return manager.ERROR_CLASS_FATAL
+        return classify(error, batch, log_start_offset=log_start_offset)
+
+    def fenced_instead_of_a_fresh_id(transaction_timeout_ms: int, result: object) -> None:
+        fenced = kafka_errors.ProducerFencedError()
+        manager._transition_to(TransactionState.FATAL_ERROR, error=fenced)
+        result.done(error=fenced)  # type: ignore[attr-defined]
+
+    manager.classify_batch_error = classify_fenced
+    manager._restart_epoch_bump_without_producer_id = fenced_instead_of_a_fresh_id
+
+
+def _take_over(producer: KafkaProducer, predecessor: ProducerIdAndEpoch, timeout_ms: int) -> None:
+    """init_transactions for a producer replacing `predecessor` (same transactional id) in the same instance:
+    an InitProducerId that names the predecessor's producer id and epoch (KIP-360). The coordinator bumps the
+    epoch, completing or aborting what the predecessor left open, only if that epoch is still the newest, and
+    answers PRODUCER_FENCED if a newer instance has initialised the id since: a replacement never fences a
+    newer instance, whatever made its predecessor fail."""
+    manager = producer._transaction_manager
+    with manager._lock:
+        manager._transition_to(TransactionState.INITIALIZING)
+        manager.set_producer_id_and_epoch(predecessor)
+        handler = InitProducerIdHandler(manager, manager.transaction_timeout_ms, is_epoch_bump=True)
+        manager._enqueue_request(handler)
+    producer._init_transactions_result = handler.result
+    producer._sender.wakeup()
+    if not handler.result.wait(timeout_ms=timeout_ms):
+        raise kafka_errors.KafkaTimeoutError(f"the transactional id was not taken over in {timeout_ms} ms")
 
 
 def _within(seconds: float, action: Callable[[], None], what: str) -> None:
@@ -103,9 +159,11 @@ class KafkaTransport:
             options["api_version"] = self.api_version
         return options
 
-    def producer(self, transactional_id: str | None = None) -> KafkaProducerAdapter:
+    def producer(self, transactional_id: str | None = None,
+                 replacing: KafkaProducerAdapter | None = None) -> KafkaProducerAdapter:
         """acks=all; idempotent where the broker has it; with a transactional id, a transactional producer
-        whose init fences any earlier producer with the same id."""
+        whose init fences any earlier producer with the same id, or, `replacing` one of this instance's own
+        (closed after a failure), takes over from it only if no newer instance has the id (else Fenced)."""
         options: dict = {"enable_idempotence": True} if self.supports_transactions else {}
         options |= {"retries": 10, "retry_backoff_ms": 200}  # ~2 s of retries: a leader failover's time
         if transactional_id is not None:
@@ -114,14 +172,27 @@ class KafkaTransport:
             # A transaction begun while the previous one's markers are still being written is told "concurrent
             # transactions" and retried after retry_backoff_ms: at 200 ms every commit took ~0.7 s here, at
             # 20 ms ~0.15 s (the Java client shortens this backoff the same way). As many retries, same span.
-            options |= {"transactional_id": transactional_id, "retries": 100, "retry_backoff_ms": 20}
+            options |= {"transactional_id": transactional_id, "retries": 100, "retry_backoff_ms": 20,
+                        "transaction_timeout_ms": TRANSACTION_TIMEOUT_MS}
+        predecessor = replacing.producer_id_and_epoch() if isinstance(replacing, KafkaTransactionalProducer) else None
         try:
-            producer = KafkaProducer(acks="all", linger_ms=5, request_timeout_ms=15000,
+            producer = KafkaProducer(acks="all", linger_ms=5, request_timeout_ms=REQUEST_TIMEOUT_MS,
                                      max_in_flight_requests_per_connection=1, **options, **self._common())
             if transactional_id is None:
                 return KafkaProducerAdapter(producer, envelope=self.supports_transactions)
-            producer.init_transactions()
+            _stale_epoch_is_fenced(producer)
+            try:
+                if predecessor is None:
+                    producer.init_transactions()
+                else:
+                    _take_over(producer, predecessor, producer.config["max_block_ms"])
+            except BaseException:
+                producer.close(timeout=0)  # its network thread would outlive every retry otherwise
+                raise
             return KafkaTransactionalProducer(producer)
+        except FENCED_ERRORS as exc:
+            raise Fenced(f"fenced by a newer instance with the transactional id {transactional_id!r} "
+                         f"({type(exc).__name__})") from exc
         except KafkaConfigurationError as exc:
             raise DimeeError(f"Kafka producer configuration rejected: {exc}") from exc
         except KafkaError as exc:
@@ -225,6 +296,11 @@ class KafkaProducerAdapter:
 
 class KafkaTransactionalProducer(KafkaProducerAdapter):
     """Consume-transform-produce in one transaction: the batch's outputs and the consumer's positions."""
+
+    def producer_id_and_epoch(self) -> ProducerIdAndEpoch | None:
+        """The id and epoch a replacement takes over from (None: never initialised, so nothing to take over)."""
+        current = self.producer._transaction_manager.producer_id_and_epoch
+        return current if current.is_valid else None
 
     def begin(self) -> None:
         self._pending = []

@@ -45,11 +45,15 @@ class InMemoryBroker:
             for topic in topics:
                 self._logs.setdefault(topic, [[] for _ in range(partitions or self.default_partitions)])
 
-    def producer(self, transactional_id: str | None = None) -> _MemoryProducer:
+    def producer(self, transactional_id: str | None = None,
+                 replacing: _MemoryProducer | None = None) -> _MemoryProducer:
         if transactional_id is None:
             return _MemoryProducer(self)
         with self._lock:
-            epoch = self._epochs[transactional_id] = self._epochs.get(transactional_id, 0) + 1
+            current = self._epochs.get(transactional_id, 0)
+            if isinstance(replacing, _MemoryTransactionalProducer) and replacing.epoch != current:
+                raise Fenced(f"transactional id {transactional_id!r} was taken over by a newer instance")
+            epoch = self._epochs[transactional_id] = current + 1
         return _MemoryTransactionalProducer(self, transactional_id, epoch)
 
     def consumer(self, topics: list[str], group_id: str, max_poll_interval_s: float = 300.0,

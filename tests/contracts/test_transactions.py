@@ -8,7 +8,7 @@ import contextlib
 
 import pytest
 
-from dimee.errors import Fenced
+from dimee.errors import DeliveryError, Fenced
 from tests.contracts.test_broker import _poll, _send
 
 
@@ -74,3 +74,42 @@ def test_a_newer_producer_with_the_same_id_fences_the_older(transport, topic):
     successor.close()
     consumer.close()
     assert _read_committed(transport, f"{topic}-out", 0) == []
+
+
+def test_a_zombie_that_sends_after_its_successor_started_is_fenced_and_never_fences_it(transport, topic):
+    """Defect: the zombie's send refused for its stale epoch made kafka-python bump the epoch and forget the
+    fencing; its commit failed with a generic error (not Fenced), the stage renewed the id and fenced the
+    newer instance."""
+    consumer = _source(transport, topic, 1)
+    zombie = _open_transaction(transport, topic, b"from the zombie")
+    zombie.flush()  # on the broker, in the zombie's open transaction
+    successor = transport.producer(transactional_id=f"{topic}-tx")  # fences the zombie, aborts its transaction
+    zombie.send(f"{topic}-out", b"k", b"sent after the successor started")
+    with contextlib.suppress(DeliveryError):
+        zombie.flush()  # refused for its stale epoch: kafka-python 3.0.12 alone starts an epoch bump here
+    with pytest.raises(Fenced):  # asked at once, while kafka-python would still be bumping
+        zombie.commit(consumer)
+    successor.begin()
+    successor.send(f"{topic}-out", b"k", b"from the successor")
+    successor.commit(consumer)  # still the id's owner
+    successor.close()
+    consumer.close()
+    assert [r.value for r in _read_committed(transport, f"{topic}-out", 1)] == [b"from the successor"]
+
+
+def test_a_replacement_takes_over_from_its_own_predecessor_but_never_from_a_newer_instance(transport, topic):
+    consumer = _source(transport, topic, 1)
+    failed = _open_transaction(transport, topic, b"left open by a failed producer")
+    with contextlib.suppress(Exception):
+        failed.close()
+    replacement = transport.producer(f"{topic}-tx", replacing=failed)  # aborts what its predecessor left open
+    replacement.begin()
+    replacement.send(f"{topic}-out", b"k", b"from the replacement")
+    replacement.commit(consumer)
+    newer = transport.producer(f"{topic}-tx")  # another instance with the same id
+    with pytest.raises(Fenced):
+        transport.producer(f"{topic}-tx", replacing=replacement)
+    newer.close()
+    replacement.close()
+    consumer.close()
+    assert [r.value for r in _read_committed(transport, f"{topic}-out", 1)] == [b"from the replacement"]

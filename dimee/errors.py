@@ -15,11 +15,14 @@ class ServiceUnavailable(DimeeError):
 
 class DeliveryError(ServiceUnavailable):
     """A send was not acknowledged by the broker; the caller must not commit. `failures` lists (index of the
-    send since the last flush, its error) where they are known."""
+    send since the last flush, its error) where they are known; `held`, the indexes of sends the client still
+    holds and may yet deliver (never to be sent again: the next flush waits for them)."""
 
-    def __init__(self, message: str, failures: list[tuple[int, Exception]] | None = None) -> None:
+    def __init__(self, message: str, failures: list[tuple[int, Exception]] | None = None,
+                 held: list[int] | None = None) -> None:
         super().__init__(message)
         self.failures = failures or []
+        self.held = held or []
 
 
 class Fenced(DimeeError):

@@ -65,8 +65,9 @@ def _encode(row: int, record: dict | bytes) -> _Pending:
 
 
 class _Publisher:
-    """Sends, then makes sure every send is acknowledged: a send the broker failed is sent again, one it
-    refuses for good (too large, invalid) is reported, and nothing is counted that was not acknowledged."""
+    """Sends, then makes sure every send is acknowledged: a send the broker failed is sent again, one the
+    client still holds is waited for (never sent again: it may yet be delivered), one the broker refuses for
+    good (too large, invalid) is reported, and nothing is counted that was not acknowledged."""
 
     def __init__(self, transport: Transport, topic: str, stop: StopFlag) -> None:
         self.transport, self.topic, self.stop = transport, topic, stop
@@ -95,9 +96,9 @@ class _Publisher:
         while self.unacked or self.unsent or self.suspect:
             self._flush()
             self._try_suspects_alone()
-            if self.unsent:
-                log.warning("broker did not acknowledge, sending again", pending=len(self.unsent),
-                            retry_in_s=round(delay, 2))
+            if self.unsent or self.unacked:
+                log.warning("broker did not acknowledge; waiting for it", held_by_the_client=len(self.unacked),
+                            to_send_again=len(self.unsent), retry_in_s=round(delay, 2))
                 if self.stop.wait(delay):
                     self.result.unacknowledged += len(self.unsent) + len(self.unacked)
                     return
@@ -118,8 +119,10 @@ class _Publisher:
         """Acknowledged sends are counted, failed ones are sent again unless the error is permanent. The
         broker refuses a whole batch for one bad record in it (e.g. one too large), so records refused
         together are each tried alone before any is reported."""
-        failed = dict(exc.failures) if exc.failures else dict.fromkeys(range(len(self.unacked)))
-        self.result.acknowledged += len(self.unacked) - len(failed)
+        held = set(exc.held)  # the client may still deliver these: waited for, never sent again
+        known = exc.failures or exc.held
+        failed = dict(exc.failures) if known else dict.fromkeys(range(len(self.unacked)))
+        self.result.acknowledged += len(self.unacked) - len(failed) - len(held)
         permanent = [i for i, error in failed.items() if error is not None and not getattr(error, "retriable", True)]
         self.stale = self.stale or bool(permanent)
         for index, error in failed.items():
@@ -130,7 +133,7 @@ class _Publisher:
                 self.suspect.append(item)
             else:
                 self.result.refused.append((item.label, f"{type(error).__name__}: {error}"))
-        self.unacked = []
+        self.unacked = [item for index, item in enumerate(self.unacked) if index in held]
 
     def _try_suspects_alone(self) -> None:
         suspects, self.suspect = self.suspect, []

@@ -92,3 +92,65 @@ def test_records_refused_with_a_bad_batch_mate_are_tried_alone():
     result = produce(broker, topics, records, ProduceOptions(progress=False))
     assert sorted(r.key.decode() for r in broker.read_all(topics.samples)) == ["s-0", "s-1", "s-2"]
     assert result.acknowledged == 3 and [label for label, _ in result.refused] == ["big"]
+
+
+class _HeldFuture:
+    """A kafka-python send future: done once the broker answers."""
+
+    def __init__(self) -> None:
+        self.is_done, self.exception = False, None
+
+    def failed(self) -> bool:
+        return self.exception is not None
+
+
+class OutageLongerThanAFlush:
+    """kafka-python's producer through an outage longer than a flush: the first flush times out with every
+    send still held by the client; once the brokers are back, it delivers what it held."""
+
+    def __init__(self) -> None:
+        self.held: list = []
+        self.delivered: list[bytes] = []
+        self.flushes = 0
+
+    def send(self, topic, key=None, value=None, **_):
+        future = _HeldFuture()
+        self.held.append((future, key))
+        return future
+
+    def flush(self, timeout=None):
+        self.flushes += 1
+        if self.flushes == 1:
+            raise KafkaTimeoutError("Timeout after waiting for 30 secs.")
+        for future, key in self.held:
+            future.is_done = True
+            self.delivered.append(key)
+        self.held = []
+
+    def close(self, timeout=None):
+        pass
+
+
+class KafkaClientTransport:
+    supports_transactions = False
+
+    def __init__(self) -> None:
+        self.client = OutageLongerThanAFlush()
+
+    def producer(self, transactional_id=None, replacing=None):
+        from dimee.transport.kafka import KafkaProducerAdapter
+
+        return KafkaProducerAdapter(self.client, envelope=False)  # type: ignore[arg-type]
+
+    def ensure_topics(self, topics, partitions=3, replication=None):
+        pass
+
+
+def test_what_the_client_still_holds_after_a_timed_out_flush_is_waited_for_never_sent_again():
+    """Defect: after all brokers were down 30 s, `dimee produce` sent the 500 samples in flight again as new
+    records while kafka-python still held and later delivered them: 1,700 predictions for 1,200 ids."""
+    transport = KafkaClientTransport()
+    records = stream_records(6)
+    result = produce(transport, Topics("outage"), records, ProduceOptions(progress=False))  # type: ignore[arg-type]
+    assert sorted(transport.client.delivered) == sorted(r["id"].encode() for r in records)  # each once
+    assert result.acknowledged == 6 and result.complete

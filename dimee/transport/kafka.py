@@ -275,17 +275,18 @@ class KafkaProducerAdapter:
         return all(future.is_done for future in self._pending)
 
     def flush(self, timeout_s: float | None = 30.0) -> None:
-        """Wait for every send since the last flush; raise DeliveryError naming each that failed."""
-        pending, self._pending = self._pending, []
-        try:
+        """Wait for every send since the last flush; raise DeliveryError naming each that failed, and each
+        the client still holds (a flush that timed out during an outage): those stay pending, for the next
+        flush to wait for again — kafka-python may still deliver them, so sending them again would duplicate."""
+        pending = self._pending
+        with contextlib.suppress(KafkaError):  # timed out: what is still held is sorted out below
             self.producer.flush(timeout=timeout_s)
-        except KafkaError as exc:
-            raise DeliveryError(f"Kafka did not acknowledge the batch: {exc}",
-                                [(i, exc) for i in range(len(pending))]) from exc
-        failed = [(i, f.exception if f.is_done else kafka_errors.KafkaTimeoutError("not acknowledged in time"))
-                  for i, f in enumerate(pending) if not f.is_done or f.failed()]
-        if failed:
-            raise DeliveryError(f"Kafka did not acknowledge {len(failed)} send(s): {failed[0][1]}", failed)
+        self._pending = [f for f in pending if not f.is_done]
+        failed = [(i, f.exception) for i, f in enumerate(pending) if f.is_done and f.failed()]
+        held = [i for i, f in enumerate(pending) if not f.is_done]
+        if failed or held:
+            first = failed[0][1] if failed else "still held by the client (the broker has not answered)"
+            raise DeliveryError(f"Kafka did not acknowledge {len(failed) + len(held)} send(s): {first}", failed, held)
 
     def close(self) -> None:
         # Whatever is still unsent was never acknowledged, so nothing was committed past it: a producer that

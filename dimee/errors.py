@@ -10,7 +10,9 @@ class DataError(DimeeError):
 
 
 class ServiceUnavailable(DimeeError):
-    """A broker or state store could not be reached."""
+    """A broker or state store could not be reached (or answers without what it must hold)."""
+
+    service: str | None = None  # names the service in metrics where the caller's name would not say it
 
 
 class DeliveryError(ServiceUnavailable):

@@ -31,7 +31,7 @@ class Health:
         self._lock = threading.Lock()
         self._beats: dict[str, float] = {}
         self._pending: dict[str, str] = {}  # stage → what it still waits for
-        self._checks: dict[str, Callable[[], bool]] = {}
+        self._checks: dict[str, Callable[[], str | None]] = {}
 
     def expect(self, stage: str, waiting_for: str) -> None:
         with self._lock:
@@ -45,7 +45,8 @@ class Health:
         with self._lock:
             self._beats[stage] = time.monotonic()
 
-    def needs(self, service: str, check: Callable[[], bool]) -> None:
+    def needs(self, service: str, check: Callable[[], str | None]) -> None:
+        """`check` says what is wrong with the service (None: nothing); one that raises means unreachable."""
         with self._lock:
             self._checks[service] = check
 
@@ -62,11 +63,12 @@ class Health:
         down = []
         for service, check in checks.items():
             try:
-                if not check():
-                    down.append(service)
+                wrong = check()
             except Exception:  # a failing check means not ready, never a crashed probe
-                down.append(service)
-        reasons = [f"{stage}: {what}" for stage, what in pending.items()] + [f"{s} unreachable" for s in down]
+                wrong = "unreachable"
+            if wrong is not None:
+                down.append(f"{service} {wrong}")
+        reasons = [f"{stage}: {what}" for stage, what in pending.items()] + down
         if not pending and not self._beats and not checks:
             reasons.append("starting")
         return not reasons, {"waiting_for": reasons}

@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -64,21 +65,30 @@ class StopFlag:
         signal.signal(signal.SIGINT, handler)
 
 
+REPEAT_LOG_S = 60.0  # a condition that lasts is logged again this often, not at every retry
+
+
 def retry(action: Callable[[], T], what: str, stop: StopFlag, first_delay_s: float = 0.2,
           max_delay_s: float = 5.0) -> T:
     """Run `action` until it stops raising ServiceUnavailable, backing off exponentially. If a stop is asked
-    for meanwhile, re-raise: the caller then exits without committing past the failure."""
-    delay = first_delay_s
+    for meanwhile, re-raise: the caller then exits without committing past the failure. One log line when the
+    condition starts (or changes, or every REPEAT_LOG_S), one when it ends."""
+    delay, said, said_at, service = first_delay_s, None, 0.0, what
     while True:
         try:
             result = action()
-            UNAVAILABLE.labels(what).set(0)
+            UNAVAILABLE.labels(service).set(0)
+            if said is not None:
+                log.info("service available again", what=service)
             return result
         except ServiceUnavailable as exc:
             if stop.is_set():
                 raise
-            RETRIES.labels(what).inc()
-            UNAVAILABLE.labels(what).set(1)
-            log.warning("service unavailable, retrying", what=what, error=str(exc), retry_in_s=round(delay, 2))
+            service = exc.service or what
+            RETRIES.labels(service).inc()
+            UNAVAILABLE.labels(service).set(1)
+            if str(exc) != said or time.monotonic() - said_at > REPEAT_LOG_S:
+                log.warning("service unavailable, retrying", what=service, error=str(exc), retry_in_s=round(delay, 2))
+                said, said_at = str(exc), time.monotonic()
             stop.wait(delay)
             delay = min(delay * 2, max_delay_s)

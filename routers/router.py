@@ -16,7 +16,7 @@ from dimee.stage import Output, Stage, StageContext
 from dimee.transport.base import Record
 from routers.embedding import RoutingEmbedder
 from routers.strategies import CentroidRouting, Decision, strategy_for
-from state.base import CentroidStore, Update
+from state.base import RESTORE_HINT, CentroidStore, NotSeeded, Update
 
 
 class Router(Stage):
@@ -39,7 +39,7 @@ class Router(Stage):
                                  **{k: str(v) for k, v in described.items()}})
         log.info("serving", stage=self.name, **described)
         if deployment.policy.router == "centroid":
-            HEALTH.needs("centroid store", store.is_seeded)
+            HEALTH.needs("centroid store", lambda: _missing_centroids(store))
 
     def parse_context(self) -> dict:
         return {**super().parse_context(), "num_labels": self.num_labels}
@@ -69,6 +69,15 @@ class Router(Stage):
                         centroid_version=decision.centroid_version, router=self.router_id,
                         digest=sample.content_digest(), policy=self.policy)
         return Output.of(self.topics.tier(tier.value), routed)
+
+
+def _missing_centroids(store: CentroidStore) -> str | None:
+    """What readiness says of a store that answers without the centroids (an unreachable one raises)."""
+    try:
+        store.snapshot()
+    except NotSeeded:
+        return f"holds no centroids (or not all) for this model: {RESTORE_HINT}"
+    return None
 
 
 class FeedbackApplier(Stage):

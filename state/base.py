@@ -8,12 +8,19 @@ from typing import Protocol
 
 import numpy as np
 
-from dimee.errors import DimeeError
+from dimee.errors import ServiceUnavailable
 from dimee.method import running_mean_step
 
+RESTORE_HINT = ("`dimee seed --only-missing` restores what is missing from calibration.json and keeps the adapted "
+                "centroids and seen-markers that are still there")
 
-class NotSeeded(DimeeError):
-    """The store has no centroids for this model yet."""
+
+class NotSeeded(ServiceUnavailable):
+    """The store answers but holds no centroids (or not all) for this model: never seeded, or lost (a flushed
+    Redis, one restarted without persistence, a failover to an empty replica). A service condition, like an
+    outage: a router waits for it, committing nothing past it, instead of dead-lettering every sample."""
+
+    service = "centroid store"
 
 
 @dataclass
@@ -71,6 +78,10 @@ class CentroidStore(Protocol):
     def seed(self, means: list[np.ndarray | None], counts: list[int]) -> None:
         """Replace the stored centroids (None: an empty pool) and their counts, and forget which ids were
         seen. Callers pass calibration.json's pools: `store.seed(cal.centroid_arrays(), cal.pool_sizes)`."""
+
+    def restore(self, means: list[np.ndarray | None], counts: list[int]) -> int:
+        """Seed only what is missing (every pool if the store is empty), keeping the pools and seen-markers that
+        are still there; returns how many pools were written."""
 
     def is_seeded(self) -> bool: ...
 

@@ -32,6 +32,14 @@ class InMemoryCentroidStore:
             self._versions = [0] * len(means)
             self._seen = set()
 
+    def restore(self, means: list[np.ndarray | None], counts: list[int]) -> int:
+        with self._lock:
+            if self._means is not None:
+                return 0  # held whole or not at all here
+            self._means = [None if m is None else np.asarray(m, dtype=np.float64).copy() for m in means]
+            self._counts, self._versions = list(counts), [0] * len(means)
+            return len(means)
+
     def is_seeded(self) -> bool:
         return self._means is not None
 

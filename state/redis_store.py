@@ -23,7 +23,7 @@ import redis
 
 from dimee.config import redact
 from dimee.errors import DimeeError, ServiceUnavailable
-from state.base import CentroidSnapshot, NotSeeded, Update, moves
+from state.base import RESTORE_HINT, CentroidSnapshot, NotSeeded, Update, moves
 
 # KEYS: the pools moved, then the seen-markers of the batch's sample ids.
 # ARGV: pools moved, seen TTL, then per pool: the version read, the new mean, the new count, updates applied.
@@ -55,6 +55,25 @@ for i = 1, pools do
 end
 return {1}
 """
+# KEYS: meta, then every pool. ARGV: pools, dim, seeded_at, then per pool: count, packed mean ('' if empty).
+# Writes only the keys that are missing; returns how many pools it wrote.
+RESTORE_SCRIPT = """
+local restored = 0
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    local at = 4 + 2 * (i - 2)
+    redis.call('HSET', KEYS[i], 'count', ARGV[at], 'version', 0)
+    if ARGV[at + 1] ~= '' then
+      redis.call('HSET', KEYS[i], 'mean', ARGV[at + 1])
+    end
+    restored = restored + 1
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'pools', ARGV[1], 'dim', ARGV[2], 'seeded_at', ARGV[3])
+end
+return restored
+"""
 MAX_ATTEMPTS = 50  # each lost race means another router moved the pool: progress is being made
 
 
@@ -73,6 +92,7 @@ class RedisCentroidStore:
         self.seen_ttl_s = seen_ttl_s
         self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
         self._move = self.client.register_script(MOVE_SCRIPT)
+        self._restore = self.client.register_script(RESTORE_SCRIPT)
 
     def _key(self, *parts: object) -> str:
         return ":".join([self.namespace, *(str(p) for p in parts)])
@@ -119,18 +139,30 @@ class RedisCentroidStore:
 
         self._call(transaction)
 
+    def restore(self, means: list[np.ndarray | None], counts: list[int]) -> int:
+        dim = next((len(m) for m in means if m is not None), 0)
+        args: list = [len(means), dim, time.time()]
+        for mean, count in zip(means, counts, strict=True):
+            args += [count, b"" if mean is None else pack(mean)]
+        keys = [self._key("meta"), *(self._key("pool", pool) for pool in range(len(means)))]
+        return int(self._call(self._restore, keys=keys, args=args))
+
     def is_seeded(self) -> bool:
         return bool(self._call(self.client.exists, self._key("meta")))
 
     def snapshot(self) -> CentroidSnapshot:
         pools = self._call(self.client.hget, self._key("meta"), "pools")
         if pools is None:
-            raise NotSeeded(f"no centroids in Redis under {self.namespace}: start a router with --reseed "
-                            "to seed them from calibration.json")
+            raise NotSeeded(f"no centroids in Redis at {self._host} under {self.namespace} (never seeded, or "
+                            f"lost: a flush, a restart without persistence, a failover); {RESTORE_HINT}")
         with self.client.pipeline(transaction=True) as pipe:
             for pool in range(int(pools)):
                 pipe.hmget(self._key("pool", pool), "mean", "count", "version")
             rows = self._call(pipe.execute)
+        lost = [pool for pool, (_, _, version) in enumerate(rows) if version is None]  # a seeded pool has one
+        if lost:
+            raise NotSeeded(f"pools {lost} are missing from Redis at {self._host} under {self.namespace}; "
+                            f"{RESTORE_HINT}")
         means = [None if mean is None else unpack(mean) for mean, _, _ in rows]
         return CentroidSnapshot(means, [int(c or 0) for _, c, _ in rows], [int(v or 0) for _, _, v in rows])
 

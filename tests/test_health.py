@@ -26,10 +26,13 @@ def test_health_and_readiness_codes():
         health.beat("worker-edge")
         health.ready_stage("worker-edge")
         assert http_get(port, "/readyz")[0] == 200
-        health.needs("centroid store", lambda: False)
+        health.needs("centroid store", lambda: 1 / 0)  # type: ignore[arg-type]
         code, body = http_get(port, "/readyz")
         assert code == 503 and "centroid store unreachable" in body
-        health.needs("centroid store", lambda: True)
+        health.needs("centroid store", lambda: "empty")
+        code, body = http_get(port, "/readyz")
+        assert code == 503 and "centroid store empty" in body
+        health.needs("centroid store", lambda: None)
         assert http_get(port, "/readyz")[0] == 200
         time.sleep(0.5)  # the loop stops turning
         code, body = http_get(port, "/healthz")

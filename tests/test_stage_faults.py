@@ -182,3 +182,27 @@ def test_a_send_refused_for_a_stale_epoch_is_fatal_not_an_epoch_bump():
     result = TransactionalRequestResult()
     manager._restart_epoch_bump_without_producer_id(60000, result)  # the broker refused a bump
     assert manager.has_fatal_error() and result.failed and not manager._pending_requests
+
+
+def test_a_router_waits_for_lost_centroids_and_dead_letters_nothing(workdir, cal):
+    """Defect: after a Redis FLUSHALL the router dead-lettered every sample (NotSeeded, 300 of 300 in 25 s)
+    and readiness said "unreachable". Now it waits, commits nothing past the gap, says what is wrong, and goes
+    on by itself once the centroids are restored."""
+    from dimee.health import HEALTH
+
+    broker, topics, stop = InMemoryBroker(), Topics("lost"), StopFlag()
+    store = InMemoryCentroidStore()  # up, and empty: as after a flush
+    produce(broker, topics, stream_records(10), ProduceOptions(progress=False))
+    router = Router(context(broker, topics, stop=stop), deployment(workdir, cal), store)
+    thread = threading.Thread(target=router.run, kwargs={"idle_exit_s": 2.0})
+    thread.start()
+    stop.wait(1.5)  # the router has its batch and waits on the store by now
+    ok, detail = HEALTH.ready()
+    assert not ok and any("centroid store holds no centroids" in r and "--only-missing" in r
+                          for r in detail["waiting_for"])
+    assert router.dead_letters == 0 and broker.read_all(topics.dead_letter) == []
+    assert all(broker.read_all(topics.tier(t.value)) == [] for t in Tier)
+    assert store.restore(cal.centroid_arrays(), cal.pool_sizes) == len(cal.centroids)
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert sum(len(broker.read_all(topics.tier(t.value))) for t in Tier) == 10 and router.dead_letters == 0

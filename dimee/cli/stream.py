@@ -78,17 +78,31 @@ def produce_cmd(
 
 @app.command("seed")
 @opt.settings_options("state")
-def seed_cmd(settings: Settings, workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR) -> None:
-    """Write calibration.json's centroids to the state store (replaces adapted ones; forgets seen ids)."""
+def seed_cmd(
+    settings: Settings,
+    workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR,
+    only_missing: Annotated[bool, typer.Option(
+        "--only-missing", help="Write only the pools (and pool count) that are missing, keeping adapted centroids "
+                               "and seen-markers that are still there: the way back after a Redis flush, a restart "
+                               "without persistence or a failover to an empty replica. Routers waiting on the "
+                               "empty store go on by themselves.")] = False,
+) -> None:
+    """Write calibration.json's centroids to the state store (by default replacing adapted ones and forgetting
+    seen ids; --only-missing restores what was lost and keeps the rest)."""
     from dimee import roles
     from dimee.deployment import Deployment
 
     deployment = Deployment.load(workdir)
     store = roles.centroid_store(settings, deployment)
     cal = deployment.calibration
-    store.seed(cal.centroid_arrays(), cal.pool_sizes)
+    where = f"for {deployment.state_id!r} in {redact(settings.state)}"
+    if only_missing:
+        restored = store.restore(cal.centroid_arrays(), cal.pool_sizes)
+        typer.echo(f"restored {restored} of {len(cal.centroids)} pools {where} (the others were kept)")
+    else:
+        store.seed(cal.centroid_arrays(), cal.pool_sizes)
+        typer.echo(f"seeded {len(cal.centroids)} pools {where}")
     store.close()
-    typer.echo(f"seeded {len(cal.centroids)} pools for {deployment.state_id!r} in {redact(settings.state)}")
 
 
 @app.command("route")

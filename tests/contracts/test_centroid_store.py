@@ -9,6 +9,7 @@ import pytest
 from dimee.method import running_mean_step
 from state.base import Update
 from tests import hand_case as hc
+from tests.real_services import REDIS, needs
 
 
 def _seed(store, **calibrate_options) -> None:
@@ -95,3 +96,34 @@ def test_concurrent_routers_lose_no_update_and_apply_each_id_once(store):
     for pool, seed in ((0, np.zeros(4)), (1, np.ones(4))):
         members = [e for p, e in embeddings.values() if p == pool]
         assert snap.means[pool] == pytest.approx((seed + np.sum(members, axis=0)) / 201, rel=1e-9, abs=1e-9)
+
+
+def test_restoring_fills_an_empty_store_and_keeps_what_is_still_there(store):
+    """The way back after lost state (`dimee seed --only-missing`): an empty store gets calibration's pools; a
+    seeded one keeps its adapted centroids and seen-markers."""
+    from state.base import NotSeeded
+
+    cal = hc.calibration()
+    with pytest.raises(NotSeeded):
+        store.snapshot()
+    assert store.restore(cal.centroid_arrays(), cal.pool_sizes) == 3
+    assert [m.tolist() for m in store.snapshot().means] == [[0.0, 0.0], [2.0, 0.0], [0.0, 4.0]]
+    assert store.apply([Update(0, np.array([4.0, 2.0]), "a")]) == [True]
+    assert store.restore(cal.centroid_arrays(), cal.pool_sizes) == 0
+    assert store.snapshot().means[0].tolist() == [2.0, 1.0]  # adapted, kept
+    assert store.apply([Update(0, np.array([4.0, 2.0]), "a")]) == [False]  # its seen-marker too
+
+
+@pytest.mark.parametrize("store", [pytest.param("redis", marks=needs("redis", bool(REDIS)))], indirect=True)
+def test_a_pool_lost_from_redis_is_reported_and_restored_alone(store):
+    from state.base import NotSeeded
+
+    cal = hc.calibration()
+    store.seed(cal.centroid_arrays(), cal.pool_sizes)
+    store.apply([Update(0, np.array([4.0, 2.0]), "a")])
+    store.client.delete(store._key("pool", 1))  # evicted, or a partial failover
+    with pytest.raises(NotSeeded, match=r"pools \[1\] are missing"):
+        store.snapshot()
+    assert store.restore(cal.centroid_arrays(), cal.pool_sizes) == 1
+    snap = store.snapshot()
+    assert snap.means[0].tolist() == [2.0, 1.0] and snap.means[1].tolist() == [2.0, 0.0]

@@ -109,7 +109,8 @@ class StageContext:
     instance_id: str | None = None  # names this process's stages in their outputs; default ROLE-HOST-PID
 
     def instance(self, role: str) -> str:
-        return self.instance_id or f"{role}-{socket.gethostname()}-{os.getpid()}"
+        """ROLE-INSTANCE_ID: stable across restarts where an instance id is given (`dimee up` gives one)."""
+        return f"{role}-{self.instance_id}" if self.instance_id else f"{role}-{socket.gethostname()}-{os.getpid()}"
 
 
 class Stage(ABC):
@@ -145,12 +146,13 @@ class Stage(ABC):
     def open(self) -> None:
         settings, transport = self.context.settings, self.transport
         self.exactly_once = settings.exactly_once(transport.supports_transactions)
-        log.info("delivery", stage=self.name, guarantee="exactly-once" if self.exactly_once else "at-least-once")
+        # A stable id per stage and instance: a restarted (or duplicated) instance fences its predecessor.
+        self._transactional_id = f"{self.group_id}.{self.context.instance(self.name)}" if self.exactly_once else None
+        log.info("delivery", stage=self.name, guarantee="exactly-once" if self.exactly_once else "at-least-once",
+                 transactional_id=self._transactional_id)
         topics = sorted({*self.in_topics, self.topics.dead_letter})
         retry(lambda: transport.ensure_topics(topics, settings.partitions, settings.replication_factor), "broker",
               self.stop)
-        # A stable id per stage and instance: a restarted (or duplicated) instance fences its predecessor.
-        self._transactional_id = f"{self.group_id}.{self.context.instance(self.name)}" if self.exactly_once else None
         self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-commit")
         # Producer, then consumer, one after the other: opened at once (the producer's transactional init
         # beside the consumer's group join, ~0.5-1 s sooner ready), kafka-python 3.0.12's consumer was once

@@ -188,7 +188,7 @@ def test_two_adaptive_routers_share_one_store(workdir, cal):
         routed.setdefault(message.id, message.pool)  # the first routing of an id is the one that moved a centroid
     routers_seen = {parse(Routed, r.value).router for t in ("mobile", "edge", "cloud")
                     for r in broker.read_all(topics.tier(t))}
-    assert routers_seen == {"r0", "r1"}
+    assert routers_seen == {"router-r0", "router-r1"}
     snap = store.snapshot()
     assert sum(snap.counts) - sum(cal.pool_sizes) == len({r["id"] for r in records})
     embeddings = routers[0].embedder.embed([Sample(**r) for r in records])

@@ -3,13 +3,25 @@ restarted and nothing is lost; Ctrl-C stops them all cleanly."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
+import socket
 import subprocess
 import threading
 
 from tests.helpers import stream_records
 from tests.integration.support import DIMEE, read_sink, wait_for, write_jsonl
+
+
+def _transactional_ids(lines: list[str], role: str) -> list[str]:
+    """The transactional id each start of a role logged (JSON log lines behind the supervisor's prefix)."""
+    found = []
+    for line in list(lines):
+        name, _, rest = line.partition(" | ")
+        if name.strip() == role and '"delivery"' in rest:
+            found.append(json.loads(rest)["transactional_id"])
+    return found
 
 
 def test_up_runs_restarts_and_stops_every_role(workdir, env, tmp_path):
@@ -28,6 +40,11 @@ def test_up_runs_restarts_and_stops_every_role(workdir, env, tmp_path):
         pid = int(re.search(r"worker-edge started \(pid (\d+)\)", "".join(lines)).group(1))
         subprocess.run(["kill", "-9", str(pid)], check=True)
         wait_for(lambda: "worker-edge exited with -9; restarting" in "".join(lines), 30, "the restart", log)
+        # the restarted worker takes its predecessor's transactional id (its init ends what the killed one left
+        # open, instead of read_committed readers waiting out the transaction timeout)
+        wait_for(lambda: len(_transactional_ids(lines, "worker-edge")) == 2, 120, "the restarted worker", log)
+        first_id, restarted_id = _transactional_ids(lines, "worker-edge")
+        assert first_id == restarted_id and first_id.endswith("worker-edge-up-" + socket.gethostname()), first_id
         second = stream_records(40, seed=72, prefix="again")
         assert subprocess.run([DIMEE, "produce", "--source", str(write_jsonl(tmp_path / "b.jsonl", second)),
                                "--id-col", "id"], env=env, timeout=120).returncode == 0

@@ -10,7 +10,15 @@ Scenarios, each on its own topic prefix:
   c  outages: Redis stopped mid-stream, then (c-kafka) every Kafka node killed mid-stream, each for
      --outage-s, then started again;
   d  SIGTERM of every role mid-stream (exit codes, expected 0), then all restarted to finish the stream;
-  e  broker failover: the leader of PREFIX.edge partition 0 SIGKILLed, started again ~20 s later.
+  e  broker failover: the leader of PREFIX.edge partition 0 SIGKILLed, started again ~20 s later;
+  f  a zombie: the busiest tier's worker SIGSTOPped, a successor with its instance id started, the zombie
+     resumed (SIGCONT) while the successor serves: the zombie must stop as fenced, the successor go on;
+  g  fast clocks: samples whose produced_at is 2 h ahead (to be answered), in the year 3000 or 1e300 (to be
+     dead-lettered), interleaved with the others;
+  h  lost centroid state: Redis FLUSHALL mid-stream, then `dimee seed --only-missing` 15 s later;
+  i  `dimee produce` through an outage of every Kafka node longer than its 30 s flush timeout;
+  j  a router SIGKILLed mid-stream and restarted with its instance id, then again with a new one: how long
+     read_committed readers wait for the transaction the killed one left open.
 
 A small supervisor restarts any role that exits without the suite asking it to, and counts it. Per scenario
 it measures: produced, delivered unique (a read_committed reader of PREFIX.predictions), lost, duplicates
@@ -621,6 +629,146 @@ def scenario_failover(suite: Suite) -> Run:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# (f)-(j): exactly-once at the edges
+
+
+def scenario_zombie(suite: Suite) -> Run:
+    run = _into_a_stream(suite, "f", "zombie worker resumed beside its successor", 0.25)
+    tier = busiest_tier(suite)
+    zombie = run.sup.roles[f"worker-{tier}-1"]
+    assert zombie.proc is not None
+    zombie.proc.send_signal(signal.SIGSTOP)
+    say(f"   SIGSTOP worker-{tier}-1; a successor with its instance id takes over")
+    successor = f"worker-{tier}-1-successor"
+    run.sup.add(Role(successor, "worker", worker_build(run, tier, f"{tier}-1"), run.folder / f"{successor}.log"))
+    run.sup.wait_started([successor])
+    time.sleep(15)  # the successor serves; the zombie's group session has expired
+    zombie.expected = True  # its exit (fenced) is the point: never restarted, since a restart would fence
+    zombie.proc.send_signal(signal.SIGCONT)
+    say(f"   SIGCONT worker-{tier}-1 (the zombie)")
+    try:
+        code: int | str = zombie.proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        code = "still running after 120 s"
+    fenced = "fenced" in zombie.log_text()
+    run.extra.update({"zombie_exit": code, "zombie_said_fenced": fenced,
+                      "successor_alive": run.sup.roles[successor].alive()})
+    run.notes.append(f"zombie exit {code} (said fenced: {fenced}); successor alive: "
+                     f"{run.sup.roles[successor].alive()} ({run.sup.roles[successor].starts} start(s))")
+    sleep_until(run.stream_at + stream_seconds(run, STEADY_RATE))
+    wait_answered(run, suite.args.deadline_s, "after the zombie")
+    return run
+
+
+HOUR_S = 3600.0
+
+
+def scenario_fast_clocks(suite: Suite) -> Run:
+    from kafka import KafkaProducer
+
+    run = new_run(suite, "g", "producer clocks ahead (2 h; year 3000; 1e300)", suite.args.other_samples)
+    start_roles(run)
+    absurd = [Hostile(f"produced_at {label}", encode({"id": f"{run.prefix}-clock-{label}", "text": "fun",
+                                                      "produced_at": when}), f"{run.prefix}-clock-{label}")
+              for label, when in (("year-3000", 32503680000.0), ("1e300", 1e300), ("negative", -1.0))]
+    producer = KafkaProducer(bootstrap_servers=suite.cluster.kafka, acks="all")
+    sent, ahead = [], 0
+    run.stream_at = time.monotonic()
+    try:
+        for n, record in enumerate(run.records):
+            skew = 2 * HOUR_S if n % 3 == 0 else 0.0  # a third from a producer host whose clock is 2 h fast
+            ahead += skew > 0
+            send_raw(producer, f"{run.prefix}.samples", record["id"],
+                     encode({**record, "produced_at": time.time() + skew}))
+            if n % 50 == 25 and absurd:
+                sent.append(send_hostile(run, producer, absurd.pop()))
+            time.sleep(1 / STEADY_RATE)
+        sent += [send_hostile(run, producer, item) for item in absurd]
+    finally:
+        producer.close()
+    run.extra["sent"] = sent
+    run.notes.append(f"{ahead} of {len(run.records)} valid samples stamped 2 h ahead")
+    wait_answered(run, suite.args.deadline_s, "samples from fast clocks")
+    return run
+
+
+def scenario_lost_centroids(suite: Suite) -> Run:
+    import redis
+
+    run = _into_a_stream(suite, "h", "Redis FLUSHALL mid-stream, then seed --only-missing", 0.3)
+    client = redis.Redis.from_url(suite.cluster.redis)
+    client.flushall()
+    client.close()
+    flushed = time.monotonic()
+    say("   Redis FLUSHALL; the router should wait, dead-lettering nothing")
+    time.sleep(15)
+    seeded = subprocess.run([DIMEE, "seed", "--only-missing", "--workdir", str(suite.workdir)], env=run.sup.env,
+                            capture_output=True, text=True, timeout=120)
+    run.notes.append(f"FLUSHALL, then after {time.monotonic() - flushed:.0f} s `dimee seed --only-missing`: rc "
+                     f"{seeded.returncode}: {(seeded.stdout or seeded.stderr).strip()[:160]}")
+    sleep_until(run.stream_at + stream_seconds(run, STEADY_RATE))
+    wait_answered(run, suite.args.deadline_s, "after the centroids were restored")
+    return run
+
+
+def scenario_long_kafka_outage(suite: Suite) -> Run:
+    """(c-kafka) with the outage longer than the producer's flush timeout: what the client still holds is
+    delivered once, never sent again."""
+    nodes = list(range(1, suite.cluster.nodes + 1))
+    outage_s = max(suite.args.outage_s, 45.0)
+    args = suite.args
+    run = new_run(suite, "i", f"Kafka down {outage_s:.0f} s under dimee produce", args.other_samples)
+    start_roles(run)
+    rate = len(run.records) / (outage_s + 30)
+    start_producer(run, rate)
+    time.sleep(10)
+    for node in nodes:
+        suite.cluster.service("kill-broker", str(node))
+    time.sleep(outage_s)
+    codes = suite.cluster.start_brokers(nodes)
+    run.notes.append(f"every node down {outage_s:.0f} s (start-broker rc {codes})")
+    sleep_until(run.stream_at + stream_seconds(run, rate))
+    wait_answered(run, args.deadline_s, "after the long outage")
+    return run
+
+
+def _blocked_after_kill(run: Run, name: str) -> float | None:
+    """SIGKILL a role, restart it at once, and time until the sink answers a new sample: how long its open
+    transaction held read_committed readers back (None: nothing answered within 120 s)."""
+    before = len(sink_ids(run.sink_path))
+    killed = time.monotonic()
+    run.sup.kill(name, pause_s=0.5)
+    deadline = killed + 120
+    while time.monotonic() < deadline:
+        if len(sink_ids(run.sink_path)) > before:
+            return round(time.monotonic() - killed, 1)
+        time.sleep(0.1)
+    return None
+
+
+def scenario_restart_ids(suite: Suite) -> Run:
+    run = _into_a_stream(suite, "j", "router SIGKILLed, restarted with its id, then with a new one", 0.2)
+    same = _blocked_after_kill(run, "router-1")
+    router = run.sup.roles["router-1"]
+    build = router.build
+
+    def with_a_new_id(role: Role) -> list[str]:
+        args = build(role)
+        at = args.index("--instance-id") + 1
+        return [*args[:at], f"router-1-new-{role.starts}", *args[at + 1:]]
+
+    router.build = with_a_new_id
+    time.sleep(5)
+    new = _blocked_after_kill(run, "router-1")
+    run.extra.update({"blocked_s_same_id": same, "blocked_s_new_id": new})
+    run.notes.append(f"answers resumed {same} s after a SIGKILL of the router restarted with its instance id; "
+                     f"{new} s with a new id (the transaction timeout bounds it)")
+    sleep_until(run.stream_at + stream_seconds(run, STEADY_RATE))
+    wait_answered(run, suite.args.deadline_s, "after the router restarts")
+    return run
+
+
+# ---------------------------------------------------------------------------------------------------------
 # (b) hostile input
 
 
@@ -936,7 +1084,8 @@ def table(rows: list[dict]) -> str:
 
 SCENARIOS: dict[str, list[Callable[[Suite], Run]]] = {
     "a": [scenario_kill_storm], "b": [scenario_hostile], "c": [scenario_outage_redis, scenario_outage_kafka],
-    "d": [scenario_sigterm], "e": [scenario_failover],
+    "d": [scenario_sigterm], "e": [scenario_failover], "f": [scenario_zombie], "g": [scenario_fast_clocks],
+    "h": [scenario_lost_centroids], "i": [scenario_long_kafka_outage], "j": [scenario_restart_ids],
 }
 
 
@@ -990,7 +1139,8 @@ def prepare(args: argparse.Namespace) -> Suite:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenarios", default="a,b,c,d,e", help="comma-separated subset of a,b,c,d,e")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset of "
+                        + ",".join(SCENARIOS))
     parser.add_argument("--samples", type=int, default=3000, help="samples in (a), the kill storm")
     parser.add_argument("--rate", type=float, default=40.0, help="samples/s in (a)")
     parser.add_argument("--kills", type=int, default=12, help="SIGKILLs in (a)")

@@ -1,5 +1,7 @@
 """Message validation: every malformed payload becomes one readable reason."""
 
+import json
+
 import pytest
 
 from dimee.messages import DeadLetter, MessageError, Prediction, Routed, Sample, envelope, parse
@@ -73,3 +75,106 @@ def test_the_envelope_repeats_timings_and_trace_fields_as_timestamp_and_headers(
     assert dict(headers) == {"dimee-id": b"a", "dimee-tier": b"edge", "dimee-worker": b"w-1",
                              "dimee-produced-at": b"1.5", "dimee-routed-at": b"2.0", "dimee-started-at": b"3.0",
                              "dimee-finished-at": b"4.25"}
+
+
+# --- message times (audit item 2): bounded at parse, and never a record timestamp ahead of the stage's clock ---
+
+@pytest.mark.parametrize(("produced_at", "reason"), [
+    ("32503680000.0", "ahead of this host's clock"),  # the year 3000
+    ("1e300", "ahead of this host's clock"),
+    ("-5.0", "before 2000-01-01"),
+    ("0", "before 2000-01-01"),
+    ("1e400", "finite"),  # read as inf
+])
+def test_absurd_message_times_are_refused(produced_at, reason):
+    payload = b'{"id": "a", "text": "hi", "produced_at": ' + produced_at.encode() + b"}"
+    with pytest.raises(MessageError, match=reason):
+        parse(Sample, payload)
+    routed = Routed(id="a", text="hi", tier="edge", pool=1, distances=[], centroid_version=0, router="r")
+    routed_at = json.dumps({**json.loads(routed.to_bytes()), "routed_at": "T"}).replace('"T"', produced_at)
+    with pytest.raises(MessageError, match=f"routed_at: .*{reason}"):
+        parse(Routed, routed_at.encode())
+
+
+def test_a_time_two_days_ahead_is_refused_and_two_hours_ahead_served_with_a_timestamp_of_now():
+    import time
+
+    days = time.time() + 2 * 86_400
+    with pytest.raises(MessageError, match=r"produced_at: .*ahead of this host's clock"):
+        parse(Sample, f'{{"id": "a", "text": "hi", "produced_at": {days}}}'.encode())
+    ahead = time.time() + 2 * 3600  # a producer whose clock is 2 h fast: served, not dead-lettered
+    sample = parse(Sample, f'{{"id": "a", "text": "hi", "produced_at": {ahead}}}'.encode())
+    routed = Routed(**sample.__dict__, tier="edge", pool=1, distances=[], centroid_version=0, router="r")
+    before = time.time()
+    timestamp, headers = envelope(routed)
+    # Kafka 4.x refuses a record more than an hour ahead of the broker: the stage stamps its own clock
+    assert before <= timestamp <= time.time()
+    assert dict(headers)["dimee-produced-at"] == str(ahead).encode()  # the header keeps what the message says
+
+
+def test_a_prediction_with_a_non_finite_confidence_is_refused():
+    """Audit item 6: a NaN hidden state gave `"confidence": null` on the predictions topic."""
+    from pydantic import ValidationError
+
+    fields = {"id": "a", "tier": "edge", "label_pred": 1, "exit_layer": 2, "layers_run": 2, "model": "m",
+              "worker": "w", "cost": {"processing": 0.1, "offload": 0.2, "cloud": 0.0, "total": 0.3},
+              "timings": {"produced_at": 1.5, "routed_at": 2.0, "started_at": 3.0, "finished_at": 4.25}}
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValidationError, match="finite"):
+            Prediction.model_validate({**fields, "confidence": bad})
+    with pytest.raises(ValidationError, match="finite"):
+        Prediction.model_validate({**fields, "confidence": 0.5, "cost": {**fields["cost"], "total": float("nan")}})
+
+
+# --- the schema edge is strict (audit item 8): what the contract says is an int, a string or a number is one ---
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (b'{"id": "a", "text": "hi", "label": true}', "label: Input should be a valid integer"),
+    (b'{"id": "a", "text": "hi", "label": "1"}', "label: Input should be a valid integer"),
+    (b'{"id": "a", "text": "hi", "label": 1.0}', "label: Input should be a valid integer"),
+    (b'{"v": true, "id": "a", "text": "hi"}', "v: .*the integer 1"),
+    (b'{"v": 1.0, "id": "a", "text": "hi"}', "v: .*the integer 1"),
+    (b'{"id": "a", "text": "hi", "produced_at": "1700000000"}', "produced_at: Input should be a valid number"),
+    (b'{"id": "a", "text": "hi", "produced_at": true}', "produced_at: Input should be a valid number"),
+    (b'{"id": "a", "text": "hi", "id": "b"}', "invalid JSON: duplicate key 'id'"),
+    (b'{"id": "a", "text": "hi", "meta": {"k": 1, "k": 2}}', "invalid JSON: duplicate key 'k'"),
+    (b'{"id": "a", "text": "hi", "meta": {"x": NaN}}', "invalid JSON: NaN .*finite"),
+    (b'{"id": "a", "text": "hi", "meta": {"x": [-Infinity]}}', "invalid JSON: -Infinity .*finite"),
+    (b'{"id": "a", "text": "hi", "meta": {"x": 1e400}}', "meta: .*finite"),
+    (b'{"id": "   ", "text": "hi"}', "id: .*id is blank"),
+    (b'{"id": "a\\u0000b", "text": "hi"}', "id: .*control character"),
+    (b'{"id": "a\\nb", "text": "hi"}', "id: .*control character"),
+    (b'{"id": "a\\u0085", "text": "hi"}', "id: .*control character"),
+    (b'{"id": "a", "text": "hi", "meta": ' + b'{"a": ' * 40 + b"1" + b"}" * 40 + b"}", "meta: .*nested"),
+    (b'{"id": "a", "text": "hi", "meta": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "invalid JSON: nested"),
+])
+def test_lax_coercions_and_ambiguous_json_are_refused(payload, reason):
+    with pytest.raises(MessageError, match=reason):
+        parse(Sample, payload)
+
+
+def test_the_strict_edge_still_reads_what_the_contract_allows():
+    sample = parse(Sample, b'{"v": 1, "id": "a b", "text": "hi", "label": 0, "produced_at": 1700000000, '
+                           b'"meta": {"n": 1.5, "tags": ["x"], "deep": {"k": {"j": null}}}}')
+    assert sample.produced_at == 1_700_000_000.0 and isinstance(sample.produced_at, float)  # an int where a float goes
+    assert sample.meta["deep"] == {"k": {"j": None}} and sample.id == "a b"
+    # messages built in code (the router, the workers, the tests) keep working, enums from their names included
+    routed = Routed(**sample.__dict__, tier="edge", pool=1, distances=[0.5, None], centroid_version=0, router="r")
+    assert parse(Routed, routed.to_bytes()) == routed
+    letter = DeadLetter.for_record("router", Record("t", 0, 5, b"a", b'{"id": "a", "id": "b"}'), "duplicate key")
+    assert parse(DeadLetter, letter.to_bytes()) == letter
+
+
+@pytest.mark.parametrize("kind", [Sample, Routed])
+def test_a_record_whose_key_is_not_its_message_id_is_refused(kind):
+    """The stage passes the record's key; a message saying another id than its key is dead-lettered."""
+    message = Routed(id="a", text="hi", tier="edge", pool=1, distances=[], centroid_version=0, router="r")
+    value = message.to_bytes() if kind is Routed else Sample(id="a", text="hi").to_bytes()
+    assert parse(kind, value, key=b"a").id == "a"
+    assert parse(kind, value).id == "a"  # no key (a producer that keys nothing): nothing to compare
+    with pytest.raises(MessageError, match="the record's key says 'b', the message id 'a'"):
+        parse(kind, value, key=b"b")
+    with pytest.raises(MessageError, match="the record's key says '\\\\xff', the message id 'a'"):
+        parse(kind, value, key=b"\xff")
+    letter = DeadLetter.for_record("router", Record("t", 0, 5, b"k", b"{"), "invalid JSON")
+    assert parse(DeadLetter, letter.to_bytes(), key=b"k") == letter  # a dead letter has no id: keyed by the original

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 
 import pytest
 
 from dimee.config import Settings
-from dimee.messages import DeadLetter, Routed, parse
+from dimee.messages import CostBreakdown, DeadLetter, Hop, Routed, parse
 from dimee.pipeline import PipelineOptions, run_pipeline
 from dimee.transport.base import Topics
 from dimee.transport.memory import shared_broker
@@ -52,8 +53,12 @@ def test_an_output_too_large_for_the_broker_dead_letters_its_input(workdir, cal)
     assert [(letter.key, "exceeds the 2100-byte limit" in letter.error) for letter in letters] == [("near", True)]
 
 
-@pytest.mark.parametrize("hidden", ["not base64!", base64.b64encode(b"\x00\x01\x02").decode()])
-def test_a_corrupt_hidden_state_is_dead_lettered_by_the_worker(workdir, cal, hidden):
+@pytest.mark.parametrize(("hidden", "reason"), [
+    ("not base64!", "hidden_fp16: .*not base64"),  # parse: no decoding needed to tell
+    (base64.b64encode(b"\x00\x01\x02").decode(), "hidden_fp16: .*3 bytes, not a whole number of tokens"),
+    ("@" * 86 + "==", "processing failed: .*base64"),  # the size of one token, not base64: the worker decodes it
+])
+def test_a_corrupt_hidden_state_is_dead_lettered_by_the_worker(workdir, cal, hidden, reason):
     from dimee.stage import BatchLimits
     from dimee.transport.memory import InMemoryBroker
     from tests.helpers import context
@@ -66,7 +71,9 @@ def test_a_corrupt_hidden_state_is_dead_lettered_by_the_worker(workdir, cal, hid
     for i, sample in enumerate(samples):
         corrupt = i == 2
         routed = Routed(**sample, tier=plan.tiers[1], pool=1, distances=[], centroid_version=0, router="r",
-                        start_layer=plan.caps[0] if corrupt else 0, hidden_fp16=hidden if corrupt else None)
+                        start_layer=plan.caps[0] if corrupt else 0, hidden_fp16=hidden if corrupt else None,
+                        hops=[Hop(tier=plan.tiers[0], layers_run=plan.caps[0], cost=CostBreakdown(
+                            processing=0, offload=0, cloud=0, total=0))] if corrupt else [])
         producer.send(topics.tier(plan.tiers[1].value), sample["id"].encode(), routed.to_bytes())
     worker = TierWorker(context(broker, topics, limits=BatchLimits(max_batch=8, max_wait_s=0.0)),
                         deployment(workdir, cal), plan.tiers[1])
@@ -75,7 +82,7 @@ def test_a_corrupt_hidden_state_is_dead_lettered_by_the_worker(workdir, cal, hid
         r.key.decode() for r in broker.read_all(topics.predictions)}
     letters = [parse(DeadLetter, r.value) for r in broker.read_all(topics.dead_letter)]
     assert answered == {s["id"] for s in samples} - {"h-2"}
-    assert [letter.key for letter in letters] == ["h-2"] and "processing failed" in letters[0].error
+    assert [letter.key for letter in letters] == ["h-2"] and re.search(reason, letters[0].error)
 
 
 def test_an_id_reused_for_other_content_is_dead_lettered_not_dropped(workdir, cal):
@@ -86,3 +93,132 @@ def test_an_id_reused_for_other_content_is_dead_lettered_not_dropped(workdir, ca
     assert sorted(run.predictions) == sorted(r["id"] for r in good)
     assert [letter.key for letter in letters] == [good[5]["id"]] and "id reused" in letters[0].error
     assert letters[0].stage == "sink"
+
+
+def test_message_times_never_make_a_record_the_broker_refuses(workdir, cal, monkeypatch):
+    """Audit item 2: Kafka 4.x refuses a record timestamp more than an hour ahead of its clock, and the record's
+    timestamp was the latest time the message carried: a sample from the year 3000 crash-looped the router.
+    Absurd times are dead-lettered; a producer whose clock is 2 h fast is served, stamped with the stage's clock."""
+    import time
+
+    from dimee.transport import memory
+
+    stamped: list[tuple[str, float | None]] = []
+    send = memory._MemoryTransactionalProducer.send
+
+    def recording(self, topic, key, value, *stamp_and_headers):
+        stamped.append((topic, stamp_and_headers[0] if stamp_and_headers else None))
+        send(self, topic, key, value, *stamp_and_headers)
+
+    monkeypatch.setattr(memory._MemoryTransactionalProducer, "send", recording)
+    good = stream_records(12, prefix="ok")
+    ahead = [{**r, "id": f"ahead-{i}", "produced_at": time.time() + 2 * 3600} for i, r in enumerate(good[:4])]
+    absurd = [{"id": "y3000", "text": "fine", "produced_at": 32_503_680_000.0},
+              {"id": "huge", "text": "fine", "produced_at": 1e300},
+              {"id": "negative", "text": "fine", "produced_at": -1.0}]
+    run, letters = _run(workdir, cal, "clock", [*good, *ahead, *absurd])
+    assert sorted(run.predictions) == sorted(r["id"] for r in [*good, *ahead])
+    assert sorted(letter.key for letter in letters) == sorted(r["id"] for r in absurd)
+    outputs = [t for topic, t in stamped if not topic.endswith("dead-letter")]
+    assert outputs and all(t is not None and t <= time.time() for t in outputs)
+
+
+def _serve_routed(workdir, cal, tier_index: int, messages: list[tuple[bytes, Routed]], policy: str = "Cascade"):
+    """One tier worker over the given routed records: the ids it answered or escalated, and its dead letters."""
+    from dimee.stage import BatchLimits
+    from dimee.transport.memory import InMemoryBroker
+    from tests.helpers import context
+    from workers.tier_worker import TierWorker
+
+    broker, topics, plan = InMemoryBroker(), Topics("routed"), cal.tier_plan()
+    producer = broker.producer()
+    for key, routed in messages:
+        producer.send(topics.tier(plan.tiers[tier_index].value), key, routed.to_bytes())
+    worker = TierWorker(context(broker, topics, limits=BatchLimits(max_batch=8, max_wait_s=0.0)),
+                        deployment(workdir, cal, policy), plan.tiers[tier_index])
+    worker.run(idle_exit_s=0.5)
+    onward = [topics.tier(t.value) for t in plan.tiers[tier_index + 1:]]
+    served = {r.key.decode() for topic in [*onward, topics.predictions] for r in broker.read_all(topic)}
+    letters = {letter.key: letter.error for letter in
+               (parse(DeadLetter, r.value) for r in broker.read_all(topics.dead_letter))}
+    return worker, served, letters
+
+
+def _hidden(worker, text: str, tokens_more: int = 0, value: float = 0.0) -> str:
+    """A carried hidden state for `text` as the tier below would send it (tokens_more: a wrong token count)."""
+    import numpy as np
+
+    from dimee.model.tokenize import encode
+
+    tokens = int(encode(worker.tokenizer, [text], None, worker.model.spec.max_length)["attention_mask"].sum())
+    state = np.full((tokens + tokens_more, worker.model.spec.hidden_size), value, dtype=np.float16)
+    return base64.b64encode(state.tobytes()).decode()
+
+
+def test_routed_messages_that_do_not_fit_the_tier_or_the_model_are_dead_lettered(workdir, cal):
+    """Audit items 6 and 7: a routed message was served whatever it said (a start layer past the cap clamped,
+    a missing or mis-sized hidden state padded with zeros, another tier's message answered as this tier's, an
+    unknown pool, impossible hops), and a NaN hidden state was answered with `"confidence": null`."""
+    from dimee.routing_policy import get
+    from workers.tier_worker import TierWorker
+
+    plan, samples = cal.tier_plan(), stream_records(15, prefix="r")
+    edge, mobile_cap = plan.tiers[1], plan.caps[0]
+    probe, _, _ = _serve_routed(workdir, cal, 1, [])  # for its tokenizer and model facts
+    assert isinstance(probe, TierWorker)
+    hop = Hop(tier=plan.tiers[0], layers_run=mobile_cap, cost=CostBreakdown(processing=0, offload=0, cloud=0, total=0))
+
+    def routed(i: int, **fields) -> Routed:
+        return Routed.model_construct(**{**Routed(**samples[i], tier=edge, pool=1, distances=[], centroid_version=0,
+                                                  router="r", policy=get("Cascade")).__dict__, **fields})
+
+    text = samples[1]["text"]
+    good = [routed(0), routed(1, start_layer=mobile_cap, hidden_fp16=_hidden(probe, text), hops=[hop])]
+    bad = {
+        "r-2": (routed(2, tier=plan.tiers[2]), "tier: .*cloud.*edge"),
+        "r-3": (routed(3, pool=len(plan)), "pool: .*3 pools"),
+        "r-4": (routed(4, start_layer=plan.caps[1], hidden_fp16=_hidden(probe, samples[4]["text"]), hops=[hop]),
+                "start_layer: .*below"),
+        "r-5": (routed(5, start_layer=mobile_cap, hops=[hop]), "hidden_fp16"),
+        "r-6": (routed(6, hidden_fp16=_hidden(probe, samples[6]["text"])), "hidden_fp16"),
+        "r-7": (routed(7, start_layer=mobile_cap, hidden_fp16=_hidden(probe, samples[7]["text"])[:-8], hops=[hop]),
+                "hidden_fp16: .*bytes"),
+        "r-8": (routed(8, start_layer=mobile_cap, hidden_fp16=_hidden(probe, samples[8]["text"], 2), hops=[hop]),
+                "processing failed: .*tokens"),
+        "r-9": (routed(9, start_layer=mobile_cap, hidden_fp16=_hidden(probe, samples[9]["text"], value=float("nan")),
+                       hops=[hop]), "processing failed: .*not finite"),
+        "r-10": (routed(10, hops=[hop.model_copy(update={"tier": edge})]), "hops: .*lower tier"),
+        "r-11": (routed(11, hops=[hop, hop]), "hops: .*lower tier"),
+        "r-12": (routed(12, start_layer=-1), "start_layer"),
+        "r-13": (routed(13, start_layer=mobile_cap - 1, hidden_fp16=_hidden(probe, samples[13]["text"]), hops=[hop]),
+                 "start_layer: .*where its last hop \\(mobile\\) stopped"),
+        "r-14": (routed(14, start_layer=mobile_cap, hidden_fp16=_hidden(probe, samples[14]["text"])), "no hop"),
+    }
+    messages = [(m.id.encode(), m) for m in [*good, *(m for m, _ in bad.values())]]
+    _, served, letters = _serve_routed(workdir, cal, 1, messages)
+    assert served == {m.id for m in good}
+    assert set(letters) == set(bad)
+    for key, (_, reason) in bad.items():
+        assert re.search(reason, letters[key]), (key, letters[key])
+
+
+def test_a_non_finite_result_dead_letters_its_input(workdir, cal, monkeypatch):
+    """Audit item 6: a worker published `"confidence": null` for a NaN result; now its input is dead-lettered."""
+    import torch
+
+    from dimee.model.early_exit import EarlyExitEncoder
+
+    early_exit = EarlyExitEncoder.early_exit
+
+    def nan_confidence(self, *args, **kwargs):
+        result = early_exit(self, *args, **kwargs)
+        result.confidence = torch.full_like(result.confidence, float("nan"))
+        return result
+
+    monkeypatch.setattr(EarlyExitEncoder, "early_exit", nan_confidence)
+    samples = stream_records(3, prefix="n")
+    messages = [(s["id"].encode(), Routed(**s, tier=cal.tier_plan().tiers[2], pool=2, distances=[],
+                                          centroid_version=0, router="r")) for s in samples]
+    _, served, letters = _serve_routed(workdir, cal, 2, messages)
+    assert not served and set(letters) == {s["id"] for s in samples}
+    assert all("confidence" in error and "finite" in error for error in letters.values())

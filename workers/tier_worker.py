@@ -19,7 +19,7 @@ import torch
 
 from dimee import __version__, metrics
 from dimee.deployment import Deployment
-from dimee.messages import CostBreakdown, Feedback, Hop, Prediction, Routed, Timings
+from dimee.messages import CostBreakdown, Feedback, Hop, Prediction, Routed, Timings, worker_context
 from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.model.early_exit import ExitResult, Resume
 from dimee.model.tokenize import encode
@@ -57,7 +57,11 @@ def pack_hidden(hidden: torch.Tensor) -> str:
 
 
 def unpack_hidden(blob: str, hidden_size: int) -> torch.Tensor:
-    array = np.frombuffer(base64.b64decode(blob), dtype=np.float16).reshape(-1, hidden_size)
+    """The (tokens, hidden_size) state a lower tier carried up; ValueError if it is not one a model can resume
+    from (not base64, a partial token, a NaN or infinity: it would run to a NaN confidence)."""
+    array = np.frombuffer(base64.b64decode(blob, validate=True), dtype=np.float16).reshape(-1, hidden_size)
+    if not np.isfinite(array).all():
+        raise ValueError("the carried hidden state is not finite (NaN or infinity)")
     return torch.from_numpy(array.astype(np.float32))
 
 
@@ -113,6 +117,8 @@ class TierWorker(Stage):
         self.tokenizer = load_tokenizer(deployment.workdir.model)
         self.model_name = f"{self.calibration.model_id}:{self.tier.value}:1-{self.cap}"
         self.worker_id = context.instance(self.name)
+        # what a routed message must fit to be served here (checked at parse; see messages.Routed)
+        self.facts = worker_context(self.tier, self.plan, len(self.calibration.centroids), self.model.spec.hidden_size)
 
     def rule(self, policy: RoutingPolicy) -> TierRule:
         thresholds, index = policy.served_thresholds(self.calibration), self.plan.index(self.tier)
@@ -129,12 +135,12 @@ class TierWorker(Stage):
         return self._rules[message.policy]
 
     def parse_context(self) -> dict:
-        return {**super().parse_context(), "num_labels": self.calibration.num_labels}
+        return {**super().parse_context(), "num_labels": self.calibration.num_labels, **self.facts}
 
     def process(self, batch: list[tuple[Record, Routed]]) -> list[Output]:
         groups: dict[tuple[int, RoutingPolicy | None], list[Routed]] = {}
         for _, message in batch:
-            groups.setdefault((min(message.start_layer, self.cap - 1), message.policy), []).append(message)
+            groups.setdefault((message.start_layer, message.policy), []).append(message)  # below cap: parse
         outputs: list[Output] = []
         for (start, _), messages in groups.items():
             rule = self._rule_of(messages[0])
@@ -149,7 +155,7 @@ class TierWorker(Stage):
         pairs = [m.text_pair for m in messages] if any(m.text_pair for m in messages) else None
         inputs = encode(self.tokenizer, [m.text for m in messages], pairs, self.model.spec.max_length)
         lengths = inputs["attention_mask"].sum(1).tolist()
-        hidden = self._carried_hidden(start, messages, inputs["input_ids"].shape[1])
+        hidden = self._carried_hidden(start, messages, lengths, inputs["input_ids"].shape[1])
         inputs = {name: tensor.to(self.device) for name, tensor in inputs.items()}
         hidden = None if hidden is None else hidden.to(self.device)
         result = self.model.early_exit(inputs, alpha=rule.exit_threshold, cap=self.cap,
@@ -166,15 +172,19 @@ class TierWorker(Stage):
                 outputs.extend(self._answer(outcome, timings, rule))
         return outputs
 
-    def _carried_hidden(self, start: int, messages: list[Routed], width: int) -> torch.Tensor | None:
-        """The hidden states escalated samples brought from the previous tier (start > 0), padded to width."""
+    def _carried_hidden(self, start: int, messages: list[Routed], lengths: list[int],
+                        width: int) -> torch.Tensor | None:
+        """The hidden states escalated samples brought from the previous tier (start > 0), padded to width. A
+        state with another token count than the text is not this text's (ValueError: that record is dead-lettered)."""
         if start == 0:
             return None
         size = self.model.spec.hidden_size
         hidden = torch.zeros(len(messages), width, size)
         for row, message in enumerate(messages):
             state = unpack_hidden(message.hidden_fp16 or "", size)
-            hidden[row, : state.shape[0]] = state[:width]
+            if state.shape[0] != lengths[row]:
+                raise ValueError(f"the carried hidden state has {state.shape[0]} tokens, the text {lengths[row]}")
+            hidden[row, : lengths[row]] = state
         return hidden
 
     def _hop_cost(self, outcome: Outcome) -> CostBreakdown:

@@ -252,7 +252,7 @@ class Stage(ABC):
         context = self.parse_context()
         for record in records:
             try:
-                valid.append((record, parse(self.message_type, record.value, context)))
+                valid.append((record, parse(self.message_type, record.value, context, key=record.key)))
             except MessageError as exc:
                 outputs.append(self.dead_letter(record, str(exc)))
         computing = time.perf_counter()

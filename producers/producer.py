@@ -60,7 +60,8 @@ def _encode(row: int, record: dict | bytes) -> _Pending:
         return _Pending(row, None, record, None)
     record = {**record, "produced_at": record.get("produced_at", now())}
     stamp = record["produced_at"]
-    timestamp = float(stamp) if isinstance(stamp, int | float) and math.isfinite(stamp) else None
+    # never ahead of this host's clock: Kafka refuses a record timestamp over an hour ahead of its own
+    timestamp = min(float(stamp), now()) if isinstance(stamp, int | float) and math.isfinite(stamp) else None
     return _Pending(row, str(record.get("id", "")).encode(), json.dumps(record).encode(), timestamp)
 
 

@@ -222,3 +222,32 @@ def test_a_non_finite_result_dead_letters_its_input(workdir, cal, monkeypatch):
     _, served, letters = _serve_routed(workdir, cal, 2, messages)
     assert not served and set(letters) == {s["id"] for s in samples}
     assert all("confidence" in error and "finite" in error for error in letters.values())
+
+
+def test_a_record_whose_key_names_another_id_is_dead_lettered_by_the_stage(workdir, cal):
+    """The Kafka key routes a sample to its partition and downstream dedupe trusts the id: a record whose key
+    says another id (e.g. duplicate JSON keys, the last one winning) is refused where it is read."""
+    from dimee.transport.memory import InMemoryBroker
+    from routers.router import Router
+    from state.memory import InMemoryCentroidStore
+    from tests.helpers import context
+
+    broker, topics = InMemoryBroker(), Topics("keyed")
+    store = InMemoryCentroidStore()
+    store.seed(cal.centroid_arrays(), cal.pool_sizes)
+    producer = broker.producer()
+    producer.send(topics.samples, b"s-1", b'{"id": "s-2", "text": "the movie was fun"}')
+    producer.send(topics.samples, b"s-3", b'{"id": "s-3", "text": "the movie was fun"}')
+    Router(context(broker, topics), deployment(workdir, cal), store).run(idle_exit_s=1.0)
+    letters = [parse(DeadLetter, r.value) for r in broker.read_all(topics.dead_letter)]
+    assert [(letter.key, "s-2" in letter.error) for letter in letters] == [("s-1", True)]
+    assert sum(len(broker.read_all(topics.tier(t.value))) for t in cal.tier_plan().tiers) == 1
+
+
+def test_a_sample_stamped_ahead_of_the_producer_host_gets_a_record_time_the_broker_accepts():
+    import time
+
+    from producers.producer import _encode
+
+    encoded = _encode(0, {"id": "ahead", "text": "fun", "produced_at": time.time() + 7200})
+    assert encoded.timestamp is not None and encoded.timestamp <= time.time()

@@ -174,10 +174,10 @@ def test_a_send_refused_for_a_stale_epoch_is_fatal_not_an_epoch_bump():
     from kafka.errors import InvalidProducerEpochError
     from kafka.producer.transaction_manager import TransactionalRequestResult
 
-    from dimee.transport.kafka import _stale_epoch_is_fenced
+    from dimee.transport.kafka import _strict_transactions
 
     manager = _manager_in_a_transaction()
-    _stale_epoch_is_fenced(SimpleNamespace(_transaction_manager=manager))  # type: ignore[arg-type]
+    _strict_transactions(SimpleNamespace(_transaction_manager=manager))  # type: ignore[arg-type]
     assert manager.classify_batch_error(InvalidProducerEpochError(), None) == manager.ERROR_CLASS_FATAL
     result = TransactionalRequestResult()
     manager._restart_epoch_bump_without_producer_id(60000, result)  # the broker refused a bump
@@ -206,3 +206,19 @@ def test_a_router_waits_for_lost_centroids_and_dead_letters_nothing(workdir, cal
     thread.join(timeout=60)
     assert not thread.is_alive()
     assert sum(len(broker.read_all(topics.tier(t.value))) for t in Tier) == 10 and router.dead_letters == 0
+
+
+def test_a_batch_given_up_on_makes_its_transaction_abortable_never_committed():
+    """Defect (make faults, every broker down 45 s): a batch whose retries ran out only failed its future, the
+    transaction then committed the worker's input offsets without those outputs, and 86 predictions were lost.
+    Now such a failure makes the transaction abortable: its commit is refused and the batch read again."""
+    from types import SimpleNamespace
+
+    from kafka.errors import KafkaConnectionError, RequestTimedOutError
+
+    from dimee.transport.kafka import _strict_transactions
+
+    manager = _manager_in_a_transaction()
+    _strict_transactions(SimpleNamespace(_transaction_manager=manager))  # type: ignore[arg-type]
+    for error in (KafkaConnectionError(), RequestTimedOutError()):
+        assert manager.classify_batch_error(error, None) == manager.ERROR_CLASS_ABORTABLE

@@ -56,27 +56,32 @@ def _fenced(producer: KafkaProducer, exc: KafkaError) -> bool:
     return manager.has_fatal_error() or manager.is_bumping_epoch()
 
 
-def _stale_epoch_is_fenced(producer: KafkaProducer) -> None:
-    """kafka-python 3.0.12 answers a produce refused with INVALID_PRODUCER_EPOCH (a newer instance has taken
-    over the transactional id) with a KIP-360 epoch bump, and when the broker refuses that bump too, with a
-    fresh InitProducerId for the same id, which fences the *newer* instance: the zombie lives on and its
-    successor dies. For a transactional producer a stale epoch means fenced, as in the Java client: both paths
-    end in the fatal state here, with the fencing as its error."""
+def _strict_transactions(producer: KafkaProducer) -> None:
+    """Two gaps of kafka-python 3.0.12's transactional producer, closed as the Java client closes them:
+
+    - a produce refused with INVALID_PRODUCER_EPOCH (a newer instance has taken over the transactional id) is
+      answered with a KIP-360 epoch bump, and when the broker refuses that bump too, with a fresh
+      InitProducerId for the same id, which fences the *newer* instance: the zombie lives on and its successor
+      dies. A stale epoch means fenced: both paths end in the fatal state, with the fencing as its error;
+    - a batch the client gives up on (its retries spent, e.g. through an outage of every broker) only fails its
+      future, and the commit that follows commits the input offsets without those outputs: records lost
+      (`make faults`, scenario i). Such a failure makes the transaction abortable, so its commit is refused."""
     manager = producer._transaction_manager
     classify = manager.classify_batch_error
 
-    def classify_fenced(error: object, batch: object, log_start_offset: int = -1) -> str:
+    def classify_strictly(error: object, batch: object, log_start_offset: int = -1) -> str:
         kind = error if isinstance(error, type) else type(error)
         if issubclass(kind, FENCED_ERRORS):  # type: ignore[arg-type]
             return manager.ERROR_CLASS_FATAL
-        return classify(error, batch, log_start_offset=log_start_offset)
+        outcome = classify(error, batch, log_start_offset=log_start_offset)
+        return manager.ERROR_CLASS_ABORTABLE if outcome == manager.ERROR_CLASS_RETRIABLE else outcome
 
     def fenced_instead_of_a_fresh_id(transaction_timeout_ms: int, result: object) -> None:
         fenced = kafka_errors.ProducerFencedError()
         manager._transition_to(TransactionState.FATAL_ERROR, error=fenced)
         result.done(error=fenced)  # type: ignore[attr-defined]
 
-    manager.classify_batch_error = classify_fenced
+    manager.classify_batch_error = classify_strictly
     manager._restart_epoch_bump_without_producer_id = fenced_instead_of_a_fresh_id
 
 
@@ -180,7 +185,7 @@ class KafkaTransport:
                                      max_in_flight_requests_per_connection=1, **options, **self._common())
             if transactional_id is None:
                 return KafkaProducerAdapter(producer, envelope=self.supports_transactions)
-            _stale_epoch_is_fenced(producer)
+            _strict_transactions(producer)
             try:
                 if predecessor is None:
                     producer.init_transactions()

@@ -154,3 +154,21 @@ def test_what_the_client_still_holds_after_a_timed_out_flush_is_waited_for_never
     result = produce(transport, Topics("outage"), records, ProduceOptions(progress=False))  # type: ignore[arg-type]
     assert sorted(transport.client.delivered) == sorted(r["id"].encode() for r in records)  # each once
     assert result.acknowledged == 6 and result.complete
+
+
+def test_the_kafka_client_holds_a_send_through_an_outage_instead_of_failing_it(monkeypatch):
+    """Defect: 10 retries 200 ms apart failed a send ~2 s into an outage; `dimee produce` then sent it again,
+    and where the broker had written it, the samples topic held it twice (`make faults` i: one duplicate)."""
+    import dimee.transport.kafka as kafka_transport
+
+    seen: dict = {}
+
+    class Capture:
+        def __init__(self, **options) -> None:
+            seen.update(options)
+
+    monkeypatch.setattr(kafka_transport, "KafkaProducer", Capture)
+    monkeypatch.setattr(kafka_transport.KafkaTransport, "_common", lambda self: {})
+    kafka_transport.KafkaTransport("127.0.0.1:9").producer()
+    assert seen.get("retries", float("inf")) == float("inf")  # bounded by time, not by a count
+    assert seen["delivery_timeout_ms"] >= 60_000 and seen["enable_idempotence"]

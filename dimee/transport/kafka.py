@@ -30,6 +30,7 @@ REBALANCE_ERRORS = (kafka_errors.CommitFailedError, kafka_errors.IllegalGenerati
 
 
 REQUEST_TIMEOUT_MS = 15000
+DELIVERY_TIMEOUT_MS = 120_000  # how long the client holds an unacknowledged send before failing it
 TRANSACTION_REQUEST_TIMEOUT_S = 20.0
 # The coordinator aborts a transaction left open this long. Longer than the longest a live transaction runs
 # (its sends' request timeout, then the offset commit and the commit, each given up after
@@ -170,7 +171,10 @@ class KafkaTransport:
         whose init fences any earlier producer with the same id, or, `replacing` one of this instance's own
         (closed after a failure), takes over from it only if no newer instance has the id (else Fenced)."""
         options: dict = {"enable_idempotence": True} if self.supports_transactions else {}
-        options |= {"retries": 10, "retry_backoff_ms": 200}  # ~2 s of retries: a leader failover's time
+        # Retried until the delivery timeout (the idempotent producer's retries never duplicate): a send held
+        # through an outage shorter than that is delivered once, never failed and sent again (which `dimee
+        # produce` did after ~2 s of retries, duplicating what the broker had written: `make faults` i).
+        options |= {"delivery_timeout_ms": DELIVERY_TIMEOUT_MS, "retry_backoff_ms": 200}
         if transactional_id is not None:
             if not self.supports_transactions:
                 raise DimeeError("exactly-once needs Kafka 0.11 or newer: use --guarantee at-least-once")

@@ -11,6 +11,8 @@
 #   deploy/local-services.sh stop-redis | start-redis    (used by the restart test)
 #   deploy/local-services.sh kill-broker N    kill -9 Kafka node N (1-based; failover tests)
 #   deploy/local-services.sh start-broker N   start node N again with its config and data; wait until it serves
+#   deploy/local-services.sh pause-broker N | resume-broker N   SIGSTOP / SIGCONT node N (a hung broker: the
+#                                             kernel still completes TCP handshakes, nothing answers)
 #   deploy/local-services.sh run -- CMD ...   install + start, run CMD with the env exported, always stop
 #   deploy/local-services.sh properties [N]   print node N's server.properties (ports 0; used by tests)
 #
@@ -318,7 +320,9 @@ wait_node() {  # node, log offset
   local node=$1 offset=$2 log=$RUN/kafka-$1.log pidfile=$RUN/kafka-$1.pid
   local ports; read -r -a ports <<<"$(. "$RUN/env"; echo "$KAFKA_PORTS")"
   for _ in $(seq 1 600); do
-    if tail -c +"$((offset + 1))" "$log" 2>/dev/null | grep -q "Kafka Server started"; then
+    # Not `tail | grep -q`: grep -q leaves at the first match, tail dies of SIGPIPE, and under pipefail the
+    # pipeline then fails although the line is there. Behind a process substitution tail's status is ignored.
+    if grep -qF "Kafka Server started" < <(tail -c +"$((offset + 1))" "$log" 2>/dev/null); then
       (exec 3<>"/dev/tcp/127.0.0.1/${ports[node-1]}") 2>/dev/null && return 0
     fi
     kill -0 "$(cat "$pidfile")" 2>/dev/null || { tail -30 "$log" >&2; die "Kafka node $node exited during start-up"; }
@@ -328,7 +332,8 @@ wait_node() {  # node, log offset
 }
 
 ours() {  # pid: true if it is a process this services folder started (its command line names $RUN)
-  ps -ww -o args= -p "$1" 2>/dev/null | grep -qF "$RUN/"
+  local args; args=$(ps -ww -o args= -p "$1" 2>/dev/null) || return 1  # no pipe into grep -q (see wait_node)
+  [[ "$args" == *"$RUN/"* ]]
 }
 
 kill_broker() {  # node
@@ -342,6 +347,13 @@ kill_broker() {  # node
   fi
   rm -f "$pidfile"
   say "Kafka node $node killed (SIGKILL)"
+}
+
+signal_broker() {  # node, signal (STOP or CONT)
+  local node=${1:?usage: pause-broker N | resume-broker N} pidfile=$RUN/kafka-$1.pid
+  [ -s "$pidfile" ] && ours "$(cat "$pidfile")" || die "Kafka node $node is not running (no $pidfile)"
+  kill "-$2" "$(cat "$pidfile")"
+  say "Kafka node $node sent SIG$2"
 }
 
 start_broker() {  # node
@@ -418,6 +430,9 @@ status() {
   done
 }
 
+# Sourced (the tests call its functions under the same `set -euo pipefail`): define, run nothing.
+[[ "${BASH_SOURCE[0]}" != "$0" ]] && return 0
+
 case "${1:-}" in
   install) install ;;
   start) start ;;
@@ -427,6 +442,8 @@ case "${1:-}" in
   start-redis) start_redis ;;
   kill-broker) kill_broker "${2:-}" ;;
   start-broker) start_broker "${2:-}" ;;
+  pause-broker) signal_broker "${2:-}" STOP ;;
+  resume-broker) signal_broker "${2:-}" CONT ;;
   properties)
     node=${2:-1}
     ports=$(for _ in $(seq 1 "$KAFKA_NODES"); do printf '0 '; done)
@@ -445,5 +462,5 @@ case "${1:-}" in
     rc=$?
     exit $rc
     ;;
-  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

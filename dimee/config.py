@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -14,12 +15,57 @@ from dimee.messages import DEFAULT_MAX_TEXT_CHARS
 
 
 def redact(url: str) -> str:
-    """A service URL fit to print: the scheme, host, port and path, never a user or password."""
-    parts = urlsplit(url)
-    if not parts.hostname:
-        return url.split("@")[-1]
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
+    """A service URL fit to print: the scheme, host, port and path, never a user, a password or the query (which
+    may hold options such as password=). Everything up to the URL's last '@' is withheld, so a password holding
+    '@', '/', '?' or '#' unencoded shows nothing of itself either."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    location = re.split(r"[?#]", rest.rpartition("@")[2], maxsplit=1)[0]
+    return f"{scheme}{sep}{location}"
+
+
+# HOST:PORT, the host a name, an IPv4 address or an IPv6 address in brackets.
+_SERVER = re.compile(r"(?P<host>\[[0-9A-Za-z:.%]+\]|[A-Za-z0-9_.-]+):(?P<port>\d+)")
+
+
+def kafka_servers(url: str) -> list[str]:
+    """The bootstrap servers of kafka://HOST:PORT[,HOST:PORT] ([::1]:9092 for an IPv6 host). A malformed one
+    is a DimeeError naming it: retried as an outage, it would never connect."""
+    if "@" in url:
+        raise DimeeError(f"{redact(url)}: kafka:// takes no user or password (set DIMEE_KAFKA_SASL_USERNAME and "
+                         "DIMEE_KAFKA_SASL_PASSWORD)")
+    servers = [server.strip() for server in url.removeprefix("kafka://").split(",")]
+    for server in servers:
+        match = _SERVER.fullmatch(server)
+        if not match:
+            raise DimeeError(f"{url}: {server!r} is not HOST:PORT (an IPv6 address goes in brackets, "
+                             "e.g. [::1]:9092)")
+        if not 0 < int(match["port"]) < 65536:
+            raise DimeeError(f"{url}: port {match['port']} of {server!r} is not between 1 and 65535")
+    return servers
+
+
+def check_state_url(url: str) -> str:
+    """A redis://, rediss:// or unix:// URL checked as redis-py will read it (other schemes are open_store's to
+    refuse), else a DimeeError that shows no password."""
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("redis", "rediss", "unix"):
+        return url
+    import redis.connection
+
+    authority_end = re.search(r"[/?#]|$", rest).start()
+    if scheme != "unix" and "@" in rest[authority_end:]:  # redis-py would take part of the password for the host
+        raise DimeeError(f"{redact(url)}: the password holds a '/', '?' or '#': percent-encode them "
+                         "(%2F, %3F, %23) in the URL")
+    try:
+        redis.connection.parse_url(url)
+    except ValueError as exc:
+        raise DimeeError(f"{redact(url)}: {exc}") from exc
+    path = urlsplit(url).path
+    if scheme != "unix" and not re.fullmatch(r"/?\d*", path):
+        raise DimeeError(f"{redact(url)}: the path names the database by number, e.g. /0, not {path!r}")
+    return url
 
 
 class Settings(BaseSettings):

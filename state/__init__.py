@@ -1,6 +1,7 @@
 """Centroid state shared by routers: Redis in production, in-memory for the embedded default and unit tests.
 `open_store` picks the implementation by URL; the interface (`state.base`) knows none of them."""
 
+from dimee.config import check_state_url, redact
 from dimee.errors import DimeeError
 from state.base import CentroidSnapshot, CentroidStore, NotSeeded, Update
 
@@ -13,8 +14,8 @@ def open_store(url: str, model_id: str, seen_ttl_s: int = 7 * 24 * 3600) -> Cent
     if url.startswith(("redis://", "rediss://", "unix://")):
         from state.redis_store import RedisCentroidStore
 
-        return RedisCentroidStore(url, model_id, seen_ttl_s)
-    raise DimeeError(f"unknown state store {url!r}: use memory:// or redis://HOST:PORT/DB (rediss:// for TLS)")
+        return RedisCentroidStore(check_state_url(url), model_id, seen_ttl_s)  # a bad URL: one line, not a traceback
+    raise DimeeError(f"unknown state store {redact(url)!r}: use memory:// or redis://HOST:PORT/DB (rediss:// for TLS)")
 
 
 __all__ = ["CentroidSnapshot", "CentroidStore", "NotSeeded", "Update", "open_store"]

@@ -186,3 +186,73 @@ def test_a_jsonl_file_may_mix_labelled_and_unlabelled_rows(tmp_path):
     mixed.write_text('{"text": "a", "label": "pos"}\n{"text": "b", "label": ""}\n')
     with pytest.raises(DataError, match="empty label at row 2"):
         from_file(mixed)
+
+
+# Passwords made of marked pieces ("PW…") joined by every character a URL gives a meaning to: whatever the
+# parser makes of them, no piece may be printed.
+NASTY_PASSWORDS = ["PWa@PWb", "PWa/PWb", "PWa?PWb", "PWa#PWb", "PWa:PWb", "PWa@PWb#PWc/PWd?PWe@PWf",
+                   "PWa%40PWb", "PWa//PWb@@PWc", "PWa[::1]PWb", "PWa,PWb"]
+
+
+@pytest.mark.parametrize("password", NASTY_PASSWORDS)
+def test_no_part_of_a_password_is_ever_printed(password):
+    """Defect: redis://:p@ss#w/rd@host:6379/0 was shown as redis://ss (a piece of the password)."""
+    from dimee.config import redact
+
+    cases = {f"redis://:{password}@cache.example:6380/2": "redis://cache.example:6380/2",
+             f"rediss://USRx:{password}@h/0": "rediss://h/0",
+             f"redis://:{password}@[::1]:6379/0": "redis://[::1]:6379/0",
+             f"unix://:{password}@/run/redis.sock?db=1": "unix:///run/redis.sock",
+             f"redis://h:6379/0?password={password.replace('@', '%40')}": "redis://h:6379/0"}
+    for url, shown in cases.items():
+        assert redact(url) == shown, url
+        assert "PW" not in redact(url) and "USR" not in redact(url), url
+
+
+def _main_error(args: list[str], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> str:
+    """`dimee ARGS` in this process, through the entry point that prints a DimeeError: its one line."""
+    from dimee.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["dimee", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def test_a_malformed_broker_or_state_url_is_one_line(tmp_path, capsys, monkeypatch):
+    """Defect: a port that is no port, or out of range, was a traceback (redis) or an outage retried for good
+    (kafka); an IPv6 host without brackets too. Each is now one line naming the option, at once."""
+    source = _files(tmp_path)["named.csv"]
+    produce, route = ["produce", "--source", str(source)], ["route", "--workdir", str(tmp_path / "none")]
+    kafka = ["--broker", "kafka://127.0.0.1:1"]
+    cases = [
+        ([*produce, "--broker", "kafka://host:99999"], "--broker (or DIMEE_BROKER) kafka://host:99999: port 99999"),
+        ([*produce, "--broker", "kafka://a:9092,host:notaport"], "'host:notaport' is not HOST:PORT"),
+        ([*produce, "--broker", "kafka://::1:9092"], "in brackets, e.g. [::1]:9092"),
+        ([*route, *kafka, "--state", "redis://host:notaport/0"], "--state (or DIMEE_STATE) redis://host:notaport/0"),
+        ([*route, *kafka, "--state", "redis://host:99999/0"], "Port out of range"),
+        ([*route, *kafka, "--state", "redis://host:6379/zero"], "the path names the database by number"),
+    ]
+    for args, expected in cases:
+        assert expected in _main_error(args, capsys, monkeypatch), args
+    line = _main_error([*route, *kafka, "--state", "redis://:PWa@PWb#PWc/PWd@host:6379/0"], capsys, monkeypatch)
+    assert "percent-encode" in line and "redis://host:6379/0" in line and "PW" not in line
+    monkeypatch.setenv("DIMEE_STATE", "redis://:PWa@host:99999/0")
+    line = _main_error([*route, *kafka], capsys, monkeypatch)
+    assert "DIMEE_STATE" in line and "Port out of range" in line and "PW" not in line
+
+
+def test_ipv6_hosts_are_service_addresses(tmp_path, capsys, monkeypatch):
+    """An IPv6 Redis is reached and named with its brackets ([::1], not ::1), as is an IPv6 broker."""
+    from dimee.config import check_state_url, kafka_servers
+
+    assert kafka_servers("kafka://[::1]:9092,[fe80::1%eth0]:9093") == ["[::1]:9092", "[fe80::1%eth0]:9093"]
+    assert check_state_url("redis://:pw@[::1]:6379/0") == "redis://:pw@[::1]:6379/0"
+    workdir = tiny_workdir(tmp_path / "w")
+    line = _main_error(["route", "--workdir", str(workdir), "--state", "redis://[::1]:1/0",
+                        "--broker", "kafka://[::1]:1"], capsys, monkeypatch)
+    assert "cannot reach Redis at redis://[::1]:1/0" in line

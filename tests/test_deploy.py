@@ -90,3 +90,25 @@ def test_prometheus_scrapes_every_role_and_grafana_asks_only_for_real_metrics():
     panels = json.loads((DEPLOY / "grafana" / "dimee.json").read_text())["panels"]
     asked = {name for p in panels for t in p["targets"] for name in re.findall(r"dimee_[a-z_]+", t["expr"])}
     assert asked and asked <= exported, asked - exported
+
+
+def test_a_node_whose_log_goes_on_after_the_ready_line_is_ready(tmp_path):
+    """Defect: `tail | grep -q` under pipefail. grep -q leaves at the first match, tail dies of SIGPIPE on its
+    next write, and pipefail made the pipeline fail: a node that had started (its log long after "Kafka Server
+    started") was waited for 120 s, then reported as failed. The script's own wait_node, on such a log."""
+    import os
+    import socket
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with socket.socket() as listener:  # the node's client port, open
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        (run / "env").write_text(f'KAFKA_PORTS="{listener.getsockname()[1]}"\n')
+        (run / "kafka-1.pid").write_text(f"{os.getpid()}\n")  # a live process
+        (run / "kafka-1.log").write_text("starting\n[x] INFO Kafka Server started\n" + "later line\n" * 200_000)
+        script = DEPLOY / "local-services.sh"
+        proc = subprocess.run(["bash", "-c", f'source "{script}" && wait_node 1 0 && echo ready'],
+                              capture_output=True, text=True, timeout=20,
+                              env={"PATH": os.environ["PATH"], "DIMEE_SERVICES_DIR": str(tmp_path)})
+    assert proc.returncode == 0 and proc.stdout.strip() == "ready", proc.stderr[-2000:]

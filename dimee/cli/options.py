@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from dimee.choices import Guarantee, LogLevel
-from dimee.config import Settings
+from dimee.config import Settings, check_state_url, kafka_servers
 from dimee.data.registry import NAMES_HELP, DatasetSpec
 from dimee.errors import DimeeError
 from dimee.routing_policy import POLICIES
@@ -75,14 +75,23 @@ PolicyOpt = Annotated[str, typer.Option(
 
 def stream_settings(**options: object) -> Settings:
     """Settings from the environment (DIMEE_*), with the options given on the command line on top; option
-    names are Settings fields. A bad value, from either, is one line naming both."""
+    names are Settings fields. A bad value, from either, is one line naming both. So is a malformed broker or
+    state URL the command takes: not a traceback, nor an outage retried for good once the role has started."""
     try:
-        return Settings(**{name: value for name, value in options.items() if value is not None})
+        settings = Settings(**{name: value for name, value in options.items() if value is not None})
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "settings"
         raise DimeeError(f"--{field.replace('_', '-')} (or DIMEE_{field.upper()}): {error['msg']}, "
                          f"not {error.get('input')!r}") from exc
+    checks = {"broker": lambda url: url.startswith("kafka://") and kafka_servers(url), "state": check_state_url}
+    for field, check in checks.items():
+        if field in options:
+            try:
+                check(getattr(settings, field))
+            except DimeeError as exc:  # its message shows the URL without a password
+                raise DimeeError(f"--{field} (or DIMEE_{field.upper()}) {exc}") from exc
+    return settings
 
 
 def existing_base_model(name: str | None) -> str | None:

@@ -1,6 +1,7 @@
 """The broker behind one small interface (`base`): Kafka (kafka-python) or the embedded in-memory broker.
 `open_transport` picks the implementation by URL; the interface knows none of them."""
 
+from dimee.config import redact
 from dimee.errors import DimeeError
 from dimee.transport.base import Consumer, Producer, Record, Topics, Transport
 
@@ -17,7 +18,7 @@ def open_transport(url: str, api_version: tuple[int, ...] | None = None, client_
         from dimee.transport.kafka import KafkaTransport
 
         return KafkaTransport(url.removeprefix("kafka://"), api_version, client_id, security)
-    raise DimeeError(f"unknown broker {url!r}: use memory:// or kafka://HOST:PORT")
+    raise DimeeError(f"unknown broker {redact(url)!r}: use memory:// or kafka://HOST:PORT")
 
 
 __all__ = ["Consumer", "Producer", "Record", "Topics", "Transport", "open_transport"]

@@ -5,7 +5,7 @@ The envelope lives in the value, so nothing needs record headers or timestamps."
 from __future__ import annotations
 
 import contextlib
-import socket
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -126,7 +126,15 @@ def _within(seconds: float, action: Callable[[], None], what: str) -> None:
         raise outcome[0]
 
 
-def _unreachable(servers: str, exc: Exception) -> ServiceUnavailable:
+def _unreachable(servers: str, exc: Exception) -> DimeeError:
+    """Why a client could not be built: a refused login or a missing permission is the user's to fix (a
+    DimeeError, the role exits with one line); anything else is an outage to wait out (ServiceUnavailable)."""
+    refused = (kafka_errors.SaslAuthenticationFailedError, kafka_errors.UnsupportedSaslMechanismError,
+               kafka_errors.IllegalSaslStateError, kafka_errors.AuthorizationError)
+    if isinstance(exc, refused):
+        return DimeeError(f"Kafka at {servers} refuses this client ({exc}): an authentication or configuration "
+                          "error, not an outage (check DIMEE_KAFKA_SECURITY_PROTOCOL, DIMEE_KAFKA_SASL_* and "
+                          "the broker's ACLs)")
     return ServiceUnavailable(f"cannot reach Kafka at {servers} ({type(exc).__name__}: {exc}); is the broker running?")
 
 
@@ -135,31 +143,82 @@ class KafkaTransport:
                  security: dict | None = None) -> None:
         """`security`: kafka-python's TLS and SASL options (security_protocol, sasl_mechanism, …), given to
         every client."""
+        from dimee.config import kafka_servers
+
         self.servers = servers
+        self.bootstrap = kafka_servers(servers)  # a malformed server is a DimeeError here, not an outage later
         self.api_version = api_version
         self.client_id = client_id
         self.security = security or {}
         # Transactions (and the idempotent producer) need brokers from 0.11 on; auto-detect means current.
         self.supports_transactions = api_version is None or api_version >= (0, 11)
 
-    def _reachable(self) -> None:
-        """Some bootstrap server accepts a TCP connection, else ServiceUnavailable at once. A kafka-python
-        client whose bootstrap fails leaves its network thread running, so a role retrying through a long
-        outage would leak one thread per attempt; asking the socket first avoids building those clients."""
-        for server in self.servers.split(","):
-            host, _, port = server.strip().rpartition(":")
+    def _reachable(self, timeout_s: float = 3.0) -> list[str]:
+        """The bootstrap servers to hand kafka-python: those that first complete a connection made as its
+        clients make theirs (TCP, TLS, an ApiVersions round trip), all tried at once; with SASL, the login is
+        then tried on one. ServiceUnavailable at once if none answers, DimeeError if one refuses the login.
+
+        kafka-python bootstraps from one server drawn at random and gives it the whole bootstrap timeout. A
+        stopped (SIGSTOP) or hung broker still completes TCP handshakes in the kernel, so one such broker of
+        three failed a third of all bootstraps while two served: handing over only servers that answered
+        avoids it. A refused SASL login is, to kafka-python, a dropped connection retried until that timeout
+        ("Unable to bootstrap"); refused by a server that has just answered, it is a configuration error.
+        The probe runs on this thread and closes what it opens: a client whose bootstrap fails would leave its
+        network thread running, one per retry through a long outage."""
+        from kafka.net.manager import KafkaConnectionManager
+        from kafka.net.selector import NetworkSelector
+
+        def handshakes(servers: list[str], security: dict) -> dict[str, str | None]:
+            """Every server at once: None for those ready when the first is, else why not (so far)."""
+            options = {"client_id": self.client_id, "api_version": self.api_version, **security}
+            net = NetworkSelector(**options)
+            manager = KafkaConnectionManager(net, bootstrap_servers=servers, **options)
+            # Each connection's own timeout is twice ours: a silent server reads "no answer in 3 s".
+            conns = {(f"[{b.host}]" if ":" in b.host else b.host) + f":{b.port}": manager.get_connection(
+                b.node_id, timeout_ms=timeout_s * 2000, pop_on_close=False, refresh_metadata_on_err=False)
+                for b in manager.cluster.bootstrap_brokers()}
+            futures, deadline = [conn.init_future for conn in conns.values()], time.monotonic() + timeout_s
             try:
-                with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=3):
-                    return
-            except (OSError, ValueError):
-                continue
-        raise ServiceUnavailable(f"cannot reach Kafka at {self.servers} (no bootstrap server accepts a connection); "
-                                 "is the broker running?")
+                while (time.monotonic() < deadline and not any(f.succeeded() for f in futures)
+                       and not all(f.is_done for f in futures)):
+                    net.poll(timeout_ms=max(0.0, deadline - time.monotonic()) * 1000)
+                return {address: None if conn.init_future.succeeded() else
+                        str(conn.init_future.exception or f"no answer in {timeout_s:.0f} s")
+                        for address, conn in conns.items()}
+            finally:
+                manager.close()
+                net.close()
+
+        plain = {key: value for key, value in self.security.items() if not key.startswith("sasl_")}
+        plain["security_protocol"] = self.security.get("security_protocol", "PLAINTEXT").removeprefix("SASL_")
+        answers = handshakes(self.bootstrap, plain)  # a SASL listener answers ApiVersions before the login
+        live = [address for address, why in answers.items() if why is None]
+        if not live:
+            reasons = "; ".join(f"{address}: {why}" for address, why in answers.items())
+            raise ServiceUnavailable(f"cannot reach Kafka at {self.servers} ({reasons}); is the broker running?")
+        mechanism, user = self.security.get("sasl_mechanism"), self.security.get("sasl_plain_username")
+        # (A broker that died in the milliseconds since it answered would be misread as a refusal.)
+        why = handshakes(live[:1], self.security)[live[0]] if mechanism else None
+        if why is not None:
+            raise DimeeError(f"Kafka at {live[0]} answers but refuses the SASL login ({mechanism} as {user!r}: "
+                             f"{why}): an authentication or configuration error, not an outage (check "
+                             "DIMEE_KAFKA_SASL_MECHANISM, _USERNAME, _PASSWORD and the listener's security protocol)")
+        return live
 
     def _common(self) -> dict:
-        self._reachable()
+        # kafka-python logs each failed probe connection as an error: this thread's records stay out of the log.
+        me = threading.get_ident()
+        names = [name for name in list(logging.root.manager.loggerDict) if name.startswith("kafka")]
+        others = lambda record: record.thread != me  # noqa: E731 - a filter, added and removed by identity
+        for name in names:
+            logging.getLogger(name).addFilter(others)
+        try:
+            servers = self._reachable()
+        finally:
+            for name in names:
+                logging.getLogger(name).removeFilter(others)
         # An unreachable broker is reported (and retried) after 8 s rather than kafka-python's 30 s.
-        options: dict = {"bootstrap_servers": self.servers.split(","), "client_id": self.client_id,
+        options: dict = {"bootstrap_servers": servers, "client_id": self.client_id,
                          "bootstrap_timeout_ms": 8000, **self.security}
         if self.api_version is not None:
             options["api_version"] = self.api_version

@@ -20,6 +20,7 @@ from dimee.pipeline import PipelineOptions, run_pipeline
 from dimee.tiers import TIER_NAMES
 from dimee.transport.base import Topics
 from dimee.workdir import Workdir
+from state.base import NotSeeded
 from state.redis_store import RedisCentroidStore
 from tests.helpers import deployment, stream_records
 from tests.integration.support import free_port, http_get, read_sink, wait_for, write_jsonl
@@ -213,3 +214,51 @@ def test_feedback_and_escalation_on_kafka_and_redis(workdir, cal, prefix):
     assert sum(snap.counts) - sum(cal.pool_sizes) == len(records)  # each observed pool applied once
     observed = np.bincount([n.observed_pool for n in {n.id: n for n in notes}.values()], minlength=3)
     assert (np.array(snap.counts) - np.array(cal.pool_sizes)).tolist() == observed.tolist()
+
+
+def test_samples_from_fast_clocks_are_served_and_absurd_times_dead_lettered_on_kafka(workdir, cal, prefix):
+    """Defect: a produced_at 2 h ahead became an output timestamp Kafka 4 refuses (more than
+    log.message.timestamp.after.max.ms, 1 h, ahead): the router's transaction failed on every retry and the
+    samples behind it were never answered."""
+    good = stream_records(40, seed=16)
+    ahead = [{**r, "produced_at": time.time() + 7200} for r in stream_records(10, seed=17, prefix="ahead")]
+    absurd = [{"id": "year-3000", "text": "fine", "produced_at": 32503680000.0},
+              {"id": "huge-time", "text": "fine", "produced_at": 1e300}]
+    run = run_pipeline(good[:20] + ahead + absurd + good[20:], deployment(workdir, cal), settings(prefix),
+                       PipelineOptions(progress=False, timeout_s=240))
+    assert sorted(run.predictions) == sorted(r["id"] for r in good + ahead)
+    letters = [parse(DeadLetter, r.value) for r in read_topic(Topics(prefix).dead_letter, len(absurd))]
+    assert sorted(letter.key for letter in letters) == ["huge-time", "year-3000"]
+
+
+def test_centroids_lost_from_redis_mid_stream_are_waited_for_not_dead_lettered(workdir, cal, prefix):
+    """Defect: after a FLUSHALL (or a restart without persistence, a failover to an empty replica) the router
+    dead-lettered every sample (NotSeeded) until someone reseeded. It waits now, and goes on once
+    `dimee seed --only-missing` (here: the store's restore) puts the centroids back."""
+    records = stream_records(160, seed=18)
+    served = deployment(workdir, cal, "DIMEE-D")
+    store = RedisCentroidStore(REDIS, served.state_id)
+    gap = {}
+
+    def moved() -> bool:  # the router is routing (and, adaptive, moving centroids): the stream is on
+        try:
+            return sum(store.snapshot().counts) > sum(cal.pool_sizes)
+        except NotSeeded:
+            return False
+
+    def lose_then_restore() -> None:
+        wait_for(moved, 240, "the first routed samples")
+        keys = list(store.client.scan_iter(match=f"{store.namespace}:*"))
+        store.client.delete(*keys)  # this model's state gone, as after a flush
+        gap["lost"] = len(keys)
+        time.sleep(3.0)  # samples keep coming (40/s): the router must wait, not dead-letter them
+        gap["restored"] = store.restore(cal.centroid_arrays(), cal.pool_sizes)
+
+    thread = threading.Thread(target=lose_then_restore)
+    thread.start()
+    run = run_pipeline(records, served, settings(prefix), PipelineOptions(progress=False, rate=40, timeout_s=300))
+    thread.join()
+    store.close()
+    # a pool the router moved in the instant after the loss is kept (its own running mean), the rest restored
+    assert gap["lost"] > 0 and gap["restored"] >= 1
+    assert run.dead_letters == 0 and sorted(run.predictions) == sorted(r["id"] for r in records)

@@ -12,8 +12,8 @@ import statistics
 import subprocess
 import time
 
-from dimee.errors import DimeeError
-from dimee.transport.kafka import KafkaTransport
+from dimee.common.errors import DimeeError
+from dimee.streaming.transport.kafka import KafkaTransport
 
 
 def timed(action) -> tuple[float, str]:

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from dimee.routers.embedding import RoutingEmbedder
+from dimee.workers.tier_worker import SUB_BATCH, pass_size, similar_lengths
 
-from dimee import method
-from dimee.calibration import Calibration
-from dimee.messages import Sample
+from dimee.method import arithmetic
+from dimee.method.calibration import Calibration
 from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.model.tokenize import encode
-from routers.embedding import RoutingEmbedder
-from workers.tier_worker import SUB_BATCH, pass_size, similar_lengths
+from dimee.streaming.messages import Sample
 
 
 def run(partition: tuple, texts: list[str], alpha: float, way: str) -> tuple[float, np.ndarray]:
@@ -64,7 +64,7 @@ def main() -> None:
     embedder, tokenizer = RoutingEmbedder(model_dir), load_tokenizer(model_dir)
     embeddings = np.concatenate([embedder.embed([Sample(id="b", text=t) for t in texts[i: i + 64]])
                                  for i in range(0, len(texts), 64)])
-    pools = method.route(embeddings, cal.centroid_arrays(), cal.pool_sizes, cal.distance, adaptive=False)
+    pools = arithmetic.route(embeddings, cal.centroid_arrays(), cal.pool_sizes, cal.distance, adaptive=False)
     figures: dict = {"device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else args.device,
                      "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "samples": len(texts),
                      "tiers": {}}

@@ -402,7 +402,7 @@ class Run:
 
     @property
     def sink_path(self) -> Path:
-        return self.folder / "predictions.jsonl"
+        return self.folder / "dimee.predictions.jsonl"
 
     def valid_ids(self) -> list[str]:
         return [r["id"] for r in self.records]
@@ -1140,7 +1140,7 @@ def prepare(args: argparse.Namespace) -> Suite:
 
         workdir = tiny_workdir(folder / "tiny-workdir")
         say(f"tiny workdir (no download): {workdir}")
-    from dimee.deployment import Deployment
+    from dimee.streaming.deployment import Deployment
 
     cal = json.loads((workdir / "calibration.json").read_text())
     state_id = Deployment.load(workdir, "DIMEE-F").state_id  # the Redis namespace the routers use

@@ -12,7 +12,7 @@ import statistics
 import time
 import uuid
 
-from dimee.transport.kafka import KafkaTransport
+from dimee.streaming.transport.kafka import KafkaTransport
 
 
 def main() -> None:

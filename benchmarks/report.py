@@ -6,7 +6,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from dimee.tiers import TIER_NAMES as TIERS
+from dimee.method.tiers import TIER_NAMES as TIERS
 
 MAX_WAIT_S = 0.020  # the workers' default --max-wait-ms
 

@@ -16,15 +16,15 @@ import statistics
 import time
 from pathlib import Path
 
+from dimee.routers.router import Router
+from dimee.routers.strategies import CentroidRouting
 from threadpoolctl import threadpool_limits
 
-from dimee.config import Settings
 from dimee.data import DatasetSpec, load_splits
-from dimee.deployment import Deployment
-from dimee.messages import Sample, parse
-from dimee.transport.base import Record
-from routers.router import Router
-from routers.strategies import CentroidRouting
+from dimee.streaming.config import Settings
+from dimee.streaming.deployment import Deployment
+from dimee.streaming.messages import Sample, parse
+from dimee.streaming.transport.base import Record
 
 
 def _records(texts: list[str], round_no: int) -> list[Record]:
@@ -85,7 +85,7 @@ def one_round(records: list[Record], router: Router, parts: Parts, batch: int) -
 def measure(workdir: Path, state: str, batch: int = 64, samples: int = 2642, rounds: int = 3) -> dict:
     """The router (DIMEE-D, adaptive) on one thread over rt-sentences' test texts: samples/s per round and the
     µs per sample of each part (median over rounds)."""
-    from dimee import roles
+    from dimee.composition import roles
 
     threadpool_limits(1)  # one thread: numpy's BLAS (the router imports no torch)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # and the tokenizer's pool

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.processes import RoleSet, service_env
-from dimee.tiers import TIER_NAMES as TIERS
+from dimee.method.tiers import TIER_NAMES as TIERS
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,9 @@ def produce(prefix: str, records: list[dict], partitions: int, rate: float | Non
     """Send the records to PREFIX.samples from this process; the time of the first send."""
     import os
 
-    from dimee.transport import Topics, open_transport
-    from producers.producer import ProduceOptions, produce
+    from dimee.producers.producer import ProduceOptions, produce
+
+    from dimee.streaming.transport import Topics, open_transport
 
     transport = open_transport(f"kafka://{os.environ['DIMEE_TEST_KAFKA']}", client_id="bench-producer")
     started = time.time()
@@ -72,7 +73,7 @@ def _lines(path: Path) -> int:
 def pipeline(setup: Setup, records: list[dict], guarantee: str = "auto", rate: float | None = None,
              threads: dict[str, int] | None = None) -> dict:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    out = setup.logs / prefix / "predictions.jsonl"
+    out = setup.logs / prefix / "dimee.predictions.jsonl"
     with RoleSet(service_env(prefix, guarantee, setup.partitions), setup.logs / prefix, setup.code) as roles:
         _start_pipeline(roles, setup, out, threads or {})
         roles.wait_ready()

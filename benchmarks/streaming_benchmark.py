@@ -32,19 +32,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from dimee.routers.embedding import RoutingEmbedder
+from dimee.workers.tier_worker import SUB_BATCH, similar_lengths
 
 from benchmarks import router_benchmark
 from benchmarks.report import summarise, write_markdown
 from benchmarks.stream_runs import Setup, pipeline, scale_out, stage_by_stage
-from dimee import method
-from dimee.config import Settings
 from dimee.data import DatasetSpec, load_splits
-from dimee.deployment import Deployment
+from dimee.method import arithmetic
+from dimee.method.tiers import TIER_NAMES as TIERS
 from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.model.tokenize import encode
-from dimee.tiers import TIER_NAMES as TIERS
-from routers.embedding import RoutingEmbedder
-from workers.tier_worker import SUB_BATCH, similar_lengths
+from dimee.streaming.config import Settings
+from dimee.streaming.deployment import Deployment
 
 
 def batches(items: list, size: int):
@@ -54,13 +54,13 @@ def batches(items: list, size: int):
 
 def route(texts: list[str], deployment: Deployment) -> tuple[np.ndarray, float]:
     """The router's embedding and nearest centroid (not adaptive) over the texts; the pools and seconds."""
-    from dimee.messages import Sample
+    from dimee.streaming.messages import Sample
 
     cal = deployment.calibration
     embedder = RoutingEmbedder(deployment.workdir.model, raw=cal.embedding == "raw")
     started = time.perf_counter()
     rows = [embedder.embed([Sample(id="b", text=t) for t in chunk]) for chunk in batches(texts, 64)]
-    pools = method.route(np.concatenate(rows), cal.centroid_arrays(), cal.pool_sizes, cal.distance, adaptive=False)
+    pools = arithmetic.route(np.concatenate(rows), cal.centroid_arrays(), cal.pool_sizes, cal.distance, adaptive=False)
     return pools, time.perf_counter() - started
 
 
@@ -115,7 +115,7 @@ def early_exit_vs_batch1(texts: list[str], deployment: Deployment, batch: int) -
 
 def once_more_if_stalled(runs: dict, run, *args: object) -> dict:
     """A run, and once more if it stalled (a Kafka client that stopped answering: the watchdog in
-    dimee/stage.py); the stalls are counted in the figures, not hidden."""
+    dimee/streaming/stage.py); the stalls are counted in the figures, not hidden."""
     try:
         return run(*args)
     except RuntimeError as exc:

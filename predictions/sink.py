@@ -7,11 +7,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dimee.messages import Prediction
-from dimee.stage import Output, Stage, StageContext
-from dimee.transport.base import Record
-from predictions.seen_ids import IndexedJsonl, RecentIds
-from predictions.stats import PredictionStats
+from dimee.predictions.seen_ids import IndexedJsonl, RecentIds
+from dimee.predictions.stats import PredictionStats
+
+from dimee.streaming.messages import Prediction
+from dimee.streaming.stage import Output, Stage, StageContext
+from dimee.streaming.transport.base import Record
 
 
 class Sink(Stage):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dimee.messages import Prediction
+from dimee.streaming.messages import Prediction
 
 
 @dataclass

@@ -6,10 +6,11 @@ from __future__ import annotations
 import sys
 import time
 
-from dimee.messages import Prediction
-from dimee.stage import Output, Stage, StageContext
-from dimee.transport.base import Record
-from predictions.stats import PredictionStats
+from dimee.predictions.stats import PredictionStats
+
+from dimee.streaming.messages import Prediction
+from dimee.streaming.stage import Output, Stage, StageContext
+from dimee.streaming.transport.base import Record
 
 CLEAR_LINE = "\r\x1b[2K"  # back to the line's start, then erase it
 

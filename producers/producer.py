@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from dimee.errors import DeliveryError, Refused, ServiceUnavailable
-from dimee.messages import now
-from dimee.runtime import StopFlag, log, retry
-from dimee.transport.base import Producer, Topics, Transport
+from dimee.common.errors import DeliveryError, Refused, ServiceUnavailable
+from dimee.streaming.messages import now
+from dimee.streaming.runtime import StopFlag, log, retry
+from dimee.streaming.transport.base import Producer, Topics, Transport
 
 
 @dataclass(frozen=True)

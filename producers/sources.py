@@ -9,9 +9,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+from dimee.common.errors import DataError
 from dimee.data import DatasetSpec, load_splits
 from dimee.data.loaders import checked_rows, labels_to_ids
-from dimee.errors import DataError
 
 
 def from_split(spec: DatasetSpec, split: str, data_dir: Path) -> list[dict]:

@@ -19,8 +19,8 @@ from safetensors import safe_open
 from scipy import sparse
 from tokenizers import Tokenizer
 
-from dimee.messages import Sample
 from dimee.model.spec import WEIGHTS, ModelSpec, load_spec
+from dimee.streaming.messages import Sample
 
 LAYER = {"words": "embeddings.word_embeddings.weight", "types": "embeddings.token_type_embeddings.weight",
          "positions": "embeddings.position_embeddings.weight", "gamma": "embeddings.LayerNorm.weight",

@@ -6,17 +6,18 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+from dimee.routers.embedding import RoutingEmbedder
+from dimee.routers.strategies import CentroidRouting, Decision, strategy_for
+from dimee.state.base import RESTORE_HINT, CentroidStore, NotSeeded, Update
 
-from dimee import __version__, metrics
-from dimee.deployment import Deployment
-from dimee.health import HEALTH
-from dimee.messages import Feedback, Routed, Sample
-from dimee.runtime import log
-from dimee.stage import Output, Stage, StageContext
-from dimee.transport.base import Record
-from routers.embedding import RoutingEmbedder
-from routers.strategies import CentroidRouting, Decision, strategy_for
-from state.base import RESTORE_HINT, CentroidStore, NotSeeded, Update
+from dimee import __version__
+from dimee.streaming import metrics
+from dimee.streaming.deployment import Deployment
+from dimee.streaming.health import HEALTH
+from dimee.streaming.messages import Feedback, Routed, Sample
+from dimee.streaming.runtime import log
+from dimee.streaming.stage import Output, Stage, StageContext
+from dimee.streaming.transport.base import Record
 
 
 class Router(Stage):

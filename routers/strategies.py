@@ -2,7 +2,7 @@
 
 - `CentroidRouting`: the paper's nearest pool centroid of the routing embedding, the centroids held in the
   centroid store; adaptive (DIMEE-D) moves the chosen centroid towards the sample.
-- `LearnedRouting`: the cost-aware learned router of `dimee.learned_router`.
+- `LearnedRouting`: the cost-aware learned router of `dimee.method.learned_router`.
 - `FixedTier`: every sample to one tier (e.g. the edge, with escalation behind it).
 """
 
@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+from dimee.routers.embedding import RoutingEmbedder
+from dimee.state.base import CentroidStore, Update
 
-from dimee import method
-from dimee.calibration import Calibration
-from dimee.deployment import Deployment
-from dimee.errors import DimeeError
-from dimee.messages import Sample
-from routers.embedding import RoutingEmbedder
-from state.base import CentroidStore, Update
+from dimee.common.errors import DimeeError
+from dimee.method import arithmetic
+from dimee.method.calibration import Calibration
+from dimee.streaming.deployment import Deployment
+from dimee.streaming.messages import Sample
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,9 @@ class LearnedRouting:
     def __init__(self, deployment: Deployment) -> None:
         # the learned router's features need the model's embedding layer in torch (and scikit-learn): only
         # a router serving this policy imports them
-        from dimee.learned_router import LearnedRouter
+        from dimee.method.learned_router import LearnedRouter
+        from dimee.method.routing_features import FeatureExtractor, load_rarity
         from dimee.model.artifacts import load_model, load_tokenizer
-        from dimee.routing_features import FeatureExtractor, load_rarity
 
         workdir = deployment.workdir
         if not workdir.learned_router.exists():
@@ -75,7 +75,7 @@ class CentroidRouting:
         snapshot = self.store.snapshot()
         # The batch in order, each sample seeing the moves before it (as in a sequential stream); the store
         # then makes the same moves, atomically and once per sample id (a replay changes nothing).
-        routed = method.route_batch(embeddings, snapshot.means, snapshot.counts, self.distance, self.adaptive)
+        routed = arithmetic.route_batch(embeddings, snapshot.means, snapshot.counts, self.distance, self.adaptive)
         if self.adaptive:
             self.store.apply([Update(int(pool), embedding, sample.id) for sample, embedding, pool
                               in zip(samples, embeddings, routed.pools, strict=True)

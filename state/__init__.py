@@ -1,18 +1,19 @@
 """Centroid state shared by routers: Redis in production, in-memory for the embedded default and unit tests.
 `open_store` picks the implementation by URL; the interface (`state.base`) knows none of them."""
 
-from dimee.config import check_state_url, redact
-from dimee.errors import DimeeError
-from state.base import CentroidSnapshot, CentroidStore, NotSeeded, Update
+from dimee.state.base import CentroidSnapshot, CentroidStore, NotSeeded, Update
+
+from dimee.common.errors import DimeeError
+from dimee.streaming.config import check_state_url, redact
 
 
 def open_store(url: str, model_id: str, seen_ttl_s: int = 7 * 24 * 3600) -> CentroidStore:
     if url.startswith("memory://"):
-        from state.memory import shared_store
+        from dimee.state.memory import shared_store
 
         return shared_store(url, model_id)
     if url.startswith(("redis://", "rediss://", "unix://")):
-        from state.redis_store import RedisCentroidStore
+        from dimee.state.redis_store import RedisCentroidStore
 
         return RedisCentroidStore(check_state_url(url), model_id, seen_ttl_s)  # a bad URL: one line, not a traceback
     raise DimeeError(f"unknown state store {redact(url)!r}: use memory:// or redis://HOST:PORT/DB (rediss:// for TLS)")

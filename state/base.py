@@ -8,8 +8,8 @@ from typing import Protocol
 
 import numpy as np
 
-from dimee.errors import ServiceUnavailable
-from dimee.method import running_mean_step
+from dimee.common.errors import ServiceUnavailable
+from dimee.method.arithmetic import running_mean_step
 
 RESTORE_HINT = ("`dimee seed --only-missing` restores what is missing from calibration.json and keeps the adapted "
                 "centroids and seen-markers that are still there")
@@ -54,7 +54,7 @@ class Moves:
 
 
 def moves(updates: list[Update], means: list[np.ndarray | None], counts: list[int], seen: set[str]) -> Moves:
-    """The updates applied in order, each id once, with `dimee.method.running_mean_step`: the one rule both
+    """The updates applied in order, each id once, with `dimee.method.arithmetic.running_mean_step`: the one rule both
     stores follow (the Redis store computes it here and writes the result atomically, see redis_store)."""
     new_means: dict[int, np.ndarray] = {}
     new_counts: dict[int, int] = {}

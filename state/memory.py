@@ -5,8 +5,7 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-
-from state.base import CentroidSnapshot, NotSeeded, Update, moves
+from dimee.state.base import CentroidSnapshot, NotSeeded, Update, moves
 
 _STORES: dict[tuple[str, str], InMemoryCentroidStore] = {}
 _LOCK = threading.Lock()

@@ -20,10 +20,10 @@ import time
 
 import numpy as np
 import redis
+from dimee.state.base import RESTORE_HINT, CentroidSnapshot, NotSeeded, Update, moves
 
-from dimee.config import redact
-from dimee.errors import DimeeError, ServiceUnavailable
-from state.base import RESTORE_HINT, CentroidSnapshot, NotSeeded, Update, moves
+from dimee.common.errors import DimeeError, ServiceUnavailable
+from dimee.streaming.config import redact
 
 # KEYS: the pools moved, then the seen-markers of the batch's sample ids.
 # ARGV: pools moved, seen TTL, then per pool: the version read, the new mean, the new count, updates applied.

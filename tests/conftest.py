@@ -30,7 +30,7 @@ def workdir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cal(workdir):
-    from dimee.calibration import Calibration
+    from dimee.method.calibration import Calibration
 
     return Calibration.load(workdir / "calibration.json")
 

@@ -6,7 +6,7 @@ confidence per layer:  s0 0.90 0.95 0.99 (class 1)   s1 0.60 0.85 0.90 (class 1)
 
 import numpy as np
 
-from dimee.exits import ExitRecords
+from dimee.method.exits import ExitRecords
 
 
 def two_class(p_class1: list[float]) -> np.ndarray:
@@ -35,6 +35,6 @@ def records() -> ExitRecords:
 
 def calibration(**options):
     """The hand case calibrated (α* = 0.6111, m = 1, n = 2, L = 3); options are CalibrationConfig fields."""
-    from dimee.calibration import CalibrationConfig, calibrate
+    from dimee.method.calibration import CalibrationConfig, calibrate
 
     return calibrate(ExitRecords(PROBS, EMBEDDINGS, LABELS), CalibrationConfig(m=M, n=N, **options))

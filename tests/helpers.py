@@ -97,13 +97,13 @@ def tiny_workdir(folder: Path, num_layers: int = 6, calibration_size: int = 200,
     """A saved tiny model plus its calibration.json, calibrated on random tiny-vocabulary sentences."""
     import numpy as np
 
-    from dimee import method
-    from dimee.calibration import CalibrationConfig, calibrate
+    from dimee.common.workdir import Workdir
     from dimee.data.dataset import TextDataset
-    from dimee.exits import ExitRecords
+    from dimee.method import arithmetic
+    from dimee.method.calibration import CalibrationConfig, calibrate
+    from dimee.method.exits import ExitRecords
     from dimee.model.artifacts import load_model, load_tokenizer
-    from dimee.training import record_exit_probabilities
-    from dimee.workdir import Workdir
+    from dimee.offline.training import record_exit_probabilities
 
     work = Workdir(folder)
     saved_tiny_model(work.model, num_layers=num_layers, seed=seed)
@@ -116,7 +116,7 @@ def tiny_workdir(folder: Path, num_layers: int = 6, calibration_size: int = 200,
     # Random weights leave the reward's α* with nearly one pool; tests want traffic on every tier, so take the
     # grid α whose pools are most even, with the centroids of those pools.
     plan = cal.tier_plan()
-    alpha = min(cal.grid, key=lambda a: np.bincount(method.true_pools(probs, a, plan), minlength=3).max())
+    alpha = min(cal.grid, key=lambda a: np.bincount(arithmetic.true_pools(probs, a, plan), minlength=3).max())
     cal = cal.at_alpha(probs, embeddings, alpha)
     cal.save(work.calibration)
     return folder
@@ -129,15 +129,15 @@ def stream_records(count: int, seed: int = 7, prefix: str = "s") -> list[dict]:
 
 def deployment(workdir: Path, cal, policy: str = "DIMEE-F"):
     """What the roles serve in a test: the tiny workdir, its calibration and a named policy."""
-    from dimee.deployment import Deployment
-    from dimee.routing_policy import get
-    from dimee.workdir import Workdir
+    from dimee.common.workdir import Workdir
+    from dimee.method.routing_policy import get
+    from dimee.streaming.deployment import Deployment
 
     return Deployment(Workdir(workdir), cal, get(policy))
 
 
 def context(broker, topics, **options):
     """A StageContext over an in-memory broker (options: stop, limits, events, settings, instance_id)."""
-    from dimee.stage import StageContext
+    from dimee.streaming.stage import StageContext
 
     return StageContext(broker, topics, **options)

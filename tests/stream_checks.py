@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from dimee.calibration import Calibration
 from dimee.data.dataset import TextDataset
-from dimee.evaluation import baselines
-from dimee.exits import ExitRecords
-from dimee.messages import Prediction
+from dimee.method.calibration import Calibration
+from dimee.method.exits import ExitRecords
+from dimee.method.tiers import TIERS
 from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.model.tokenize import token_counts
-from dimee.tiers import TIERS
-from dimee.training import record_exit_probabilities
+from dimee.offline.evaluation import baselines
+from dimee.offline.training import record_exit_probabilities
+from dimee.streaming.messages import Prediction
 
 
 def offline_records(records: list[dict], workdir) -> ExitRecords:

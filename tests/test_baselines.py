@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from dimee.evaluation import baselines
-from dimee.evaluation.report import build_report, render_markdown, write_report
-from dimee.tiers import CostModel
+from dimee.method.tiers import CostModel
+from dimee.offline.evaluation import baselines
+from dimee.offline.evaluation.report import build_report, render_markdown, write_report
 from tests import hand_case as hc
 
 

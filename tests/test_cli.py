@@ -69,14 +69,14 @@ def test_pipeline_command_on_the_embedded_broker(tmp_path, monkeypatch):
 
 
 def test_service_urls_are_printed_without_their_password():
-    from dimee.config import redact
+    from dimee.streaming.config import redact
 
     assert redact("redis://:s3cret@cache.example:6380/2") == "redis://cache.example:6380/2"
     assert redact("rediss://user:pw@h/0") == "rediss://h/0" and redact("memory://") == "memory://"
 
 
 def test_kafka_tls_and_sasl_come_from_the_environment_and_the_password_is_never_shown(monkeypatch):
-    from dimee.config import Settings
+    from dimee.streaming.config import Settings
 
     monkeypatch.setenv("DIMEE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
     monkeypatch.setenv("DIMEE_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
@@ -155,8 +155,9 @@ def test_each_user_mistake_is_one_line(tmp_path):
 
 def test_file_labels_are_mapped_as_everywhere():
     """Defect: `produce` from a CSV with string labels ended in a traceback; `data show` and `train` map them."""
+    from dimee.producers.sources import from_file
+
     from dimee.data.loaders import load_table
-    from producers.sources import from_file
 
     folder = Path(tempfile.mkdtemp())
     path = _files(folder)["named.csv"]
@@ -177,8 +178,9 @@ def test_an_unreachable_broker_is_reported_at_once(tmp_path):
 
 def test_a_jsonl_file_may_mix_labelled_and_unlabelled_rows(tmp_path):
     """Regression: rows without a label field (JSONL) are unlabelled, not an error; an empty label is."""
-    from dimee.errors import DataError
-    from producers.sources import from_file
+    from dimee.producers.sources import from_file
+
+    from dimee.common.errors import DataError
 
     mixed = tmp_path / "m.jsonl"
     mixed.write_text('{"text": "a", "label": "pos"}\n{"text": "b"}\n{"text": "c", "label": "neg"}\n')
@@ -197,7 +199,7 @@ NASTY_PASSWORDS = ["PWa@PWb", "PWa/PWb", "PWa?PWb", "PWa#PWb", "PWa:PWb", "PWa@P
 @pytest.mark.parametrize("password", NASTY_PASSWORDS)
 def test_no_part_of_a_password_is_ever_printed(password):
     """Defect: redis://:p@ss#w/rd@host:6379/0 was shown as redis://ss (a piece of the password)."""
-    from dimee.config import redact
+    from dimee.streaming.config import redact
 
     cases = {f"redis://:{password}@cache.example:6380/2": "redis://cache.example:6380/2",
              f"rediss://USRx:{password}@h/0": "rediss://h/0",
@@ -248,7 +250,7 @@ def test_a_malformed_broker_or_state_url_is_one_line(tmp_path, capsys, monkeypat
 
 def test_ipv6_hosts_are_service_addresses(tmp_path, capsys, monkeypatch):
     """An IPv6 Redis is reached and named with its brackets ([::1], not ::1), as is an IPv6 broker."""
-    from dimee.config import check_state_url, kafka_servers
+    from dimee.streaming.config import check_state_url, kafka_servers
 
     assert kafka_servers("kafka://[::1]:9092,[fe80::1%eth0]:9093") == ["[::1]:9092", "[fe80::1%eth0]:9093"]
     assert check_state_url("redis://:pw@[::1]:6379/0") == "redis://:pw@[::1]:6379/0"

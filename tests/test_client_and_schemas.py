@@ -9,10 +9,10 @@ import jsonschema
 from typer.testing import CliRunner
 
 from dimee.cli import app
-from dimee.client import Predictions
-from dimee.messages import SCHEMAS, CostBreakdown, DeadLetter, Prediction, Routed, Sample, Timings
-from dimee.transport.base import Record, Topics
-from dimee.transport.memory import shared_broker
+from dimee.streaming.client import Predictions
+from dimee.streaming.messages import SCHEMAS, CostBreakdown, DeadLetter, Prediction, Routed, Sample, Timings
+from dimee.streaming.transport.base import Record, Topics
+from dimee.streaming.transport.memory import shared_broker
 
 
 def _prediction(sample_id: str, label_pred: int = 1) -> Prediction:

@@ -13,9 +13,9 @@ import torch
 from typer.testing import CliRunner
 
 from dimee.cli import app, main
-from dimee.cost_measurement import Measured, Pricing, TierFigures, priced, texts_from_file
-from dimee.errors import DataError, DimeeError
-from dimee.tiers import CostModel, Tier
+from dimee.common.errors import DataError, DimeeError
+from dimee.method.tiers import CostModel, Tier
+from dimee.offline.costs import Measured, Pricing, TierFigures, priced, texts_from_file
 from tests.helpers import sentences, tiny_workdir
 
 FAST = ["--samples", "12", "--batch-size", "4", "--repeats", "2"]
@@ -68,7 +68,7 @@ def test_the_figures_are_positive_and_finite(workdir, texts, tmp_path):
 
 
 def test_the_hidden_state_is_sized_as_a_worker_packs_it(workdir, texts, tmp_path):
-    from workers.tier_worker import pack_hidden
+    from dimee.workers.tier_worker import pack_hidden
 
     out = tmp_path / "cost.json"
     _run(workdir, texts, out)

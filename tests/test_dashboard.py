@@ -12,14 +12,14 @@ import urllib.request
 import numpy as np
 import pytest
 import uvicorn
+from dimee.state.memory import InMemoryCentroidStore
 
 from dimee.dashboard.follow import CentroidWatch, Follower
 from dimee.dashboard.live import LiveView, centroid_shifts
 from dimee.dashboard.server import bind, create_app
-from dimee.messages import CostBreakdown, DeadLetter, Prediction, Timings
-from dimee.transport.base import Topics
-from dimee.transport.memory import shared_broker
-from state.memory import InMemoryCentroidStore
+from dimee.streaming.messages import CostBreakdown, DeadLetter, Prediction, Timings
+from dimee.streaming.transport.base import Topics
+from dimee.streaming.transport.memory import shared_broker
 from tests.integration.support import wait_for
 from tests.test_cli import _one_line_error
 
@@ -87,7 +87,7 @@ class _Calibration:
         return [np.zeros(2), np.zeros(2)]
 
     def tier_plan(self):
-        from dimee.tiers import TierPlan
+        from dimee.method.tiers import TierPlan
 
         return TierPlan.of([("mobile", 2), ("cloud", 6)])
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dimee.common.errors import DataError
 from dimee.data import DatasetSpec, load_splits
 from dimee.data import fetch as fetch_mod
 from dimee.data.loaders import (
@@ -21,7 +22,6 @@ from dimee.data.loaders import (
     load_vitaminc,
 )
 from dimee.data.splits import stratified_indices
-from dimee.errors import DataError
 
 
 def test_rt_sentences_labels_by_rating_sign_and_drops_zeros(tmp_path):
@@ -165,7 +165,7 @@ def test_fetch_failure_reports_the_tools_last_line(tmp_path, monkeypatch):
 def test_generated_ids_are_unique_per_run(tmp_path):
     import io
 
-    from producers.sources import from_file, from_lines
+    from dimee.producers.sources import from_file, from_lines
 
     first, second = list(from_lines(io.StringIO("a\nb\n"))), list(from_lines(io.StringIO("a\nb\n")))
     assert not {r["id"] for r in first} & {r["id"] for r in second}  # two stdin runs never reuse an id

@@ -76,7 +76,7 @@ def test_prometheus_scrapes_every_role_and_grafana_asks_only_for_real_metrics():
 
     from prometheus_client import REGISTRY
 
-    import dimee.metrics  # noqa: F401 - registers every metric
+    import dimee.streaming.metrics  # noqa: F401 - registers every metric
 
     services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
     roles = {name: s for name, s in services.items() if name in ("router", "worker-mobile", "worker-edge",

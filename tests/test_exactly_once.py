@@ -1,4 +1,4 @@
-"""Exactly-once delivery of a stage (dimee/stage.py) on the embedded broker, which has transactions: a
+"""Exactly-once delivery of a stage (dimee/streaming/stage.py) on the embedded broker, which has transactions: a
 worker that dies after sending its outputs but before committing leaves nothing behind, and its successor
 answers every sample exactly once."""
 
@@ -8,19 +8,19 @@ import threading
 import time
 
 import pytest
+from dimee.producers.producer import ProduceOptions, produce
+from dimee.routers.router import Router
+from dimee.state.memory import InMemoryCentroidStore
+from dimee.workers.tier_worker import TierWorker
 
-from dimee.config import Settings
-from dimee.messages import Prediction, parse
-from dimee.runtime import StopFlag
-from dimee.stage import BatchLimits
-from dimee.tiers import Tier
-from dimee.transport.base import Topics
-from dimee.transport.memory import InMemoryBroker
-from producers.producer import ProduceOptions, produce
-from routers.router import Router
-from state.memory import InMemoryCentroidStore
+from dimee.method.tiers import Tier
+from dimee.streaming.config import Settings
+from dimee.streaming.messages import Prediction, parse
+from dimee.streaming.runtime import StopFlag
+from dimee.streaming.stage import BatchLimits
+from dimee.streaming.transport.base import Topics
+from dimee.streaming.transport.memory import InMemoryBroker
 from tests.helpers import context, deployment, stream_records
-from workers.tier_worker import TierWorker
 
 
 class DiesBeforeCommit(TierWorker):

@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dimee.calibration import TierCap
-from dimee.cascade_tuning import Recorded, tune_cascade
-from dimee.escalation import serve_escalating, with_carry
-from dimee.evaluation import floors
-from dimee.exits import ExitRecords
-from dimee.routing_policy import POLICIES
-from dimee.tiers import CostModel, TierPlan
+from dimee.method.calibration import TierCap
+from dimee.method.cascade_tuning import Recorded, tune_cascade
+from dimee.method.escalation import serve_escalating, with_carry
+from dimee.method.exits import ExitRecords
+from dimee.method.routing_policy import POLICIES
+from dimee.method.tiers import CostModel, TierPlan
+from dimee.offline.evaluation import floors
 from tests import hand_case as hc
 
 # Hand case, default costs (λm 0.1, λe 0.05, o_e 0.2, o_c + κ 1.0), α* = 0.6111, m = 1, n = 2. The full model
@@ -86,7 +86,7 @@ def test_bootstrap_interval():
 def test_a_majority_class_exit_is_warned_about():
     """Defect: weak early exits saying the majority class with confidence ≥ α made the reward's α* look
     cheap and right, silently. 100 samples, 60 of class 0; layer 1 says class 0 at 0.9 for all of them."""
-    from dimee.calibration import one_class_exits
+    from dimee.method.calibration import one_class_exits
 
     labels = np.array([0] * 60 + [1] * 40)
     probs = np.zeros((100, 3, 2))
@@ -99,7 +99,7 @@ def test_a_majority_class_exit_is_warned_about():
 
 
 def test_the_deployed_default_follows_the_accuracy_budget_unless_told_reward(hand_cal):
-    from dimee.evaluation.routing_study import StudyOptions, _default
+    from dimee.offline.evaluation.routing_study import StudyOptions, _default
 
     rows = {"DIMEE-F": {"accuracy": 0.70, "cost": 0.2}, "Tuned-edge-cascade": {"accuracy": 0.995, "cost": 0.4},
             "Cloud-only": {"accuracy": 1.0, "cost": 1.0}}

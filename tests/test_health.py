@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from dimee.errors import DimeeError
-from dimee.health import Health, serve
+from dimee.common.errors import DimeeError
+from dimee.streaming.health import Health, serve
 from tests.integration.support import http_get
 
 

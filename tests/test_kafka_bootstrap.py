@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import pytest
 from kafka import errors as kafka_errors
 
-import dimee.transport.kafka as kafka_transport
-from dimee.errors import DimeeError, ServiceUnavailable
-from dimee.transport.kafka import KafkaTransport
+import dimee.streaming.transport.kafka as kafka_transport
+from dimee.common.errors import DimeeError, ServiceUnavailable
+from dimee.streaming.transport.kafka import KafkaTransport
 
 
 @contextlib.contextmanager

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from dimee import messages
-from dimee.messages import DeadLetter, MessageError, Prediction, Routed, Sample, envelope, parse
-from dimee.transport.base import Record
+from dimee.streaming import messages
+from dimee.streaming.messages import DeadLetter, MessageError, Prediction, Routed, Sample, envelope, parse
+from dimee.streaming.transport.base import Record
 
 
 @pytest.mark.parametrize(("payload", "reason"), [
@@ -32,7 +32,7 @@ def test_a_long_text_is_cut_as_the_offline_evaluator_cuts_it():
     """Defect: the stream dead-lettered texts over the limit that the offline evaluator read (truncated), and
     scored only the survivors. Both now keep the first max_text_chars characters."""
     from dimee.data.dataset import TextDataset
-    from dimee.messages import DEFAULT_MAX_TEXT_CHARS
+    from dimee.streaming.messages import DEFAULT_MAX_TEXT_CHARS
 
     text = "a long review " * 1000  # 14,000 characters
     streamed = parse(Sample, Sample(id="a", text="x").model_copy(update={"text": text}).to_bytes())

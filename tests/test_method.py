@@ -3,20 +3,20 @@
 import numpy as np
 import pytest
 
-from dimee import method
-from dimee.calibration import Calibration
-from dimee.tiers import CostModel, Tier, TierPlan
+from dimee.method import arithmetic
+from dimee.method.calibration import Calibration
+from dimee.method.tiers import CostModel, Tier, TierPlan
 from tests import hand_case as hc
 
 
 def test_exit_layers_and_pools():
     plan = TierPlan.default(hc.M, hc.N, 3)
-    assert method.exit_layers(hc.PROBS, 0.8).tolist() == [1, 2, 3]
-    assert method.exit_layers(hc.PROBS, 0.5).tolist() == [1, 1, 1]  # 1/C: everything leaves at layer 1
-    assert method.exit_layers(hc.PROBS, 0.99).tolist() == [3, 3, 3]  # nobody passes: τ = L
-    assert method.exit_layers(hc.PROBS, 0.8, cap=np.array([3, 1, 2])).tolist() == [1, 1, 2]
-    assert method.true_pools(hc.PROBS, 0.8, plan).tolist() == [0, 1, 2]
-    assert method.true_pools(hc.PROBS, 0.5, plan).tolist() == [0, 0, 0]
+    assert arithmetic.exit_layers(hc.PROBS, 0.8).tolist() == [1, 2, 3]
+    assert arithmetic.exit_layers(hc.PROBS, 0.5).tolist() == [1, 1, 1]  # 1/C: everything leaves at layer 1
+    assert arithmetic.exit_layers(hc.PROBS, 0.99).tolist() == [3, 3, 3]  # nobody passes: τ = L
+    assert arithmetic.exit_layers(hc.PROBS, 0.8, cap=np.array([3, 1, 2])).tolist() == [1, 1, 2]
+    assert arithmetic.true_pools(hc.PROBS, 0.8, plan).tolist() == [0, 1, 2]
+    assert arithmetic.true_pools(hc.PROBS, 0.5, plan).tolist() == [0, 0, 0]
 
 
 def test_reward_matches_hand_computation():
@@ -24,10 +24,10 @@ def test_reward_matches_hand_computation():
     cost = CostModel()
     # α = 0.8: s0 easy 0.90 − 0.3·0.1·1 = 0.87; s1 moderate 0.85 − 0.3·(0.2 + 0.05·2) = 0.76;
     # s2 hard 0.70 − 0.3·(0.5 + 0.5) = 0.40
-    assert method.rewards(hc.PROBS, 0.8, plan, cost) == pytest.approx([0.87, 0.76, 0.40])
+    assert arithmetic.rewards(hc.PROBS, 0.8, plan, cost) == pytest.approx([0.87, 0.76, 0.40])
     # α = 1.0: every sample hard, conf_L − 0.3: 0.69, 0.60, 0.40
-    assert method.rewards(hc.PROBS, 1.0, plan, cost) == pytest.approx([0.69, 0.60, 0.40])
-    curve = [method.rewards(hc.PROBS, a, plan, cost).mean() for a in hc.GRID]
+    assert arithmetic.rewards(hc.PROBS, 1.0, plan, cost) == pytest.approx([0.69, 0.60, 0.40])
+    curve = [arithmetic.rewards(hc.PROBS, a, plan, cost).mean() for a in hc.GRID]
     assert curve == pytest.approx(hc.REWARD)
 
 
@@ -65,19 +65,19 @@ def test_empty_pools_have_no_centroid_and_are_never_routed_to(tmp_path):
     assert loaded == cal
     far_away = np.array([[0.0, 400.0], [-50.0, 3.0]])
     for adaptive in (False, True):
-        routed = method.route(far_away, loaded.centroid_arrays(), loaded.pool_sizes, "euclidean", adaptive)
+        routed = arithmetic.route(far_away, loaded.centroid_arrays(), loaded.pool_sizes, "euclidean", adaptive)
         assert routed.tolist() == [0, 0]
 
 
 def test_no_centroid_at_all_goes_to_the_cloud():
-    assert method.nearest_pool(np.zeros(2), [None, None, None], "euclidean") == 2
+    assert arithmetic.nearest_pool(np.zeros(2), [None, None, None], "euclidean") == 2
 
 
 def test_fixed_routing_picks_the_nearest_centroid():
     means = [np.array([0.0, 0.0]), np.array([2.0, 0.0]), np.array([0.0, 4.0])]
     points = np.array([[0.2, 0.1], [1.9, -0.3], [0.5, 3.0], [1.2, 0.0]])
-    assert method.route(points, means, [1, 1, 1], "euclidean", adaptive=False).tolist() == [0, 1, 2, 1]
-    assert method.nearest_pool(np.array([10.0, 0.1]), means, "cosine") == 1
+    assert arithmetic.route(points, means, [1, 1, 1], "euclidean", adaptive=False).tolist() == [0, 1, 2, 1]
+    assert arithmetic.nearest_pool(np.array([10.0, 0.1]), means, "cosine") == 1
 
 
 def test_adaptive_routing_updates_the_running_mean():
@@ -85,16 +85,16 @@ def test_adaptive_routing_updates_the_running_mean():
     counts = [1, 1, 1]
     # e1 = (4, 0) → pool 0 (dist 4 < 6); μ0 = (0,0) + ((4,0) − (0,0))/2 = (2, 0), N0 = 2.
     # e2 = (5.5, 0) → pool 0 now (dist 3.5 < 4.5), though it was nearer pool 1 before the update.
-    routed = method.route(np.array([[4.0, 0.0], [5.5, 0.0]]), means, counts, "euclidean", adaptive=True)
+    routed = arithmetic.route(np.array([[4.0, 0.0], [5.5, 0.0]]), means, counts, "euclidean", adaptive=True)
     assert routed.tolist() == [0, 0]
-    fixed = method.route(np.array([[4.0, 0.0], [5.5, 0.0]]), means, counts, "euclidean", adaptive=False)
+    fixed = arithmetic.route(np.array([[4.0, 0.0], [5.5, 0.0]]), means, counts, "euclidean", adaptive=False)
     assert fixed.tolist() == [0, 1]
     assert means[0].tolist() == [0.0, 0.0] and counts == [1, 1, 1]  # the caller's centroids are untouched
 
 
 def test_serve_costs():
     plan = TierPlan.default(hc.M, hc.N, 3)
-    served = method.serve(hc.PROBS, np.array([0, 1, 2]), plan, 0.8, CostModel())
+    served = arithmetic.serve(hc.PROBS, np.array([0, 1, 2]), plan, 0.8, CostModel())
     assert served.exit_layer.tolist() == [1, 2, 3]
     assert served.cost == pytest.approx([0.1, 0.3, 1.0])
     assert served.pred.tolist() == [1, 1, 0]

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from prometheus_client import REGISTRY
 
-from dimee.config import Settings
-from dimee.metrics import LATENCY
-from dimee.pipeline import PipelineOptions, run_pipeline
-from dimee.tiers import TIER_NAMES
+from dimee.composition.pipeline import PipelineOptions, run_pipeline
+from dimee.method.tiers import TIER_NAMES
+from dimee.streaming.config import Settings
+from dimee.streaming.metrics import LATENCY
 from tests.helpers import deployment, stream_records
 
 HISTOGRAM_COUNT = f"{LATENCY.describe()[0].name}_count"  # how many values the per-tier latency histogram observed

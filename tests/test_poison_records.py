@@ -11,11 +11,11 @@ import re
 
 import pytest
 
-from dimee.config import Settings
-from dimee.messages import CostBreakdown, DeadLetter, Hop, Routed, parse
-from dimee.pipeline import PipelineOptions, run_pipeline
-from dimee.transport.base import Topics
-from dimee.transport.memory import shared_broker
+from dimee.composition.pipeline import PipelineOptions, run_pipeline
+from dimee.streaming.config import Settings
+from dimee.streaming.messages import CostBreakdown, DeadLetter, Hop, Routed, parse
+from dimee.streaming.transport.base import Topics
+from dimee.streaming.transport.memory import shared_broker
 from tests.helpers import deployment, stream_records
 
 
@@ -59,10 +59,11 @@ def test_an_output_too_large_for_the_broker_dead_letters_its_input(workdir, cal)
     ("@" * 86 + "==", "processing failed: .*base64"),  # the size of one token, not base64: the worker decodes it
 ])
 def test_a_corrupt_hidden_state_is_dead_lettered_by_the_worker(workdir, cal, hidden, reason):
-    from dimee.stage import BatchLimits
-    from dimee.transport.memory import InMemoryBroker
+    from dimee.workers.tier_worker import TierWorker
+
+    from dimee.streaming.stage import BatchLimits
+    from dimee.streaming.transport.memory import InMemoryBroker
     from tests.helpers import context
-    from workers.tier_worker import TierWorker
 
     broker, topics = InMemoryBroker(), Topics("hidden")
     producer = broker.producer()
@@ -101,7 +102,7 @@ def test_message_times_never_make_a_record_the_broker_refuses(workdir, cal, monk
     Absurd times are dead-lettered; a producer whose clock is 2 h fast is served, stamped with the stage's clock."""
     import time
 
-    from dimee.transport import memory
+    from dimee.streaming.transport import memory
 
     stamped: list[tuple[str, float | None]] = []
     send = memory._MemoryTransactionalProducer.send
@@ -126,10 +127,11 @@ def test_message_times_never_make_a_record_the_broker_refuses(workdir, cal, monk
 
 def _serve_routed(workdir, cal, tier_index: int, messages: list[tuple[bytes, Routed]], policy: str = "Cascade"):
     """One tier worker over the given routed records: the ids it answered or escalated, and its dead letters."""
-    from dimee.stage import BatchLimits
-    from dimee.transport.memory import InMemoryBroker
+    from dimee.workers.tier_worker import TierWorker
+
+    from dimee.streaming.stage import BatchLimits
+    from dimee.streaming.transport.memory import InMemoryBroker
     from tests.helpers import context
-    from workers.tier_worker import TierWorker
 
     broker, topics, plan = InMemoryBroker(), Topics("routed"), cal.tier_plan()
     producer = broker.producer()
@@ -160,8 +162,9 @@ def test_routed_messages_that_do_not_fit_the_tier_or_the_model_are_dead_lettered
     """Audit items 6 and 7: a routed message was served whatever it said (a start layer past the cap clamped,
     a missing or mis-sized hidden state padded with zeros, another tier's message answered as this tier's, an
     unknown pool, impossible hops), and a NaN hidden state was answered with `"confidence": null`."""
-    from dimee.routing_policy import get
-    from workers.tier_worker import TierWorker
+    from dimee.workers.tier_worker import TierWorker
+
+    from dimee.method.routing_policy import get
 
     plan, samples = cal.tier_plan(), stream_records(15, prefix="r")
     edge, mobile_cap = plan.tiers[1], plan.caps[0]
@@ -228,9 +231,10 @@ def test_a_non_finite_result_dead_letters_its_input(workdir, cal, monkeypatch):
 def test_a_record_whose_key_names_another_id_is_dead_lettered_by_the_stage(workdir, cal):
     """The Kafka key routes a sample to its partition and downstream dedupe trusts the id: a record whose key
     says another id (e.g. duplicate JSON keys, the last one winning) is refused where it is read."""
-    from dimee.transport.memory import InMemoryBroker
-    from routers.router import Router
-    from state.memory import InMemoryCentroidStore
+    from dimee.routers.router import Router
+    from dimee.state.memory import InMemoryCentroidStore
+
+    from dimee.streaming.transport.memory import InMemoryBroker
     from tests.helpers import context
 
     broker, topics = InMemoryBroker(), Topics("keyed")
@@ -248,7 +252,7 @@ def test_a_record_whose_key_names_another_id_is_dead_lettered_by_the_stage(workd
 def test_a_sample_stamped_ahead_of_the_producer_host_gets_a_record_time_the_broker_accepts():
     import time
 
-    from producers.producer import _encode
+    from dimee.producers.producer import _encode
 
     encoded = _encode(0, {"id": "ahead", "text": "fun", "produced_at": time.time() + 7200})
     assert encoded.timestamp is not None and encoded.timestamp <= time.time()

@@ -13,21 +13,21 @@ import shutil
 import numpy as np
 import pytest
 
-from dimee.calibration import Calibration
-from dimee.config import Settings
+from dimee.common.workdir import Workdir
+from dimee.composition.pipeline import PipelineOptions, run_pipeline
 from dimee.data.dataset import Splits, TextDataset
-from dimee.deployment import Deployment
-from dimee.escalation import serve_escalating
-from dimee.evaluation.policies import PolicyInputs, offline_policy
-from dimee.evaluation.routing_study import StudyOptions, run_study
-from dimee.learned_router import LearnedRouter
+from dimee.method.calibration import Calibration
+from dimee.method.escalation import serve_escalating
+from dimee.method.learned_router import LearnedRouter
+from dimee.method.routing_features import FeatureExtractor, load_rarity
+from dimee.method.routing_policy import POLICIES
+from dimee.method.thresholds import TierThresholds
+from dimee.method.tiers import TIERS
 from dimee.model.artifacts import load_model, load_tokenizer
-from dimee.pipeline import PipelineOptions, run_pipeline
-from dimee.routing_features import FeatureExtractor, load_rarity
-from dimee.routing_policy import POLICIES
-from dimee.thresholds import TierThresholds
-from dimee.tiers import TIERS
-from dimee.workdir import Workdir
+from dimee.offline.evaluation.policies import PolicyInputs, offline_policy
+from dimee.offline.evaluation.routing_study import StudyOptions, run_study
+from dimee.streaming.config import Settings
+from dimee.streaming.deployment import Deployment
 from tests.helpers import sentences, stream_records
 from tests.stream_checks import offline_records
 

@@ -5,12 +5,12 @@ silently lost while the producer said it had produced it."""
 
 from __future__ import annotations
 
+from dimee.producers.producer import ProduceOptions, produce
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
-from dimee.errors import DeliveryError
-from dimee.transport.base import Topics
-from dimee.transport.memory import InMemoryBroker
-from producers.producer import ProduceOptions, produce
+from dimee.common.errors import DeliveryError
+from dimee.streaming.transport.base import Topics
+from dimee.streaming.transport.memory import InMemoryBroker
 from tests.helpers import stream_records
 
 
@@ -138,7 +138,7 @@ class KafkaClientTransport:
         self.client = OutageLongerThanAFlush()
 
     def producer(self, transactional_id=None, replacing=None):
-        from dimee.transport.kafka import KafkaProducerAdapter
+        from dimee.streaming.transport.kafka import KafkaProducerAdapter
 
         return KafkaProducerAdapter(self.client, envelope=False)  # type: ignore[arg-type]
 
@@ -159,7 +159,7 @@ def test_what_the_client_still_holds_after_a_timed_out_flush_is_waited_for_never
 def test_the_kafka_client_holds_a_send_through_an_outage_instead_of_failing_it(monkeypatch):
     """Defect: 10 retries 200 ms apart failed a send ~2 s into an outage; `dimee produce` then sent it again,
     and where the broker had written it, the samples topic held it twice (`make faults` i: one duplicate)."""
-    import dimee.transport.kafka as kafka_transport
+    import dimee.streaming.transport.kafka as kafka_transport
 
     seen: dict = {}
 

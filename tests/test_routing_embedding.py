@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from dimee.routers.embedding import FoldedEmbedding, ModelEmbedding, RoutingEmbedder
 
-from dimee.messages import Sample
 from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.model.tokenize import encode
-from routers.embedding import FoldedEmbedding, ModelEmbedding, RoutingEmbedder
+from dimee.streaming.messages import Sample
 from tests.helpers import sentences
 
 
@@ -62,8 +62,8 @@ def test_a_router_imports_neither_torch_nor_transformers(workdir):
     import subprocess
     import sys
 
-    code = ("import sys; from pathlib import Path; from routers.router import Router; "
-            "from routers.embedding import RoutingEmbedder; from dimee import roles; "
+    code = ("import sys; from pathlib import Path; from dimee.routers.router import Router; "
+            "from dimee.routers.embedding import RoutingEmbedder; from dimee.composition import roles; "
             f"RoutingEmbedder(Path({str(workdir / 'model')!r})).embed([]); "
             "print(sorted(m for m in ('torch', 'transformers', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from dimee import learned_router, method
-from dimee.escalation import serve_escalating
-from dimee.evaluation.policies import PolicyInputs, choose_default, policy_table
+from dimee.method import arithmetic, learned_router
+from dimee.method.escalation import serve_escalating
+from dimee.offline.evaluation.policies import PolicyInputs, choose_default, policy_table
 from tests import hand_case as hc
 
 
@@ -28,7 +28,8 @@ def test_recompute_pays_for_the_layers_again(hand_cal):
 
 def test_off_answers_at_the_cap_like_the_paper(hand_cal):
     j = serve_escalating(hc.PROBS, np.zeros(3, dtype=int), hand_cal, "off")
-    served = method.serve(hc.PROBS, np.zeros(3, dtype=int), hand_cal.tier_plan(), hand_cal.alpha, hand_cal.cost_model)
+    plan, alpha, costs = hand_cal.tier_plan(), hand_cal.alpha, hand_cal.cost_model
+    served = arithmetic.serve(hc.PROBS, np.zeros(3, dtype=int), plan, alpha, costs)
     assert j.cost == pytest.approx(served.cost) and j.pred.tolist() == served.pred.tolist() == [1, 1, 1]
     assert j.hops.tolist() == [1, 1, 1]
 
@@ -81,10 +82,12 @@ def test_learned_router_is_reproducible_and_round_trips(tmp_path, hand_cal):
 def test_feedback_moves_the_observed_pools_centroid():
     means = [np.array([0.0, 0.0]), np.array([10.0, 0.0]), None]
     # The sample is routed to pool 0 (nearest) but observed to be hard (pool 2, which was empty).
-    start = method.Centroids(means, [1, 1, 0], "euclidean")
-    routed = method.route_with_feedback(np.array([[1.0, 0.0], [1.0, 0.1]]), start, observed=np.array([2, 2]))
+    start = arithmetic.Centroids(means, [1, 1, 0], "euclidean")
+    samples = np.array([[1.0, 0.0], [1.0, 0.1]])
+    routed = arithmetic.route_with_feedback(samples, start, observed=np.array([2, 2]))
     assert routed.tolist() == [0, 2]  # after feedback the hard centroid sits on the first sample
-    ema = method.route_with_feedback(np.array([[4.0, 0.0], [0.2, 0.0]]), start, observed=np.array([0, 0]), gamma=0.5)
+    samples = np.array([[4.0, 0.0], [0.2, 0.0]])
+    ema = arithmetic.route_with_feedback(samples, start, observed=np.array([0, 0]), gamma=0.5)
     assert ema.tolist() == [0, 0]
     assert means[0].tolist() == [0.0, 0.0]  # caller's centroids untouched
 
@@ -108,8 +111,8 @@ def test_default_policy_rule():
 
 
 def test_policy_resolution(tmp_path):
-    from dimee.errors import DimeeError
-    from dimee.routing_policy import POLICIES, resolve, save_default
+    from dimee.common.errors import DimeeError
+    from dimee.method.routing_policy import POLICIES, resolve, save_default
 
     assert resolve(tmp_path).name == "DIMEE-F"  # nothing measured yet: the paper's router
     save_default(tmp_path, "Edge+escalation", "cheapest within budget")

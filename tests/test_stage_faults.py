@@ -7,18 +7,18 @@ from __future__ import annotations
 import threading
 
 import pytest
+from dimee.producers.producer import ProduceOptions, produce
+from dimee.routers.router import Router
+from dimee.state.memory import InMemoryCentroidStore
 from kafka import TopicPartition
 from kafka.errors import CommitFailedError, KafkaError, ProducerFencedError
 
-from dimee.errors import Fenced, Rebalanced, ServiceUnavailable
-from dimee.runtime import StopFlag
-from dimee.tiers import Tier
-from dimee.transport.base import Topics
-from dimee.transport.kafka import KafkaConsumerAdapter, KafkaMark, KafkaTransactionalProducer
-from dimee.transport.memory import InMemoryBroker
-from producers.producer import ProduceOptions, produce
-from routers.router import Router
-from state.memory import InMemoryCentroidStore
+from dimee.common.errors import Fenced, Rebalanced, ServiceUnavailable
+from dimee.method.tiers import Tier
+from dimee.streaming.runtime import StopFlag
+from dimee.streaming.transport.base import Topics
+from dimee.streaming.transport.kafka import KafkaConsumerAdapter, KafkaMark, KafkaTransactionalProducer
+from dimee.streaming.transport.memory import InMemoryBroker
 from tests.helpers import context, deployment, stream_records
 
 
@@ -174,7 +174,7 @@ def test_a_send_refused_for_a_stale_epoch_is_fatal_not_an_epoch_bump():
     from kafka.errors import InvalidProducerEpochError
     from kafka.producer.transaction_manager import TransactionalRequestResult
 
-    from dimee.transport.kafka import _strict_transactions
+    from dimee.streaming.transport.kafka import _strict_transactions
 
     manager = _manager_in_a_transaction()
     _strict_transactions(SimpleNamespace(_transaction_manager=manager))  # type: ignore[arg-type]
@@ -188,7 +188,7 @@ def test_a_router_waits_for_lost_centroids_and_dead_letters_nothing(workdir, cal
     """Defect: after a Redis FLUSHALL the router dead-lettered every sample (NotSeeded, 300 of 300 in 25 s)
     and readiness said "unreachable". Now it waits, commits nothing past the gap, says what is wrong, and goes
     on by itself once the centroids are restored."""
-    from dimee.health import HEALTH
+    from dimee.streaming.health import HEALTH
 
     broker, topics, stop = InMemoryBroker(), Topics("lost"), StopFlag()
     store = InMemoryCentroidStore()  # up, and empty: as after a flush
@@ -216,7 +216,7 @@ def test_a_batch_given_up_on_makes_its_transaction_abortable_never_committed():
 
     from kafka.errors import KafkaConnectionError, RequestTimedOutError
 
-    from dimee.transport.kafka import _strict_transactions
+    from dimee.streaming.transport.kafka import _strict_transactions
 
     manager = _manager_in_a_transaction()
     _strict_transactions(SimpleNamespace(_transaction_manager=manager))  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""The stage loop overlaps delivery with compute (dimee/stage.py): while a transaction commits, the next
+"""The stage loop overlaps delivery with compute (dimee/streaming/stage.py): while a transaction commits, the next
 batches are computed and then sent together in one transaction; a transaction that fails drops the batches
 computed meanwhile, which are read again — every output exactly once either way."""
 
@@ -8,13 +8,13 @@ import threading
 import time
 
 import pytest
+from dimee.producers.producer import ProduceOptions, produce
 
-from dimee.errors import DeliveryError, Fenced, Rebalanced
-from dimee.messages import Sample, parse
-from dimee.stage import BatchLimits, Output, Stage
-from dimee.transport.base import Topics
-from dimee.transport.memory import InMemoryBroker
-from producers.producer import ProduceOptions, produce
+from dimee.common.errors import DeliveryError, Fenced, Rebalanced
+from dimee.streaming.messages import Sample, parse
+from dimee.streaming.stage import BatchLimits, Output, Stage
+from dimee.streaming.transport.base import Topics
+from dimee.streaming.transport.memory import InMemoryBroker
 from tests.helpers import context, stream_records
 
 
@@ -93,9 +93,9 @@ def test_a_poll_that_never_returns_ends_the_role_for_a_restart():
 
     code = """
 import time
-import dimee.stage as stage
-from dimee.transport.base import Topics
-from dimee.transport.memory import InMemoryBroker
+import dimee.streaming.stage as stage
+from dimee.streaming.transport.base import Topics
+from dimee.streaming.transport.memory import InMemoryBroker
 from tests.helpers import context
 from tests.test_stage_overlap import Echo
 
@@ -118,9 +118,9 @@ echo._loop(None)
 def test_a_consumer_that_never_joins_its_group_is_replaced(monkeypatch):
     """kafka-python's consumer was seen looking for its group coordinator for good: after REJOIN_S without
     settling in its group, the stage replaces it and the stream goes on, each output once."""
-    import dimee.stage
+    import dimee.streaming.stage
 
-    monkeypatch.setattr(dimee.stage, "REJOIN_S", 0.3)
+    monkeypatch.setattr(dimee.streaming.stage, "REJOIN_S", 0.3)
     broker = InMemoryBroker(default_partitions=1)
 
     class FirstConsumerLost(SlowCommits):

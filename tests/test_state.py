@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from dimee.state.base import NotSeeded, Update
+from dimee.state.memory import InMemoryCentroidStore
 
-from state.base import NotSeeded, Update
-from state.memory import InMemoryCentroidStore
 from tests import hand_case as hc
 
 
@@ -19,7 +19,7 @@ def test_unseeded_memory_store():
 
 
 def test_updates_to_an_empty_pool_are_skipped():
-    from dimee.tiers import CostModel
+    from dimee.method.tiers import CostModel
 
     store = InMemoryCentroidStore()
     _seed(store, cost=CostModel(beta=2.0))
@@ -29,7 +29,7 @@ def test_updates_to_an_empty_pool_are_skipped():
 
 def test_two_models_of_one_data_set_never_share_centroids(tmp_path):
     """Keys used to be namespaced by the data set's name alone, so a second model overwrote the first's."""
-    from dimee.deployment import Deployment
+    from dimee.streaming.deployment import Deployment
     from tests.helpers import tiny_workdir
 
     first = Deployment.load(tiny_workdir(tmp_path / "a", seed=0), "DIMEE-F")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from dimee.state.memory import shared_store
 
-from dimee import method
-from dimee.config import Settings
-from dimee.escalation import serve_escalating
-from dimee.pipeline import PipelineOptions, run_pipeline
-from dimee.routing_policy import get
-from dimee.tiers import TIERS
-from state.memory import shared_store
+from dimee.composition.pipeline import PipelineOptions, run_pipeline
+from dimee.method import arithmetic
+from dimee.method.escalation import serve_escalating
+from dimee.method.routing_policy import get
+from dimee.method.tiers import TIERS
+from dimee.streaming.config import Settings
 from tests.helpers import deployment, stream_records
 from tests.stream_checks import offline_records
 
@@ -66,7 +66,7 @@ def test_feedback_moves_the_observed_pools_centroids(workdir, cal):
     assert len(run.predictions) == len(records)
     snap = shared_store("memory://fb", deployment(workdir, cal).state_id).snapshot()
     test = offline_records(records, workdir)
-    observed = np.bincount(method.true_pools(test.probs, cal.alpha, cal.tier_plan()), minlength=3)
+    observed = np.bincount(arithmetic.true_pools(test.probs, cal.alpha, cal.tier_plan()), minlength=3)
     added = np.array(snap.counts) - np.array(cal.pool_sizes)
     assert added.sum() == len(records)  # every sample reported once, never twice
     assert np.abs(added - observed).sum() <= 4  # = offline observed pools, up to fp16 ties at the threshold
@@ -75,7 +75,7 @@ def test_feedback_moves_the_observed_pools_centroids(workdir, cal):
 def test_a_priced_hidden_state_costs_the_same_streamed_and_offline(workdir, cal):
     """With a measured cost model pricing the hidden state a `continue` escalation carries, the stream and
     the evaluator charge the same per sample."""
-    from dimee.escalation import with_carry
+    from dimee.method.escalation import with_carry
 
     priced = cal.model_copy(update={"cost_model": cal.cost_model.model_copy(update={"o_hidden_per_kb": 0.01})})
     records = stream_records(80, seed=24)

@@ -8,23 +8,23 @@ import time
 
 import numpy as np
 import pytest
+from dimee.predictions.sink import Sink
+from dimee.producers.producer import ProduceOptions, produce
+from dimee.routers.router import Router
+from dimee.state.memory import InMemoryCentroidStore
+from dimee.workers.tier_worker import TierWorker
 
-from dimee.config import Settings
-from dimee.errors import ServiceUnavailable
-from dimee.messages import DeadLetter, Prediction, Routed, Sample, parse
-from dimee.pipeline import Collector, PipelineOptions, run_pipeline
-from dimee.runtime import StopFlag
-from dimee.stage import BatchLimits
-from dimee.tiers import Tier
-from dimee.transport.base import Topics
-from dimee.transport.memory import InMemoryBroker
-from predictions.sink import Sink
-from producers.producer import ProduceOptions, produce
-from routers.router import Router
-from state.memory import InMemoryCentroidStore
+from dimee.common.errors import ServiceUnavailable
+from dimee.composition.pipeline import Collector, PipelineOptions, run_pipeline
+from dimee.method.tiers import Tier
+from dimee.streaming.config import Settings
+from dimee.streaming.messages import DeadLetter, Prediction, Routed, Sample, parse
+from dimee.streaming.runtime import StopFlag
+from dimee.streaming.stage import BatchLimits
+from dimee.streaming.transport.base import Topics
+from dimee.streaming.transport.memory import InMemoryBroker
 from tests.helpers import context, deployment, stream_records
 from tests.stream_checks import assert_matches_offline
-from workers.tier_worker import TierWorker
 
 
 def _settings(prefix: str) -> Settings:
@@ -55,7 +55,7 @@ def test_malformed_messages_go_to_the_dead_letter_topic_and_the_stream_goes_on(w
     run = run_pipeline(good[:20] + bad + [long] + good[20:], deployment(workdir, cal), settings,
                        PipelineOptions(progress=False))
     assert sorted(run.predictions) == sorted(r["id"] for r in [*good, long])
-    from dimee.transport.memory import shared_broker
+    from dimee.streaming.transport.memory import shared_broker
 
     letters = [parse(DeadLetter, r.value) for r in shared_broker("memory://dlq").read_all(Topics("dlq").dead_letter)]
     reasons = {letter.key: letter.error for letter in letters}
@@ -249,7 +249,7 @@ def _prediction(sample_id: str) -> Prediction:
 def test_a_restarted_tail_reuses_its_consumer_group():
     """Each `dimee tail` used to join a new group (named with its pid), leaving one more on the broker per
     start; now a tail's group is stable per host (or --instance-id), so a restart picks up where it stopped."""
-    from predictions.tail import Tail
+    from dimee.predictions.tail import Tail
 
     broker, topics = InMemoryBroker(), Topics("tail")
     first, again = Tail(context(broker, topics)), Tail(context(broker, topics))
@@ -283,7 +283,7 @@ def test_the_tail_redraws_without_stale_characters(monkeypatch, capsys):
     """Defect: a shorter refresh left the end of the longer one behind (`p99 5913 mss`)."""
     import io
 
-    from predictions import tail as tail_module
+    from dimee.predictions import tail as tail_module
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -1,7 +1,7 @@
 """What only the embedded broker is tested for here; the contract it shares with Kafka is
 tests/contracts/test_broker.py."""
 
-from dimee.transport.memory import InMemoryBroker
+from dimee.streaming.transport.memory import InMemoryBroker
 
 
 def _fill(broker, topic, n):

@@ -17,17 +17,18 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from dimee import __version__, metrics
-from dimee.deployment import Deployment
-from dimee.messages import CostBreakdown, Feedback, Hop, Prediction, Routed, Timings, worker_context
+from dimee import __version__
+from dimee.method.routing_policy import RoutingPolicy
+from dimee.method.tiers import Tier, hidden_state_kb
 from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.model.early_exit import ExitResult, Resume
 from dimee.model.tokenize import encode
-from dimee.routing_policy import RoutingPolicy
-from dimee.runtime import log
-from dimee.stage import Output, Stage, StageContext
-from dimee.tiers import Tier, hidden_state_kb
-from dimee.transport.base import Record
+from dimee.streaming import metrics
+from dimee.streaming.deployment import Deployment
+from dimee.streaming.messages import CostBreakdown, Feedback, Hop, Prediction, Routed, Timings, worker_context
+from dimee.streaming.runtime import log
+from dimee.streaming.stage import Output, Stage, StageContext
+from dimee.streaming.transport.base import Record
 
 T = TypeVar("T")
 

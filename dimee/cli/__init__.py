@@ -11,7 +11,7 @@ import typer
 
 from dimee.cli import costs, dashboard, demo, offline, outputs, research, stream  # noqa: F401 - they register the commands
 from dimee.cli.app import app
-from dimee.errors import DimeeError
+from dimee.common.errors import DimeeError
 
 __all__ = ["app", "main"]
 

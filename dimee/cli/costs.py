@@ -10,15 +10,15 @@ from typing import Annotated
 
 import typer
 
-from dimee.choices import Split
 from dimee.cli import options as opt
 from dimee.cli.app import app
-from dimee.config import Settings
-from dimee.cost_measurement import MeasureConfig, Measured, Pricing, Texts
+from dimee.common.choices import Split
+from dimee.common.errors import DimeeError
+from dimee.common.workdir import Workdir
 from dimee.data.registry import DatasetSpec
-from dimee.errors import DimeeError
-from dimee.tiers import CostModel
-from dimee.workdir import Workdir
+from dimee.method.tiers import CostModel
+from dimee.offline.costs import MeasureConfig, Measured, Pricing, Texts
+from dimee.streaming.config import Settings
 
 
 def _price(help_text: str) -> typer.models.OptionInfo:
@@ -53,7 +53,7 @@ pricing_options = opt.bundled("pricing", Pricing, [
 
 
 def _texts(data: DatasetSpec, split: str, texts: Path | None, samples: int) -> Texts:
-    from dimee.cost_measurement import texts_from_file, texts_from_split
+    from dimee.offline.costs import texts_from_file, texts_from_split
 
     if texts is not None:
         return texts_from_file(texts, data.text_col, data.pair_col, samples)
@@ -103,7 +103,7 @@ def costs_cmd(
 ) -> None:
     """Measure on this machine what serving costs (ms per layer of every tier partition, bytes of every hop),
     price it and write a cost model file that CostModel.load reads. Reads WORKDIR, writes only --out."""
-    from dimee.cost_measurement import measure, plan_for, priced, write_cost_model
+    from dimee.offline.costs import measure, plan_for, priced, write_cost_model
 
     work = Workdir(workdir)
     plan = plan_for(work, m, n)

@@ -10,8 +10,8 @@ import typer
 
 from dimee.cli import options as opt
 from dimee.cli.app import app
-from dimee.config import Settings
-from dimee.errors import DimeeError
+from dimee.common.errors import DimeeError
+from dimee.streaming.config import Settings
 
 PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="Port the page is served on.")]
 HostOpt = Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 to reach it from other machines).")]
@@ -43,8 +43,8 @@ def dashboard_cmd(
 
     sock = bind(host, port)  # a busy port fails here, before any connection is made
     from dimee.dashboard.follow import open_follower
-    from dimee.deployment import Deployment
-    from dimee.runtime import configure_logging
+    from dimee.streaming.deployment import Deployment
+    from dimee.streaming.runtime import configure_logging
 
     configure_logging(log_level)
     deployment = None if workdir is None else Deployment.load(workdir)

@@ -10,9 +10,9 @@ import typer
 
 from dimee.cli.app import app
 from dimee.cli.options import DEFAULT_WORKDIR, WorkdirOpt, use_all_cores
-from dimee.config import Settings
+from dimee.common.workdir import Workdir
 from dimee.data.registry import DatasetSpec
-from dimee.workdir import Workdir
+from dimee.streaming.config import Settings
 
 
 @app.command("demo")
@@ -25,10 +25,10 @@ def demo_cmd(
 ) -> None:
     """The main job: rt-sentences → fine-tune MiniLM → calibrate → evaluate every method → stream the test
     split through producer → router → workers → sink → report in OUT."""
-    from dimee.calibration import CalibrationConfig
-    from dimee.evaluation.report import methods_table
-    from dimee.offline import run_calibrate, run_evaluate, run_train, splits_for
-    from dimee.training import TrainConfig
+    from dimee.method.calibration import CalibrationConfig
+    from dimee.offline.evaluation.report import methods_table
+    from dimee.offline.training import TrainConfig
+    from dimee.offline.workflow import run_calibrate, run_evaluate, run_train, splits_for
 
     use_all_cores()
     started, work = time.perf_counter(), Workdir(workdir)
@@ -50,8 +50,8 @@ def demo_cmd(
 
 
 def _routing_study(splits, work: Workdir, out: Path, test_exits) -> dict:
-    from dimee.evaluation.routing_study import StudyOptions, run_study
-    from dimee.evaluation.study_report import write_study
+    from dimee.offline.evaluation.routing_study import StudyOptions, run_study
+    from dimee.offline.evaluation.study_report import write_study
 
     study = run_study(splits, work, test_exits, StudyOptions(max_drop=0.5, frontier=False))
     write_study(study, out, "dimee demo: routing policies on rt-sentences")
@@ -62,9 +62,9 @@ def _routing_study(splits, work: Workdir, out: Path, test_exits) -> dict:
 
 
 def _streaming_run(splits, test_exits, work: Workdir, out: Path, default_row: dict) -> None:
-    from dimee.deployment import Deployment
-    from dimee.runtime import configure_logging
-    from dimee.streaming_report import append_to_report, markdown, stream_and_compare
+    from dimee.composition.streaming_report import append_to_report, markdown, stream_and_compare
+    from dimee.streaming.deployment import Deployment
+    from dimee.streaming.runtime import configure_logging
 
     configure_logging("WARNING")
     result = stream_and_compare(splits.test, test_exits, Deployment.load(work, "DIMEE-F"),

@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 
-from dimee.choices import Distance, EmbeddingKind, LossWeighting, Objective, Pooling
 from dimee.cli import options as opt
 from dimee.cli.app import app, data_app
-from dimee.config import Settings
+from dimee.common.choices import Distance, EmbeddingKind, LossWeighting, Objective, Pooling
+from dimee.common.workdir import Workdir
 from dimee.data.registry import DatasetSpec
-from dimee.tiers import CostModel
-from dimee.workdir import Workdir
+from dimee.method.tiers import CostModel
+from dimee.streaming.config import Settings
 
 
 @data_app.command("fetch")
@@ -64,8 +64,8 @@ def train_cmd(
 ) -> None:
     """Fine-tune the encoder and one exit head per layer jointly; keep the epoch best on calibration."""
     opt.existing_base_model(base_model)
-    from dimee.offline import run_train, splits_for
-    from dimee.training import TrainConfig
+    from dimee.offline.training import TrainConfig
+    from dimee.offline.workflow import run_train, splits_for
 
     opt.use_all_cores()
     splits = splits_for(data, Settings().data_dir)
@@ -101,9 +101,9 @@ def calibrate_cmd(
         help="A cost model file (from `dimee costs`, or written by hand) instead of the λ/o/κ/β options.")] = None,
 ) -> None:
     """Record every exit on the calibration split, pick α*, and save pools and centroids."""
-    from dimee.calibration import CalibrationConfig
-    from dimee.errors import DimeeError
-    from dimee.offline import run_calibrate, splits_for
+    from dimee.common.errors import DimeeError
+    from dimee.method.calibration import CalibrationConfig
+    from dimee.offline.workflow import run_calibrate, splits_for
 
     opt.use_all_cores()
     cost = CostModel.load(cost_model) if cost_model else CostModel(
@@ -130,8 +130,8 @@ def evaluate_cmd(
                                            "test split's recorded exits).")] = Path("runs/eval"),
 ) -> None:
     """Compare DIMEE with every baseline on the test split; write the report and plots."""
-    from dimee.evaluation.report import methods_table
-    from dimee.offline import run_evaluate, splits_for
+    from dimee.offline.evaluation.report import methods_table
+    from dimee.offline.workflow import run_evaluate, splits_for
 
     opt.use_all_cores()
     splits = splits_for(data, Settings().data_dir)

@@ -12,12 +12,12 @@ from typing import Annotated, TypeVar
 import typer
 from pydantic import ValidationError
 
-from dimee.choices import Guarantee, LogLevel
-from dimee.config import Settings, check_state_url, kafka_servers
+from dimee.common.choices import Guarantee, LogLevel
+from dimee.common.errors import DimeeError
 from dimee.data.registry import NAMES_HELP, DatasetSpec
-from dimee.errors import DimeeError
-from dimee.routing_policy import POLICIES
-from dimee.stage import BatchLimits
+from dimee.method.routing_policy import POLICIES
+from dimee.streaming.config import Settings, check_state_url, kafka_servers
+from dimee.streaming.stage import BatchLimits
 
 DEFAULT_WORKDIR = Path("artifacts/demo")
 

@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 
-from dimee.choices import Split
 from dimee.cli import options as opt
 from dimee.cli.app import app
 from dimee.cli.runtime import start_role
-from dimee.config import Settings
-from dimee.stage import BatchLimits
+from dimee.common.choices import Split
+from dimee.streaming.config import Settings
+from dimee.streaming.stage import BatchLimits
 
 
 @app.command("sink")
@@ -26,7 +26,7 @@ def sink_cmd(
 ) -> None:
     """Write predictions to JSONL, deduplicated by id."""
     opt.needs_a_broker(settings)
-    from dimee import roles
+    from dimee.composition import roles
 
     ctx = roles.context(settings, "dimee-sink", start_role(log_level, metrics_port, settings.metrics_host))
     sink = roles.sink(ctx, out, group_id=group)
@@ -44,8 +44,8 @@ def tail_cmd(
 ) -> None:
     """Live view of the predictions: throughput, accuracy, cost vs cloud-only, tier shares, latency."""
     opt.needs_a_broker(settings)
-    from dimee import roles
-    from dimee.deployment import Deployment
+    from dimee.composition import roles
+    from dimee.streaming.deployment import Deployment
 
     ctx = roles.context(settings, "dimee-tail", start_role(log_level, None))
     tail = roles.tail(ctx, None if workdir is None else Deployment.load(workdir))
@@ -69,10 +69,10 @@ def pipeline_cmd(
     log_level: opt.LogOpt = "WARNING",
 ) -> None:
     """Producer, router, three workers and sink in one process; prints accuracy, cost and throughput."""
+    from dimee.composition.pipeline import PipelineOptions, run_pipeline
     from dimee.data import DatasetSpec
-    from dimee.deployment import Deployment
-    from dimee.pipeline import PipelineOptions, run_pipeline
-    from producers.sources import from_split
+    from dimee.producers.sources import from_split
+    from dimee.streaming.deployment import Deployment
 
     start_role(log_level, None)
     opt.use_threads(settings.threads)
@@ -93,7 +93,7 @@ def schema_cmd(
 ) -> None:
     """JSON Schemas of every message on dimee's topics (sample, routed, prediction, feedback, dead letter),
     for consumers in other languages; docs/streaming.md says how versions change."""
-    from dimee.messages import SCHEMAS
+    from dimee.streaming.messages import SCHEMAS
 
     schemas = {name: kind.model_json_schema() for name, kind in SCHEMAS.items()}
     if out is None:
@@ -129,8 +129,8 @@ def up_cmd(
     import socket
     import sys
 
-    from dimee.runtime import StopFlag
-    from dimee.supervisor import Program, Supervisor
+    from dimee.streaming.runtime import StopFlag
+    from dimee.streaming.supervisor import Program, Supervisor
 
     opt.needs_a_broker(settings)
     dimee = [sys.executable, "-c", "from dimee.cli import main; main()"]

@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 
-from dimee.choices import Objective
 from dimee.cli import options as opt
 from dimee.cli.app import app
-from dimee.config import Settings
+from dimee.common.choices import Objective
+from dimee.common.errors import DimeeError
+from dimee.common.workdir import Workdir
 from dimee.data.registry import DatasetSpec
-from dimee.errors import DimeeError
-from dimee.workdir import Workdir
+from dimee.streaming.config import Settings
 
 
 @app.command("study")
@@ -31,10 +31,10 @@ def study_cmd(
 ) -> None:
     """Every routing policy (escalation, cascade, learned, feedback) on a calibrated WORKDIR; picks the default
     policy on the calibration split under the accuracy budget."""
-    from dimee.evaluation.report import methods_table
-    from dimee.evaluation.routing_study import StudyOptions
-    from dimee.experiments import study
-    from dimee.offline import splits_for
+    from dimee.offline.evaluation.report import methods_table
+    from dimee.offline.evaluation.routing_study import StudyOptions
+    from dimee.offline.experiments import study
+    from dimee.offline.workflow import splits_for
 
     opt.use_all_cores()
     splits = splits_for(data, Settings().data_dir)
@@ -59,8 +59,8 @@ def experiment_cmd(
                                  ] = None,
 ) -> None:
     """Train, calibrate and run the routing study for several training seeds (and data sets); mean ± sd."""
-    from dimee.experiments import SeedsPlan, multi_seed, multi_task
-    from dimee.offline import splits_for
+    from dimee.offline.experiments import SeedsPlan, multi_seed, multi_task
+    from dimee.offline.workflow import splits_for
 
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
@@ -90,13 +90,13 @@ def drift_cmd(
     """Distribution shift: calibrate on one uci-sentences domain, stream the others; accuracy and cost per
     segment for the paper's routers and this project's."""
     from dimee.data.fetch import UCI_DOMAINS
-    from dimee.experiments import drift
+    from dimee.offline.experiments import drift
 
     domains = [d for d in stream.split(",") if d]
     if calibrate_on not in UCI_DOMAINS or not domains or set(domains) - set(UCI_DOMAINS) or calibrate_on in domains:
         raise DimeeError(f"domains must be distinct values of {', '.join(UCI_DOMAINS)}")
     opt.use_all_cores()
-    from dimee.training import TrainConfig
+    from dimee.offline.training import TrainConfig
 
     drift(Settings().data_dir, Workdir(workdir or Path(f"artifacts/drift-{calibrate_on}")), out,
           (calibrate_on, domains), TrainConfig(epochs=epochs, seed=seed))

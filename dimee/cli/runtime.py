@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from dimee.runtime import StopFlag
+from dimee.streaming.runtime import StopFlag
 
 
 def start_role(log_level: str, metrics_port: int | None, metrics_host: str = "127.0.0.1") -> StopFlag:
     """Logging, then /healthz, /readyz and /metrics on the port (before the model loads: alive, not ready),
     then signal handling."""
-    from dimee.runtime import configure_logging
+    from dimee.streaming.runtime import configure_logging
 
     configure_logging(log_level)
     if metrics_port:
-        from dimee.health import serve
+        from dimee.streaming.health import serve
 
         serve(metrics_host, metrics_port)
     stop = StopFlag()

@@ -9,14 +9,14 @@ from typing import Annotated
 
 import typer
 
-from dimee.choices import EscalationMode
 from dimee.cli import options as opt
 from dimee.cli.app import app
 from dimee.cli.runtime import end_role, start_role
-from dimee.config import Settings, redact
-from dimee.errors import DimeeError
-from dimee.stage import BatchLimits
-from dimee.tiers import Tier
+from dimee.common.choices import EscalationMode
+from dimee.common.errors import DimeeError
+from dimee.method.tiers import Tier
+from dimee.streaming.config import Settings, redact
+from dimee.streaming.stage import BatchLimits
 
 
 @app.command("produce")
@@ -42,9 +42,9 @@ def produce_cmd(
     """Publish samples to the samples topic, keyed by sample id."""
     opt.needs_a_broker(settings)
     from dimee.data import DatasetSpec
-    from dimee.transport import Topics, open_transport
-    from producers import sources
-    from producers.producer import ProduceOptions, produce
+    from dimee.producers import sources
+    from dimee.producers.producer import ProduceOptions, produce
+    from dimee.streaming.transport import Topics, open_transport
 
     stop = start_role(log_level, None)
     records: list | object
@@ -89,8 +89,8 @@ def seed_cmd(
 ) -> None:
     """Write calibration.json's centroids to the state store (by default replacing adapted ones and forgetting
     seen ids; --only-missing restores what was lost and keeps the rest)."""
-    from dimee import roles
-    from dimee.deployment import Deployment
+    from dimee.composition import roles
+    from dimee.streaming.deployment import Deployment
 
     deployment = Deployment.load(workdir)
     store = roles.centroid_store(settings, deployment)
@@ -120,8 +120,8 @@ def route_cmd(
     """Pick each sample's start tier before any transformer layer runs (default: the policy `dimee study`
     chose on calibration, else the paper's nearest-centroid DIMEE-F) and publish it to that tier."""
     opt.needs_a_broker(settings)
-    from dimee import roles
-    from dimee.deployment import Deployment
+    from dimee.composition import roles
+    from dimee.streaming.deployment import Deployment
 
     stop = start_role(log_level, metrics_port, settings.metrics_host)
     opt.use_threads(settings.threads)
@@ -171,8 +171,8 @@ def work_cmd(
     """Serve one tier: batched early exit on the tier's partition under the policy the router stamped on each
     message; publish predictions (or escalate)."""
     opt.needs_a_broker(settings)
-    from dimee import roles
-    from dimee.deployment import Deployment
+    from dimee.composition import roles
+    from dimee.streaming.deployment import Deployment
 
     stop = start_role(log_level, metrics_port, settings.metrics_host)
     opt.use_threads(settings.threads)

@@ -8,15 +8,15 @@ import threading
 import time
 from collections.abc import Callable
 
-from dimee.calibration import Calibration
-from dimee.config import Settings
+from dimee.common.errors import DimeeError
 from dimee.dashboard.live import LiveView, centroid_shifts
-from dimee.deployment import Deployment
-from dimee.errors import DimeeError
-from dimee.messages import DeadLetter, MessageError, Prediction, parse
-from dimee.transport import open_transport
-from dimee.transport.base import Consumer, Record, Topics
-from state import CentroidStore, NotSeeded, open_store
+from dimee.method.calibration import Calibration
+from dimee.state import CentroidStore, NotSeeded, open_store
+from dimee.streaming.config import Settings
+from dimee.streaming.deployment import Deployment
+from dimee.streaming.messages import DeadLetter, MessageError, Prediction, parse
+from dimee.streaming.transport import open_transport
+from dimee.streaming.transport.base import Consumer, Record, Topics
 
 log = logging.getLogger(__name__)
 

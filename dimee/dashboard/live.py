@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dimee.messages import DeadLetter, Prediction
-from dimee.metrics import dead_letter_reason
-from predictions.stats import PredictionStats
+from dimee.predictions.stats import PredictionStats
+from dimee.streaming.messages import DeadLetter, Prediction
+from dimee.streaming.metrics import dead_letter_reason
 
 TIER_ORDER = ("mobile", "edge", "cloud")
 

@@ -21,7 +21,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from dimee.errors import DimeeError
+from dimee.common.errors import DimeeError
 
 STATIC = Path(__file__).parent / "static"
 

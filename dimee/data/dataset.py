@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from dimee.errors import DataError
-from dimee.messages import clip_text
+from dimee.common.errors import DataError
+from dimee.streaming.messages import clip_text
 
 
 @dataclass

@@ -11,7 +11,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from dimee.errors import DataError
+from dimee.common.errors import DataError
 
 RT_PACKAGE = "vaderSentiment==3.3.2"
 RT_FILE = "movieReviewSnippets_GroundTruth.txt"

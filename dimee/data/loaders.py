@@ -6,8 +6,8 @@ import csv
 import json
 from pathlib import Path
 
+from dimee.common.errors import DataError
 from dimee.data.dataset import TextDataset
-from dimee.errors import DataError
 
 csv.field_size_limit(10_000_000)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from dimee.common.errors import DataError
 from dimee.data import fetch, loaders
 from dimee.data.dataset import Splits, TextDataset
 from dimee.data.splits import DEFAULT_FRACTIONS, stratified_indices
-from dimee.errors import DataError
 
 NAMES_HELP = (
     "rt-sentences | uci-sentences or uci-sentences:DOMAIN,DOMAIN | bbc-news (5 topics) | "

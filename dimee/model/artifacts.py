@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from dimee.errors import DimeeError
+from dimee.common.errors import DimeeError
 from dimee.model.early_exit import EarlyExitEncoder, Pooling
 from dimee.model.spec import SPEC, WEIGHTS, ModelSpec, load_spec
 

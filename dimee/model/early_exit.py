@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from transformers import AutoModel
 
-from dimee.choices import Pooling
+from dimee.common.choices import Pooling
 from dimee.model.spec import ModelSpec
 
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
-from dimee.choices import Pooling
-from dimee.errors import DimeeError
+from dimee.common.choices import Pooling
+from dimee.common.errors import DimeeError
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig

@@ -18,10 +18,10 @@ def _real(name: str, available: bool):
 @pytest.fixture(params=["memory", _real("kafka", bool(KAFKA))])
 def transport(request):
     if request.param == "memory":
-        from dimee.transport.memory import InMemoryBroker
+        from dimee.streaming.transport.memory import InMemoryBroker
 
         return InMemoryBroker(default_partitions=1)
-    from dimee.transport.kafka import KafkaTransport
+    from dimee.streaming.transport.kafka import KafkaTransport
 
     return KafkaTransport(KAFKA, api_version=api_version(), client_id="contract")
 
@@ -29,11 +29,11 @@ def transport(request):
 @pytest.fixture(params=["memory", _real("redis", bool(REDIS))])
 def store(request):
     if request.param == "memory":
-        from state.memory import InMemoryCentroidStore
+        from dimee.state.memory import InMemoryCentroidStore
 
         yield InMemoryCentroidStore()
         return
-    from state.redis_store import RedisCentroidStore
+    from dimee.state.redis_store import RedisCentroidStore
 
     store = RedisCentroidStore(REDIS, f"contract-{uuid.uuid4().hex[:8]}")
     yield store

@@ -1,4 +1,4 @@
-"""The broker contract every role relies on (dimee/transport/base.py): keyed sends acknowledged by flush,
+"""The broker contract every role relies on (dimee/streaming/transport/base.py): keyed sends acknowledged by flush,
 group consumers that commit exactly what they polled, uncommitted records redelivered to the next member."""
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """The centroid store contract (state/base.py), on the in-memory store and on Redis: the running-mean step
-of dimee.method, idempotent per sample id, empty pools never moved, an explicit reseed that forgets."""
+of dimee.method.arithmetic, idempotent per sample id, empty pools never moved, an explicit reseed that forgets."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from dimee.state.base import Update
 
-from dimee.method import running_mean_step
-from state.base import Update
+from dimee.method.arithmetic import running_mean_step
 from tests import hand_case as hc
 from tests.real_services import REDIS, needs
 
@@ -63,7 +63,7 @@ def test_the_store_computes_the_same_step_as_dimee_method(store):
 def _another_client(store):
     """A second connection to the same centroids, as a second router process would have."""
     if hasattr(store, "url"):
-        from state.redis_store import RedisCentroidStore
+        from dimee.state.redis_store import RedisCentroidStore
 
         return RedisCentroidStore(store.url, store.namespace.split("{")[1].rstrip("}"))
     return store
@@ -101,7 +101,7 @@ def test_concurrent_routers_lose_no_update_and_apply_each_id_once(store):
 def test_restoring_fills_an_empty_store_and_keeps_what_is_still_there(store):
     """The way back after lost state (`dimee seed --only-missing`): an empty store gets calibration's pools; a
     seeded one keeps its adapted centroids and seen-markers."""
-    from state.base import NotSeeded
+    from dimee.state.base import NotSeeded
 
     cal = hc.calibration()
     with pytest.raises(NotSeeded):
@@ -116,7 +116,7 @@ def test_restoring_fills_an_empty_store_and_keeps_what_is_still_there(store):
 
 @pytest.mark.parametrize("store", [pytest.param("redis", marks=needs("redis", bool(REDIS)))], indirect=True)
 def test_a_pool_lost_from_redis_is_reported_and_restored_alone(store):
-    from state.base import NotSeeded
+    from dimee.state.base import NotSeeded
 
     cal = hc.calibration()
     store.seed(cal.centroid_arrays(), cal.pool_sizes)

@@ -1,4 +1,4 @@
-"""Exactly-once on the broker contract (dimee/transport/base.py): a transaction commits a batch's outputs and
+"""Exactly-once on the broker contract (dimee/streaming/transport/base.py): a transaction commits a batch's outputs and
 the consumer's offsets together; a read_committed reader never sees an unfinished or aborted one; a second
 producer with the same transactional id fences the first."""
 
@@ -8,7 +8,7 @@ import contextlib
 
 import pytest
 
-from dimee.errors import DeliveryError, Fenced
+from dimee.common.errors import DeliveryError, Fenced
 from tests.contracts.test_broker import _poll, _send
 
 

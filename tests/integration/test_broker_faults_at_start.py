@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from dimee.errors import DimeeError, ServiceUnavailable
-from dimee.transport.kafka import KafkaTransport
+from dimee.common.errors import DimeeError, ServiceUnavailable
+from dimee.streaming.transport.kafka import KafkaTransport
 from tests.real_services import KAFKA, KAFKA_NODES, api_version, services
 
 pytestmark = pytest.mark.skipif(KAFKA_NODES < 3 or api_version() is not None,

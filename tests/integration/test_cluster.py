@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from kafka import KafkaAdminClient
 
-from dimee.transport.base import Topics
-from dimee.transport.kafka import KafkaTransport
+from dimee.streaming.transport.base import Topics
+from dimee.streaming.transport.kafka import KafkaTransport
 from tests.integration.support import wait_for
 from tests.integration.test_kafka_redis import api_version
 from tests.real_services import KAFKA, KAFKA_NODES

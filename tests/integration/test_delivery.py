@@ -8,7 +8,7 @@ import subprocess
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
-from dimee.transport.base import Topics
+from dimee.streaming.transport.base import Topics
 from tests.helpers import stream_records
 from tests.integration.support import DIMEE, write_jsonl
 from tests.integration.test_kafka_redis import api_version, read_topic

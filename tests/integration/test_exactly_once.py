@@ -11,9 +11,9 @@ from collections import Counter
 import pytest
 from kafka import KafkaAdminClient
 
-from dimee.messages import Prediction, parse
-from dimee.pipeline import PipelineOptions, run_pipeline
-from dimee.transport.base import Topics
+from dimee.composition.pipeline import PipelineOptions, run_pipeline
+from dimee.streaming.messages import Prediction, parse
+from dimee.streaming.transport.base import Topics
 from tests.helpers import deployment, stream_records
 from tests.integration.support import read_sink, wait_for, write_jsonl
 from tests.integration.test_kafka_redis import TIERS, _logs, api_version, read_topic, settings, start_roles
@@ -34,7 +34,7 @@ def committed_prediction_ids(prefix: str, expected: int) -> Counter:
 
 def test_a_worker_killed_mid_transaction_leaves_each_prediction_once(workdir, procs, prefix, tmp_path):
     records = stream_records(240, seed=21)
-    out = tmp_path / "predictions.jsonl"
+    out = tmp_path / "dimee.predictions.jsonl"
     start_roles(procs, workdir, sink_out=out)
     source = write_jsonl(tmp_path / "in.jsonl", records)
     procs.start("producer", "produce", "--source", str(source), "--id-col", "id", "--rate", "60")
@@ -50,7 +50,7 @@ def test_a_worker_killed_mid_transaction_leaves_each_prediction_once(workdir, pr
 
 def test_a_second_instance_with_the_same_id_fences_the_first(workdir, procs, prefix, tmp_path):
     records = stream_records(150, seed=22)
-    out = tmp_path / "predictions.jsonl"
+    out = tmp_path / "dimee.predictions.jsonl"
     start_roles(procs, workdir, sink_out=out)
     procs.stop("worker-cloud")
     procs.start("zombie", "work", "--tier", "cloud", "--workdir", str(workdir), "--instance-id", "cloud-1")

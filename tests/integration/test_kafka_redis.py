@@ -10,18 +10,18 @@ import time
 
 import numpy as np
 import pytest
+from dimee.state.base import NotSeeded
+from dimee.state.redis_store import RedisCentroidStore
 from kafka import KafkaConsumer, TopicPartition
 
-from dimee.config import Settings
-from dimee.messages import DeadLetter, Feedback, Prediction, Routed, parse
+from dimee.common.workdir import Workdir
+from dimee.composition.pipeline import PipelineOptions, run_pipeline
+from dimee.method.tiers import TIER_NAMES
 from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.model.tokenize import encode
-from dimee.pipeline import PipelineOptions, run_pipeline
-from dimee.tiers import TIER_NAMES
-from dimee.transport.base import Topics
-from dimee.workdir import Workdir
-from state.base import NotSeeded
-from state.redis_store import RedisCentroidStore
+from dimee.streaming.config import Settings
+from dimee.streaming.messages import DeadLetter, Feedback, Prediction, Routed, parse
+from dimee.streaming.transport.base import Topics
 from tests.helpers import deployment, stream_records
 from tests.integration.support import free_port, http_get, read_sink, wait_for, write_jsonl
 from tests.real_services import API_VERSION, KAFKA, REDIS, services
@@ -77,7 +77,7 @@ def _logs(procs):
 @pytest.mark.smoke  # `make test` runs it a second time on the legacy Kafka 0.9
 def test_separate_processes_deliver_every_id_once_and_match_the_offline_evaluator(workdir, cal, procs, tmp_path):
     records = stream_records(150, seed=11)
-    out, port = tmp_path / "predictions.jsonl", free_port()
+    out, port = tmp_path / "dimee.predictions.jsonl", free_port()
     start_roles(procs, workdir, sink_out=out, metrics_port=port)
     wait_for(lambda: http_get(port, "/readyz")[0] == 200, 60, "the router ready", _logs(procs))
     assert http_get(port, "/healthz")[0] == 200
@@ -98,7 +98,7 @@ def test_separate_processes_deliver_every_id_once_and_match_the_offline_evaluato
 
 def test_a_worker_killed_mid_stream_loses_nothing(workdir, procs, tmp_path):
     records = stream_records(300, seed=12)
-    out = tmp_path / "predictions.jsonl"
+    out = tmp_path / "dimee.predictions.jsonl"
     start_roles(procs, workdir, sink_out=out)
     source = write_jsonl(tmp_path / "in.jsonl", records)
     procs.start("producer", "produce", "--source", str(source), "--id-col", "id", "--rate", "60")

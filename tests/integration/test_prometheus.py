@@ -42,7 +42,7 @@ def test_a_real_prometheus_sees_lag_and_latency(workdir, procs, tmp_path):
     for tier in ("mobile", "edge", "cloud"):
         procs.start(f"worker-{tier}", "work", "--tier", tier, *work, "--max-batch", "16", "--metrics-port",
                     str(ports[f"worker-{tier}"]))
-    out = tmp_path / "predictions.jsonl"
+    out = tmp_path / "dimee.predictions.jsonl"
     procs.start("sink", "sink", "--out", str(out), "--metrics-port", str(ports["sink"]))
     procs.wait_started(*ROLES)
     _config(ports, tmp_path / "prometheus.yml")

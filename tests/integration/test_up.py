@@ -25,7 +25,7 @@ def _transactional_ids(lines: list[str], role: str) -> list[str]:
 
 
 def test_up_runs_restarts_and_stops_every_role(workdir, env, tmp_path):
-    out = tmp_path / "predictions.jsonl"
+    out = tmp_path / "dimee.predictions.jsonl"
     lines: list[str] = []
     up = subprocess.Popen([DIMEE, "up", "--workdir", str(workdir), "--reseed", "--out", str(out)], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -1,0 +1,178 @@
+"""Calibration: α* from the reward (or an accuracy budget), the pools at α*, their centroids, and
+`calibration.json`, the one artifact the router and the evaluator read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from dimee.common.choices import Distance, EmbeddingKind, Objective
+from dimee.common.errors import DimeeError
+from dimee.common.files import write_atomically
+from dimee.method import arithmetic
+from dimee.method.cascade_tuning import Recorded, tune_cascade
+from dimee.method.exits import ExitRecords
+from dimee.method.thresholds import TierThresholds
+from dimee.method.tiers import CostModel, Tier, TierPlan
+
+
+class TierCap(BaseModel):
+    tier: Tier
+    cap: int
+
+
+class Calibration(BaseModel):
+    """α*, the pools and their centroids, with everything needed to reproduce or audit them."""
+
+    version: int = 1
+    model_id: str = "dimee"
+    alpha: float
+    m: int
+    n: int
+    num_layers: int
+    num_labels: int
+    plan: list[TierCap]
+    cost_model: CostModel
+    objective: Objective
+    max_drop: float | None = None
+    distance: Distance = "euclidean"
+    embedding: EmbeddingKind = "layer"
+    grid: list[float]
+    reward_curve: list[float]
+    accuracy_curve: list[float]
+    cost_curve: list[float]
+    full_model_accuracy: float
+    pool_sizes: list[int]
+    centroids: list[list[float] | None] = Field(description="per pool; null for an empty pool")
+    cascades: dict[str, TierThresholds] = Field(
+        default_factory=dict, description="per start tier: exit thresholds tuned for the accuracy budget")
+    warnings: list[str] = Field(default_factory=list, description="what looked wrong in the recorded exits")
+
+    def tier_plan(self) -> TierPlan:
+        return TierPlan.of((entry.tier, entry.cap) for entry in self.plan)
+
+    def at_alpha(self, probs: np.ndarray, embeddings: np.ndarray, alpha: float) -> Calibration:
+        """This calibration served at another α: pools and centroids re-derived from the calibration split's
+        recorded exits (`probs`) and routing embeddings."""
+        pools = arithmetic.true_pools(probs, alpha, self.tier_plan())
+        means, counts = arithmetic.centroids(embeddings, pools, len(self.plan))
+        return self.model_copy(update={"alpha": float(alpha), "pool_sizes": counts,
+                                       "centroids": [None if mu is None else mu.tolist() for mu in means]})
+
+    def config(self) -> CalibrationConfig:
+        """The configuration that reproduces this calibration from the same recorded exits."""
+        return CalibrationConfig(m=self.m, n=self.n, cost=self.cost_model, objective=self.objective,
+                                 max_drop=self.max_drop or 0.5, distance=self.distance, embedding=self.embedding,
+                                 model_id=self.model_id)
+
+    def centroid_arrays(self) -> list[np.ndarray | None]:
+        return [None if c is None else np.asarray(c, dtype=np.float64) for c in self.centroids]
+
+    def save(self, path: Path) -> None:
+        write_atomically(path, self.model_dump_json(indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> Calibration:
+        if not path.exists():
+            raise DimeeError(f"no calibration at {path}: run `dimee calibrate` first")
+        return cls.model_validate_json(path.read_text())
+
+
+@dataclass(frozen=True)
+class Curves:
+    """Mean reward, accuracy and mean cost of routing by true pool, at every α of the grid."""
+
+    reward: list[float]
+    accuracy: list[float]
+    cost: list[float]
+
+
+class CalibrationConfig(BaseModel):
+    """How to calibrate: tier caps (default L/3 and 2L/3), costs, objective, router distance and embedding."""
+
+    model_config = ConfigDict(frozen=True)
+    m: int | None = None
+    n: int | None = None
+    cost: CostModel = Field(default_factory=CostModel)
+    objective: Objective = "reward"
+    max_drop: float = 0.5  # accuracy points the accuracy-budget objective may lose
+    distance: Distance = "euclidean"
+    embedding: EmbeddingKind = "layer"
+    model_id: str = "dimee"
+
+
+def default_m_n(num_layers: int) -> tuple[int, int]:
+    """m = L/3, n = 2L/3: (2, 4) for 6 layers, (4, 8) for 12, as DESIGN.md sets them."""
+    return max(1, num_layers // 3), max(2, 2 * num_layers // 3)
+
+
+def curves(probs: np.ndarray, labels: np.ndarray, plan: TierPlan, cost: CostModel, grid: np.ndarray) -> Curves:
+    out = Curves([], [], [])
+    for alpha in grid:
+        out.reward.append(float(arithmetic.rewards(probs, alpha, plan, cost).mean()))
+        served = arithmetic.serve(probs, arithmetic.true_pools(probs, alpha, plan), plan, alpha, cost)
+        out.accuracy.append(served.accuracy(labels))
+        out.cost.append(float(served.cost.mean()))
+    return out
+
+
+def choose_alpha(grid: np.ndarray, curve: Curves, full_accuracy: float, config: CalibrationConfig) -> float:
+    if config.objective == "reward":
+        return float(grid[int(np.argmax(curve.reward))])
+    # accuracy-budget: the cheapest α within max_drop points of the full model; if none, the most accurate.
+    accuracy = curve.accuracy
+    allowed = [i for i, acc in enumerate(accuracy) if acc >= full_accuracy - config.max_drop / 100.0 - 1e-12]
+    if not allowed:
+        return float(grid[int(np.argmax(accuracy))])
+    return float(grid[min(allowed, key=lambda i: (curve.cost[i], -accuracy[i]))])
+
+
+def calibrate(exits: ExitRecords, config: CalibrationConfig | None = None, plan: TierPlan | None = None) -> Calibration:
+    """α*, pools and centroids from the calibration split's recorded exits. `plan` overrides the default
+    mobile / edge / cloud plan (the device ablation)."""
+    config = config or CalibrationConfig()
+    probs, labels = exits.probs, np.asarray(exits.labels)
+    num_layers, num_labels = probs.shape[1], probs.shape[2]
+    default_m, default_n = default_m_n(num_layers)
+    m, n = config.m or default_m, config.n or default_n
+    plan = plan or TierPlan.default(m, n, num_layers)
+    grid = arithmetic.alpha_grid(num_labels)
+    curve = curves(probs, labels, plan, config.cost, grid)
+    full_accuracy = float((probs[:, -1].argmax(-1) == labels).mean())
+    alpha = choose_alpha(grid, curve, full_accuracy, config)
+    pools = arithmetic.true_pools(probs, alpha, plan)
+    means, counts = arithmetic.centroids(exits.embeddings, pools, len(plan))
+    recorded = Recorded.of(probs, labels, exits.hidden_kb())
+    cascades = {plan[s][0].value: tune_cascade(recorded, plan, config.cost, s, config.max_drop).thresholds
+                for s in range(len(plan) - 1)}
+    return Calibration(
+        model_id=config.model_id, alpha=alpha, m=m, n=n, num_layers=num_layers, num_labels=num_labels,
+        plan=[TierCap(tier=t, cap=c) for t, c in plan], cost_model=config.cost, objective=config.objective,
+        max_drop=config.max_drop if config.objective == "accuracy-budget" else None, distance=config.distance,
+        embedding=config.embedding, grid=grid.tolist(), reward_curve=curve.reward, accuracy_curve=curve.accuracy,
+        cost_curve=curve.cost, full_model_accuracy=full_accuracy, pool_sizes=counts,
+        centroids=[None if mu is None else mu.tolist() for mu in means], cascades=cascades,
+        warnings=one_class_exits(probs, labels, alpha),
+    )
+
+
+def one_class_exits(probs: np.ndarray, labels: np.ndarray, alpha: float, share: float = 0.95) -> list[str]:
+    """Exits that answer nearly every sample leaving there with one class the labels do not favour as much: a
+    weak head saying the majority class with confidence ≥ α, which makes α look cheap and right."""
+    warnings = []
+    exit_at = arithmetic.exit_layers(probs, alpha)
+    prior = np.bincount(labels, minlength=probs.shape[-1]) / max(len(labels), 1)
+    for layer in range(1, probs.shape[1]):
+        leaving = exit_at == layer
+        if leaving.sum() < max(20, 0.02 * len(labels)):
+            continue
+        said = np.bincount(probs[leaving, layer - 1].argmax(-1), minlength=probs.shape[-1]) / leaving.sum()
+        top = int(said.argmax())
+        if said[top] >= share and prior[top] < said[top] - 0.05:
+            warnings.append(f"exit {layer} answers {100 * said[top]:.0f}% of the {int(leaving.sum())} samples "
+                            f"leaving there with class {top} ({100 * prior[top]:.0f}% of the labels) at α = "
+                            f"{alpha:.3f}: α may be degenerate; prefer --objective accuracy-budget")
+    return warnings

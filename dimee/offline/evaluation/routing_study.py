@@ -1,0 +1,143 @@
+"""The routing study: every policy (paper's and this project's) on the test split, the default picked on the
+calibration split, what the router-side features can predict, and accuracy-cost frontiers over the α grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from dimee.common.choices import Objective
+from dimee.common.errors import DimeeError
+from dimee.common.workdir import Workdir
+from dimee.data.dataset import Splits
+from dimee.method import arithmetic, learned_router
+from dimee.method.calibration import Calibration
+from dimee.method.exits import ExitRecords
+from dimee.method.routing_features import FeatureExtractor, TokenRarity, save_rarity
+from dimee.method.routing_policy import PAPER, POLICIES, save_default
+from dimee.model.artifacts import load_model, load_tokenizer
+from dimee.offline.evaluation import baselines
+from dimee.offline.evaluation.floors import floors
+from dimee.offline.evaluation.policies import PolicyInputs, choose_default, policy_table
+from dimee.offline.evaluation.report import method_rows
+from dimee.offline.workflow import check_calibrated_on
+
+# The paper's rows that are not deployable policies (those come from the policy table, like every other).
+NOT_POLICIES = ("Early-Exit", "Random-matched", "Oracle")
+FIRST = ("Cloud-only", "Mobile-only", "Edge-only", "Early-Exit", "Random-matched", "DIMEE-F", "DIMEE-D")
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    max_drop: float = 0.5  # accuracy points the deployed default may lose on calibration
+    objective: Objective = "accuracy-budget"  # reward: deploy the paper's DIMEE-F at its reward α*
+    seed: int = 0
+    frontier: bool = True
+
+
+def extract_features(splits: Splits, workdir: Workdir) -> tuple[FeatureExtractor, np.ndarray, np.ndarray]:
+    folder = workdir.model
+    embedder, tokenizer = load_model(folder, 0), load_tokenizer(folder)
+    rarity = TokenRarity.fit(tokenizer, splits.train.texts)
+    save_rarity(rarity, workdir.rarity)
+    extractor = FeatureExtractor(embedder, tokenizer, rarity)
+    return (extractor, extractor.extract(splits.calibration.texts, splits.calibration.text_pairs),
+            extractor.extract(splits.test.texts, splits.test.text_pairs))
+
+
+def _paper(names: tuple[str, ...], records: ExitRecords, cal_exits: ExitRecords,
+           cal: Calibration) -> list[baselines.MethodResult]:
+    """The named rows of the paper's evaluator, computed once."""
+    by_name = {m.name: m for m in baselines.all_methods(records, cal_exits, cal)}
+    return [by_name[n] for n in names]
+
+
+def _ordered(results: list[baselines.MethodResult]) -> list[baselines.MethodResult]:
+    """The paper's rows first, then this project's policies, the oracles and floors last."""
+    def rank(r: baselines.MethodResult) -> tuple[int, int]:
+        if r.name in FIRST:
+            return 0, FIRST.index(r.name)
+        return (2 if r.name.startswith(("Oracle", "Floor")) else 1), 0
+    return sorted(results, key=rank)
+
+
+def _results(split: PolicyInputs, cal_exits: ExitRecords, cal: Calibration, table: dict,
+             paper: tuple[str, ...]) -> list[baselines.MethodResult]:
+    results = _paper(paper, split.records, cal_exits, cal) + [fn(split, cal) for fn in table.values()]
+    return _ordered(results + floors(split.records, cal))
+
+
+def _default(cal_rows: dict[str, dict], cal: Calibration, options: StudyOptions) -> tuple[str, str]:
+    if options.objective == "reward":
+        return PAPER, "the paper's DIMEE-F at its reward α* (objective: reward)"
+    # Candidates: what the router and workers can deploy (no oracle, no random draw, no whole model on a phone).
+    deployable = {name: row for name, row in cal_rows.items() if name in POLICIES}
+    rule = (f"cheapest deployable policy within {options.max_drop} pt of the full model's calibration accuracy "
+            f"({100 * cal.full_model_accuracy:.2f}%), measured on the calibration split")
+    return choose_default(deployable, cal.full_model_accuracy, options.max_drop), rule
+
+
+def run_study(splits: Splits, workdir: Workdir, test: ExitRecords, options: StudyOptions | None = None) -> dict:
+    """Every policy on `test` (the test split's recorded exits) and on calibration; saves the default policy
+    chosen on calibration to WORKDIR/policy.json."""
+    options = options or StudyOptions()
+    cal = Calibration.load(workdir.calibration)
+    cal_exits = ExitRecords.load(workdir.exits("calibration"))
+    check_calibrated_on(splits, cal_exits, workdir)
+    if len(test.labels) != len(splits.test):
+        raise DimeeError(f"the test exits hold {len(test.labels)} samples, the test split {len(splits.test)}")
+    extractor, f_cal, f_test = extract_features(splits, workdir)
+    plan = cal.tier_plan()
+    pools_cal = arithmetic.true_pools(cal_exits.probs, cal.alpha, plan)
+    training = learned_router.TrainingSet(f_cal, extractor.names, pools_cal, cal_exits.probs)
+    router, oof = learned_router.fit(training, cal, "continue", options.seed)
+    router.save(workdir.learned_router)
+    table = policy_table(router)
+    on_test = _results(PolicyInputs(test, f_test), cal_exits, cal, table, NOT_POLICIES)
+    # Early-Exit picks its α on calibration: scored there it would be tuned on what it is scored on.
+    on_cal = _results(PolicyInputs(cal_exits, f_cal, learned_proba=oof), cal_exits, cal, table, NOT_POLICIES[1:])
+    cal_rows = {r["name"]: r for r in method_rows(on_cal, cal_exits, cal)}
+    default, rule = _default(cal_rows, cal, options)
+    save_default(workdir, default, rule)
+
+    hidden_bytes = 2 * (f_test[:, extractor.names.index("token_count")] + 2) * extractor.embedder.spec.hidden_size
+    by_name = {r.name: r for r in on_test}
+    report = {
+        "methods": method_rows(on_test, test, cal),
+        "calibration_rows": list(cal_rows.values()),
+        "default_policy": default,
+        "default_rule": rule,
+        "escalated_share": {r.name: float((r.hops > 1).mean()) if r.hops is not None else 0.0 for r in on_test},
+        "continue_hidden_bytes_fp16": {"mean": float(hidden_bytes.mean()),
+                                       "p99": float(np.percentile(hidden_bytes, 99))},
+        "learned_router": {"C": router.C, "cv_log_loss": router.cv_log_loss, "reward_matrix": router.reward_matrix,
+                           "confusion": baselines.confusion(by_name["Learned+esc"], test, cal)},
+        "hard_auc_calibration": learned_router.hard_auc(f_cal, extractor.names, pools_cal, len(plan) - 1, oof),
+        "alpha": cal.alpha,
+        "thresholds": {name: POLICIES[name].served_thresholds(cal).model_dump() for name in POLICIES
+                       if POLICIES[name].thresholds == "tuned"},
+        "calibration_warnings": cal.warnings,
+    }
+    if options.frontier:
+        report["frontier"] = frontiers(cal, training, cal_exits, PolicyInputs(test, f_test), router)
+    return report
+
+
+def frontiers(cal: Calibration, training: learned_router.TrainingSet, cal_exits: ExitRecords, test: PolicyInputs,
+              fitted: learned_router.LearnedRouter) -> dict[str, list[dict]]:
+    """Each policy's accuracy and cost on test at every α of the grid (pools, centroids and the learned router,
+    with `fitted`'s regularisation and seed, re-derived at that α from calibration)."""
+    curves: dict[str, list[dict]] = {}
+    for alpha in cal.grid:
+        at = cal.at_alpha(cal_exits.probs, cal_exits.embeddings, alpha)
+        pools = arithmetic.true_pools(cal_exits.probs, alpha, at.tier_plan())
+        router, _ = learned_router.fit(replace(training, pools=pools), at, "continue", fitted.seed,
+                                       c_grid=(fitted.C,)) if len(set(pools.tolist())) > 1 else (None, None)
+        results = [baselines.dimee(test.records, at, adaptive=False),
+                   baselines.dimee(test.records, at, adaptive=True), baselines.oracle(test.records, at)]
+        results += [fn(test, at) for fn in policy_table(router).values()]
+        for row in method_rows(results, test.records, at):
+            curves.setdefault(row["name"], []).append({"alpha": float(alpha), "accuracy": row["accuracy"],
+                                                       "cost": row["cost"]})
+    return curves

@@ -1,0 +1,138 @@
+"""Joint fine-tuning of the backbone and every exit head; the checkpoint is chosen on the calibration split."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase, get_linear_schedule_with_warmup
+
+from dimee.common.choices import LossWeighting, Pooling
+from dimee.data.dataset import TextDataset
+from dimee.model.early_exit import EarlyExitEncoder
+from dimee.model.tokenize import encode
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    seed: int = 0
+    loss: LossWeighting = "mean"
+    max_train_samples: int | None = None
+    base_model: str | None = None  # hub id or local folder; None: the bundled all-MiniLM-L6-v2
+    pooling: Pooling = "mean"
+    max_length: int = 64  # tokens per sample after truncation
+
+
+@dataclass
+class TrainHistory:
+    train_loss: list[float] = field(default_factory=list)
+    calibration_exit_accuracy: list[list[float]] = field(default_factory=list)
+    best_epoch: int = -1
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def joint_loss(logits: list[torch.Tensor], labels: torch.Tensor, weighting: LossWeighting) -> torch.Tensor:
+    """Mean of the exits' cross-entropies, or PABEE's Σ i·CE_i / Σ i (later exits weigh more)."""
+    losses = torch.stack([torch.nn.functional.cross_entropy(out, labels) for out in logits])
+    if weighting == "pabee":
+        weights = torch.arange(1, len(logits) + 1, dtype=losses.dtype)
+        return (weights * losses).sum() / weights.sum()
+    return losses.mean()
+
+
+def batches(data: TextDataset, batch_size: int, order: list[int] | None = None) -> Iterator[list[int]]:
+    order = list(range(len(data))) if order is None else order
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def batch_tensors(tokenizer: PreTrainedTokenizerBase, data: TextDataset, idx: list[int], max_length: int):
+    pairs = [data.text_pairs[i] for i in idx] if data.text_pairs is not None else None
+    return encode(tokenizer, [data.texts[i] for i in idx], pairs, max_length)
+
+
+@torch.inference_mode()
+def record_exit_probabilities(
+    model: EarlyExitEncoder, tokenizer: PreTrainedTokenizerBase, data: TextDataset,
+    batch_size: int = 64, desc: str = "recording exits",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, L, C) softmax of every exit and (N, H) routing embeddings: the full model run once."""
+    model.eval()
+    probs, embeddings = [], []
+    # Longest-first order keeps padding low; results go back to the original order.
+    order = sorted(range(len(data)), key=lambda i: -len(data.texts[i]))
+    for idx in tqdm(list(batches(data, batch_size, order)), desc=desc, unit="batch", leave=False,
+                    disable=None):  # None: no bar where stderr is not a terminal (a log is not flooded)
+        inputs = batch_tensors(tokenizer, data, idx, model.spec.max_length)
+        probs.append(model.exit_probabilities(**inputs).float().numpy())
+        embeddings.append(model.routing_embedding(**inputs).float().numpy())
+    inverse = np.argsort(np.array(order))
+    return np.concatenate(probs)[inverse], np.concatenate(embeddings)[inverse]
+
+
+def exit_accuracies(probs: np.ndarray, labels: list[int] | np.ndarray) -> list[float]:
+    return (probs.argmax(-1) == np.asarray(labels)[:, None]).mean(0).tolist()
+
+
+def train(
+    model: EarlyExitEncoder, tokenizer: PreTrainedTokenizerBase, train_data: TextDataset,
+    calibration_data: TextDataset, config: TrainConfig,
+) -> TrainHistory:
+    """Fine-tune in place; at the end the weights are those of the epoch with the best mean exit accuracy
+    on the calibration split (all exits count, because every one of them may answer)."""
+    seed_everything(config.seed)
+    rng = random.Random(config.seed)
+    order = list(range(len(train_data)))
+    if config.max_train_samples is not None:
+        rng.shuffle(order)
+        order = order[: config.max_train_samples]
+    steps = config.epochs * ((len(order) + config.batch_size - 1) // config.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * steps), steps)
+    history = TrainHistory()
+    best_score, best_state = -1.0, None
+    for epoch in range(config.epochs):
+        model.train()
+        rng.shuffle(order)
+        total, count = 0.0, 0
+        progress = tqdm(list(batches(train_data, config.batch_size, order)), desc=f"epoch {epoch + 1}/{config.epochs}",
+                        unit="batch", disable=None)
+        for idx in progress:
+            inputs = batch_tensors(tokenizer, train_data, idx, model.spec.max_length)
+            labels = torch.tensor([train_data.labels[i] for i in idx])
+            loss = joint_loss(model(**inputs), labels, config.loss)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            total, count = total + loss.item() * len(idx), count + len(idx)
+            progress.set_postfix(loss=f"{total / count:.4f}")
+        probs, _ = record_exit_probabilities(model, tokenizer, calibration_data, desc="calibration accuracy")
+        accuracies = exit_accuracies(probs, calibration_data.labels)
+        history.train_loss.append(total / max(count, 1))
+        history.calibration_exit_accuracy.append(accuracies)
+        score = float(np.mean(accuracies))
+        tqdm.write(f"epoch {epoch + 1}: loss {total / max(count, 1):.4f}, calibration accuracy per exit "
+                   + " ".join(f"{a:.3f}" for a in accuracies))
+        if score > best_score:
+            best_score, history.best_epoch = score, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return history

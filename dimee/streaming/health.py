@@ -1,0 +1,115 @@
+"""Liveness, readiness and metrics over HTTP for a role process (`--metrics-port`):
+
+    /healthz   200 while every stage's loop has turned within `stall_s` (2 minutes: stuck, or waiting that long
+               on an outage, answers 503)
+    /readyz    200 once every stage has loaded its model and joined its consumer group, and every service it
+               needs (Redis) answers; 503 with the reasons otherwise
+    /metrics   Prometheus text
+
+The server starts before the model loads, so an orchestrator sees "alive, not ready" during a slow start.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import make_wsgi_app
+
+from dimee.common.errors import DimeeError
+
+
+class Health:
+    """What the role's stages report: loop heartbeats, readiness facts, and live checks of services."""
+
+    def __init__(self, stall_s: float = 120.0) -> None:
+        self.stall_s = stall_s
+        self._lock = threading.Lock()
+        self._beats: dict[str, float] = {}
+        self._pending: dict[str, str] = {}  # stage → what it still waits for
+        self._checks: dict[str, Callable[[], str | None]] = {}
+
+    def expect(self, stage: str, waiting_for: str) -> None:
+        with self._lock:
+            self._pending[stage] = waiting_for
+
+    def ready_stage(self, stage: str) -> None:
+        with self._lock:
+            self._pending.pop(stage, None)
+
+    def beat(self, stage: str) -> None:
+        with self._lock:
+            self._beats[stage] = time.monotonic()
+
+    def needs(self, service: str, check: Callable[[], str | None]) -> None:
+        """`check` says what is wrong with the service (None: nothing); one that raises means unreachable."""
+        with self._lock:
+            self._checks[service] = check
+
+    def alive(self) -> tuple[bool, dict]:
+        now = time.monotonic()
+        with self._lock:
+            ages = {stage: round(now - beat, 1) for stage, beat in self._beats.items()}
+        stalled = {stage: age for stage, age in ages.items() if age > self.stall_s}
+        return not stalled, {"loop_age_s": ages, "stalled": stalled}
+
+    def ready(self) -> tuple[bool, dict]:
+        with self._lock:
+            pending, checks = dict(self._pending), dict(self._checks)
+        down = []
+        for service, check in checks.items():
+            try:
+                wrong = check()
+            except Exception:  # a failing check means not ready, never a crashed probe
+                wrong = "unreachable"
+            if wrong is not None:
+                down.append(f"{service} {wrong}")
+        reasons = [f"{stage}: {what}" for stage, what in pending.items()] + down
+        if not pending and not self._beats and not checks:
+            reasons.append("starting")
+        return not reasons, {"waiting_for": reasons}
+
+
+HEALTH = Health()
+"""The process's one health state: stages report into it, the HTTP server reads it."""
+
+
+def _app(health: Health) -> Callable:
+    metrics = make_wsgi_app()
+
+    def app(environ: dict, start_response: Callable) -> list[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path in ("/healthz", "/readyz"):
+            ok, detail = health.alive() if path == "/healthz" else health.ready()
+            body = json.dumps({"ok": ok, **detail}).encode()
+            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "application/json")])
+            return [body]
+        if path == "/metrics":
+            return metrics(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"not found: try /healthz, /readyz or /metrics\n"]
+
+    return app
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a slow readiness check (an unreachable Redis) never blocks the next probe
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # probes every few seconds: not worth a log line
+        pass
+
+
+def serve(host: str, port: int, health: Health = HEALTH) -> WSGIServer:
+    """Serve /healthz, /readyz and /metrics on host:port from a daemon thread."""
+    try:
+        server = make_server(host, port, _app(health), server_class=_Server, handler_class=_Quiet)
+    except OSError as exc:
+        raise DimeeError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from exc
+    threading.Thread(target=server.serve_forever, name="health-http", daemon=True).start()
+    return server

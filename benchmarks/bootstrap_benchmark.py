@@ -1,6 +1,6 @@
 """How long a Kafka client takes to start when one bootstrap server hangs (SIGSTOPped: it still completes
 TCP handshakes), and how long a refused SASL login takes to be reported. Figures only, from one run; the
-tests assert the behaviour (tests/integration/test_broker_faults_at_start.py, tests/test_kafka_bootstrap.py).
+tests assert the behaviour (tests/integration/test_broker_faults_at_start.py, tests/streaming/test_kafka_bootstrap.py).
 
     bash deploy/local-services.sh run -- .venv/bin/python -m benchmarks.bootstrap_benchmark
 """

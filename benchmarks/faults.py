@@ -49,7 +49,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # tests.helpers: the tiny workdir
+    sys.path.insert(0, str(ROOT))  # tests.support.helpers: the tiny workdir
 
 DIMEE = str(Path(sys.executable).parent / "dimee")
 TIERS = ("mobile", "edge", "cloud")
@@ -409,7 +409,7 @@ class Run:
 
 
 def new_run(suite: Suite, key: str, title: str, count: int) -> Run:
-    from tests.helpers import stream_records
+    from tests.support.helpers import stream_records
 
     prefix = f"faults-{key}-{uuid.uuid4().hex[:6]}"
     folder = suite.folder / prefix
@@ -1136,7 +1136,7 @@ def prepare(args: argparse.Namespace) -> Suite:
     folder.mkdir(parents=True, exist_ok=True)
     workdir = Path(args.workdir) if args.workdir else None
     if workdir is None:
-        from tests.helpers import tiny_workdir
+        from tests.support.helpers import tiny_workdir
 
         workdir = tiny_workdir(folder / "tiny-workdir")
         say(f"tiny workdir (no download): {workdir}")

@@ -8,14 +8,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def pytest_report_header(config):
-    from tests.real_services import report_header
+    from tests.support.real_services import report_header
 
     return report_header()
 
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
-    from tests.helpers import saved_tiny_model
+    from tests.support.helpers import saved_tiny_model
 
     return saved_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
@@ -23,7 +23,7 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory):
     """A tiny model with its calibration.json, shared read-only by the stream tests."""
-    from tests.helpers import tiny_workdir
+    from tests.support.helpers import tiny_workdir
 
     return tiny_workdir(tmp_path_factory.mktemp("workdir"))
 
@@ -37,7 +37,7 @@ def cal(workdir):
 
 @pytest.fixture
 def hand_cal():
-    """The hand-worked case's calibration (tests/hand_case.py): α* = 0.6111, m = 1, n = 2, L = 3."""
-    from tests import hand_case
+    """The hand-worked case's calibration (tests/support/hand_case.py): α* = 0.6111, m = 1, n = 2, L = 3."""
+    from tests.support import hand_case
 
     return hand_case.calibration()

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from tests.real_services import KAFKA, REDIS, api_version, needs
+from tests.support.real_services import KAFKA, REDIS, api_version, needs
 
 
 def _real(name: str, available: bool):

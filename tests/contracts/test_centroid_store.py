@@ -8,8 +8,8 @@ import pytest
 from dimee.state.base import Update
 
 from dimee.method.arithmetic import running_mean_step
-from tests import hand_case as hc
-from tests.real_services import REDIS, needs
+from tests.support import hand_case as hc
+from tests.support.real_services import REDIS, needs
 
 
 def _seed(store, **calibrate_options) -> None:

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from tests.integration.support import Processes
-from tests.real_services import API_VERSION, KAFKA, REDIS, needs
+from tests.support.processes import Processes
+from tests.support.real_services import API_VERSION, KAFKA, REDIS, needs
 
 
 def pytest_configure(config):

@@ -8,7 +8,7 @@ import pytest
 
 from dimee.common.errors import DimeeError, ServiceUnavailable
 from dimee.streaming.transport.kafka import KafkaTransport
-from tests.real_services import KAFKA, KAFKA_NODES, api_version, services
+from tests.support.real_services import KAFKA, KAFKA_NODES, api_version, services
 
 pytestmark = pytest.mark.skipif(KAFKA_NODES < 3 or api_version() is not None,
                                 reason="needs the 3-node KRaft cluster (its pause-broker)")

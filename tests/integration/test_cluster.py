@@ -7,9 +7,9 @@ from kafka import KafkaAdminClient
 
 from dimee.streaming.transport.base import Topics
 from dimee.streaming.transport.kafka import KafkaTransport
-from tests.integration.support import wait_for
 from tests.integration.test_kafka_redis import api_version
-from tests.real_services import KAFKA, KAFKA_NODES
+from tests.support.processes import wait_for
+from tests.support.real_services import KAFKA, KAFKA_NODES
 
 
 def test_topics_dimee_creates_are_partitioned_and_replicated_over_the_cluster(prefix):

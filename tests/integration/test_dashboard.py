@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import stream_records
-from tests.integration.support import DIMEE, free_port, http_get, wait_for, write_jsonl
-from tests.real_services import needs
+from tests.support.helpers import stream_records
+from tests.support.processes import DIMEE, free_port, http_get, wait_for, write_jsonl
+from tests.support.real_services import needs
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SCREENSHOT = Path(__file__).resolve().parents[2] / "runs" / "screenshots" / "dashboard.png"

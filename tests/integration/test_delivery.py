@@ -9,10 +9,10 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from dimee.streaming.transport.base import Topics
-from tests.helpers import stream_records
-from tests.integration.support import DIMEE, write_jsonl
 from tests.integration.test_kafka_redis import api_version, read_topic
-from tests.real_services import KAFKA, KAFKA_NODES
+from tests.support.helpers import stream_records
+from tests.support.processes import DIMEE, write_jsonl
+from tests.support.real_services import KAFKA, KAFKA_NODES
 
 
 def test_produce_names_what_the_broker_refused_and_fails(prefix, env, tmp_path):
@@ -40,7 +40,7 @@ def test_produce_names_what_the_broker_refused_and_fails(prefix, env, tmp_path):
 def test_adaptive_routing_refuses_a_redis_that_may_evict_its_keys(workdir, env):
     import redis
 
-    from tests.real_services import REDIS
+    from tests.support.real_services import REDIS
 
     client = redis.Redis.from_url(REDIS)
     client.config_set("maxmemory-policy", "allkeys-lru")

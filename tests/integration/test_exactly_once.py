@@ -14,10 +14,10 @@ from kafka import KafkaAdminClient
 from dimee.composition.pipeline import PipelineOptions, run_pipeline
 from dimee.streaming.messages import Prediction, parse
 from dimee.streaming.transport.base import Topics
-from tests.helpers import deployment, stream_records
-from tests.integration.support import read_sink, wait_for, write_jsonl
 from tests.integration.test_kafka_redis import TIERS, _logs, api_version, read_topic, settings, start_roles
-from tests.real_services import KAFKA, KAFKA_NODES, services
+from tests.support.helpers import deployment, stream_records
+from tests.support.processes import read_sink, wait_for, write_jsonl
+from tests.support.real_services import KAFKA, KAFKA_NODES, services
 
 pytestmark = pytest.mark.skipif(api_version() is not None and api_version() < (0, 11),
                                 reason="the legacy broker has no transactions")

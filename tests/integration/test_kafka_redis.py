@@ -22,10 +22,10 @@ from dimee.model.tokenize import encode
 from dimee.streaming.config import Settings
 from dimee.streaming.messages import DeadLetter, Feedback, Prediction, Routed, parse
 from dimee.streaming.transport.base import Topics
-from tests.helpers import deployment, stream_records
-from tests.integration.support import free_port, http_get, read_sink, wait_for, write_jsonl
-from tests.real_services import API_VERSION, KAFKA, REDIS, services
-from tests.stream_checks import assert_matches_offline
+from tests.support.helpers import deployment, stream_records
+from tests.support.processes import free_port, http_get, read_sink, wait_for, write_jsonl
+from tests.support.real_services import API_VERSION, KAFKA, REDIS, services
+from tests.support.stream_checks import assert_matches_offline
 
 TIERS = TIER_NAMES
 

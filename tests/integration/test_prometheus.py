@@ -11,9 +11,9 @@ import urllib.parse
 import pytest
 import yaml
 
-from tests.helpers import stream_records
-from tests.integration.support import free_port, http_get, read_sink, wait_for, write_jsonl
-from tests.real_services import KAFKA
+from tests.support.helpers import stream_records
+from tests.support.processes import free_port, http_get, read_sink, wait_for, write_jsonl
+from tests.support.real_services import KAFKA
 
 DEPLOY = __import__("pathlib").Path(__file__).resolve().parents[2] / "deploy"
 ROLES = ("router", "worker-mobile", "worker-edge", "worker-cloud", "sink")

@@ -10,8 +10,8 @@ import socket
 import subprocess
 import threading
 
-from tests.helpers import stream_records
-from tests.integration.support import DIMEE, read_sink, wait_for, write_jsonl
+from tests.support.helpers import stream_records
+from tests.support.processes import DIMEE, read_sink, wait_for, write_jsonl
 
 
 def _transactional_ids(lines: list[str], role: str) -> list[str]:

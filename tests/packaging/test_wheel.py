@@ -54,3 +54,11 @@ def test_no_role_folder_is_a_top_level_name(installed: Path, name: str) -> None:
     found = _run(installed, python, "-c", f"import dimee.{name} as m; print(m.__file__)")
     assert found.returncode == 0, found.stderr
     assert found.stdout.strip().startswith(str(installed)), found.stdout  # the wheel's copy, not this checkout
+
+
+def test_the_image_copies_what_the_package_is_built_from() -> None:
+    """deploy/Dockerfile runs `pip install .`: it needs setup.py (which maps the role folders) and every folder."""
+    copies = [line.split()[1:-1] for line in (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY ")]
+    copied = {source for sources in copies for source in sources}
+    assert {"pyproject.toml", "setup.py", "dimee", *ROLE_FOLDERS} <= copied

@@ -69,7 +69,7 @@ def main() -> None:
                      "cpu_threads": torch.get_num_threads(), "cpus": os.cpu_count(), "samples": len(texts),
                      "tiers": {}}
     bound = {"cpu": 0.0, args.device: 0.0}
-    for index, (tier, cap) in enumerate(cal.tier_plan()):
+    for index, (tier, cap) in enumerate(cal.plan):
         chosen = [t for t, p in zip(texts, pools, strict=True) if p == index]
         row: dict = {"routed": len(chosen), "all_samples": {}}
         outcomes = {}

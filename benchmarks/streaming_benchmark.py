@@ -75,7 +75,7 @@ def compute_bound(texts: list[str], deployment: Deployment, batch: int) -> dict:
     tokenizer = load_tokenizer(model_dir)
     thresholds = deployment.policy.served_thresholds(cal)
     per_tier = {}
-    for index, (tier, cap) in enumerate(cal.tier_plan()):
+    for index, (tier, cap) in enumerate(cal.plan):
         model = load_model(model_dir, cap)
         chosen = [t for t, p in zip(texts, pools, strict=True) if p == index]
         alpha = thresholds.exit[index]
@@ -98,7 +98,7 @@ def early_exit_vs_batch1(texts: list[str], deployment: Deployment, batch: int) -
     ways = {"batch1": lambda b: [[t] for t in b], "one_pass": lambda b: [b],
             "worker": lambda b: similar_lengths(b, SUB_BATCH, len)}
     out = {}
-    for tier, cap in cal.tier_plan():
+    for tier, cap in cal.plan:
         model = load_model(model_dir, cap)
         timed = {}
         for name, passes in ways.items():

@@ -27,7 +27,7 @@ class Router(Stage):
     def __init__(self, context: StageContext, deployment: Deployment, store: CentroidStore,
                  group_id: str | None = None) -> None:
         super().__init__(context, [context.topics.samples], group_id or context.topics.router_group)
-        self.plan = deployment.calibration.tier_plan()
+        self.plan = deployment.calibration.plan
         self.store = store
         self.router_id = context.instance("router")
         self.embedder = RoutingEmbedder(deployment.workdir.model, raw=deployment.calibration.embedding == "raw")

@@ -93,4 +93,4 @@ def strategy_for(deployment: Deployment, embedder: RoutingEmbedder, store: Centr
         return CentroidRouting(calibration, embedder, store, deployment.policy.adaptive)
     if kind == "learned":
         return LearnedRouting(deployment)
-    return FixedTier(calibration.tier_plan().index(kind))
+    return FixedTier(calibration.plan.index(kind))

@@ -103,7 +103,7 @@ class TierWorker(Stage):
         topics = context.topics
         super().__init__(context, [topics.tier(self.tier.value)], group_id or topics.worker_group(self.tier.value))
         self.calibration = deployment.calibration
-        self.plan = self.calibration.tier_plan()
+        self.plan = self.calibration.plan
         self.cap, self.next_tier = self.plan.cap(self.tier), self.plan.next_tier(self.tier)
         self.default_rule = self.rule(deployment.policy)  # for messages the router did not stamp
         metrics.DEPLOYMENT.info({"role": self.name, "policy_of_unstamped": deployment.policy.name,

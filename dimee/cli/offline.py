@@ -117,7 +117,7 @@ def calibrate_cmd(
         raise DimeeError(str(exc)) from exc
     for warning in cal.warnings:
         typer.echo(f"warning: {warning}", err=True)
-    sizes = ", ".join(f"{p.tier.value} {s}" for p, s in zip(cal.plan, cal.pool_sizes, strict=True))
+    sizes = ", ".join(f"{tier.value} {s}" for tier, s in zip(cal.plan.tiers, cal.pool_sizes, strict=True))
     typer.echo(f"α* = {cal.alpha:.4f}; pools: {sizes}; saved {Workdir(workdir).calibration}")
 
 

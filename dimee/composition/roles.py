@@ -56,7 +56,7 @@ def worker(ctx: StageContext, deployment: Deployment, tier: Tier, group_id: str 
 
 def workers(ctx: StageContext, deployment: Deployment) -> list[TierWorker]:
     """One worker per tier of the deployment's plan."""
-    return [worker(ctx, deployment, tier) for tier in deployment.calibration.tier_plan().tiers]
+    return [worker(ctx, deployment, tier) for tier in deployment.calibration.plan.tiers]
 
 
 def sink(ctx: StageContext, path: Path | None, deployment: Deployment | None = None,

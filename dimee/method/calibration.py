@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, TypeAdapter
 
 from dimee.common.choices import Distance, EmbeddingKind, Objective
 from dimee.common.errors import DimeeError
@@ -24,6 +25,22 @@ class TierCap(BaseModel):
     cap: int
 
 
+def _read_plan(value: object) -> TierPlan:
+    if isinstance(value, TierPlan):
+        return value
+    return TierPlan.of((entry.tier, entry.cap) for entry in TypeAdapter(list[TierCap]).validate_python(value))
+
+
+def _stored_plan(plan: TierPlan) -> list[TierCap]:
+    return [TierCap(tier=tier, cap=cap) for tier, cap in plan]
+
+
+# The tiers and their caps as calibration.json stores them, a list of {"tier", "cap"} (`TierCap`), held as the one
+# `TierPlan` every reader asks: built once, when the calibration is made or loaded.
+StoredPlan = Annotated[TierPlan, PlainValidator(_read_plan, json_schema_input_type=list[TierCap]),
+                       PlainSerializer(_stored_plan, return_type=list[TierCap])]
+
+
 class Calibration(BaseModel):
     """α*, the pools and their centroids, with everything needed to reproduce or audit them."""
 
@@ -34,7 +51,7 @@ class Calibration(BaseModel):
     n: int
     num_layers: int
     num_labels: int
-    plan: list[TierCap]
+    plan: StoredPlan
     cost_model: CostModel
     objective: Objective
     max_drop: float | None = None
@@ -52,12 +69,13 @@ class Calibration(BaseModel):
     warnings: list[str] = Field(default_factory=list, description="what looked wrong in the recorded exits")
 
     def tier_plan(self) -> TierPlan:
-        return TierPlan.of((entry.tier, entry.cap) for entry in self.plan)
+        """The same as `plan`: kept only for tests/streaming/test_poison_records.py until it reads `plan`."""
+        return self.plan
 
     def at_alpha(self, probs: np.ndarray, embeddings: np.ndarray, alpha: float) -> Calibration:
         """This calibration served at another α: pools and centroids re-derived from the calibration split's
         recorded exits (`probs`) and routing embeddings."""
-        pools = arithmetic.true_pools(probs, alpha, self.tier_plan())
+        pools = arithmetic.true_pools(probs, alpha, self.plan)
         means, counts = arithmetic.centroids(embeddings, pools, len(self.plan))
         return self.model_copy(update={"alpha": float(alpha), "pool_sizes": counts,
                                        "centroids": [None if mu is None else mu.tolist() for mu in means]})
@@ -150,7 +168,7 @@ def calibrate(exits: ExitRecords, config: CalibrationConfig | None = None, plan:
                 for s in range(len(plan) - 1)}
     return Calibration(
         model_id=config.model_id, alpha=alpha, m=m, n=n, num_layers=num_layers, num_labels=num_labels,
-        plan=[TierCap(tier=t, cap=c) for t, c in plan], cost_model=config.cost, objective=config.objective,
+        plan=plan, cost_model=config.cost, objective=config.objective,
         max_drop=config.max_drop if config.objective == "accuracy-budget" else None, distance=config.distance,
         embedding=config.embedding, grid=grid.tolist(), reward_curve=curve.reward, accuracy_curve=curve.accuracy,
         cost_curve=curve.cost, full_model_accuracy=full_accuracy, pool_sizes=counts,

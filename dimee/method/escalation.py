@@ -42,7 +42,7 @@ def serve_escalating(probs: np.ndarray, start: np.ndarray, cal: Calibration, mod
     `thresholds` (default: α* on every tier), the same rule a tier worker applies."""
     if mode not in MODES:
         raise ValueError(f"escalation mode must be one of {MODES}, got {mode!r}")
-    plan, cost = cal.tier_plan(), cal.cost_model
+    plan, cost = cal.plan, cal.cost_model
     exit_at_conf, escalate_below = (thresholds or TierThresholds.uniform(cal.alpha, len(plan))).arrays()
     n, num_layers = probs.shape[0], probs.shape[1]
     conf = probs.max(-1)

@@ -58,7 +58,7 @@ class LearnedRouter(BaseModel):
 
 def reward_matrix(probs: np.ndarray, cal: Calibration, escalation: EscalationMode) -> np.ndarray:
     """R[s, k]: mean of conf_exit − β·cost over calibration samples of true pool k started on tier s."""
-    plan, cost = cal.tier_plan(), cal.cost_model
+    plan, cost = cal.plan, cal.cost_model
     pools = true_pools(probs, cal.alpha, plan)
     conf = probs.max(-1)
     matrix = np.zeros((len(plan), len(plan)))
@@ -92,7 +92,7 @@ class TrainingSet:
 def fit(data: TrainingSet, cal: Calibration, escalation: EscalationMode = "continue", seed: int = 0,
         c_grid: tuple[float, ...] = C_GRID) -> tuple[LearnedRouter, np.ndarray]:
     """The router, and out-of-fold pool probabilities for every training sample (for honest selection)."""
-    features, pools, plan = data.features, data.pools, cal.tier_plan()
+    features, pools, plan = data.features, data.pools, cal.plan
     counts = np.bincount(pools, minlength=len(plan))
     usable = np.isin(pools, np.flatnonzero(counts >= 2))
     classes = sorted(set(pools[usable].tolist()))

@@ -124,7 +124,7 @@ def drift(data_dir: Path, workdir: Workdir, out_dir: Path, domains: tuple[str, l
     records = ExitRecords(np.concatenate(stream_probs), np.concatenate(stream_emb), np.concatenate(stream_labels))
     # the first segment is the calibration domain's test split, whose features we already have
     features = np.vstack([f_in_domain, *(extractor.extract(d.texts) for _, d in segments_data[1:])])
-    pools_cal = arithmetic.true_pools(cal_exits.probs, cal.alpha, cal.tier_plan())
+    pools_cal = arithmetic.true_pools(cal_exits.probs, cal.alpha, cal.plan)
     training = learned_router.TrainingSet(f_cal, extractor.names, pools_cal, cal_exits.probs)
     router, _ = learned_router.fit(training, cal, "continue", seed)
     results = {r.name: r for r in all_methods(records, cal_exits, cal, seed)}

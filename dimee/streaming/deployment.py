@@ -45,5 +45,5 @@ class Deployment:
                 "feedback": self.policy.feedback, "escalation": self.policy.escalation,
                 "exit_thresholds": thresholds.exit, "keep_thresholds": thresholds.keep,
                 "alpha_star": round(self.calibration.alpha, 4),
-                "caps": {entry.tier.value: entry.cap for entry in self.calibration.plan},
+                "caps": {tier.value: cap for tier, cap in self.calibration.plan},
                 "model": self.calibration.model_id}

@@ -58,10 +58,10 @@ def _ties(probs: np.ndarray, cal: Calibration, thresholds: TierThresholds) -> np
     """Samples whose confidence at a layer some tier runs lies within a hair of that tier's thresholds: a
     hair of 1e-4 up to the mobile's cap (fp32 in both), 5e-3 above it (an escalated hidden state is fp16)."""
     conf, layer_no = probs.max(-1), np.arange(1, probs.shape[1] + 1)
-    band = np.where(layer_no <= cal.tier_plan()[0][1], 1e-4, 5e-3)
+    band = np.where(layer_no <= cal.plan[0][1], 1e-4, 5e-3)
     exit_conf, below = thresholds.arrays()
     near = np.zeros(len(conf), bool)
-    for tier, (_, cap) in enumerate(cal.tier_plan()):
+    for tier, (_, cap) in enumerate(cal.plan):
         for value in (exit_conf[tier], below[tier]):
             if np.isfinite(value):
                 near |= ((np.abs(conf - value) < band) & (layer_no <= cap)).any(1)
@@ -96,7 +96,7 @@ def test_every_policy_streams_as_it_was_scored(studied, name):
     if policy.router == "centroid":
         unstable |= _centroid_ties(exits.embeddings, cal)
     assert unstable.mean() < 0.4
-    plan = cal.tier_plan()
+    plan = cal.plan
     streamed_start = np.array([plan.index(run.predictions[r["id"]].path[0]) for r in records])
     if policy.feedback:  # serve from the start the stream chose
         journey = serve_escalating(exits.probs, streamed_start, cal, policy.escalation, thresholds)

@@ -29,7 +29,7 @@ def test_streamed_escalation_matches_the_offline_journey(workdir, cal, policy, m
     # fp16 hidden states move confidences by ~1e-3: leave out samples that close to the threshold
     stable = ~(np.abs(test.probs.max(-1) - cal.alpha) < band).any(1)
     assert stable.mean() > 0.6
-    paths = journey.paths(cal.tier_plan())
+    paths = journey.paths(cal.plan)
     escalated = 0
     for i, record in enumerate(records):
         if not stable[i]:
@@ -66,7 +66,7 @@ def test_feedback_moves_the_observed_pools_centroids(workdir, cal):
     assert len(run.predictions) == len(records)
     snap = shared_store("memory://fb", deployment(workdir, cal).state_id).snapshot()
     test = offline_records(records, workdir)
-    observed = np.bincount(arithmetic.true_pools(test.probs, cal.alpha, cal.tier_plan()), minlength=3)
+    observed = np.bincount(arithmetic.true_pools(test.probs, cal.alpha, cal.plan), minlength=3)
     added = np.array(snap.counts) - np.array(cal.pool_sizes)
     assert added.sum() == len(records)  # every sample reported once, never twice
     assert np.abs(added - observed).sum() <= 4  # = offline observed pools, up to fp16 ties at the threshold

@@ -40,7 +40,7 @@ def test_every_id_once_and_fixed_mode_equals_the_offline_evaluator(workdir, cal)
     assert {p.tier for p in run.predictions.values()} == {Tier.MOBILE, Tier.EDGE, Tier.CLOUD}
     assert_matches_offline(run.predictions, records, workdir, cal)
     sample = next(iter(run.predictions.values()))
-    caps = dict(cal.tier_plan())
+    caps = dict(cal.plan)
     assert sample.exit_layer <= caps[sample.tier]
     assert sample.cost.total == pytest.approx(cal.cost_model.cost(sample.tier, sample.layers_run))
     assert sample.timings.produced_at <= sample.timings.routed_at <= sample.timings.finished_at

@@ -86,7 +86,8 @@ class _Calibration:
     def centroid_arrays(self) -> list[np.ndarray]:
         return [np.zeros(2), np.zeros(2)]
 
-    def tier_plan(self):
+    @property
+    def plan(self):
         from dimee.method.tiers import TierPlan
 
         return TierPlan.of([("mobile", 2), ("cloud", 6)])

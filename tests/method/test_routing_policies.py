@@ -15,7 +15,7 @@ def test_cascade_with_continue(hand_cal):
     # 0.1 + o_e 0.2 + λ_e·1; s2 fails on both, continues in the cloud at layer 3: 0.1 + 0.25 + o_c + κ.
     assert j.cost == pytest.approx([0.1, 0.35, 1.35])
     assert j.exit_layer.tolist() == [1, 2, 3] and j.hops.tolist() == [1, 2, 3]
-    assert j.paths(hand_cal.tier_plan()) == [["mobile"], ["mobile", "edge"], ["mobile", "edge", "cloud"]]
+    assert j.paths(hand_cal.plan) == [["mobile"], ["mobile", "edge"], ["mobile", "edge", "cloud"]]
     assert j.pred.tolist() == [1, 1, 0] and j.layers_run.tolist() == [1, 2, 3]
 
 
@@ -28,7 +28,7 @@ def test_recompute_pays_for_the_layers_again(hand_cal):
 
 def test_off_answers_at_the_cap_like_the_paper(hand_cal):
     j = serve_escalating(hc.PROBS, np.zeros(3, dtype=int), hand_cal, "off")
-    plan, alpha, costs = hand_cal.tier_plan(), hand_cal.alpha, hand_cal.cost_model
+    plan, alpha, costs = hand_cal.plan, hand_cal.alpha, hand_cal.cost_model
     served = arithmetic.serve(hc.PROBS, np.zeros(3, dtype=int), plan, alpha, costs)
     assert j.cost == pytest.approx(served.cost) and j.pred.tolist() == served.pred.tolist() == [1, 1, 1]
     assert j.hops.tolist() == [1, 1, 1]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dimee.method.calibration import TierCap
 from dimee.method.cascade_tuning import Recorded, tune_cascade
 from dimee.method.escalation import serve_escalating, with_carry
 from dimee.method.exits import ExitRecords
@@ -47,7 +46,7 @@ def test_the_cloud_only_policy_is_the_full_model(hand_cal):
 def test_tuned_cascade_by_hand(hand_cal):
     """Within 0 points of the full model: s2 must reach the edge's layer 2, so the mobile must pass it up
     (exit threshold above 0.55) yet keep s1 (at most 0.6); cost 0.1 + 0.1 + (0.1 + 0.2 + 0.05)."""
-    tuned = tune_cascade(Recorded.of(hc.PROBS, hc.LABELS), hand_cal.tier_plan(), hand_cal.cost_model, 0, 0.0)
+    tuned = tune_cascade(Recorded.of(hc.PROBS, hc.LABELS), hand_cal.plan, hand_cal.cost_model, 0, 0.0)
     assert tuned.accuracy == 1.0 and tuned.cost == pytest.approx(0.55 / 3)
     assert 0.55 < tuned.thresholds.exit[0] <= 0.6
 
@@ -59,8 +58,8 @@ def test_the_search_scores_what_serving_does(hand_cal, start, per_kb):
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     labels = np.where(rng.random(300) < 0.8, probs[:, -1].argmax(-1), rng.integers(0, 3, 300))
     plan, cost = TierPlan.default(2, 4, 6), CostModel(o_hidden_per_kb=per_kb)
-    cal = hand_cal.model_copy(update={"plan": [TierCap(tier=t, cap=c) for t, c in plan], "m": 2, "n": 4,
-                                      "num_layers": 6, "num_labels": 3, "cost_model": cost})
+    cal = hand_cal.model_copy(update={"plan": plan, "m": 2, "n": 4, "num_layers": 6, "num_labels": 3,
+                                      "cost_model": cost})
     hidden_kb = rng.integers(5, 60, 300) * 0.768  # tokens × 384 units × 2 bytes
     tuned = tune_cascade(Recorded.of(probs, labels, hidden_kb), plan, cost, start, max_drop=2.0)
     journey = with_carry(serve_escalating(probs, np.full(300, start), cal, "continue", tuned.thresholds), hidden_kb,

@@ -115,7 +115,7 @@ def tiny_workdir(folder: Path, num_layers: int = 6, calibration_size: int = 200,
     cal = calibrate(ExitRecords(probs, embeddings, np.array(labels)), CalibrationConfig(model_id="tiny"))
     # Random weights leave the reward's α* with nearly one pool; tests want traffic on every tier, so take the
     # grid α whose pools are most even, with the centroids of those pools.
-    plan = cal.tier_plan()
+    plan = cal.plan
     alpha = min(cal.grid, key=lambda a: np.bincount(arithmetic.true_pools(probs, a, plan), minlength=3).max())
     cal = cal.at_alpha(probs, embeddings, alpha)
     cal.save(work.calibration)

@@ -108,7 +108,7 @@ def plan_for(workdir: Workdir, m: int | None, n: int | None) -> TierPlan:
 
     num_layers = load_spec(workdir.model).num_layers
     if m is None and n is None and workdir.calibration.exists():
-        return Calibration.load(workdir.calibration).tier_plan()
+        return Calibration.load(workdir.calibration).plan
     default_m, default_n = default_m_n(num_layers)
     try:
         return TierPlan.default(default_m if m is None else m, default_n if n is None else n, num_layers)

@@ -39,7 +39,7 @@ class MethodResult:
 
 def served_result(name: str, probs: np.ndarray, pools: np.ndarray, cal: Calibration,
                   routed: bool = False) -> MethodResult:
-    plan = cal.tier_plan()
+    plan = cal.plan
     served = arithmetic.serve(probs, pools, plan, cal.alpha, cal.cost_model)
     return MethodResult(name, served.pred, plan.tier_indices(pools), served.cost, pools if routed else None)
 
@@ -52,7 +52,7 @@ def cloud_only(test: ExitRecords, cal: Calibration) -> MethodResult:
 
 
 def single_tier(name: str, tier: Tier, test: ExitRecords, cal: Calibration) -> MethodResult:
-    index = cal.tier_plan().index(tier)
+    index = cal.plan.index(tier)
     return served_result(name, test.probs, np.full(len(test.labels), index), cal)
 
 
@@ -143,7 +143,7 @@ def dimee(test: ExitRecords, cal: Calibration, adaptive: bool) -> MethodResult:
 
 
 def oracle(test: ExitRecords, cal: Calibration) -> MethodResult:
-    pools = arithmetic.true_pools(test.probs, cal.alpha, cal.tier_plan())
+    pools = arithmetic.true_pools(test.probs, cal.alpha, cal.plan)
     return served_result("Oracle", test.probs, pools, cal, routed=True)
 
 
@@ -166,7 +166,7 @@ def all_methods(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration, see
 def confusion(result: MethodResult, test: ExitRecords, cal: Calibration) -> list[list[int]]:
     """rows: true pool at α*, columns: routed pool."""
     assert result.routed_pool is not None
-    truth = arithmetic.true_pools(test.probs, cal.alpha, cal.tier_plan())
+    truth = arithmetic.true_pools(test.probs, cal.alpha, cal.plan)
     k = len(cal.plan)
     matrix = np.zeros((k, k), dtype=np.int64)
     np.add.at(matrix, (truth, result.routed_pool), 1)

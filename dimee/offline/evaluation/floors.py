@@ -30,7 +30,7 @@ def _full_model(test: ExitRecords, cal: Calibration) -> tuple[np.ndarray, np.nda
 
 
 def agreement_floor(test: ExitRecords, cal: Calibration) -> MethodResult:
-    plan, full = cal.tier_plan(), test.probs[:, -1].argmax(-1)
+    plan, full = cal.plan, test.probs[:, -1].argmax(-1)
     pred, tier, cost = _full_model(test, cal)
     for pool in range(len(plan)):
         served = arithmetic.serve(test.probs, np.full(len(full), pool), plan, cal.alpha, cal.cost_model)
@@ -42,7 +42,7 @@ def agreement_floor(test: ExitRecords, cal: Calibration) -> MethodResult:
 
 def _cheapest_layer(test: ExitRecords, cal: Calibration, wanted: np.ndarray, name: str) -> MethodResult:
     """The cheapest (tier, layer) whose answer is in `wanted` (N, L); where none is, the cheapest at all."""
-    plan, n, num_layers = cal.tier_plan(), len(test.labels), test.probs.shape[1]
+    plan, n, num_layers = cal.plan, len(test.labels), test.probs.shape[1]
     layer_no = np.arange(1, num_layers + 1)
     # price[t, l]: stopping at layer l on tier t (inf beyond its cap)
     price = np.array([np.where(layer_no <= cap, cal.cost_model.run(t, layer_no), np.inf) for t, cap in plan])

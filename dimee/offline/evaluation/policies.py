@@ -29,7 +29,7 @@ class PolicyInputs:
 
 
 def journey_result(name: str, journey: Journey, cal: Calibration, routed: np.ndarray | None = None) -> MethodResult:
-    return MethodResult(name, journey.pred, cal.tier_plan().tier_indices(journey.final), journey.cost, routed,
+    return MethodResult(name, journey.pred, cal.plan.tier_indices(journey.final), journey.cost, routed,
                         hops=journey.hops, exit_layer=journey.exit_layer)
 
 
@@ -44,7 +44,7 @@ def dimee_start(data: PolicyInputs, cal: Calibration, adaptive: bool) -> np.ndar
 
 
 def feedback_start(data: PolicyInputs, cal: Calibration) -> np.ndarray:
-    observed = arithmetic.true_pools(data.records.probs, cal.alpha, cal.tier_plan())
+    observed = arithmetic.true_pools(data.records.probs, cal.alpha, cal.plan)
     start = arithmetic.Centroids(cal.centroid_arrays(), cal.pool_sizes, cal.distance)
     return arithmetic.route_with_feedback(data.records.embeddings, start, observed)
 
@@ -61,7 +61,7 @@ def start_tiers(policy: RoutingPolicy, data: PolicyInputs, cal: Calibration,
         assert learned is not None, "a learned policy needs a fitted learned router"
         proba = data.learned_proba if data.learned_proba is not None else learned.predict_proba(data.features)
         return learned.decide(proba)
-    return np.full(len(data.records.labels), cal.tier_plan().index(policy.router), dtype=np.int64)
+    return np.full(len(data.records.labels), cal.plan.index(policy.router), dtype=np.int64)
 
 
 def offline_policy(policy: RoutingPolicy, learned: LearnedRouter | None = None) -> PolicyFn:
@@ -82,8 +82,8 @@ def policy_table(learned: LearnedRouter | None) -> dict[str, PolicyFn]:
     """Every named policy of `routing_policy.POLICIES`, served offline by the same definition the workers
     serve, plus the Oracle+esc ceiling; the learned ones only when a learned router is given."""
     table = {name: offline_policy(p) for name, p in POLICIES.items() if p.router != "learned"}
-    table["Oracle+esc"] = lambda d, c: _serve("Oracle+esc", d, c, arithmetic.true_pools(d.records.probs, c.alpha,
-                                                                                     c.tier_plan()), "continue")
+    table["Oracle+esc"] = lambda d, c: _serve("Oracle+esc", d, c,
+                                               arithmetic.true_pools(d.records.probs, c.alpha, c.plan), "continue")
     if learned is not None:
         table |= {name: offline_policy(p, learned) for name, p in POLICIES.items() if p.router == "learned"}
     return table

@@ -9,7 +9,7 @@ import numpy as np
 
 from dimee.method.calibration import Calibration
 from dimee.method.exits import ExitRecords
-from dimee.method.tiers import POOLS
+from dimee.method.tiers import POOLS, TIERS
 from dimee.offline.evaluation import baselines, floors, plots, sweeps
 
 
@@ -32,7 +32,7 @@ def method_rows(results: list[baselines.MethodResult], test: ExitRecords, cal: C
 def build_report(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration, seed: int = 0) -> dict:
     results = baselines.all_methods(test, cal_exits, cal, seed) + floors.floors(test, cal)
     by_name = {r.name: r for r in results}
-    pool_names = [POOLS[["mobile", "edge", "cloud"].index(p.tier.value)] for p in cal.plan]
+    pool_names = [POOLS[TIERS.index(tier)] for tier in cal.plan.tiers]
     return {
         "methods": method_rows(results, test, cal),
         "alpha": cal.alpha,

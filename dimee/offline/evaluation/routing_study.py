@@ -88,7 +88,7 @@ def run_study(splits: Splits, workdir: Workdir, test: ExitRecords, options: Stud
     if len(test.labels) != len(splits.test):
         raise DimeeError(f"the test exits hold {len(test.labels)} samples, the test split {len(splits.test)}")
     extractor, f_cal, f_test = extract_features(splits, workdir)
-    plan = cal.tier_plan()
+    plan = cal.plan
     pools_cal = arithmetic.true_pools(cal_exits.probs, cal.alpha, plan)
     training = learned_router.TrainingSet(f_cal, extractor.names, pools_cal, cal_exits.probs)
     router, oof = learned_router.fit(training, cal, "continue", options.seed)
@@ -131,7 +131,7 @@ def frontiers(cal: Calibration, training: learned_router.TrainingSet, cal_exits:
     curves: dict[str, list[dict]] = {}
     for alpha in cal.grid:
         at = cal.at_alpha(cal_exits.probs, cal_exits.embeddings, alpha)
-        pools = arithmetic.true_pools(cal_exits.probs, alpha, at.tier_plan())
+        pools = arithmetic.true_pools(cal_exits.probs, alpha, at.plan)
         router, _ = learned_router.fit(replace(training, pools=pools), at, "continue", fitted.seed,
                                        c_grid=(fitted.C,)) if len(set(pools.tolist())) > 1 else (None, None)
         results = [baselines.dimee(test.records, at, adaptive=False),

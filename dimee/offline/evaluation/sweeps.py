@@ -18,7 +18,7 @@ SWEEP_VALUES = {
 
 
 def _recalibrated(cal_exits: ExitRecords, cal: Calibration, **changes) -> Calibration:
-    plan = changes.pop("plan", cal.tier_plan())
+    plan = changes.pop("plan", cal.plan)
     cost = cal.cost_model.model_copy(update=changes)
     return calibrate(cal_exits, cal.config().model_copy(update={"cost": cost}), plan=plan)
 

@@ -1,13 +1,11 @@
 """dimee roles as OS processes for the benchmark: launched with a metrics port, timed from launch to ready
-(`/readyz` answers 200) and from SIGTERM to exit, read through their Prometheus metrics and /proc."""
+(`/readyz` answers 200) and from SIGTERM to exit, read through their Prometheus metrics and /proc. Each is a
+child of `dimee.streaming.processes`, the launcher `dimee up`, the fault suite and the tests share."""
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,22 +14,28 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from dimee.streaming.processes import DIMEE_IN_PYTHON, Child, Stopped, free_port, stop_all, wait_ready
 
 
 @dataclass
 class Role:
     name: str
-    process: subprocess.Popen
+    child: Child
     port: int
-    launched: float  # time.monotonic() at launch
     ready_s: float | None = None
     exit_s: float | None = None
     peak_rss_mb: float | None = None
+    stopped_at: float | None = None  # time.monotonic() at the SIGTERM
+
+    @property
+    def process(self) -> subprocess.Popen:
+        assert self.child.process is not None
+        return self.child.process
+
+    @property
+    def launched(self) -> float:
+        """time.monotonic() at launch."""
+        return self.child.started_at
 
     def metrics(self) -> dict[tuple[str, tuple], float]:
         """Every sample of the role's /metrics: (name, sorted label pairs) → value."""
@@ -51,6 +55,12 @@ class Role:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
+
+    def became_ready(self) -> bool:
+        """Whether it is ready; the first time it is, its time from launch to ready is kept."""
+        if self.ready_s is None and self.is_ready():
+            self.ready_s = time.monotonic() - self.launched
+        return self.ready_s is not None
 
     def read_peak_rss(self) -> None:
         """VmHWM: the most resident memory the process has had."""
@@ -78,40 +88,31 @@ class RoleSet:
         if self.code is not None:
             env["PYTHONPATH"] = str(self.code)
         port = free_port()
-        command = [sys.executable, "-c", "from dimee.cli import main; main()", *args, "--metrics-port", str(port)]
-        log = (self.logs / f"{name}.log").open("ab")
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   cwd=self.code or Path.cwd())
-        role = self.roles[name] = Role(name, process, port, time.monotonic())
+        child = Child(name, [*DIMEE_IN_PYTHON, *args, "--metrics-port", str(port)], env,
+                      log=self.logs / f"{name}.log", cwd=self.code or Path.cwd())
+        child.start()
+        role = self.roles[name] = Role(name, child, port)
         return role
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        for role in self.roles.values():
-            while role.ready_s is None:
-                if role.is_ready():
-                    role.ready_s = time.monotonic() - role.launched
-                elif role.process.poll() is not None or time.monotonic() > deadline:
-                    tail = (self.logs / f"{role.name}.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"{role.name} did not become ready:\n{tail}")
-                else:
-                    time.sleep(0.05)
+        late = wait_ready([r.child for r in self.roles.values()], lambda c: self.roles[c.name].became_ready(),
+                          timeout_s, poll_s=0.05)
+        if late:
+            tail = late[0].log_text(since_start=False)[-2000:]
+            raise RuntimeError(f"{late[0].name} did not become ready:\n{tail}")
 
     def stop(self, name: str | None = None) -> None:
         """SIGTERM to each (or one) role, all at once; each one's time to exit."""
         chosen = [self.roles[name]] if name else list(self.roles.values())
         for role in chosen:
             role.read_peak_rss()
-            role.stopped_at = time.monotonic()  # type: ignore[attr-defined]
-            if role.process.poll() is None:
-                role.process.send_signal(signal.SIGTERM)
-        for role in chosen:
-            try:
-                role.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                role.process.kill()
-                role.process.wait()
-            role.exit_s = time.monotonic() - role.stopped_at  # type: ignore[attr-defined]
+            role.stopped_at = time.monotonic()
+
+        def exited(stopped: Stopped) -> None:
+            role = self.roles[stopped.child.name]
+            role.exit_s = time.monotonic() - role.stopped_at  # type: ignore[operator]
+
+        stop_all([role.child for role in chosen], 60.0, exited)
 
     def __enter__(self) -> RoleSet:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -119,9 +120,8 @@ class RoleSet:
 
     def __exit__(self, *exc: object) -> None:
         for role in self.roles.values():
-            if role.process.poll() is None:
-                role.process.kill()
-                role.process.wait()
+            if role.child.alive():
+                role.child.kill()
 
 
 def service_env(prefix: str, guarantee: str = "auto", partitions: int = 2) -> dict[str, str]:

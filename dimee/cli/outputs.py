@@ -127,16 +127,16 @@ def up_cmd(
     stops them all (each finishes its batch)."""
     import os
     import socket
-    import sys
 
+    from dimee.method.tiers import TIER_NAMES
+    from dimee.streaming.processes import DIMEE_IN_PYTHON as dimee
     from dimee.streaming.runtime import StopFlag
     from dimee.streaming.supervisor import Program, Supervisor
 
     opt.needs_a_broker(settings)
-    dimee = [sys.executable, "-c", "from dimee.cli import main; main()"]
     common = ["--workdir", str(workdir), "--log-level", log_level]
     roles = [("router", ["route", *common, "--policy", policy]),
-             *((f"worker-{t}", ["work", "--tier", t, *common]) for t in ("mobile", "edge", "cloud")),
+             *((f"worker-{t}", ["work", "--tier", t, *common]) for t in TIER_NAMES),  # one per tier, in order
              ("sink", ["sink", "--out", str(out), "--log-level", log_level])]
     programs = []
     for i, (name, args) in enumerate(roles):

@@ -1,18 +1,20 @@
 """A local supervisor for the multi-process run (`dimee up`): starts each role as its own process, prefixes
 its output with the role's name, restarts a role that exits on its own (with a growing pause if it keeps
 dying at once), and on Ctrl-C / SIGTERM stops them all (SIGTERM: each finishes its batch and commits), the
-way a process manager would, in one terminal instead of six."""
+way a process manager would, in one terminal instead of six. The processes are `dimee.streaming.processes`
+children, as the benchmarks', the fault suite's and the integration tests' are."""
 
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import IO
 
+from dimee.streaming.processes import Backoff, Child, Stopped, stop_all
 from dimee.streaming.runtime import StopFlag
 
 COLOURS = ("36", "33", "35", "32", "34", "31", "96", "93")
@@ -22,11 +24,11 @@ COLOURS = ("36", "33", "35", "32", "34", "31", "96", "93")
 class Program:
     name: str
     command: list[str]
-    process: subprocess.Popen | None = None
-    started_at: float = 0.0
     restarts: int = 0
-    pause_s: float = 1.0
     exits: list[int] = field(default_factory=list)
+    # a role that dies within 10 s of its start waits twice as long as before (up to 30 s), else 1 s
+    backoff: Backoff = field(default_factory=lambda: Backoff(max_s=30.0, quick_s=10.0, calm_s=1.0))
+    child: Child | None = None
 
 
 class Supervisor:
@@ -36,6 +38,8 @@ class Supervisor:
         self.stop_timeout_s = stop_timeout_s
         self.width = max(len(p.name) for p in programs)
         self._lock = threading.Lock()
+        for program in programs:
+            program.child = Child(program.name, program.command, env, on_line=partial(self.say, program.name))
 
     def say(self, name: str, line: str) -> None:
         prefix = name.ljust(self.width)
@@ -47,28 +51,19 @@ class Supervisor:
             self.out.flush()
 
     def _start(self, program: Program) -> None:
-        program.process = subprocess.Popen(program.command, env=self.env, stdout=subprocess.PIPE,
-                                           stderr=subprocess.STDOUT, text=True, bufsize=1)
-        program.started_at = time.monotonic()
-        self.say("up", f"{program.name} started (pid {program.process.pid})")
-        threading.Thread(target=self._pump, args=(program, program.process), daemon=True).start()
-
-    def _pump(self, program: Program, process: subprocess.Popen) -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            self.say(program.name, line.rstrip("\n"))
+        process = program.child.start()  # type: ignore[union-attr]
+        self.say("up", f"{program.name} started (pid {process.pid})")
 
     def _restart_exited(self, stop: StopFlag) -> None:
         for program in self.programs:
-            process = program.process
-            if process is None or process.poll() is None or stop.is_set():
+            child = program.child
+            assert child is not None
+            if stop.is_set() or (code := child.take_exit()) is None:
                 continue
-            program.exits.append(process.returncode)
-            quick = time.monotonic() - program.started_at < 10.0  # died at once: back off, it may keep dying
-            program.pause_s = min(program.pause_s * 2, 30.0) if quick else 1.0
-            self.say("up", f"{program.name} exited with {process.returncode}; restarting in {program.pause_s:.0f} s")
-            program.process = None
-            if not stop.wait(program.pause_s):
+            program.exits.append(code)
+            pause_s = program.backoff.after_exit(time.monotonic() - child.started_at)
+            self.say("up", f"{program.name} exited with {code}; restarting in {pause_s:.0f} s")
+            if not stop.wait(pause_s):
                 program.restarts += 1
                 self._start(program)
 
@@ -81,18 +76,9 @@ class Supervisor:
         return self._stop_all()
 
     def _stop_all(self) -> int:
-        running = [p for p in self.programs if p.process is not None and p.process.poll() is None]
-        for program in running:
-            program.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        deadline, clean = time.monotonic() + self.stop_timeout_s, True
-        for program in running:
-            process = program.process
-            assert process is not None
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            clean = clean and process.returncode in (0, -signal.SIGTERM)
-            self.say("up", f"{program.name} stopped ({process.returncode})")
-        return 0 if clean else 1
+        running = [p.child for p in self.programs if p.child is not None and p.child.alive()]
+        stopped = stop_all(running, self.stop_timeout_s, self._said_stopped)
+        return 0 if all(s.code in (0, -signal.SIGTERM) for s in stopped) else 1
+
+    def _said_stopped(self, stopped: Stopped) -> None:
+        self.say("up", f"{stopped.child.name} stopped ({stopped.code})")

@@ -1,12 +1,11 @@
-"""dimee roles as real OS processes, and the files they read and write."""
+"""dimee roles as real OS processes (children of `dimee.streaming.processes`, the launcher `dimee up` and the
+benchmarks use), and the files they read and write."""
 
 from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -15,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-DIMEE = str(Path(sys.executable).parent / "dimee")
+from dimee.streaming.processes import DIMEE, Child, free_port, wait_ready
+
+__all__ = ["DIMEE", "Processes", "free_port", "http_get", "read_sink", "wait_for", "write_jsonl"]
 
 
 class Processes:
@@ -23,44 +24,42 @@ class Processes:
 
     def __init__(self, folder: Path, env: dict) -> None:
         self.folder, self.env = folder, env
-        self.running: dict[str, subprocess.Popen] = {}
+        self.children: dict[str, Child] = {}
+
+    @property
+    def running(self) -> dict[str, subprocess.Popen]:
+        """The processes of the roles started and not yet stopped or killed, by name."""
+        return {name: child.process for name, child in self.children.items() if child.process is not None}
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
-        log = (self.folder / f"{name}.log").open("ab")
-        proc = subprocess.Popen([DIMEE, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        self.running[name] = proc
-        return proc
+        child = self.children[name] = Child(name, [DIMEE, *args], self.env, log=self.folder / f"{name}.log")
+        return child.start()
 
     def wait_started(self, *names: str, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        for name in names:
-            while "stage started" not in self.log(name):
-                assert self.running[name].poll() is None, f"{name} exited:\n{self.log(name)[-3000:]}"
-                if time.monotonic() > deadline:
-                    pytest.fail(f"{name} did not start:\n{self.log(name)[-3000:]}")
-                time.sleep(0.2)
+        late = wait_ready([self.children[n] for n in names], lambda c: "stage started" in self.log(c.name), timeout_s)
+        if late:  # the first role that exited, or did not start in time
+            name = late[0].name
+            assert late[0].alive(), f"{name} exited:\n{self.log(name)[-3000:]}"
+            pytest.fail(f"{name} did not start:\n{self.log(name)[-3000:]}")
 
     def log(self, name: str) -> str:
         path = self.folder / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self, name: str, timeout_s: float = 60.0) -> int:
-        proc = self.running.pop(name)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        return proc.wait(timeout=timeout_s)
+        child = self.children.pop(name)
+        child.send(signal.SIGTERM)
+        return child.wait(timeout_s)
 
     def kill(self, name: str) -> None:
-        proc = self.running.pop(name)
-        proc.kill()
-        proc.wait()
+        self.children.pop(name).kill()
 
     def stop_all(self) -> dict[str, int]:
-        return {name: self.stop(name) for name in list(self.running)}
+        return {name: self.stop(name) for name in list(self.children)}
 
     def kill_all(self) -> None:
-        for proc in self.running.values():
-            proc.kill()
+        for child in self.children.values():
+            child.kill()
 
 
 def write_jsonl(path: Path, records: list[dict]) -> Path:
@@ -79,12 +78,6 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}\n{on_timeout()}")
         time.sleep(0.25)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def http_get(port: int, path: str) -> tuple[int, str]:

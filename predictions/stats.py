@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dimee.method.tiers import TIER_NAMES
 from dimee.streaming.messages import Prediction
 
 
@@ -45,7 +46,7 @@ class PredictionStats:
             "accuracy": self.correct / self.labelled if self.labelled else None,
             "mean_cost": mean_cost,
             "delta_cost": (mean_cost - self.cloud_only_cost) / self.cloud_only_cost,
-            "tier_shares": {t: self.tiers[t] / self.count if self.count else 0.0 for t in ("mobile", "edge", "cloud")},
+            "tier_shares": {t: self.tiers[t] / self.count if self.count else 0.0 for t in TIER_NAMES},
             "throughput_per_s": self.count / elapsed if elapsed > 0 else None,
             "latency_p50_ms": float(p50),
             "latency_p99_ms": float(p99),

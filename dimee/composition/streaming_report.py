@@ -13,7 +13,7 @@ from dimee.data.dataset import TextDataset
 from dimee.method.exits import ExitRecords
 from dimee.method.learned_router import LearnedRouter
 from dimee.method.routing_policy import get as get_policy
-from dimee.method.tiers import TIERS
+from dimee.method.tiers import TIER_NAMES, TIERS
 from dimee.offline.evaluation.baselines import MethodResult
 from dimee.offline.evaluation.policies import PolicyInputs, offline_policy
 from dimee.streaming.config import Settings
@@ -75,7 +75,7 @@ def markdown(stream: dict) -> str:
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for run in stream["runs"]:
         s, o = run["streamed"], run["offline"]
-        shares = " / ".join(f"{100 * s['tier_shares'][t]:.0f}" for t in ("mobile", "edge", "cloud"))
+        shares = " / ".join(f"{100 * s['tier_shares'][t]:.0f}" for t in TIER_NAMES)
         same_tier, same_pred = run["same_tier_as_offline"], run["same_prediction_as_offline"]
         lines.append(
             f"| {run['name']} | {s['count']} / {run['samples']} | {100 * run['accuracy_over_all_samples']:.2f} / "

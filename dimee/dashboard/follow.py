@@ -27,7 +27,7 @@ class CentroidWatch:
     def __init__(self, store: CentroidStore, calibration: Calibration) -> None:
         self.store, self.calibration = store, calibration
         self.calibrated = calibration.centroid_arrays()
-        self.tiers = [tier.value for tier in calibration.plan.tiers]
+        self.tiers = list(calibration.plan.names)
 
     def read(self, view: LiveView) -> None:
         try:

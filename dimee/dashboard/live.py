@@ -10,11 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dimee.method.tiers import TIER_NAMES
 from dimee.predictions.stats import PredictionStats
 from dimee.streaming.messages import DeadLetter, Prediction
 from dimee.streaming.metrics import dead_letter_reason
-
-TIER_ORDER = ("mobile", "edge", "cloud")
 
 
 @dataclass(frozen=True)
@@ -94,8 +93,8 @@ class LiveView:
             "answered": s["count"],
             "throughput_per_s": self.throughput(now),
             "throughput_overall_per_s": _finite(s["throughput_per_s"]),
-            "tier_shares": {tier: s["tier_shares"][tier] for tier in TIER_ORDER},
-            "tier_counts": {tier: self.stats.tiers[tier] for tier in TIER_ORDER},
+            "tier_shares": {tier: s["tier_shares"][tier] for tier in TIER_NAMES},
+            "tier_counts": {tier: self.stats.tiers[tier] for tier in TIER_NAMES},
             "mean_cost": _finite(s["mean_cost"]),
             "cloud_only_cost": cloud,
             "cost_vs_cloud": _finite(s["mean_cost"] / cloud) if s["count"] else None,

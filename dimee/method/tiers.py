@@ -58,6 +58,15 @@ class TierPlan:
     def __getitem__(self, pool: int) -> tuple[Tier, int]:
         return self.tiers[pool], self.caps[pool]
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The tiers' names in plan order, as messages and reports spell them."""
+        return tuple(tier.value for tier in self.tiers)
+
+    def without(self, tier: Tier | str) -> TierPlan:
+        """This plan less one tier, the others keeping their caps (the device ablation)."""
+        return TierPlan.of(pair for pair in self if pair[0] is not Tier(tier))
+
     def index(self, tier: Tier | str) -> int:
         return self.tiers.index(Tier(tier))
 

@@ -3,9 +3,9 @@
 "use strict";
 
 const HISTORY = 600;
-const TIERS = ["mobile", "edge", "cloud"];
-const COLOURS = { mobile: "#4c9be8", edge: "#f0a030", cloud: "#9b59b6" };
-const series = { t: [], shares: { mobile: [], edge: [], cloud: [] }, cost: [], cloud: [], p50: [], p99: [] };
+const PALETTE = ["#4c9be8", "#f0a030", "#9b59b6"];  // by the tier's place in the order, cheapest first
+let tiers = [];  // the tier order: the keys of the snapshot's tier_shares, as the server orders them
+const series = { t: [], shares: {}, cost: [], cloud: [], p50: [], p99: [] };
 let revision = 0;  // Plotly.react redraws mutated arrays only when the layout's datarevision changes
 const layout = (title, yaxis) => ({
   title: { text: title, font: { size: 14 } }, margin: { l: 50, r: 15, t: 35, b: 35 }, yaxis, datarevision: revision,
@@ -19,6 +19,10 @@ function text(id, value) {
 
 function fixed(value, digits, suffix = "") {
   return value === null || value === undefined ? "–" : value.toFixed(digits) + suffix;
+}
+
+function colour(tier) {
+  return PALETTE[tiers.indexOf(tier)] || "#888";
 }
 
 function percent(value) {
@@ -48,7 +52,7 @@ function showNumbers(s) {
   text("mean-cost", `mean ${fixed(s.mean_cost, 3)}, cloud-only ${fixed(s.cloud_only_cost, 3)}`);
   text("latency-p50", fixed(s.latency_p50_ms, 0, " ms"));
   text("latency-p99", fixed(s.latency_p99_ms, 0, " ms"));
-  text("tier-shares", TIERS.map((t) => (100 * s.tier_shares[t]).toFixed(0)).join(" / ") + " %");
+  text("tier-shares", tiers.map((t) => (100 * s.tier_shares[t]).toFixed(0)).join(" / ") + " %");
   text("escalations", s.escalations);
   text("dead-letters", s.dead_letters);
   rows("escalation-paths", Object.entries(s.escalation_paths));
@@ -61,7 +65,7 @@ function showNumbers(s) {
 function remember(s) {
   const keep = (list, value) => { list.push(value); if (list.length > HISTORY) list.shift(); };
   keep(series.t, new Date(s.at * 1000));
-  for (const tier of TIERS) keep(series.shares[tier], s.tier_shares[tier]);
+  for (const tier of tiers) keep(series.shares[tier] ??= [], s.tier_shares[tier]);
   keep(series.cost, s.mean_cost);
   keep(series.cloud, s.cloud_only_cost);
   keep(series.p50, s.latency_p50_ms);
@@ -71,8 +75,8 @@ function remember(s) {
 function drawCharts(s) {
   revision += 1;
   const t = series.t;
-  Plotly.react("chart-tiers", TIERS.map((tier) => ({
-    x: t, y: series.shares[tier], name: tier, stackgroup: "shares", line: { color: COLOURS[tier] },
+  Plotly.react("chart-tiers", tiers.map((tier) => ({
+    x: t, y: series.shares[tier], name: tier, stackgroup: "shares", line: { color: colour(tier) },
   })), layout("tier shares", { range: [0, 1], tickformat: ".0%" }), config);
   Plotly.react("chart-cost", [
     { x: t, y: series.cost, name: "mean cost" },
@@ -84,7 +88,7 @@ function drawCharts(s) {
   const pools = s.centroids || [];
   Plotly.react("chart-centroids", [{
     type: "bar", x: pools.map((p) => `pool ${p.pool} (${p.tier})`), y: pools.map((p) => p.shift),
-    marker: { color: pools.map((p) => COLOURS[p.tier] || "#888") },
+    marker: { color: pools.map((p) => colour(p.tier)) },
   }], layout("centroid distance from calibration", { rangemode: "tozero" }), config);
 }
 
@@ -95,6 +99,7 @@ function connect() {
   source.onerror = () => { status.textContent = "reconnecting…"; status.className = "status"; };
   source.onmessage = (event) => {
     const snapshot = JSON.parse(event.data);
+    tiers = Object.keys(snapshot.tier_shares);
     showNumbers(snapshot);
     remember(snapshot);
     drawCharts(snapshot);

@@ -9,7 +9,7 @@ import numpy as np
 
 from dimee.method.calibration import Calibration
 from dimee.method.exits import ExitRecords
-from dimee.method.tiers import POOLS, TIERS
+from dimee.method.tiers import POOLS, TIER_NAMES, TIERS
 from dimee.offline.evaluation import baselines, floors, plots, sweeps
 
 
@@ -53,7 +53,7 @@ def build_report(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration, se
 
 
 def _shares(shares: dict[str, float]) -> str:
-    return " / ".join(f"{100 * shares[t]:.0f}" for t in ("mobile", "edge", "cloud"))
+    return " / ".join(f"{100 * shares[t]:.0f}" for t in TIER_NAMES)
 
 
 def _delta(row: dict) -> str:
@@ -76,9 +76,10 @@ def methods_table(rows: list[dict]) -> str:
 
 
 def _tuned_cells(row: dict) -> str:
+    """A tuned cascade starts on every tier but the last."""
     tuned = row.get("tuned_cascades", {})
     return " | ".join(f"{100 * tuned[t]['accuracy']:.2f} / {tuned[t]['cost']:.3f}" if t in tuned else "–"
-                      for t in ("mobile", "edge"))
+                      for t in TIER_NAMES[:-1])
 
 
 def _confusion_md(name: str, block: dict) -> str:

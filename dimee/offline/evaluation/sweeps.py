@@ -6,7 +6,7 @@ from __future__ import annotations
 from dimee.method.calibration import Calibration, calibrate
 from dimee.method.exits import ExitRecords
 from dimee.method.routing_policy import POLICIES
-from dimee.method.tiers import Tier, TierPlan
+from dimee.method.tiers import TIER_NAMES, Tier, TierPlan
 from dimee.offline.evaluation.baselines import dimee
 from dimee.offline.evaluation.policies import PolicyInputs, offline_policy
 
@@ -52,19 +52,15 @@ def cost_sweeps(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration) -> 
 def device_ablation(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration) -> list[dict]:
     """DIMEE-D with each subset of devices that ends in the cloud (paper Figure 2)."""
     num_layers = test.probs.shape[1]
-    plans = {
-        "mobile+edge+cloud": TierPlan.default(cal.m, cal.n, num_layers),
-        "mobile+cloud": TierPlan.of([(Tier.MOBILE, cal.m), (Tier.CLOUD, num_layers)]),
-        "edge+cloud": TierPlan.of([(Tier.EDGE, cal.n), (Tier.CLOUD, num_layers)]),
-        "mobile+edge": TierPlan.of([(Tier.MOBILE, cal.m), (Tier.EDGE, cal.n)]),
-    }
+    every = TierPlan.default(cal.m, cal.n, num_layers)
+    plans = [every, *(every.without(left_out) for left_out in (Tier.EDGE, Tier.MOBILE, Tier.CLOUD))]
     rows = []
-    for name, plan in plans.items():
-        rows.append({"devices": name, **_row(test, _recalibrated(cal_exits, cal, plan=plan))})
+    for plan in plans:
+        rows.append({"devices": "+".join(plan.names), **_row(test, _recalibrated(cal_exits, cal, plan=plan))})
     cloud_acc = float((test.probs[:, -1].argmax(-1) == test.labels).mean())
     base = cal.cost_model.cloud_only(num_layers)
-    rows.append({"devices": "cloud", "alpha": None, "accuracy": cloud_acc, "cost": base, "delta_cost": 0.0,
-                 "tier_shares": {"mobile": 0.0, "edge": 0.0, "cloud": 1.0}})
+    rows.append({"devices": Tier.CLOUD.value, "alpha": None, "accuracy": cloud_acc, "cost": base, "delta_cost": 0.0,
+                 "tier_shares": {name: float(name == Tier.CLOUD) for name in TIER_NAMES}})
     return rows
 
 

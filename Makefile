@@ -71,4 +71,4 @@ bench: $(STAMP)
 
 # The fault-injection suite (docs/faults.md): kill storm, hostile input, outages, SIGTERM, broker failover.
 faults: $(STAMP)
-	bash deploy/local-services.sh run -- $(BIN)/python benchmarks/faults.py --json runs/faults.json
+	bash deploy/local-services.sh run -- $(BIN)/python -m benchmarks.faults --json runs/faults.json

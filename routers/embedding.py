@@ -19,7 +19,8 @@ from safetensors import safe_open
 from scipy import sparse
 from tokenizers import Tokenizer
 
-from dimee.model.spec import WEIGHTS, ModelSpec, load_spec
+from dimee.common.workdir import Workdir
+from dimee.model.spec import ModelSpec, load_spec
 from dimee.streaming.messages import Sample
 
 LAYER = {"words": "embeddings.word_embeddings.weight", "types": "embeddings.token_type_embeddings.weight",
@@ -81,7 +82,7 @@ class FoldedEmbedding:
         LayerNorm after the sum)."""
         if spec.backbone_config.get("position_embedding_type", "absolute") != "absolute":
             return None
-        with safe_open(str(model_dir / WEIGHTS), framework="np") as weights:
+        with safe_open(str(model_dir / Workdir.WEIGHTS), framework="np") as weights:
             if not set(LAYER.values()) <= set(weights.keys()):
                 return None
             # float32 whatever the file holds (a half-precision copy too): the sparse products need it

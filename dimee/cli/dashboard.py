@@ -11,6 +11,7 @@ import typer
 from dimee.cli import options as opt
 from dimee.cli.app import app
 from dimee.common.errors import DimeeError
+from dimee.common.workdir import Workdir
 from dimee.streaming.config import Settings
 
 PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="Port the page is served on.")]
@@ -37,8 +38,9 @@ def dashboard_cmd(
     """A live web page of the stream: throughput, tier shares, cost against cloud-only, accuracy, latency,
     escalations, dead letters and how far each adaptive centroid has moved. Ctrl-C stops it."""
     opt.needs_a_broker(settings)
-    if workdir is not None and not (workdir / "calibration.json").is_file():
-        raise DimeeError(f"--workdir {workdir}: no calibration.json there (run `dimee calibrate` first)")
+    calibration = None if workdir is None else Workdir(workdir).calibration
+    if calibration is not None and not calibration.is_file():
+        raise DimeeError(f"--workdir {workdir}: no {calibration.name} there (run `dimee calibrate` first)")
     from dimee.dashboard.server import bind, create_app, serve  # slow imports after the checks
 
     sock = bind(host, port)  # a busy port fails here, before any connection is made

@@ -1,6 +1,6 @@
 """The artifact layout of a work folder: the one place that knows where each artifact lives.
 
-    WORKDIR/model/                          safetensors + JSON spec + tokenizer
+    WORKDIR/model/                          model.safetensors + dimee_model.json (the spec) + tokenizer
     WORKDIR/calibration.json                α*, pools, centroids, cost model, curves
     WORKDIR/policy.json                     the default routing policy chosen on calibration
     WORKDIR/cost_model.json                 a cost model measured on some machine (`dimee costs`)
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 
 class _Under:
@@ -29,6 +30,10 @@ class _Under:
 @dataclass(frozen=True)
 class Workdir:
     root: Path
+
+    # The files of a model folder: WORKDIR/model, or any folder a model is saved to.
+    WEIGHTS: ClassVar[str] = "model.safetensors"
+    SPEC: ClassVar[str] = "dimee_model.json"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
@@ -49,8 +54,12 @@ class Workdir:
         """Recorded exits of a split (what the full model said at every layer)."""
         return self.root / "records" / f"{split}.safetensors"
 
+    @property
+    def weights(self) -> Path:
+        return self.model / self.WEIGHTS
+
     def has_model(self) -> bool:
-        return (self.model / "model.safetensors").exists()
+        return self.weights.exists()
 
     def __str__(self) -> str:
         return str(self.root)

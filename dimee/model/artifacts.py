@@ -17,8 +17,9 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from dimee.common.errors import DimeeError
+from dimee.common.workdir import Workdir
 from dimee.model.early_exit import EarlyExitEncoder, Pooling
-from dimee.model.spec import SPEC, WEIGHTS, ModelSpec, load_spec
+from dimee.model.spec import ModelSpec, load_spec
 
 DEFAULT_BASE = "all-MiniLM-L6-v2"
 _LAYER_KEY = re.compile(r"^(layers|heads)\.(\d+)\.")
@@ -63,10 +64,10 @@ def save_model(model: EarlyExitEncoder, tokenizer: PreTrainedTokenizerBase, fold
         raise ValueError("only a full model can be saved; partitions are loaded from it")
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
-    partial = folder / (WEIGHTS + ".partial")
+    partial = folder / (Workdir.WEIGHTS + ".partial")
     save_file(tensors, str(partial), metadata={"format": "pt"})
-    os.replace(partial, folder / WEIGHTS)  # a crash mid-save never leaves a truncated model behind
-    (folder / SPEC).write_text(model.spec.model_dump_json(indent=2))
+    os.replace(partial, folder / Workdir.WEIGHTS)  # a crash mid-save never leaves a truncated model behind
+    (folder / Workdir.SPEC).write_text(model.spec.model_dump_json(indent=2))
     tokenizer.save_pretrained(folder)
 
 
@@ -75,8 +76,8 @@ def load_model(folder: Path, num_layers: int | None = None) -> EarlyExitEncoder:
     spec = load_spec(folder)
     k = spec.num_layers if num_layers is None else num_layers
     model = EarlyExitEncoder(spec, num_layers=k)
-    wanted = {}
-    with safe_open(str(folder / WEIGHTS), framework="pt") as weights:
+    wanted, path = {}, folder / Workdir.WEIGHTS
+    with safe_open(str(path), framework="pt") as weights:
         for key in weights.keys():  # noqa: SIM118 - safe_open is not a dict
             layer = _LAYER_KEY.match(key)
             if layer is None or int(layer.group(2)) < k:
@@ -84,7 +85,7 @@ def load_model(folder: Path, num_layers: int | None = None) -> EarlyExitEncoder:
     missing, unexpected = model.load_state_dict(wanted, strict=False)
     missing = [key for key in missing if not key.endswith("position_ids")]
     if missing or unexpected:
-        raise DimeeError(f"{folder / WEIGHTS} does not match its spec: missing {missing[:3]}, extra {unexpected[:3]}")
+        raise DimeeError(f"{path} does not match its spec: missing {missing[:3]}, extra {unexpected[:3]}")
     return model.eval()
 
 

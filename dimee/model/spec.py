@@ -11,12 +11,10 @@ from pydantic import BaseModel, Field
 
 from dimee.common.choices import Pooling
 from dimee.common.errors import DimeeError
+from dimee.common.workdir import Workdir
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
-
-WEIGHTS = "model.safetensors"
-SPEC = "dimee_model.json"
 
 
 class ModelSpec(BaseModel):
@@ -48,7 +46,7 @@ class ModelSpec(BaseModel):
 
 
 def load_spec(folder: Path) -> ModelSpec:
-    path = folder / SPEC
+    path = folder / Workdir.SPEC
     if not path.exists():
-        raise DimeeError(f"no trained model in {folder} (missing {SPEC}): run `dimee train` first")
+        raise DimeeError(f"no trained model in {folder} (missing {Workdir.SPEC}): run `dimee train` first")
     return ModelSpec.model_validate_json(path.read_text())

@@ -79,7 +79,7 @@ def run_calibrate(splits: Splits, workdir: Workdir, config: CalibrationConfig) -
 
 def test_exits_path(out_dir: Path) -> Path:
     """Where `run_evaluate` keeps the test split's recorded exits: with its report, not in the work folder."""
-    return out_dir / "records" / "test.safetensors"
+    return Workdir(out_dir).exits("test")
 
 
 def run_evaluate(splits: Splits, workdir: Workdir, out_dir: Path, seed: int = 0,

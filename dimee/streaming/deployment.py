@@ -29,7 +29,7 @@ class Deployment:
         """The centroid store's namespace: the model id and a fingerprint of the weights and the calibration,
         so two models (or two calibrations) of one data set never share, or overwrite, each other's centroids."""
         digest = hashlib.sha256()
-        for path in (self.workdir.model / "model.safetensors", self.workdir.calibration):
+        for path in (self.workdir.weights, self.workdir.calibration):
             with path.open("rb") as handle:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(block)

@@ -5,7 +5,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from dimee.model.artifacts import WEIGHTS, load_model, load_tokenizer
+from dimee.common.workdir import Workdir
+from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.model.early_exit import Resume
 from dimee.model.tokenize import encode
 from tests.support.helpers import sentences
@@ -69,7 +70,7 @@ def test_partition_holds_only_its_layers(tiny_dir, k):
     assert part.num_layers == k and len(part.heads) == k
     keys = part.state_dict().keys()
     assert not any(key.startswith(f"layers.{k}.") or key.startswith(f"heads.{k}.") for key in keys)
-    with safe_open(str(tiny_dir / WEIGHTS), framework="pt") as weights:
+    with safe_open(str(tiny_dir / Workdir.WEIGHTS), framework="pt") as weights:
         stored = set(weights.keys())
     assert set(keys) <= stored
     assert len(stored - set(keys)) > 0 or k == 6

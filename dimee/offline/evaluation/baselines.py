@@ -95,7 +95,7 @@ def ucb1(num_arms: int, rewards_of: Callable[[int, int], float], steps: int) -> 
 
 def adaee(test: ExitRecords, cal: Calibration) -> MethodResult:
     """Two tiers (mobile exit at m, cloud); UCB1 learns α online over the test stream."""
-    cost, m = cal.cost_model, cal.m
+    cost, m = cal.cost_model, cal.plan.cap(Tier.MOBILE)
     conf = test.probs.max(-1)
     grid = np.asarray(cal.grid)
     n = len(test.labels)

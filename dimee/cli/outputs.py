@@ -128,18 +128,14 @@ def up_cmd(
     import os
     import socket
 
-    from dimee.method.tiers import TIER_NAMES
+    from dimee.composition import roles
     from dimee.streaming.processes import DIMEE_IN_PYTHON as dimee
     from dimee.streaming.runtime import StopFlag
     from dimee.streaming.supervisor import Program, Supervisor
 
     opt.needs_a_broker(settings)
-    common = ["--workdir", str(workdir), "--log-level", log_level]
-    roles = [("router", ["route", *common, "--policy", policy]),
-             *((f"worker-{t}", ["work", "--tier", t, *common]) for t in TIER_NAMES),  # one per tier, in order
-             ("sink", ["sink", "--out", str(out), "--log-level", log_level])]
     programs = []
-    for i, (name, args) in enumerate(roles):
+    for i, (name, args) in enumerate(roles.commands(workdir, policy, out, log_level)):
         metrics = ["--metrics-port", str(metrics_port + i)] if metrics_port else []
         programs.append(Program(name, [*dimee, *args, *metrics]))
     if dashboard_port:  # supervised like a role: restarted if it dies, stopped with the rest

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dimee.method.tiers import Tier
+from dimee.method.tiers import TIER_NAMES, Tier
 from dimee.state import CentroidStore, open_store
 from dimee.streaming.config import Settings
 from dimee.streaming.deployment import Deployment
@@ -78,3 +78,12 @@ def _cloud_only_cost(deployment: Deployment | None) -> float:
         return 1.0
     calibration = deployment.calibration
     return calibration.cost_model.cloud_only(calibration.num_layers)
+
+
+def commands(workdir: Path, policy: str, out: Path, log_level: str) -> list[tuple[str, list[str]]]:
+    """Every role of one stream as the `dimee` arguments that run it, in data-flow order: the router, a worker per
+    tier (cheapest first), the sink. What `dimee up` supervises, each role its own process."""
+    common = ["--workdir", str(workdir), "--log-level", log_level]
+    return [("router", ["route", *common, "--policy", policy]),
+            *((f"worker-{tier}", ["work", "--tier", tier, *common]) for tier in TIER_NAMES),
+            ("sink", ["sink", "--out", str(out), "--log-level", log_level])]

@@ -69,8 +69,8 @@ class Child:
 
     def send(self, sig: int) -> None:
         """A signal to the process, if it is running."""
-        if self.alive():
-            self.process.send_signal(sig)  # type: ignore[union-attr]
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
 
     def wait(self, timeout_s: float | None = None) -> int:
         """Its exit status; subprocess.TimeoutExpired if it runs past timeout_s."""

@@ -3,7 +3,7 @@
 
 from dimee.common.errors import DimeeError
 from dimee.streaming.config import redact
-from dimee.streaming.transport.base import Consumer, Producer, Record, Topics, Transport
+from dimee.streaming.transport.base import Consumer, Producer, Record, Topics, TransactionalProducer, Transport
 
 
 def open_transport(url: str, api_version: tuple[int, ...] | None = None, client_id: str = "dimee",
@@ -21,4 +21,4 @@ def open_transport(url: str, api_version: tuple[int, ...] | None = None, client_
     raise DimeeError(f"unknown broker {redact(url)!r}: use memory:// or kafka://HOST:PORT")
 
 
-__all__ = ["Consumer", "Producer", "Record", "Topics", "Transport", "open_transport"]
+__all__ = ["Consumer", "Producer", "Record", "Topics", "TransactionalProducer", "Transport", "open_transport"]

@@ -9,15 +9,30 @@ Exactly-once (consume-transform-produce): a transactional producer `begin()`s, s
 `commit(consumer)`s them together with the consumer's positions in one transaction; a consumer that reads
 `read_committed` never sees the outputs of an aborted or unfinished transaction. A second producer with the
 same transactional id fences the first (`Fenced`); a rebalance before the commit aborts it (`Rebalanced`).
+
+A client may also fail without raising: a consumer out of its group for good, a poll that never returns.
+`Consumer.lost()` and `Consumer.guard()` say so and act on it (`ConsumerGuard`, shared by the adapters), so
+the stage never needs to know which client it drives (docs/operations.md, "Why the stage and the Kafka
+adapter do what they do").
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, overload
 
 from dimee.method.tiers import TIER_NAMES
+from dimee.streaming.runtime import log
+
+if TYPE_CHECKING:
+    from dimee.streaming.runtime import StopFlag
 
 
 @dataclass(frozen=True)
@@ -109,10 +124,76 @@ class Consumer(Protocol):
         """Per assigned (topic, partition): records between the read position and the partition's end, as
         last seen (no extra broker round trip)."""
 
+    def lost(self) -> bool:
+        """Whether the consumer has been out of its group so long that it never will rejoin: the caller
+        replaces it with a new one (and close() then does not wait on this one)."""
+
+    def guard(self, owner: str, stop: StopFlag) -> None:
+        """Until `stop`, end the process (status 70, for its supervisor to restart it) if a poll never
+        returns; `owner` names the stage in the log."""
+
     def close(self) -> None: ...
 
 
+POLL_STUCK_S = 60.0  # a poll asks for at most a second of waiting: one not back after this never will be
+REJOIN_S = 45.0  # a consumer not in its group this long is replaced (a rebalance takes seconds)
+
+
+class ConsumerGuard:
+    """`lost()` and `guard()` for a consumer adapter, which answers `joined()` and marks its polls with
+    `polling()`. Shared, so a stage runs the same on every broker (the embedded one's polls always return, so
+    it does not mark them). Defaults are class attributes: an adapter needs no constructor call for them."""
+
+    polling_since: float | None = None  # while a poll is in the client's hands
+    released = False  # closed: the guard stops watching
+    given_up = False  # lost() said so: closing must not wait on the client
+    owner = "consumer"  # the stage it serves, named in the log
+    _unjoined_since: float | None = None
+
+    def joined(self) -> bool:
+        raise NotImplementedError
+
+    @contextmanager
+    def polling(self) -> Iterator[None]:
+        self.polling_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self.polling_since = None
+
+    def lost(self) -> bool:
+        if self.joined():
+            self._unjoined_since = None
+            return False
+        now = time.monotonic()
+        if self._unjoined_since is None:
+            self._unjoined_since = now
+        if now - self._unjoined_since < REJOIN_S:
+            return False
+        log.warning("the consumer did not rejoin its group; replacing it", stage=self.owner,
+                    waited_s=round(now - self._unjoined_since))
+        self.given_up = True
+        return True
+
+    def guard(self, owner: str, stop: StopFlag) -> None:
+        self.owner = owner
+        threading.Thread(target=self._watch_polls, args=(stop,), name=f"{owner}-poll-watchdog", daemon=True).start()
+
+    def _watch_polls(self, stop: StopFlag) -> None:
+        # Nothing in the process can free a stuck poll; the restarted role reads on from the committed offsets.
+        while not stop.is_set() and not self.released:
+            stop.wait(5.0)
+            since = self.polling_since
+            if since is not None and time.monotonic() - since > POLL_STUCK_S:
+                log.error("the Kafka client stopped answering; exiting to be restarted", stage=self.owner,
+                          stuck_s=round(time.monotonic() - since))
+                logging.shutdown()
+                os._exit(70)
+
+
 class TransactionalProducer(Producer, Protocol):
+    """What `Transport.producer` returns for a transactional id."""
+
     def begin(self) -> None: ...
 
     def commit(self, consumer: Consumer, mark: object | None = None) -> None:
@@ -128,7 +209,15 @@ class TransactionalProducer(Producer, Protocol):
 class Transport(Protocol):
     supports_transactions: bool
 
-    def producer(self, transactional_id: str | None = None, replacing: Producer | None = None) -> Producer:
+    @overload
+    def producer(self, transactional_id: None = None, replacing: None = None) -> Producer: ...
+
+    @overload
+    def producer(self, transactional_id: str, replacing: TransactionalProducer | None = None
+                 ) -> TransactionalProducer: ...
+
+    def producer(self, transactional_id: str | None = None,
+                 replacing: TransactionalProducer | None = None) -> Producer:
         """With a transactional id, a `TransactionalProducer` that fences earlier ones with the same id. With
         `replacing` (this instance's own producer for that id, closed after a failure whose cause may be
         unknown), it takes over only if no newer instance has initialised the id since, else raises `Fenced`:

@@ -1,6 +1,8 @@
 """Kafka through kafka-python 3.x: current brokers (auto-detect; idempotent producer, transactions for
 exactly-once, read_committed consumers) and the legacy 0.9 (pin api_version to (0, 9); at-least-once only).
-The envelope lives in the value, so nothing needs record headers or timestamps."""
+The envelope lives in the value, so nothing needs record headers or timestamps. What this adapter works
+around in kafka-python, and why, is in docs/operations.md ("Why the stage and the Kafka adapter do what they
+do")."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, cast, overload
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka import errors as kafka_errors
@@ -19,7 +21,7 @@ from kafka.producer.transaction_manager import InitProducerIdHandler, ProducerId
 from kafka.structs import MemberState
 
 from dimee.common.errors import DeliveryError, DimeeError, Fenced, Rebalanced, Refused, ServiceUnavailable
-from dimee.streaming.transport.base import Headers, Record
+from dimee.streaming.transport.base import Consumer, ConsumerGuard, Headers, Record, TransactionalProducer
 
 # The broker says another producer with this transactional id is newer: this instance is a zombie.
 FENCED_ERRORS = (kafka_errors.ProducerFencedError, kafka_errors.InvalidProducerEpochError)
@@ -58,15 +60,8 @@ def _fenced(producer: KafkaProducer, exc: KafkaError) -> bool:
 
 
 def _strict_transactions(producer: KafkaProducer) -> None:
-    """Two gaps of kafka-python 3.0.12's transactional producer, closed as the Java client closes them:
-
-    - a produce refused with INVALID_PRODUCER_EPOCH (a newer instance has taken over the transactional id) is
-      answered with a KIP-360 epoch bump, and when the broker refuses that bump too, with a fresh
-      InitProducerId for the same id, which fences the *newer* instance: the zombie lives on and its successor
-      dies. A stale epoch means fenced: both paths end in the fatal state, with the fencing as its error;
-    - a batch the client gives up on (its retries spent, e.g. through an outage of every broker) only fails its
-      future, and the commit that follows commits the input offsets without those outputs: records lost
-      (`make faults`, scenario i). Such a failure makes the transaction abortable, so its commit is refused."""
+    """Close two gaps of kafka-python's transactional producer as the Java client does: a stale epoch is
+    fatal (fenced), never an epoch bump or a fresh id; a batch given up on makes the transaction abortable."""
     manager = producer._transaction_manager
     classify = manager.classify_batch_error
 
@@ -105,9 +100,8 @@ def _take_over(producer: KafkaProducer, predecessor: ProducerIdAndEpoch, timeout
 
 
 def _within(seconds: float, action: Callable[[], None], what: str) -> None:
-    """Run a transactional request, giving up after `seconds`. kafka-python waits for these without a limit,
-    and when the coordinator's broker dies it may never hear back (its coordinator cache is not refreshed):
-    the caller then replaces the producer, whose successor finds the new coordinator."""
+    """Run a transactional request, giving up after `seconds` (kafka-python waits without a limit, for ever
+    if the coordinator's broker died): the caller then replaces the producer, which finds the new one."""
     outcome: list[BaseException | None] = []
 
     def run() -> None:
@@ -157,14 +151,8 @@ class KafkaTransport:
         """The bootstrap servers to hand kafka-python: those that first complete a connection made as its
         clients make theirs (TCP, TLS, an ApiVersions round trip), all tried at once; with SASL, the login is
         then tried on one. ServiceUnavailable at once if none answers, DimeeError if one refuses the login.
-
-        kafka-python bootstraps from one server drawn at random and gives it the whole bootstrap timeout. A
-        stopped (SIGSTOP) or hung broker still completes TCP handshakes in the kernel, so one such broker of
-        three failed a third of all bootstraps while two served: handing over only servers that answered
-        avoids it. A refused SASL login is, to kafka-python, a dropped connection retried until that timeout
-        ("Unable to bootstrap"); refused by a server that has just answered, it is a configuration error.
-        The probe runs on this thread and closes what it opens: a client whose bootstrap fails would leave its
-        network thread running, one per retry through a long outage."""
+        kafka-python bootstraps from one random server, which a hung broker still answers at the TCP level; and
+        the probe runs on this thread, leaving no network thread behind after a failed bootstrap."""
         from kafka.net.manager import KafkaConnectionManager
         from kafka.net.selector import NetworkSelector
 
@@ -224,22 +212,27 @@ class KafkaTransport:
             options["api_version"] = self.api_version
         return options
 
+    @overload
+    def producer(self, transactional_id: None = None, replacing: None = None) -> KafkaProducerAdapter: ...
+
+    @overload
+    def producer(self, transactional_id: str, replacing: TransactionalProducer | None = None
+                 ) -> KafkaTransactionalProducer: ...
+
     def producer(self, transactional_id: str | None = None,
-                 replacing: KafkaProducerAdapter | None = None) -> KafkaProducerAdapter:
+                 replacing: TransactionalProducer | None = None) -> KafkaProducerAdapter:
         """acks=all; idempotent where the broker has it; with a transactional id, a transactional producer
         whose init fences any earlier producer with the same id, or, `replacing` one of this instance's own
         (closed after a failure), takes over from it only if no newer instance has the id (else Fenced)."""
         options: dict = {"enable_idempotence": True} if self.supports_transactions else {}
         # Retried until the delivery timeout (the idempotent producer's retries never duplicate): a send held
-        # through an outage shorter than that is delivered once, never failed and sent again (which `dimee
-        # produce` did after ~2 s of retries, duplicating what the broker had written: `make faults` i).
+        # through a shorter outage is delivered once, never failed and sent again as a duplicate.
         options |= {"delivery_timeout_ms": DELIVERY_TIMEOUT_MS, "retry_backoff_ms": 200}
         if transactional_id is not None:
             if not self.supports_transactions:
                 raise DimeeError("exactly-once needs Kafka 0.11 or newer: use --guarantee at-least-once")
-            # A transaction begun while the previous one's markers are still being written is told "concurrent
-            # transactions" and retried after retry_backoff_ms: at 200 ms every commit took ~0.7 s here, at
-            # 20 ms ~0.15 s (the Java client shortens this backoff the same way). As many retries, same span.
+            # "Concurrent transactions" (the previous one's markers still being written) is retried after
+            # retry_backoff_ms: 20 ms as in the Java client (200 ms slowed every commit); 100 retries, same span.
             options |= {"transactional_id": transactional_id, "retries": 100, "retry_backoff_ms": 20,
                         "transaction_timeout_ms": TRANSACTION_TIMEOUT_MS}
         predecessor = replacing.producer_id_and_epoch() if isinstance(replacing, KafkaTransactionalProducer) else None
@@ -380,8 +373,8 @@ class KafkaTransactionalProducer(KafkaProducerAdapter):
                 raise Fenced(f"fenced by a newer instance with the same transactional id ({exc})") from exc
             raise DeliveryError(f"Kafka did not begin the transaction: {exc}") from exc
 
-    def commit(self, consumer: KafkaConsumerAdapter, mark: KafkaMark | None = None) -> None:
-        offsets, group = mark or consumer.mark()
+    def commit(self, consumer: Consumer, mark: object | None = None) -> None:
+        offsets, group = cast(KafkaMark, mark or consumer.mark())  # a KafkaConsumerAdapter's
         try:
             _within(TRANSACTION_REQUEST_TIMEOUT_S, lambda: self.producer.send_offsets_to_transaction(offsets, group),
                     "offset commit")
@@ -413,15 +406,13 @@ class KafkaMark(NamedTuple):
     group: object  # the group metadata (generation, member id): a transaction's offsets are fenced by it
 
 
-class KafkaConsumerAdapter:
-    """Positions are kept here, from what poll returned (the next offset after each partition's last record),
-    never asked of kafka-python's `position()`: that call may block on epoch-validation and offset-reset
-    round trips, and the stage marks positions after every batch."""
+class KafkaConsumerAdapter(ConsumerGuard):
+    """Positions are kept here, from what poll returned, never asked of kafka-python's `position()`, which may
+    block on round trips (the stage marks positions after every batch). Polls are marked for the guard."""
 
     def __init__(self, consumer: KafkaConsumer) -> None:
         self.consumer = consumer
         self.next_offsets: dict[TopicPartition, int] = {}
-        self.polling_since: float | None = None  # while a poll is in kafka-python's hands (Stage watches it)
 
     def positions(self) -> dict:
         """The next offset of every assigned partition read from so far: what a commit now would record."""
@@ -450,13 +441,11 @@ class KafkaConsumerAdapter:
             raise ServiceUnavailable(f"cannot read the committed offsets ({type(exc).__name__}: {exc})") from exc
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
-        self.polling_since = time.monotonic()
         try:
-            batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+            with self.polling():
+                batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         except KafkaError as exc:  # every broker down: an outage to wait out, not a reason to exit
             raise ServiceUnavailable(f"cannot poll Kafka ({type(exc).__name__}: {exc})") from exc
-        finally:
-            self.polling_since = None
         for tp, records in batches.items():
             if records:
                 self.next_offsets[tp] = records[-1].offset + 1
@@ -472,7 +461,7 @@ class KafkaConsumerAdapter:
                 out[(tp.topic, tp.partition)] = max(0, end - offset)
         return out
 
-    def commit(self, mark: KafkaMark | None = None) -> None:
+    def commit(self, mark: object | None = None) -> None:
         """Commit what poll returned (or the positions of `mark`). A group that rebalanced meanwhile refuses
         (the partitions may be another member's now): rewind to the committed offsets and say so, for the
         caller to drop the batch."""
@@ -480,7 +469,7 @@ class KafkaConsumerAdapter:
             if mark is None:
                 self.consumer.commit()
             else:
-                self.consumer.commit(offsets=mark.offsets)
+                self.consumer.commit(offsets=cast(KafkaMark, mark).offsets)
         except REBALANCE_ERRORS as exc:
             self.rewind()
             raise Rebalanced(f"the group rebalanced before the commit ({type(exc).__name__})") from exc
@@ -488,4 +477,9 @@ class KafkaConsumerAdapter:
             raise ServiceUnavailable(f"Kafka did not take the commit ({type(exc).__name__}: {exc})") from exc
 
     def close(self) -> None:
-        self.consumer.close(autocommit=False)
+        self.released = True
+        if self.given_up:  # a client out of its group for good may hang in close too
+            threading.Thread(target=self.consumer.close, kwargs={"autocommit": False},
+                             name=f"{self.owner}-close-lost", daemon=True).start()
+        else:
+            self.consumer.close(autocommit=False)

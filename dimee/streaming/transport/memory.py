@@ -10,9 +10,10 @@ import time
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import cast, overload
 
 from dimee.common.errors import Fenced, Rebalanced
-from dimee.streaming.transport.base import Headers, Record
+from dimee.streaming.transport.base import Consumer, ConsumerGuard, Headers, Record, TransactionalProducer
 
 _BROKERS: dict[str, InMemoryBroker] = {}
 _BROKERS_LOCK = threading.Lock()
@@ -45,8 +46,15 @@ class InMemoryBroker:
             for topic in topics:
                 self._logs.setdefault(topic, [[] for _ in range(partitions or self.default_partitions)])
 
+    @overload
+    def producer(self, transactional_id: None = None, replacing: None = None) -> _MemoryProducer: ...
+
+    @overload
+    def producer(self, transactional_id: str, replacing: TransactionalProducer | None = None
+                 ) -> _MemoryTransactionalProducer: ...
+
     def producer(self, transactional_id: str | None = None,
-                 replacing: _MemoryProducer | None = None) -> _MemoryProducer:
+                 replacing: TransactionalProducer | None = None) -> _MemoryProducer:
         if transactional_id is None:
             return _MemoryProducer(self)
         with self._lock:
@@ -142,9 +150,10 @@ class _MemoryTransactionalProducer(_MemoryProducer):
             raise RuntimeError("send outside a transaction: call begin() first")
         self._pending.append((topic, key, value))
 
-    def commit(self, consumer: _MemoryConsumer, mark: _Mark | None = None) -> None:
+    def commit(self, consumer: Consumer, mark: object | None = None) -> None:
+        consumer = cast(_MemoryConsumer, consumer)  # this broker's, as is its mark
         with self.broker._lock:
-            mark = mark or consumer.mark()
+            mark = cast(_Mark, mark or consumer.mark())
             if self.broker._epochs[self.transactional_id] != self.epoch:
                 self._pending = None
                 raise Fenced(f"transactional id {self.transactional_id!r} was taken over by a newer instance")
@@ -166,7 +175,10 @@ class _Mark:
     generation: int  # the group generation the records since the previous mark were polled in
 
 
-class _MemoryConsumer:
+class _MemoryConsumer(ConsumerGuard):
+    """A member of its group until closed. Its polls return within their timeout, so they are not marked for
+    the guard (which a test marks by hand)."""
+
     def __init__(self, broker: InMemoryBroker, topics: list[str], group_id: str) -> None:
         self.broker, self.topics, self.group_id = broker, list(topics), group_id
         self.assigned: dict[tuple[str, int], int] = {}  # (topic, partition) → next offset to return
@@ -211,9 +223,9 @@ class _MemoryConsumer:
             self.batch_generation = None
             return _Mark(dict(self.assigned), polled_in)
 
-    def commit(self, mark: _Mark | None = None) -> None:
+    def commit(self, mark: object | None = None) -> None:
         with self.broker._lock:
-            positions = self.mark().positions if mark is None else mark.positions
+            positions = self.mark().positions if mark is None else cast(_Mark, mark).positions
             for (topic, partition), position in positions.items():
                 if (topic, partition) in self.assigned:  # a partition given to another member is its to commit
                     self.broker._committed[(self.group_id, topic, partition)] = position
@@ -228,5 +240,5 @@ class _MemoryConsumer:
         return self.broker._committed.get((self.group_id, topic, partition), 0)
 
     def close(self) -> None:
-        self.closed = True
+        self.closed = self.released = True
         self.broker.leave(self)

@@ -93,13 +93,13 @@ def test_a_poll_that_never_returns_ends_the_role_for_a_restart():
 
     code = """
 import time
-import dimee.streaming.stage as stage
+import dimee.streaming.transport.base as base
 from dimee.streaming.transport.base import Topics
 from dimee.streaming.transport.memory import InMemoryBroker
 from tests.support.helpers import context
 from tests.streaming.test_stage_overlap import Echo
 
-stage.POLL_STUCK_S = 0.5
+base.POLL_STUCK_S = 0.5
 broker = InMemoryBroker()
 echo = Echo(context(broker, Topics("stuck")), ["stuck.samples"], "stuck-group")
 echo.open()
@@ -118,9 +118,9 @@ echo._loop(None)
 def test_a_consumer_that_never_joins_its_group_is_replaced(monkeypatch):
     """kafka-python's consumer was seen looking for its group coordinator for good: after REJOIN_S without
     settling in its group, the stage replaces it and the stream goes on, each output once."""
-    import dimee.streaming.stage
+    import dimee.streaming.transport.base
 
-    monkeypatch.setattr(dimee.streaming.stage, "REJOIN_S", 0.3)
+    monkeypatch.setattr(dimee.streaming.transport.base, "REJOIN_S", 0.3)
     broker = InMemoryBroker(default_partitions=1)
 
     class FirstConsumerLost(SlowCommits):

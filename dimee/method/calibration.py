@@ -68,10 +68,6 @@ class Calibration(BaseModel):
         default_factory=dict, description="per start tier: exit thresholds tuned for the accuracy budget")
     warnings: list[str] = Field(default_factory=list, description="what looked wrong in the recorded exits")
 
-    def tier_plan(self) -> TierPlan:
-        """The same as `plan`: kept only for tests/streaming/test_poison_records.py until it reads `plan`."""
-        return self.plan
-
     def at_alpha(self, probs: np.ndarray, embeddings: np.ndarray, alpha: float) -> Calibration:
         """This calibration served at another α: pools and centroids re-derived from the calibration split's
         recorded exits (`probs`) and routing embeddings."""

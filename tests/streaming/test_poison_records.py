@@ -67,7 +67,7 @@ def test_a_corrupt_hidden_state_is_dead_lettered_by_the_worker(workdir, cal, hid
 
     broker, topics = InMemoryBroker(), Topics("hidden")
     producer = broker.producer()
-    plan = cal.tier_plan()
+    plan = cal.plan
     samples = stream_records(6, prefix="h")
     for i, sample in enumerate(samples):
         corrupt = i == 2
@@ -133,7 +133,7 @@ def _serve_routed(workdir, cal, tier_index: int, messages: list[tuple[bytes, Rou
     from dimee.streaming.transport.memory import InMemoryBroker
     from tests.support.helpers import context
 
-    broker, topics, plan = InMemoryBroker(), Topics("routed"), cal.tier_plan()
+    broker, topics, plan = InMemoryBroker(), Topics("routed"), cal.plan
     producer = broker.producer()
     for key, routed in messages:
         producer.send(topics.tier(plan.tiers[tier_index].value), key, routed.to_bytes())
@@ -166,7 +166,7 @@ def test_routed_messages_that_do_not_fit_the_tier_or_the_model_are_dead_lettered
 
     from dimee.method.routing_policy import get
 
-    plan, samples = cal.tier_plan(), stream_records(15, prefix="r")
+    plan, samples = cal.plan, stream_records(15, prefix="r")
     edge, mobile_cap = plan.tiers[1], plan.caps[0]
     probe, _, _ = _serve_routed(workdir, cal, 1, [])  # for its tokenizer and model facts
     assert isinstance(probe, TierWorker)
@@ -221,7 +221,7 @@ def test_a_non_finite_result_dead_letters_its_input(workdir, cal, monkeypatch):
 
     monkeypatch.setattr(EarlyExitEncoder, "early_exit", nan_confidence)
     samples = stream_records(3, prefix="n")
-    messages = [(s["id"].encode(), Routed(**s, tier=cal.tier_plan().tiers[2], pool=2, distances=[],
+    messages = [(s["id"].encode(), Routed(**s, tier=cal.plan.tiers[2], pool=2, distances=[],
                                           centroid_version=0, router="r")) for s in samples]
     _, served, letters = _serve_routed(workdir, cal, 2, messages)
     assert not served and set(letters) == {s["id"] for s in samples}
@@ -246,7 +246,7 @@ def test_a_record_whose_key_names_another_id_is_dead_lettered_by_the_stage(workd
     Router(context(broker, topics), deployment(workdir, cal), store).run(idle_exit_s=1.0)
     letters = [parse(DeadLetter, r.value) for r in broker.read_all(topics.dead_letter)]
     assert [(letter.key, "s-2" in letter.error) for letter in letters] == [("s-1", True)]
-    assert sum(len(broker.read_all(topics.tier(t.value))) for t in cal.tier_plan().tiers) == 1
+    assert sum(len(broker.read_all(topics.tier(t.value))) for t in cal.plan.tiers) == 1
 
 
 def test_a_sample_stamped_ahead_of_the_producer_host_gets_a_record_time_the_broker_accepts():

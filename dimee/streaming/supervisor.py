@@ -51,7 +51,8 @@ class Supervisor:
             self.out.flush()
 
     def _start(self, program: Program) -> None:
-        process = program.child.start()  # type: ignore[union-attr]
+        assert program.child is not None  # made in __init__
+        process = program.child.start()
         self.say("up", f"{program.name} started (pid {process.pid})")
 
     def _restart_exited(self, stop: StopFlag) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -169,8 +170,37 @@ def calibrate(exits: ExitRecords, config: CalibrationConfig | None = None, plan:
         embedding=config.embedding, grid=grid.tolist(), reward_curve=curve.reward, accuracy_curve=curve.accuracy,
         cost_curve=curve.cost, full_model_accuracy=full_accuracy, pool_sizes=counts,
         centroids=[None if mu is None else mu.tolist() for mu in means], cascades=cascades,
-        warnings=one_class_exits(probs, labels, alpha),
+        warnings=[*one_class_exits(probs, labels, alpha), *empty_pools(plan, counts, alpha),
+                  *too_few_for_the_budget(len(labels), config.max_drop)],
     )
+
+
+# The risk δ at which a budget counts as shown: the accuracy drop's upper confidence bound is within it with
+# probability 1 - δ.
+RISK = 0.05
+
+
+def empty_pools(plan: TierPlan, pool_sizes: list[int], alpha: float) -> list[str]:
+    """Pools no calibration sample falls in: they get no centroid, so the centroid router never starts a sample on
+    their tier."""
+    return [f"no calibration sample falls in the {tier.value} pool at α = {alpha:.3f}: it has no centroid, so the "
+            f"centroid router never starts a sample on the {tier.value}"
+            for (tier, _), size in zip(plan, pool_sizes, strict=True) if size == 0]
+
+
+def too_few_for_the_budget(samples: int, max_drop: float, risk: float = RISK) -> list[str]:
+    """A calibration set too small to show the budget at all: even a setting that loses no sample against the full
+    model has an exact (Clopper-Pearson) upper bound on its loss of 1 - δ^(1/N), above the budget when N is below
+    ln δ / ln(1 - budget)."""
+    if max_drop <= 0 or samples <= 0:
+        return []
+    needed = math.ceil(math.log(risk) / math.log(1 - max_drop / 100))
+    if samples >= needed:
+        return []
+    bound = 100 * (1 - risk ** (1 / samples))
+    return [f"{samples} calibration samples are too few for a {max_drop:g}-point budget: a setting that loses no "
+            f"calibration sample is only bounded to {bound:.2f} points at {100 * (1 - risk):.0f}% confidence; "
+            f"{needed} samples can show it"]
 
 
 def one_class_exits(probs: np.ndarray, labels: np.ndarray, alpha: float, share: float = 0.95) -> list[str]:

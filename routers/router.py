@@ -51,6 +51,10 @@ class Router(Stage):
         outputs = [self._output(s, d) for s, d in zip(samples, decisions, strict=True)]
         for pool, routed in Counter(d.pool for d in decisions).items():  # per batch: label lookups cost
             metrics.ROUTED.labels(self.plan.tiers[pool].value).inc(routed)
+        for decision in decisions:  # centroid routing only: other strategies measure no distance
+            known = [d for d in decision.distances if d is not None]
+            if known:
+                metrics.NEAREST_CENTROID.observe(min(known))
         if isinstance(self.strategy, CentroidRouting) and self.strategy.seen is not None:
             self._report_centroids(*self.strategy.seen)
         return outputs

@@ -38,6 +38,10 @@ ESCALATIONS = Counter("dimee_escalations_total", "Samples passed up a tier", ["f
 ROUTED = Counter("dimee_routed_total", "Samples routed, by start tier", ["tier"])
 CENTROID_SHIFT = Gauge("dimee_centroid_shift", "Distance of a pool's centroid from its calibrated position "
                        "(adaptive routing: how far drift has moved it)", ["pool"])
+NEAREST_CENTROID = Histogram("dimee_nearest_centroid_distance", "Distance from a routed sample's embedding to its "
+                             "nearest pool centroid (centroid routing): it rises as the stream drifts away from "
+                             "the data the centroids were calibrated on",
+                             buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20, 50))
 POOL_SAMPLES = Gauge("dimee_pool_samples", "Samples a pool's centroid averages (calibration + adapted)", ["pool"])
 DEPLOYMENT = Info("dimee_deployment", "What the role serves: policy, α*, caps, model fingerprint, version")
 

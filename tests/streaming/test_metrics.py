@@ -49,3 +49,14 @@ def test_metrics_after_a_small_stream(workdir, cal):
         assert lag[f"metrics.worker.{tier}"] == 0
     info = [m for m in REGISTRY.collect() if m.name == "dimee_deployment"]
     assert info and info[0].samples[0].labels["version"]
+
+
+@pytest.mark.parametrize(("policy", "observed"), [("DIMEE-F", 40), ("Cascade", 0)])
+def test_the_nearest_centroid_distance_is_observed_once_per_centroid_routed_sample(workdir, cal, policy, observed):
+    count, total = "dimee_nearest_centroid_distance_count", "dimee_nearest_centroid_distance_sum"
+    before = _sum(count), _sum(total)
+    settings = Settings(broker=f"memory://d-{policy}", state=f"memory://d-{policy}", topic_prefix=f"d-{policy}")
+    run_pipeline(stream_records(40, seed=52), deployment(workdir, cal, policy), settings,
+                 PipelineOptions(progress=False))
+    assert _sum(count) - before[0] == observed
+    assert (_sum(total) - before[1] > 0) == (observed > 0)  # real distances, not zeros

@@ -249,10 +249,12 @@ def test_a_record_whose_key_names_another_id_is_dead_lettered_by_the_stage(workd
     assert sum(len(broker.read_all(topics.tier(t.value))) for t in cal.plan.tiers) == 1
 
 
-def test_a_sample_stamped_ahead_of_the_producer_host_gets_a_record_time_the_broker_accepts():
-    import time
+def test_a_sample_stamped_ahead_of_the_producer_host_gets_a_record_time_the_broker_accepts(monkeypatch):
+    from dimee.producers import producer
 
-    from dimee.producers.producer import _encode
-
-    encoded = _encode(0, {"id": "ahead", "text": "fun", "produced_at": time.time() + 7200})
-    assert encoded.timestamp is not None and encoded.timestamp <= time.time()
+    host_clock = 1_800_000_000.0  # a fixed clock: the test compares times, it never reads the real one
+    monkeypatch.setattr(producer, "now", lambda: host_clock)
+    encoded = producer._encode(0, {"id": "ahead", "text": "fun", "produced_at": host_clock + 7200})
+    assert encoded.timestamp == host_clock  # clamped to the host's clock, not two hours ahead
+    assert producer._encode(1, {"id": "behind", "text": "fun", "produced_at": host_clock - 5}).timestamp == \
+        host_clock - 5  # a time already behind the clock is kept

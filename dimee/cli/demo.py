@@ -53,7 +53,7 @@ def _routing_study(splits, work: Workdir, out: Path, test_exits) -> dict:
     from dimee.offline.evaluation.routing_study import StudyOptions, run_study
     from dimee.offline.evaluation.study_report import write_study
 
-    study = run_study(splits, work, test_exits, StudyOptions(max_drop=0.5, frontier=False))
+    study = run_study(splits, work, test_exits, StudyOptions(frontier=False))
     write_study(study, out, "dimee demo: routing policies on rt-sentences")
     default_row = next(r for r in study["methods"] if r["name"] == study["default_policy"])
     typer.echo(f"routing policies: {out / 'routing.md'}; default chosen on calibration: {study['default_policy']} "

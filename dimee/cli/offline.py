@@ -86,7 +86,9 @@ def calibrate_cmd(
     objective: Annotated[Objective, typer.Option(
         help="reward (the paper's) or accuracy-budget (cheapest α within --max-drop points of the full model)."
     )] = "reward",
-    max_drop: Annotated[float, typer.Option(min=0.0, help="Accuracy points the budget objective may lose.")] = 0.5,
+    max_drop: Annotated[float, typer.Option(
+        min=0.0, help="Accuracy points the tuned cascades (and the accuracy-budget objective) may lose against the "
+                      "full model.")] = 0.5,
     distance: Annotated[Distance, typer.Option(help="Router distance.")] = "euclidean",
     embedding: Annotated[EmbeddingKind, typer.Option(help="Routing embedding: layer (embedding layer) or raw."
                                                      )] = "layer",
@@ -99,8 +101,13 @@ def calibrate_cmd(
     beta: Annotated[float, typer.Option(min=0.0, help="Reward weight of cost against confidence.")] = 0.3,
     cost_model: Annotated[Path | None, typer.Option(
         help="A cost model file (from `dimee costs`, or written by hand) instead of the λ/o/κ/β options.")] = None,
+    calibration_samples: Annotated[int | None, typer.Option(
+        min=2, help="Calibrate on a stratified subset of this many calibration samples (a small-calibration "
+                    "study); evaluate, study and the roles then use the same subset.")] = None,
+    calibration_seed: Annotated[int, typer.Option(help="The seed that draws --calibration-samples.")] = 0,
 ) -> None:
-    """Record every exit on the calibration split, pick α*, and save pools and centroids."""
+    """Record every exit on the calibration split, pick α*, tune the cascades' thresholds with a guarantee (their
+    loss against the full model within --max-drop points at 95% confidence), and save pools and centroids."""
     from dimee.common.errors import DimeeError
     from dimee.method.calibration import CalibrationConfig
     from dimee.offline.workflow import run_calibrate, splits_for
@@ -110,7 +117,8 @@ def calibrate_cmd(
         lambda_m=lambda_m, lambda_e=lambda_e, lambda_c=lambda_c, o_e=o_e, o_c=o_c, kappa=kappa, beta=beta)
     splits = splits_for(data, Settings().data_dir)
     config = CalibrationConfig(m=m, n=n, cost=cost, objective=objective, max_drop=max_drop, distance=distance,
-                               embedding=embedding, model_id=splits.train.name)
+                               embedding=embedding, model_id=splits.train.name,
+                               calibration_samples=calibration_samples, calibration_seed=calibration_seed)
     try:
         cal = run_calibrate(splits, Workdir(workdir), config)
     except ValueError as exc:

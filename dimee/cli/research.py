@@ -23,10 +23,10 @@ def study_cmd(
     workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR,
     out: Annotated[Path, typer.Option(help="Folder for routing.md, routing.json and frontiers.png.")] = Path(
         "runs/study"),
-    max_drop: Annotated[float, typer.Option(min=0.0, help="Accuracy points the default policy may lose.")] = 0.5,
     objective: Annotated[Objective, typer.Option(
-        help="How the deployed default is chosen: accuracy-budget (the cheapest policy within --max-drop points "
-             "of the full model on calibration) or reward (the paper's DIMEE-F at its reward α*).")
+        help="How the deployed default is chosen: accuracy-budget (the cheapest policy whose loss against the full "
+             "model is shown within the budget set by `dimee calibrate --max-drop`, at 95% confidence) or reward "
+             "(the paper's DIMEE-F at its reward α*).")
     ] = "accuracy-budget",
 ) -> None:
     """Every routing policy (escalation, cascade, learned, feedback) on a calibrated WORKDIR; picks the default
@@ -38,7 +38,7 @@ def study_cmd(
 
     opt.use_all_cores()
     splits = splits_for(data, Settings().data_dir)
-    result = study(splits, Workdir(workdir), out, StudyOptions(max_drop, objective, data.seed))
+    result = study(splits, Workdir(workdir), out, StudyOptions(objective, data.seed))
     typer.echo(methods_table(result["methods"]))
     typer.echo(f"default policy (chosen on calibration): {result['default_policy']}; report: {out / 'routing.md'}")
 
@@ -54,7 +54,9 @@ def experiment_cmd(
     out: Annotated[Path, typer.Option(help="Folder for seeds.md / tasks.md, their JSON and per-seed reports.")
                    ] = Path("runs/seeds"),
     epochs: Annotated[int, typer.Option(min=1)] = 3,
-    max_drop: Annotated[float, typer.Option(min=0.0)] = 0.5,
+    max_drop: Annotated[float, typer.Option(
+        min=0.0, help="Accuracy points the default may lose against the full model (shown at 95% confidence).")
+                        ] = 0.5,
     max_train_samples: Annotated[int | None, typer.Option(min=1, help="Train on a random subset of this size.")
                                  ] = None,
 ) -> None:

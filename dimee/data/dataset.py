@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dimee.common.errors import DataError
+from dimee.data.splits import stratified_subset
 from dimee.streaming.messages import clip_text
 
 
@@ -69,6 +70,16 @@ class Splits:
     train: TextDataset
     calibration: TextDataset
     test: TextDataset
+
+    def with_calibration_subset(self, samples: int | None, seed: int = 0) -> Splits:
+        """These splits calibrating on a stratified subset of `samples` of the calibration split (None: all)."""
+        if samples is None:
+            return self
+        if not 2 <= samples <= len(self.calibration):
+            raise DataError(f"--calibration-samples must be between 2 and the calibration split's "
+                            f"{len(self.calibration)} samples, not {samples}")
+        chosen = stratified_subset(self.calibration.labels, samples, seed)
+        return replace(self, calibration=self.calibration.subset(chosen.tolist()))
 
     def get(self, name: str) -> TextDataset:
         if name not in ("train", "calibration", "test"):

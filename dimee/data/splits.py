@@ -9,6 +9,19 @@ import numpy as np
 DEFAULT_FRACTIONS = (0.60, 0.15, 0.25)
 
 
+def stratified_subset(labels: Sequence[int], samples: int, seed: int = 0) -> np.ndarray:
+    """`samples` indices keeping every label's share (largest remainders get the leftover places), sorted."""
+    labels_arr = np.asarray(labels)
+    classes, counts = np.unique(labels_arr, return_counts=True)
+    quota = counts * samples / len(labels_arr)
+    places = np.floor(quota).astype(int)
+    places[np.argsort(places - quota)[: samples - places.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(np.flatnonzero(labels_arr == c), k, replace=False) for c, k in zip(classes, places,
+                                                                                            strict=True)]
+    return np.sort(np.concatenate(chosen))
+
+
 def stratified_indices(
     labels: Sequence[int], fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0
 ) -> list[np.ndarray]:

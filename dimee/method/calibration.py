@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -14,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidat
 from dimee.common.choices import Distance, EmbeddingKind, Objective
 from dimee.common.errors import DimeeError
 from dimee.common.files import write_atomically
-from dimee.method import arithmetic
+from dimee.method import arithmetic, certification
 from dimee.method.cascade_tuning import Recorded, tune_cascade
+from dimee.method.certification import Guarantee
 from dimee.method.exits import ExitRecords
 from dimee.method.thresholds import TierThresholds
 from dimee.method.tiers import CostModel, Tier, TierPlan
@@ -55,7 +55,8 @@ class Calibration(BaseModel):
     plan: StoredPlan
     cost_model: CostModel
     objective: Objective
-    max_drop: float | None = None
+    max_drop: float | None = Field(None, description="accuracy points the tuned cascades (and the accuracy-budget "
+                                   "objective) may lose against the full model")
     distance: Distance = "euclidean"
     embedding: EmbeddingKind = "layer"
     grid: list[float]
@@ -67,7 +68,12 @@ class Calibration(BaseModel):
     centroids: list[list[float] | None] = Field(description="per pool; null for an empty pool")
     cascades: dict[str, TierThresholds] = Field(
         default_factory=dict, description="per start tier: exit thresholds tuned for the accuracy budget")
+    cascade_guarantees: dict[str, Guarantee] = Field(
+        default_factory=dict, description="per start tier: what the certification part shows of its tuned cascade")
     warnings: list[str] = Field(default_factory=list, description="what looked wrong in the recorded exits")
+    calibration_samples: int | None = Field(
+        None, description="calibrated on a stratified subset of this many calibration samples (null: all)")
+    calibration_seed: int = Field(0, description="the seed that drew that subset")
 
     def at_alpha(self, probs: np.ndarray, embeddings: np.ndarray, alpha: float) -> Calibration:
         """This calibration served at another α: pools and centroids re-derived from the calibration split's
@@ -81,7 +87,8 @@ class Calibration(BaseModel):
         """The configuration that reproduces this calibration from the same recorded exits."""
         return CalibrationConfig(m=self.m, n=self.n, cost=self.cost_model, objective=self.objective,
                                  max_drop=self.max_drop or 0.5, distance=self.distance, embedding=self.embedding,
-                                 model_id=self.model_id)
+                                 model_id=self.model_id, calibration_samples=self.calibration_samples,
+                                 calibration_seed=self.calibration_seed)
 
     def centroid_arrays(self) -> list[np.ndarray | None]:
         return [None if c is None else np.asarray(c, dtype=np.float64) for c in self.centroids]
@@ -117,6 +124,8 @@ class CalibrationConfig(BaseModel):
     distance: Distance = "euclidean"
     embedding: EmbeddingKind = "layer"
     model_id: str = "dimee"
+    calibration_samples: int | None = None  # a stratified subset of the calibration split (a small-set study)
+    calibration_seed: int = 0
 
 
 def default_m_n(num_layers: int) -> tuple[int, int]:
@@ -161,23 +170,22 @@ def calibrate(exits: ExitRecords, config: CalibrationConfig | None = None, plan:
     pools = arithmetic.true_pools(probs, alpha, plan)
     means, counts = arithmetic.centroids(exits.embeddings, pools, len(plan))
     recorded = Recorded.of(probs, labels, exits.hidden_kb())
-    cascades = {plan[s][0].value: tune_cascade(recorded, plan, config.cost, s, config.max_drop).thresholds
-                for s in range(len(plan) - 1)}
+    budget = certification.Budget(config.max_drop)
+    tuned = {plan[s][0].value: tune_cascade(recorded, plan, config.cost, s, budget)
+             for s in range(len(plan) - 1)}
     return Calibration(
         model_id=config.model_id, alpha=alpha, m=m, n=n, num_layers=num_layers, num_labels=num_labels,
         plan=plan, cost_model=config.cost, objective=config.objective,
-        max_drop=config.max_drop if config.objective == "accuracy-budget" else None, distance=config.distance,
+        max_drop=config.max_drop, distance=config.distance,
         embedding=config.embedding, grid=grid.tolist(), reward_curve=curve.reward, accuracy_curve=curve.accuracy,
         cost_curve=curve.cost, full_model_accuracy=full_accuracy, pool_sizes=counts,
-        centroids=[None if mu is None else mu.tolist() for mu in means], cascades=cascades,
+        calibration_samples=config.calibration_samples, calibration_seed=config.calibration_seed,
+        centroids=[None if mu is None else mu.tolist() for mu in means],
+        cascades={start: t.thresholds for start, t in tuned.items()},
+        cascade_guarantees={start: t.guarantee for start, t in tuned.items()},
         warnings=[*one_class_exits(probs, labels, alpha), *empty_pools(plan, counts, alpha),
                   *too_few_for_the_budget(len(labels), config.max_drop)],
     )
-
-
-# The risk δ at which a budget counts as shown: the accuracy drop's upper confidence bound is within it with
-# probability 1 - δ.
-RISK = 0.05
 
 
 def empty_pools(plan: TierPlan, pool_sizes: list[int], alpha: float) -> list[str]:
@@ -188,19 +196,20 @@ def empty_pools(plan: TierPlan, pool_sizes: list[int], alpha: float) -> list[str
             for (tier, _), size in zip(plan, pool_sizes, strict=True) if size == 0]
 
 
-def too_few_for_the_budget(samples: int, max_drop: float, risk: float = RISK) -> list[str]:
-    """A calibration set too small to show the budget at all: even a setting that loses no sample against the full
-    model has an exact (Clopper-Pearson) upper bound on its loss of 1 - δ^(1/N), above the budget when N is below
-    ln δ / ln(1 - budget)."""
+def too_few_for_the_budget(samples: int, max_drop: float, risk: float = certification.RISK) -> list[str]:
+    """A calibration set too small to show the budget at all: even a setting that loses no sample has an exact
+    (Clopper-Pearson) upper bound on its loss of 1 - δ'^(1/N), above the budget when N is below
+    ln δ' / ln(1 - budget), δ' being the risk each tuned cascade is tested at."""
     if max_drop <= 0 or samples <= 0:
         return []
-    needed = math.ceil(math.log(risk) / math.log(1 - max_drop / 100))
+    each = certification.level(risk)
+    needed = certification.samples_to_show(max_drop / 100, each)
     if samples >= needed:
         return []
-    bound = 100 * (1 - risk ** (1 / samples))
-    return [f"{samples} calibration samples are too few for a {max_drop:g}-point budget: a setting that loses no "
-            f"calibration sample is only bounded to {bound:.2f} points at {100 * (1 - risk):.0f}% confidence; "
-            f"{needed} samples can show it"]
+    bound = 100 * certification.loss_upper_bound(0, samples, each)
+    return [f"{samples} calibration samples are too few for a {max_drop:g}-point budget: a setting that loses none "
+            f"of them is only bounded to {bound:.2f} points at {100 * (1 - each):.1f}% confidence, so the tuned "
+            f"cascades will send every sample to the cloud; {needed} samples can show it"]
 
 
 def one_class_exits(probs: np.ndarray, labels: np.ndarray, alpha: float, share: float = 0.95) -> list[str]:

@@ -1,14 +1,10 @@
-"""Per-tier thresholds of a cascade, tuned on the calibration split: the cheapest setting whose accuracy is
-within the budget of the full model's, found by an exhaustive search over a threshold grid (seconds for
-thousands of samples).
+"""Per-tier thresholds of a cascade, tuned on the calibration split with a guarantee (`certification`).
 
 A cascade starts every sample on one tier; in `continue` mode a sample that is not sure enough at a tier's
-cap goes up with its hidden state. What happens to a sample on a tier depends only on that tier's own
-thresholds (where it starts there is fixed by the plan), so every combination's accuracy and cost are sums of
-per-tier terms: the search evaluates each tier's options once and combines them with matrix products.
-
-Options per tier: an exit threshold (or none: run to the cap), and on the last tier before the cloud also a
-lower `keep` threshold for answering at the cap rather than escalating; the cloud always answers.
+cap goes up with its hidden state, and the cloud answers what reaches it with the whole model. The family of
+settings tested is fixed before any sample is seen: every tier below the cloud answers when its confidence
+reaches λ, for λ from the grid's top (answer only when all but certain) down to 1 / classes (answer
+everything). Lower λ is cheaper and riskier; the tuning takes the lowest λ the fixed-sequence test passes.
 """
 
 from __future__ import annotations
@@ -17,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dimee.method import certification
+from dimee.method.certification import Budget, Guarantee
 from dimee.method.thresholds import TierThresholds
 from dimee.method.tiers import CostModel, TierPlan
 
@@ -27,6 +25,11 @@ _HIGH = (0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999)
 def threshold_grid(num_labels: int, points: int = 21) -> list[float | None]:
     values = np.unique(np.round(np.concatenate([np.linspace(1.0 / num_labels, 1.0, points), _HIGH]), 6))
     return [*values.tolist(), None]
+
+
+def family(num_labels: int) -> list[float]:
+    """The λ tested, safest first."""
+    return sorted((g for g in threshold_grid(num_labels) if g is not None), reverse=True)
 
 
 @dataclass
@@ -46,56 +49,33 @@ class Recorded:
 
 
 @dataclass
-class TierOptions:
-    """One tier's outcome under each of its options: (option, sample) arrays."""
+class Outcome:
+    """One setting's per-sample outcome over the whole cascade."""
 
-    options: list[tuple[float | None, float | None]]  # (exit, keep)
-    answered: np.ndarray
-    correct: np.ndarray
-    cost: np.ndarray
+    correct: np.ndarray  # (N,) bool
+    cost: np.ndarray  # (N,)
 
 
-def _tier_options(data: Recorded, plan: TierPlan, cost: CostModel, tier_index: int,
-                  begin: int) -> TierOptions:
-    tier, cap = plan[tier_index]
-    last, rows = tier_index == len(plan) - 1, np.arange(data.labels_count)
-    grid = threshold_grid(data.num_labels)
-    keeps: list[float | None] = [None]
-    if tier_index == len(plan) - 2:  # the last tier before the cloud may answer at its cap below its exit
-        keeps += [g for g in grid if g is not None]
-    options = [(e, k) for e in grid for k in keeps if k is None or e is None or k < e]
-    layer_no = np.arange(1, data.conf.shape[1] + 1)
-    window = (layer_no > begin) & (layer_no <= cap)
-    shape = (len(options), data.labels_count)
-    answered, correct, costs = np.zeros(shape, np.float32), np.zeros(shape, np.float32), np.zeros(shape, np.float32)
-    for i, (exit_conf, keep) in enumerate(options):
-        passes = (data.conf >= (np.inf if exit_conf is None else exit_conf)) & window
+def _serve(data: Recorded, plan: TierPlan, cost: CostModel, start: int, answer_at: float | None) -> Outcome:
+    """Every sample from tier `start` up: a tier below the cloud answers at its first layer (from where the
+    sample entered to its cap) with confidence ≥ `answer_at`, else the sample goes up; the cloud runs to L."""
+    rows, layer_no = np.arange(data.labels_count), np.arange(1, data.conf.shape[1] + 1)
+    pending = np.ones(data.labels_count, dtype=bool)
+    correct, total = np.zeros(data.labels_count, dtype=bool), np.zeros(data.labels_count)
+    for index in range(start, len(plan)):
+        tier, cap = plan[index]
+        begin = 0 if index == start else plan[index - 1][1]
+        sure = (data.conf >= (np.inf if index == len(plan) - 1 or answer_at is None else answer_at))
+        passes = sure & (layer_no > begin) & (layer_no <= cap)
         exit_at = np.where(passes.any(1), passes.argmax(1) + 1, cap)
-        below = min(v for v in (exit_conf, keep, np.inf) if v is not None)
-        answered[i] = last | (data.conf[rows, exit_at - 1] >= below)
-        correct[i] = answered[i] * data.correct[rows, exit_at - 1]
-        costs[i] = cost.run(tier, exit_at - begin)
-    if begin > 0 and data.hidden_kb is not None:  # entered by escalation: the hidden state came along
-        costs += np.asarray(cost.carry(data.hidden_kb), dtype=np.float32)[None, :]
-    return TierOptions(options, answered, correct, costs)
-
-
-def _totals(tiers: list[TierOptions]) -> tuple[np.ndarray, np.ndarray]:
-    """Correct count and total cost of every combination, shaped (options of tier 1, of tier 2, …)."""
-    correct, cost = tiers[-1].correct, tiers[-1].cost
-    for tier in reversed(tiers[1:-1]):  # the inner tiers per sample: small enough to hold
-        go_on = 1.0 - tier.answered
-        correct = (tier.correct[:, None] + go_on[:, None] * correct[None]).reshape(-1, correct.shape[-1])
-        cost = (tier.cost[:, None] + go_on[:, None] * cost[None]).reshape(-1, cost.shape[-1])
-    first = tiers[0]
-    if len(tiers) > 1:  # the outermost tier by a matrix product, never per sample
-        go_on = 1.0 - first.answered
-        correct = first.correct.sum(1, keepdims=True) + go_on @ correct.T
-        cost = first.cost.sum(1, keepdims=True) + go_on @ cost.T
-    else:
-        correct, cost = correct.sum(1, keepdims=True), cost.sum(1, keepdims=True)
-    shape = tuple(len(t.options) for t in tiers)
-    return correct.reshape(shape), cost.reshape(shape)
+        answered = passes.any(1) | (index == len(plan) - 1)
+        here = np.asarray(cost.run(tier, exit_at - begin), dtype=np.float64)
+        if begin > 0 and data.hidden_kb is not None:  # entered by escalation: the hidden state came along
+            here = here + np.asarray(cost.carry(data.hidden_kb), dtype=np.float64)
+        total += np.where(pending, here, 0.0)
+        correct |= pending & answered & data.correct[rows, exit_at - 1]
+        pending &= ~answered
+    return Outcome(correct, total)
 
 
 @dataclass(frozen=True)
@@ -103,25 +83,27 @@ class Tuned:
     thresholds: TierThresholds
     accuracy: float  # on the calibration split
     cost: float
+    guarantee: Guarantee  # its loss against the full model, as the calibration split shows it
 
 
-def tune_cascade(data: Recorded, plan: TierPlan, cost: CostModel, start: int, max_drop: float) -> Tuned:
-    """The cheapest thresholds for a `continue` cascade from tier `start` whose calibration accuracy is
-    within `max_drop` points of the full model's (if none is, the most accurate)."""
-    begins = [0 if t == start else plan[t - 1][1] for t in range(start, len(plan))]
-    tiers = [_tier_options(data, plan, cost, t, b) for t, b in zip(range(start, len(plan)), begins, strict=True)]
-    correct, total_cost = _totals(tiers)
-    # counts are whole numbers even in float32; divide in float64 so the budget test is exact
-    accuracy = np.rint(correct).astype(np.float64) / data.labels_count
-    mean_cost = total_cost.astype(np.float64) / data.labels_count
-    target = float(data.correct[:, -1].mean()) - max_drop / 100.0 - 1e-9
-    allowed = accuracy >= target
-    if allowed.any():
-        best = np.unravel_index(np.argmin(np.where(allowed, mean_cost - 1e-9 * accuracy, np.inf)), accuracy.shape)
+def _thresholds(plan: TierPlan, start: int, answer_at: float | None) -> TierThresholds:
+    exits = [answer_at if start <= i < len(plan) - 1 else None for i in range(len(plan))]
+    return TierThresholds(exit=exits, keep=[None] * len(plan))
+
+
+def tune_cascade(data: Recorded, plan: TierPlan, cost: CostModel, start: int, budget: Budget) -> Tuned:
+    """The cheapest setting of the family for a `continue` cascade from tier `start` whose loss against the full
+    model is shown within the budget; if none is, every sample escalates to the cloud, which answers as the full
+    model does."""
+    full = data.correct[:, -1]
+    outcomes = [_serve(data, plan, cost, start, answer_at) for answer_at in family(data.num_labels)]
+    losses = [int((full & ~o.correct).sum()) for o in outcomes]
+    passed = certification.fixed_sequence(losses, data.labels_count, budget)
+    if passed is None:  # nothing shown: no early answer anywhere, the cloud answers everything
+        answer_at, outcome = None, _serve(data, plan, cost, start, None)
+        guarantee = Guarantee.of(0, data.labels_count, budget, certified=True, exact=True)
     else:
-        best = np.unravel_index(np.argmax(accuracy), accuracy.shape)
-    exits: list[float | None] = [None] * len(plan)
-    keeps: list[float | None] = [None] * len(plan)
-    for tier, option in zip(range(start, len(plan)), best, strict=True):
-        exits[tier], keeps[tier] = tiers[tier - start].options[option]
-    return Tuned(TierThresholds(exit=exits, keep=keeps), float(accuracy[best]), float(mean_cost[best]))
+        answer_at, outcome = family(data.num_labels)[passed], outcomes[passed]
+        guarantee = Guarantee.of(losses[passed], data.labels_count, budget, certified=True)
+    return Tuned(_thresholds(plan, start, answer_at), float(outcome.correct.mean()), float(outcome.cost.mean()),
+                 guarantee)

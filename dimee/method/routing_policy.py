@@ -12,6 +12,7 @@ from dimee.common.choices import EscalationMode, RouterKind, ThresholdKind
 from dimee.common.errors import DimeeError
 from dimee.common.workdir import Workdir
 from dimee.method.calibration import Calibration
+from dimee.method.certification import Budget, Guarantee
 from dimee.method.thresholds import TierThresholds
 
 
@@ -23,6 +24,20 @@ class RoutingPolicy(BaseModel):
     feedback: bool = False  # move the observed pool's centroid (reported by workers)
     escalation: EscalationMode = "off"
     thresholds: ThresholdKind = "calibrated"  # α* on every tier; full-model: no early exit; tuned: per tier
+
+    @property
+    def answers_as_full_model(self) -> bool:
+        """Every sample runs the whole model on the cloud: no loss against the full model, by construction."""
+        return self.router == "cloud" and self.thresholds == "full-model"
+
+    def guarantee(self, cal: Calibration) -> Guarantee | None:
+        """What the calibration split shows of this policy's loss against the full model: certified for a tuned
+        cascade that passed its test, exact for the full model, nothing for the rest."""
+        if self.answers_as_full_model:
+            return Guarantee.of(0, sum(cal.pool_sizes), Budget(cal.config().max_drop), certified=True, exact=True)
+        if self.thresholds == "tuned":
+            return cal.cascade_guarantees.get(self.router)
+        return None
 
     def served_thresholds(self, cal: Calibration) -> TierThresholds:
         """The exit rule of every tier under this policy: the one definition the workers and the offline
@@ -68,8 +83,11 @@ def get(name: str) -> RoutingPolicy:
     return POLICIES[name]
 
 
-def save_default(workdir: Workdir | Path, name: str, reason: str) -> None:
-    Workdir.of(workdir).policy.write_text(json.dumps({**get(name).model_dump(), "chosen_because": reason}, indent=2))
+def save_default(workdir: Workdir | Path, name: str, reason: str, guarantee: Guarantee | None = None) -> None:
+    """policy.json: the policy, why it was chosen, and what the calibration split shows of its loss."""
+    shown = None if guarantee is None else guarantee.model_dump()
+    Workdir.of(workdir).policy.write_text(json.dumps({**get(name).model_dump(), "chosen_because": reason,
+                                                      "guarantee": shown}, indent=2))
 
 
 def resolve(workdir: Workdir | Path, name: str = "auto") -> RoutingPolicy:

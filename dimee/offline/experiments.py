@@ -24,11 +24,12 @@ from dimee.offline.training import TrainConfig, record_exit_probabilities
 from dimee.offline.workflow import run_calibrate, run_evaluate, run_train, splits_for, test_exits_path
 
 
-def prepare(splits: Splits, workdir: Workdir, out_dir: Path, training: TrainConfig, model_id: str) -> ExitRecords:
+def prepare(splits: Splits, workdir: Workdir, out_dir: Path, training: TrainConfig,
+            calibration: CalibrationConfig) -> ExitRecords:
     """Train (unless WORKDIR has a model), calibrate, evaluate; the test split's recorded exits."""
     if not workdir.has_model():
         run_train(splits, workdir, training)
-    run_calibrate(splits, workdir, CalibrationConfig(model_id=model_id))
+    run_calibrate(splits, workdir, calibration)
     return run_evaluate(splits, workdir, out_dir, seed=training.seed)[1]
 
 
@@ -53,13 +54,13 @@ class SeedsPlan:
 
 
 def multi_seed(splits: Splits, root: Path, out_dir: Path, plan: SeedsPlan) -> dict:
-    seeds, epochs, max_drop, name = plan.seeds, plan.epochs, plan.max_drop, splits.train.name
+    seeds, epochs, name = plan.seeds, plan.epochs, splits.train.name
     studies = []
     for seed in seeds:
         workdir, seed_out = Workdir(root / f"seed-{seed}"), out_dir / f"seed-{seed}"
         training = TrainConfig(epochs=epochs, seed=seed, max_train_samples=plan.max_train_samples)
-        test = prepare(splits, workdir, seed_out, training, name)
-        result = run_study(splits, workdir, test, StudyOptions(max_drop=max_drop, seed=seed, frontier=seed == seeds[0]))
+        test = prepare(splits, workdir, seed_out, training, CalibrationConfig(max_drop=plan.max_drop, model_id=name))
+        result = run_study(splits, workdir, test, StudyOptions(seed=seed, frontier=seed == seeds[0]))
         write_study(result, seed_out, f"Routing study: {name}, training seed {seed}")
         studies.append(result)
     rows = aggregate(studies)
@@ -98,7 +99,8 @@ def drift(data_dir: Path, workdir: Workdir, out_dir: Path, domains: tuple[str, l
     (calibrate_on, stream), seed, epochs = domains, training.seed, training.epochs
     spec = DatasetSpec(name=f"uci-sentences:{calibrate_on}", seed=seed)
     splits = splits_for(spec, data_dir)
-    prepare(splits, workdir, out_dir, TrainConfig(epochs=epochs, seed=seed), f"uci-{calibrate_on}")
+    prepare(splits, workdir, out_dir, TrainConfig(epochs=epochs, seed=seed),
+            CalibrationConfig(model_id=f"uci-{calibrate_on}"))
     cal = Calibration.load(workdir.calibration)
     cal_exits = ExitRecords.load(workdir.exits("calibration"))
     others = splits_for(DatasetSpec(name="uci-sentences:" + ",".join(stream), seed=seed), data_dir)

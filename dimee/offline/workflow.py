@@ -42,6 +42,16 @@ def check_labels(model_labels: list[str], data: TextDataset) -> None:
                          f"{', '.join(model_labels)}: use data with the model's label set, or train on this data")
 
 
+def calibrated_splits(splits: Splits, workdir: Workdir) -> tuple[Splits, Calibration, ExitRecords]:
+    """`splits` as WORKDIR was calibrated on them (the calibration subset it recorded, if any), with its
+    calibration and recorded calibration exits; refused when they are another data set's."""
+    cal = Calibration.load(workdir.calibration)
+    cal_exits = ExitRecords.load(workdir.exits("calibration"))
+    splits = splits.with_calibration_subset(cal.calibration_samples, cal.calibration_seed)
+    check_calibrated_on(splits, cal_exits, workdir)
+    return splits, cal, cal_exits
+
+
 def check_calibrated_on(splits: Splits, cal_exits: ExitRecords, workdir: Workdir) -> None:
     """The recorded calibration exits must be this data set's calibration split."""
     if len(cal_exits.labels) != len(splits.calibration) or not np.array_equal(cal_exits.labels,
@@ -71,6 +81,7 @@ def record_split(splits: Splits, workdir: Workdir, split: str, dest: Path, raw: 
 
 
 def run_calibrate(splits: Splits, workdir: Workdir, config: CalibrationConfig) -> Calibration:
+    splits = splits.with_calibration_subset(config.calibration_samples, config.calibration_seed)
     exits = record_split(splits, workdir, "calibration", workdir.exits("calibration"), raw=config.embedding == "raw")
     cal = calibrate(exits, config)
     cal.save(workdir.calibration)
@@ -86,9 +97,7 @@ def run_evaluate(splits: Splits, workdir: Workdir, out_dir: Path, seed: int = 0,
                  title: str | None = None) -> tuple[dict, ExitRecords]:
     """Every method on the test split; report and recorded test exits written under `out_dir`."""
     check_labels(load_spec(workdir.model).label_names, splits.test)
-    cal = Calibration.load(workdir.calibration)
-    cal_exits = ExitRecords.load(workdir.exits("calibration"))
-    check_calibrated_on(splits, cal_exits, workdir)
+    splits, cal, cal_exits = calibrated_splits(splits, workdir)
     test_exits = record_split(splits, workdir, "test", test_exits_path(out_dir), raw=cal.embedding == "raw")
     report = build_report(test_exits, cal_exits, cal, seed=seed)
     write_report(report, out_dir, title or f"dimee evaluation ({splits.test.name})")

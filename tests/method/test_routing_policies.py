@@ -5,7 +5,7 @@ import pytest
 
 from dimee.method import arithmetic, learned_router
 from dimee.method.escalation import serve_escalating
-from dimee.offline.evaluation.policies import PolicyInputs, choose_default, policy_table
+from dimee.offline.evaluation.policies import PolicyInputs, policy_table
 from tests.support import hand_case as hc
 
 
@@ -103,11 +103,12 @@ def test_policy_rows_on_the_hand_case(hand_cal):
     assert oracle.cost == pytest.approx([0.1, 0.3, 1.0])
 
 
-def test_default_policy_rule():
-    rows = {"A": {"accuracy": 0.90, "cost": 0.5}, "B": {"accuracy": 0.897, "cost": 0.4},
-            "C": {"accuracy": 0.85, "cost": 0.1}}
-    assert choose_default(rows, full_accuracy=0.90, max_drop=0.5) == "B"
-    assert choose_default(rows, full_accuracy=0.99, max_drop=0.5) == "A"  # nobody qualifies: most accurate
+def test_only_tuned_cascades_and_the_full_model_carry_a_guarantee(hand_cal):
+    from dimee.method.routing_policy import POLICIES
+
+    assert POLICIES["Cloud-only"].guarantee(hand_cal).loss_bound == 0.0
+    assert POLICIES["Tuned-edge-cascade"].guarantee(hand_cal) == hand_cal.cascade_guarantees["edge"]
+    assert POLICIES["DIMEE-F"].guarantee(hand_cal) is None and POLICIES["Edge+escalation"].guarantee(hand_cal) is None
 
 
 def test_policy_resolution(tmp_path):

@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dimee.method.cascade_tuning import Recorded, tune_cascade
+from dimee.method.cascade_tuning import Recorded, family, tune_cascade
+from dimee.method.certification import Budget, loss_upper_bound
 from dimee.method.escalation import serve_escalating, with_carry
 from dimee.method.exits import ExitRecords
 from dimee.method.routing_policy import POLICIES
+from dimee.method.thresholds import TierThresholds
 from dimee.method.tiers import CostModel, TierPlan
 from dimee.offline.evaluation import floors
 from tests.support import hand_case as hc
@@ -43,12 +45,14 @@ def test_the_cloud_only_policy_is_the_full_model(hand_cal):
     assert journey.pred.tolist() == hc.PROBS[:, -1].argmax(-1).tolist()
 
 
-def test_tuned_cascade_by_hand(hand_cal):
-    """Within 0 points of the full model: s2 must reach the edge's layer 2, so the mobile must pass it up
-    (exit threshold above 0.55) yet keep s1 (at most 0.6); cost 0.1 + 0.1 + (0.1 + 0.2 + 0.05)."""
-    tuned = tune_cascade(Recorded.of(hc.PROBS, hc.LABELS), hand_cal.plan, hand_cal.cost_model, 0, 0.0)
-    assert tuned.accuracy == 1.0 and tuned.cost == pytest.approx(0.55 / 3)
-    assert 0.55 < tuned.thresholds.exit[0] <= 0.6
+def test_three_samples_show_no_budget_so_the_tuned_cascade_sends_everything_to_the_cloud(hand_cal):
+    """Before the guarantee, three samples tuned the mobile's threshold to 0.55 < t ≤ 0.6 (cost 0.55 / 3): lucky,
+    not shown. Now nothing passes, no tier below the cloud answers early, and the full model answers all three:
+    s0-s2 each run the mobile (0.1), the edge's layer 2 (0.2 + 0.05) and the cloud (1.0)."""
+    tuned = tune_cascade(Recorded.of(hc.PROBS, hc.LABELS), hand_cal.plan, hand_cal.cost_model, 0, Budget(0.5))
+    assert tuned.thresholds.exit == [None, None, None] and tuned.thresholds.keep == [None, None, None]
+    assert tuned.accuracy == 1.0 and tuned.cost == pytest.approx(1.35)
+    assert tuned.guarantee.certified and tuned.guarantee.loss_bound == 0.0  # the full model's answer, surely
 
 
 @pytest.mark.parametrize(("start", "per_kb"), [(0, 0.0), (1, 0.0), (0, 0.02)])
@@ -61,16 +65,26 @@ def test_the_search_scores_what_serving_does(hand_cal, start, per_kb):
     cal = hand_cal.model_copy(update={"plan": plan, "m": 2, "n": 4, "num_layers": 6, "num_labels": 3,
                                       "cost_model": cost})
     hidden_kb = rng.integers(5, 60, 300) * 0.768  # tokens × 384 units × 2 bytes
-    tuned = tune_cascade(Recorded.of(probs, labels, hidden_kb), plan, cost, start, max_drop=2.0)
+    tuned = tune_cascade(Recorded.of(probs, labels, hidden_kb), plan, cost, start, Budget(2.0))
     journey = with_carry(serve_escalating(probs, np.full(300, start), cal, "continue", tuned.thresholds), hidden_kb,
                          cal, "continue")
     assert (journey.pred == labels).mean() == pytest.approx(tuned.accuracy)
     assert journey.cost.mean() == pytest.approx(tuned.cost, rel=1e-5)
-    assert tuned.accuracy >= (probs[:, -1].argmax(-1) == labels).mean() - 0.02 - 1e-9
-    # nothing cheaper than the full cascade at α* passes the budget unnoticed
-    plain = with_carry(serve_escalating(probs, np.full(300, start), cal, "continue"), hidden_kb, cal, "continue")
-    if (plain.pred == labels).mean() >= (probs[:, -1].argmax(-1) == labels).mean() - 0.02:
-        assert tuned.cost <= plain.cost.mean() + 1e-9
+    full = probs[:, -1].argmax(-1) == labels
+    lost = int((full & (journey.pred != labels)).sum())
+    assert tuned.thresholds.exit[start] is not None  # 300 samples can show 2 points: something answers early
+    assert tuned.guarantee.losses == lost and tuned.guarantee.loss_bound <= 0.02
+    # the next setting of the family, one step cheaper, is over the budget: the search stopped there
+    lower = max(v for v in family(3) if v < tuned.thresholds.exit[start])
+    cheaper = tune_thresholds_at(plan, start, lower)
+    next_lost = with_carry(serve_escalating(probs, np.full(300, start), cal, "continue", cheaper), hidden_kb, cal,
+                           "continue")
+    assert loss_upper_bound(int((full & (next_lost.pred != labels)).sum()), 300, Budget(2.0).risk) > 0.02
+
+
+def tune_thresholds_at(plan: TierPlan, start: int, answer_at: float) -> TierThresholds:
+    return TierThresholds(exit=[answer_at if start <= i < len(plan) - 1 else None for i in range(len(plan))],
+                          keep=[None] * len(plan))
 
 
 def test_bootstrap_interval():
@@ -97,11 +111,21 @@ def test_a_majority_class_exit_is_warned_about():
     assert one_class_exits(probs, labels, alpha=0.92) == []  # at this α nobody leaves at layer 1
 
 
-def test_the_deployed_default_follows_the_accuracy_budget_unless_told_reward(hand_cal):
+def test_the_deployed_default_is_the_cheapest_shown_within_the_budget_unless_told_reward(hand_cal):
+    from dimee.method.certification import Guarantee
+    from dimee.offline.evaluation.baselines import MethodResult
     from dimee.offline.evaluation.routing_study import StudyOptions, _default
 
-    rows = {"DIMEE-F": {"accuracy": 0.70, "cost": 0.2}, "Tuned-edge-cascade": {"accuracy": 0.995, "cost": 0.4},
-            "Cloud-only": {"accuracy": 1.0, "cost": 1.0}}
+    def row(name: str, cost: float) -> MethodResult:
+        return MethodResult(name, hc.LABELS, np.zeros(3, int), np.full(3, cost))
+
+    on_cal = [row("DIMEE-F", 0.2), row("Tuned-edge-cascade", 0.4), row("Cloud-only", 1.0), row("Oracle", 0.1)]
+    shown = Guarantee.of(0, 900, Budget(0.5), certified=True)
+    cal = hand_cal.model_copy(update={"cascade_guarantees": {"edge": shown}})
     assert StudyOptions().objective == "accuracy-budget"
-    assert _default(rows, hand_cal, StudyOptions())[0] == "Tuned-edge-cascade"
-    assert _default(rows, hand_cal, StudyOptions(objective="reward"))[0] == "DIMEE-F"
+    chosen = _default(on_cal, cal, StudyOptions())
+    assert (chosen.name, chosen.guarantee) == ("Tuned-edge-cascade", shown)  # DIMEE-F is cheaper, but not shown
+    # a tuned cascade that showed nothing sends everything to the cloud, dearer than Cloud-only itself
+    on_cal[1] = row("Tuned-edge-cascade", 1.35)
+    assert _default(on_cal, cal, StudyOptions()).name == "Cloud-only"
+    assert _default(on_cal, cal, StudyOptions(objective="reward")).name == "DIMEE-F"

@@ -5,6 +5,7 @@ refused before anything is written, and `evaluate` keeps its recorded exits unde
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -62,3 +63,29 @@ def test_offline_commands_check_their_inputs_and_write_only_outputs(tmp_path):
     proc = _dimee("study", "--workdir", str(work), "--dataset", str(a), "--out", str(out), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "default policy (chosen on calibration)" in proc.stdout and (work / "policy.json").exists()
+
+
+def test_a_calibration_subset_is_recorded_and_evaluate_and_study_use_it(tmp_path):
+    """`dimee calibrate --calibration-samples N --calibration-seed S` calibrates on a stratified subset of the
+    calibration split; the commands after it read the same subset from calibration.json instead of refusing the
+    recorded exits as another data set's."""
+    work = tiny_workdir(tmp_path / "w")
+    data = _csv(tmp_path / "a.csv", 200, 2, seed=1)
+    error = _one_line(_dimee("calibrate", "--workdir", str(work), "--dataset", str(data), "--calibration-samples",
+                             "5000", cwd=tmp_path))
+    assert "--calibration-samples must be between 2 and the calibration split's" in error
+
+    proc = _dimee("calibrate", "--workdir", str(work), "--dataset", str(data), "--calibration-samples", "20",
+                  "--calibration-seed", "3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "20 calibration samples are too few for a 0.5-point budget" in proc.stderr
+    cal = json.loads((work / "calibration.json").read_text())
+    assert (cal["calibration_samples"], cal["calibration_seed"], sum(cal["pool_sizes"])) == (20, 3, 20)
+    # 20 samples show nothing: both tuned cascades answer as the full model does
+    assert all(g["loss_bound"] == 0.0 and g["certified"] for g in cal["cascade_guarantees"].values())
+
+    out = tmp_path / "eval"
+    proc = _dimee("study", "--workdir", str(work), "--dataset", str(data), "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    policy = json.loads((work / "policy.json").read_text())
+    assert policy["name"] == "Cloud-only" and policy["guarantee"]["loss_bound"] == 0.0

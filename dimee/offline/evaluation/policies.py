@@ -12,6 +12,7 @@ import numpy as np
 from dimee.common.choices import EscalationMode
 from dimee.method import arithmetic
 from dimee.method.calibration import Calibration
+from dimee.method.certification import Guarantee
 from dimee.method.escalation import Journey, serve_escalating, with_carry
 from dimee.method.exits import ExitRecords
 from dimee.method.learned_router import LearnedRouter
@@ -89,10 +90,15 @@ def policy_table(learned: LearnedRouter | None) -> dict[str, PolicyFn]:
     return table
 
 
-def choose_default(rows: dict[str, dict], full_accuracy: float, max_drop: float) -> str:
-    """The cheapest policy whose calibration accuracy is within max_drop points of the full model; if none
-    qualifies, the most accurate."""
-    allowed = {n: r for n, r in rows.items() if r["accuracy"] >= full_accuracy - max_drop / 100 - 1e-12}
-    if not allowed:
-        return max(rows, key=lambda n: rows[n]["accuracy"])
-    return min(allowed, key=lambda n: (allowed[n]["cost"], -allowed[n]["accuracy"]))
+@dataclass(frozen=True)
+class DefaultChoice:
+    name: str
+    guarantee: Guarantee
+
+
+def choose_default(results: dict[str, MethodResult], cal: Calibration) -> DefaultChoice:
+    """The cheapest policy (mean cost on the calibration split) whose loss against the full model is shown within
+    the budget: a tuned cascade that passed its test, or Cloud-only, which answers as the full model."""
+    shown = {name: g for name in results if (g := POLICIES[name].guarantee(cal)) is not None and g.certified}
+    name = min(shown, key=lambda n: results[n].mean_cost())
+    return DefaultChoice(name, shown[name])

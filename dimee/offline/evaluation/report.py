@@ -65,13 +65,19 @@ def _delta(row: dict) -> str:
 
 def methods_table(rows: list[dict]) -> str:
     """Δacc: accuracy minus the full model's (cloud-only), in points, with its 95% paired-bootstrap interval;
-    × floor: mean cost over the agreement floor's."""
+    × floor: mean cost over the agreement floor's; loss bound: where a routing study measured it, the exact upper
+    bound on the policy's loss against the full model on the calibration split, ✓ where it is a certificate."""
+    bounded = any("loss_bound" in row for row in rows)
     lines = ["| method | accuracy (%) | Δacc vs full model, pt [95% CI] | mean cost | Δcost vs cloud | × floor | "
-             "tier shares m / e / c (%) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "tier shares m / e / c (%) |" + (" loss bound, pt |" if bounded else ""),
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if bounded else "")]
     for row in rows:
         floor = f"{row['floor_multiple']:.2f}" if "floor_multiple" in row else "–"
+        shown = " ✓" if row.get("budget_shown") else ""
+        bound = f" {100 * row['loss_bound']:.2f}{shown} |" if "loss_bound" in row else " – |"
         lines.append(f"| {row['name']} | {100 * row['accuracy']:.2f} | {_delta(row)} | {row['cost']:.3f} | "
-                     f"{100 * row['delta_cost']:+.1f}% | {floor} | {_shares(row['tier_shares'])} |")
+                     f"{100 * row['delta_cost']:+.1f}% | {floor} | {_shares(row['tier_shares'])} |"
+                     + (bound if bounded else ""))
     return "\n".join(lines)
 
 

@@ -11,8 +11,9 @@ from dimee.common.choices import Objective
 from dimee.common.errors import DimeeError
 from dimee.common.workdir import Workdir
 from dimee.data.dataset import Splits
-from dimee.method import arithmetic, learned_router
+from dimee.method import arithmetic, certification, learned_router
 from dimee.method.calibration import Calibration
+from dimee.method.certification import Budget, Guarantee
 from dimee.method.exits import ExitRecords
 from dimee.method.routing_features import FeatureExtractor, TokenRarity, save_rarity
 from dimee.method.routing_policy import PAPER, POLICIES, save_default
@@ -21,7 +22,7 @@ from dimee.offline.evaluation import baselines
 from dimee.offline.evaluation.floors import floors
 from dimee.offline.evaluation.policies import PolicyInputs, choose_default, policy_table
 from dimee.offline.evaluation.report import method_rows
-from dimee.offline.workflow import check_calibrated_on
+from dimee.offline.workflow import calibrated_splits
 
 # The paper's rows that are not deployable policies (those come from the policy table, like every other).
 NOT_POLICIES = ("Early-Exit", "Random-matched", "Oracle")
@@ -30,7 +31,6 @@ FIRST = ("Cloud-only", "Mobile-only", "Edge-only", "Early-Exit", "Random-matched
 
 @dataclass(frozen=True)
 class StudyOptions:
-    max_drop: float = 0.5  # accuracy points the deployed default may lose on calibration
     objective: Objective = "accuracy-budget"  # reward: deploy the paper's DIMEE-F at its reward α*
     seed: int = 0
     frontier: bool = True
@@ -68,23 +68,44 @@ def _results(split: PolicyInputs, cal_exits: ExitRecords, cal: Calibration, tabl
     return _ordered(results + floors(split.records, cal))
 
 
-def _default(cal_rows: dict[str, dict], cal: Calibration, options: StudyOptions) -> tuple[str, str]:
+@dataclass(frozen=True)
+class Default:
+    name: str
+    rule: str
+    guarantee: Guarantee | None
+
+
+def _default(on_cal: list[baselines.MethodResult], cal: Calibration, options: StudyOptions) -> Default:
     if options.objective == "reward":
-        return PAPER, "the paper's DIMEE-F at its reward α* (objective: reward)"
+        return Default(PAPER, "the paper's DIMEE-F at its reward α* (objective: reward)", None)
     # Candidates: what the router and workers can deploy (no oracle, no random draw, no whole model on a phone).
-    deployable = {name: row for name, row in cal_rows.items() if name in POLICIES}
-    rule = (f"cheapest deployable policy within {options.max_drop} pt of the full model's calibration accuracy "
-            f"({100 * cal.full_model_accuracy:.2f}%), measured on the calibration split")
-    return choose_default(deployable, cal.full_model_accuracy, options.max_drop), rule
+    choice = choose_default({r.name: r for r in on_cal if r.name in POLICIES}, cal)
+    budget = cal.config().max_drop
+    rule = (f"cheapest deployable policy whose loss against the full model is shown within {budget:g} pt at "
+            f"{100 * (1 - certification.RISK):.0f}% confidence on the calibration split")
+    return Default(choice.name, rule, choice.guarantee)
+
+
+def loss_bounds(on_cal: list[baselines.MethodResult], cal_exits: ExitRecords, cal: Calibration) -> dict[str, dict]:
+    """Every deployable policy's losses against the full model on the calibration split, with their exact upper
+    bound: what a user reads beside each row. Only the tuned cascades' (tested in a fixed order) and Cloud-only's
+    are certificates; the rest describe settings chosen on the same samples."""
+    full = cal_exits.probs[:, -1].argmax(-1) == cal_exits.labels
+    budget = Budget(cal.config().max_drop)
+    out = {}
+    for r in on_cal:
+        if r.name in POLICIES:
+            shown = POLICIES[r.name].guarantee(cal)
+            lost = int((full & (r.pred != cal_exits.labels)).sum())
+            out[r.name] = (shown or Guarantee.of(lost, len(full), budget, certified=False)).model_dump()
+    return out
 
 
 def run_study(splits: Splits, workdir: Workdir, test: ExitRecords, options: StudyOptions | None = None) -> dict:
     """Every policy on `test` (the test split's recorded exits) and on calibration; saves the default policy
     chosen on calibration to WORKDIR/policy.json."""
     options = options or StudyOptions()
-    cal = Calibration.load(workdir.calibration)
-    cal_exits = ExitRecords.load(workdir.exits("calibration"))
-    check_calibrated_on(splits, cal_exits, workdir)
+    splits, cal, cal_exits = calibrated_splits(splits, workdir)
     if len(test.labels) != len(splits.test):
         raise DimeeError(f"the test exits hold {len(test.labels)} samples, the test split {len(splits.test)}")
     extractor, f_cal, f_test = extract_features(splits, workdir)
@@ -97,17 +118,23 @@ def run_study(splits: Splits, workdir: Workdir, test: ExitRecords, options: Stud
     on_test = _results(PolicyInputs(test, f_test), cal_exits, cal, table, NOT_POLICIES)
     # Early-Exit picks its α on calibration: scored there it would be tuned on what it is scored on.
     on_cal = _results(PolicyInputs(cal_exits, f_cal, learned_proba=oof), cal_exits, cal, table, NOT_POLICIES[1:])
-    cal_rows = {r["name"]: r for r in method_rows(on_cal, cal_exits, cal)}
-    default, rule = _default(cal_rows, cal, options)
-    save_default(workdir, default, rule)
+    default = _default(on_cal, cal, options)
+    bounds = loss_bounds(on_cal, cal_exits, cal)
+    for row in (rows := method_rows(on_test, test, cal)) + (cal_rows := method_rows(on_cal, cal_exits, cal)):
+        if row["name"] in bounds:
+            row["loss_bound"], row["budget_shown"] = bounds[row["name"]]["loss_bound"], bounds[row["name"]]["certified"]
+    save_default(workdir, default.name, default.rule, default.guarantee)
 
     hidden_bytes = 2 * (f_test[:, extractor.names.index("token_count")] + 2) * extractor.embedder.spec.hidden_size
     by_name = {r.name: r for r in on_test}
     report = {
-        "methods": method_rows(on_test, test, cal),
-        "calibration_rows": list(cal_rows.values()),
-        "default_policy": default,
-        "default_rule": rule,
+        "methods": rows,
+        "calibration_rows": cal_rows,
+        "default_policy": default.name,
+        "default_rule": default.rule,
+        "default_guarantee": None if default.guarantee is None else default.guarantee.model_dump(),
+        "loss_bounds": bounds,
+        "cascade_guarantees": {start: g.model_dump() for start, g in cal.cascade_guarantees.items()},
         "escalated_share": {r.name: float((r.hops > 1).mean()) if r.hops is not None else 0.0 for r in on_test},
         "continue_hidden_bytes_fp16": {"mean": float(hidden_bytes.mean()),
                                        "p99": float(np.percentile(hidden_bytes, 99))},

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dimee.method.certification import Guarantee
 from dimee.offline.evaluation import plots
 from dimee.offline.evaluation.report import methods_table
 
@@ -18,7 +19,8 @@ HEADLINE = ("Cloud-only", "Mobile-only", "Edge-only", "Early-Exit", "Random-matc
 
 def study_markdown(study: dict, title: str) -> str:
     parts = [f"# {title}", "", f"α* = {study['alpha']:.4f}. Default policy: **{study['default_policy']}** "
-             f"({study['default_rule']}).", "", "## Test split", "", methods_table(study["methods"]), "",
+             f"({study['default_rule']}).", "", *guarantee_lines(study), "## Test split", "",
+             methods_table(study["methods"]), "",
              "## Calibration split (selection; the learned router scored out-of-fold)", "",
              methods_table(study["calibration_rows"]), "", "## What the router-side features predict", "",
              "ROC-AUC for 'hard' (pool = cloud at α*) on the calibration split:", "",
@@ -35,6 +37,16 @@ def study_markdown(study: dict, title: str) -> str:
               "Share of samples that escalated at least once: "
               + ", ".join(f"{k} {100 * v:.1f}%" for k, v in study["escalated_share"].items() if v > 0) + ".", ""]
     return "\n".join(parts)
+
+
+def guarantee_lines(study: dict) -> list[str]:
+    """What the calibration split shows of the default and of the tuned cascades."""
+    lines = []
+    if study.get("default_guarantee"):
+        lines.append(f"- Default: {Guarantee.model_validate(study['default_guarantee']).describe()}.")
+    for start, shown in study.get("cascade_guarantees", {}).items():
+        lines.append(f"- Tuned cascade from the {start}: {Guarantee.model_validate(shown).describe()}.")
+    return [*lines, ""] if lines else []
 
 
 def write_study(study: dict, out_dir: Path, title: str) -> None:

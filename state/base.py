@@ -10,6 +10,7 @@ import numpy as np
 
 from dimee.common.errors import ServiceUnavailable
 from dimee.method.arithmetic import running_mean_step
+from dimee.method.control import Control, ControlRule, next_offset
 
 RESTORE_HINT = ("`dimee seed --only-missing` restores what is missing from calibration.json and keeps the adapted "
                 "centroids and seen-markers that are still there")
@@ -74,6 +75,33 @@ def moves(updates: list[Update], means: list[np.ndarray | None], counts: list[in
     return Moves(new_means, new_counts, moved_by, applied)
 
 
+@dataclass
+class Steps:
+    """What a batch of audit outcomes does to the live control: each applied one's control after it."""
+
+    applied: list[bool]
+    controls: list[Control]  # one per applied outcome, in order
+
+    @property
+    def last(self) -> Control | None:
+        return self.controls[-1] if self.controls else None
+
+
+def control_steps(outcomes: list[tuple[str, bool]], start: Control, rule: ControlRule, seen: set[str]) -> Steps:
+    """The outcomes (audit id, disagreed) applied in order with `dimee.method.control.next_offset`, each id once:
+    the one rule both stores follow."""
+    control, ids, applied, controls = start, set(seen), [], []
+    for audit_id, disagreed in outcomes:
+        if audit_id in ids:
+            applied.append(False)
+            continue
+        ids.add(audit_id)
+        control = Control(offset=next_offset(control.offset, disagreed, rule), version=control.version + 1)
+        applied.append(True)
+        controls.append(control)
+    return Steps(applied, controls)
+
+
 class CentroidStore(Protocol):
     def seed(self, means: list[np.ndarray | None], counts: list[int]) -> None:
         """Replace the stored centroids (None: an empty pool) and their counts, and forget which ids were
@@ -91,6 +119,13 @@ class CentroidStore(Protocol):
         """μ_k ← μ_k + (e − μ_k)/(N_k + 1), N_k ← N_k + 1 for each update whose sample id was not applied
         before (within the seen-marker TTL); returns which were applied. `read`: a snapshot the caller took
         (a store may start from it instead of reading again; it never trusts it past a change)."""
+
+    def control(self) -> Control:
+        """The live threshold offset and its version (offset 0, version 0 until an audit moves it)."""
+
+    def apply_control(self, outcomes: list[tuple[str, bool]], rule: ControlRule) -> Steps:
+        """Each audit outcome (id, disagreed) not applied before moves the live offset (`control_steps`),
+        atomically with its seen-marker; concurrent controllers never lose a step."""
 
     def check_not_evicting(self) -> None:
         """Raise unless the store keeps every key it is given (adaptive routing depends on it)."""

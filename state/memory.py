@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from dimee.state.base import CentroidSnapshot, NotSeeded, Update, moves
+from dimee.state.base import CentroidSnapshot, NotSeeded, Steps, Update, control_steps, moves
+
+from dimee.method.control import Control, ControlRule
 
 _STORES: dict[tuple[str, str], InMemoryCentroidStore] = {}
 _LOCK = threading.Lock()
@@ -23,6 +25,7 @@ class InMemoryCentroidStore:
         self._counts: list[int] = []
         self._versions: list[int] = []
         self._seen: set[str] = set()
+        self._control, self._control_seen = Control(), set[str]()
 
     def seed(self, means: list[np.ndarray | None], counts: list[int]) -> None:
         with self._lock:
@@ -30,6 +33,7 @@ class InMemoryCentroidStore:
             self._counts = list(counts)
             self._versions = [0] * len(means)
             self._seen = set()
+            self._control, self._control_seen = Control(), set()
 
     def restore(self, means: list[np.ndarray | None], counts: list[int]) -> int:
         with self._lock:
@@ -59,6 +63,17 @@ class InMemoryCentroidStore:
                 self._means[pool], self._counts[pool] = mean, done.counts[pool]
                 self._versions[pool] += done.moved_by[pool]
             return done.applied
+
+    def control(self) -> Control:
+        with self._lock:
+            return self._control
+
+    def apply_control(self, outcomes: list[tuple[str, bool]], rule: ControlRule) -> Steps:
+        with self._lock:
+            steps = control_steps(outcomes, self._control, rule, self._control_seen)
+            self._control_seen.update(i for (i, _), ok in zip(outcomes, steps.applied, strict=True) if ok)
+            self._control = steps.last or self._control
+            return steps
 
     def check_not_evicting(self) -> None:
         pass  # memory is only given back when the process ends

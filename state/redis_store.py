@@ -5,6 +5,8 @@ one script touches one slot):
     dimee:{MODEL_ID}:pool:K       hash: mean (packed little-endian float64; absent for an empty pool),
                                         count, version
     dimee:{MODEL_ID}:seen:ID      "1" with a TTL: this sample id has moved a centroid already
+    dimee:{MODEL_ID}:control      hash: offset (the live threshold offset, a float's repr), version
+    dimee:{MODEL_ID}:control-seen:ID  "1" with a TTL: this audit has moved the offset already
 
 A batch of adaptive updates is two round trips, whatever its size: read the centroids, compute the moves
 (`state.base.moves`, the same code as the in-memory store), then one Lua script that writes them only if
@@ -20,9 +22,10 @@ import time
 
 import numpy as np
 import redis
-from dimee.state.base import RESTORE_HINT, CentroidSnapshot, NotSeeded, Update, moves
+from dimee.state.base import RESTORE_HINT, CentroidSnapshot, NotSeeded, Steps, Update, control_steps, moves
 
 from dimee.common.errors import DimeeError, ServiceUnavailable
+from dimee.method.control import Control, ControlRule
 from dimee.streaming.config import redact
 
 # KEYS: the pools moved, then the seen-markers of the batch's sample ids.
@@ -74,6 +77,27 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 return restored
 """
+# KEYS: the control hash, then the seen-markers of the applied audits. ARGV: the version read, the seen TTL, the new
+# offset, the new version. Returns {1} written; {-1} the version moved; {0, i, ...} these audits were seen already.
+CONTROL_SCRIPT = """
+if tonumber(redis.call('HGET', KEYS[1], 'version') or '0') ~= tonumber(ARGV[1]) then
+  return {-1}
+end
+local seen = {0}
+for j = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[j]) == 1 then
+    seen[#seen + 1] = j - 1
+  end
+end
+if #seen > 1 then
+  return seen
+end
+for j = 2, #KEYS do
+  redis.call('SET', KEYS[j], '1', 'EX', tonumber(ARGV[2]))
+end
+redis.call('HSET', KEYS[1], 'offset', ARGV[3], 'version', ARGV[4])
+return {1}
+"""
 MAX_ATTEMPTS = 50  # each lost race means another router moved the pool: progress is being made
 
 
@@ -93,6 +117,7 @@ class RedisCentroidStore:
         self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
         self._move = self.client.register_script(MOVE_SCRIPT)
         self._restore = self.client.register_script(RESTORE_SCRIPT)
+        self._control = self.client.register_script(CONTROL_SCRIPT)
 
     def _key(self, *parts: object) -> str:
         return ":".join([self.namespace, *(str(p) for p in parts)])
@@ -122,8 +147,10 @@ class RedisCentroidStore:
         dim = next((len(m) for m in means if m is not None), 0)
 
         def write(pipe: redis.client.Pipeline) -> None:
-            for key in self.client.scan_iter(match=self._key("seen", "*"), count=1000):
-                pipe.delete(key)
+            for pattern in (self._key("seen", "*"), self._key("control-seen", "*")):
+                for key in self.client.scan_iter(match=pattern, count=1000):
+                    pipe.delete(key)
+            pipe.delete(self._key("control"))
             for pool, (mean, count) in enumerate(zip(means, counts, strict=True)):
                 key = self._key("pool", pool)
                 pipe.delete(key)
@@ -184,6 +211,27 @@ class RedisCentroidStore:
                 return done.applied
             seen.update(applied[int(i) - 1] for i in result[1:])  # replays: computed again without them
         raise ServiceUnavailable(f"Redis at {self._host}: the centroids kept changing under this router "
+                                 f"({MAX_ATTEMPTS} attempts); retrying the batch")
+
+    def control(self) -> Control:
+        offset, version = self._call(self.client.hmget, self._key("control"), "offset", "version")
+        return Control(offset=float(offset or 0.0), version=int(version or 0))
+
+    def apply_control(self, outcomes: list[tuple[str, bool]], rule: ControlRule) -> Steps:
+        seen: set[str] = set()
+        for _ in range(MAX_ATTEMPTS):
+            start = self.control()
+            steps = control_steps(outcomes, start, rule, seen)
+            if steps.last is None:
+                return steps
+            applied = [i for (i, _), ok in zip(outcomes, steps.applied, strict=True) if ok]
+            keys = [self._key("control"), *(self._key("control-seen", i) for i in applied)]
+            args = [start.version, self.seen_ttl_s, repr(steps.last.offset), steps.last.version]
+            result = self._call(self._control, keys=keys, args=args)
+            if int(result[0]) == 1:
+                return steps
+            seen.update(applied[int(i) - 1] for i in result[1:])
+        raise ServiceUnavailable(f"Redis at {self._host}: the live control kept changing under this controller "
                                  f"({MAX_ATTEMPTS} attempts); retrying the batch")
 
     def close(self) -> None:

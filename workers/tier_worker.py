@@ -4,7 +4,11 @@ sample with its path, exit layer, confidence, cost and timings.
 
 With escalation on, a sample not sure enough at the cap goes to the next tier's topic instead
 (`recompute`: it starts again at layer 1; `continue`: its fp16 hidden state travels with it). With feedback
-on, the worker also reports the sample's observed pool, known for free from where it exited."""
+on, the worker also reports the sample's observed pool, known for free from where it exited.
+
+A share of the samples a lower tier answers (`--audit-rate`, chosen by id: `dimee.streaming.audit`) is also sent to
+the last tier as an audit copy; there the whole model runs on it and an `Audit` (agree or not, its cost) goes to
+the audits topic. The answer stands: an audit measures, it does not correct."""
 
 from __future__ import annotations
 
@@ -18,14 +22,26 @@ import numpy as np
 import torch
 
 from dimee import __version__
-from dimee.method.routing_policy import RoutingPolicy
+from dimee.method.control import offset_thresholds
+from dimee.method.routing_policy import POLICIES, RoutingPolicy
 from dimee.method.tiers import Tier, hidden_state_kb
 from dimee.model.artifacts import load_model, load_tokenizer
 from dimee.model.early_exit import ExitResult, Resume
 from dimee.model.tokenize import encode
 from dimee.streaming import metrics
+from dimee.streaming.audit import audited
 from dimee.streaming.deployment import Deployment
-from dimee.streaming.messages import CostBreakdown, Feedback, Hop, Prediction, Routed, Timings, worker_context
+from dimee.streaming.messages import (
+    Audit,
+    AuditOf,
+    CostBreakdown,
+    Feedback,
+    Hop,
+    Prediction,
+    Routed,
+    Timings,
+    worker_context,
+)
 from dimee.streaming.runtime import log
 from dimee.streaming.stage import Output, Stage, StageContext
 from dimee.streaming.transport.base import Record
@@ -106,12 +122,14 @@ class TierWorker(Stage):
         self.plan = self.calibration.plan
         self.cap, self.next_tier = self.plan.cap(self.tier), self.plan.next_tier(self.tier)
         self.default_rule = self.rule(deployment.policy)  # for messages the router did not stamp
+        self.full_model_rule = self.rule(POLICIES["Cloud-only"])  # for audit copies: no early exit
+        self.audit_rate, self.auditor = context.settings.audit_rate, self.plan.tiers[-1]
         metrics.DEPLOYMENT.info({"role": self.name, "policy_of_unstamped": deployment.policy.name,
                                  "alpha_star": f"{self.calibration.alpha:.4f}", "cap": str(self.cap),
                                  "model": self.calibration.model_id, "version": __version__})
         log.info("serving", stage=self.name, cap=self.cap, policy_of_unstamped=deployment.policy.name,
                  alpha_star=round(self.calibration.alpha, 4), note="stamped messages: the router's policy")
-        self._rules: dict[RoutingPolicy, TierRule] = {}
+        self._rules: dict[tuple[RoutingPolicy, float], TierRule] = {}
         self.device = torch.device(context.settings.device)
         self.model = load_model(deployment.workdir.model, num_layers=self.cap).to(self.device)
         self.pass_size = pass_size(self.device.type, torch.get_num_threads())
@@ -128,30 +146,36 @@ class TierWorker(Stage):
                         policy.escalation != "off" and onward, policy.escalation == "continue" and onward)
 
     def _rule_of(self, message: Routed) -> TierRule:
-        """The policy the router stamped on the message (one choice for router and workers), else the default."""
-        if message.policy is None:
+        """The policy the router stamped on the message (one choice for router and workers), else the default;
+        below the last tier, with the live offset the router stamped added to its thresholds."""
+        offset = message.control.offset if message.control is not None and self.tier != self.auditor else 0.0
+        if message.policy is None and offset == 0.0:
             return self.default_rule
-        if message.policy not in self._rules:
-            self._rules[message.policy] = self.rule(message.policy)
-        return self._rules[message.policy]
+        key = (message.policy or self.default_rule.policy, offset)
+        if key not in self._rules:
+            base = self.rule(key[0])
+            exit_at, below = offset_thresholds(base.exit_threshold, base.escalate_below, offset)
+            self._rules[key] = TierRule(base.policy, exit_at, below, base.escalates, base.carries_hidden)
+        return self._rules[key]
 
     def parse_context(self) -> dict:
         return {**super().parse_context(), "num_labels": self.calibration.num_labels, **self.facts}
 
     def process(self, batch: list[tuple[Record, Routed]]) -> list[Output]:
-        groups: dict[tuple[int, RoutingPolicy | None], list[Routed]] = {}
-        for _, message in batch:
-            groups.setdefault((message.start_layer, message.policy), []).append(message)  # below cap: parse
+        groups: dict[tuple, list[Routed]] = {}  # (start layer, policy, live control, audit copy)
+        for _, message in batch:  # below cap: parse
+            key = (message.start_layer, message.policy, message.control, message.audit_of is not None)
+            groups.setdefault(key, []).append(message)
         outputs: list[Output] = []
-        for (start, _), messages in groups.items():
-            rule = self._rule_of(messages[0])
+        for (start, _, _, audits), messages in groups.items():
+            rule = self.full_model_rule if audits else self._rule_of(messages[0])
             for chunk in similar_lengths(messages, self.pass_size, lambda m: len(m.text) + len(m.text_pair or "")):
-                outputs.extend(self._run(start, chunk, rule))
+                outputs.extend(self._audit(chunk) if audits else self._run(start, chunk, rule))
         return outputs
 
-    def _run(self, start: int, messages: list[Routed], rule: TierRule) -> list[Output]:
-        """One early-exit pass over messages that all start at `start` under one policy; each answered or
-        escalated."""
+    def _pass(self, start: int, messages: list[Routed], rule: TierRule) -> tuple[ExitResult, list[int], dict]:
+        """One early-exit pass over messages that all start at `start` under one rule: the result, each
+        message's token count, and when the pass started and finished."""
         started = time.time()
         pairs = [m.text_pair for m in messages] if any(m.text_pair for m in messages) else None
         inputs = encode(self.tokenizer, [m.text for m in messages], pairs, self.model.spec.max_length)
@@ -162,7 +186,11 @@ class TierWorker(Stage):
         result = self.model.early_exit(inputs, alpha=rule.exit_threshold, cap=self.cap,
                                        resume=None if hidden is None else Resume(start, hidden),
                                        keep_hidden=rule.carries_hidden)
-        timings = {"started_at": started, "finished_at": time.time()}
+        return result, lengths, {"started_at": started, "finished_at": time.time()}
+
+    def _run(self, start: int, messages: list[Routed], rule: TierRule) -> list[Output]:
+        """Messages that all start at `start` under one policy, each answered or escalated."""
+        result, lengths, timings = self._pass(start, messages, rule)
         outputs = []
         for row, message in enumerate(messages):
             outcome = Outcome(message, row, start, int(result.exit_layer[row]), float(result.confidence[row]),
@@ -189,7 +217,10 @@ class TierWorker(Stage):
         return hidden
 
     def _hop_cost(self, outcome: Outcome) -> CostBreakdown:
-        return CostBreakdown(**self.calibration.cost_model.breakdown(self.tier, outcome.layers_run))
+        return self._hop_cost_of(outcome.layers_run)
+
+    def _hop_cost_of(self, layers_run: int) -> CostBreakdown:
+        return CostBreakdown(**self.calibration.cost_model.breakdown(self.tier, layers_run))
 
     def _count(self, prediction: Prediction) -> None:
         tier = self.tier.value
@@ -235,9 +266,32 @@ class TierWorker(Stage):
         )
         self._count(prediction)
         outputs = [Output.of(self.topics.predictions, prediction)]
+        if self.tier != self.auditor and audited(message.id, self.audit_rate):
+            check = AuditOf(tier=self.tier, label_pred=outcome.label_pred, confidence=outcome.confidence,
+                            exit_layer=outcome.exit_layer)
+            copy = message.model_copy(update={"tier": self.auditor, "hops": [], "start_layer": 0, "hidden_fp16": None,
+                                              "audit_of": check})
+            outputs.append(Output.of(self.topics.tier(self.auditor.value), copy))
         reached = outcome.confidence >= self.calibration.alpha
         if rule.policy.feedback and (reached or self.next_tier is None):
             note = Feedback(id=message.id, text=message.text, text_pair=message.text_pair, routed_pool=message.pool,
                             observed_pool=self.plan.pool_of_exit(outcome.exit_layer))
             outputs.append(Output.of(self.topics.feedback, note))
+        return outputs
+
+    def _audit(self, messages: list[Routed]) -> list[Output]:
+        """Audit copies: the whole model on each, an `Audit` of its answer against the lower tier's."""
+        result, _, _ = self._pass(0, messages, self.full_model_rule)
+        shadow = self._hop_cost_of(self.cap)  # the text to this tier, every layer here
+        outputs = []
+        for row, message in enumerate(messages):
+            assert message.audit_of is not None
+            checked, full_pred = message.audit_of, int(result.pred[row])
+            audit = Audit(id=message.id, tier=checked.tier, label_pred=checked.label_pred, full_pred=full_pred,
+                          agree=full_pred == checked.label_pred, label=message.label, cost=shadow,
+                          worker=self.worker_id, digest=message.digest)
+            metrics.AUDITS.labels(checked.tier.value, "agree" if audit.agree else "disagree").inc()
+            for component, value in shadow.model_dump().items():
+                metrics.COST.labels("audit", component).inc(value)
+            outputs.append(Output.of(self.topics.audits, audit))
         return outputs

@@ -60,6 +60,23 @@ ThreadsOpt = Annotated[int | None, _connection(
                 "the roles on it (docs/operations.md, sizing). Env: DIMEE_THREADS.")]
 DeviceOpt = Annotated[str | None, _connection(
     help="Where the worker runs its partition: cpu (default), cuda, cuda:N or mps. Env: DIMEE_DEVICE.")]
+def _control(*names: str, **kwargs: object) -> typer.models.OptionInfo:
+    return typer.Option(*names, rich_help_panel="Audit and control", **kwargs)  # type: ignore[arg-type]
+
+
+AuditRateOpt = Annotated[float | None, _control(
+    min=0.0, max=1.0, help="Share of the samples the mobile and edge answer that the full model also runs on the "
+                           "cloud, to measure their disagreement online (default 0.05; its cost counts). Env: "
+                           "DIMEE_AUDIT_RATE.")]
+ControlOpt = Annotated[bool | None, _control(
+    "--control/--no-control", help="Run the live threshold controller with the router: the audit stream moves an "
+                                   "offset on the exit thresholds below the cloud (docs/policies.md). Env: "
+                                   "DIMEE_CONTROL.")]
+ControlTargetOpt = Annotated[float | None, _control(
+    min=0.0, max=1.0, help="Disagreement share among audited answers the controller aims at (default: the "
+                           "calibration's, for a tuned policy). Env: DIMEE_CONTROL_TARGET.")]
+ControlStepOpt = Annotated[float | None, _control(
+    min=0.0, max=1.0, help="How far one audit moves the offset (default 0.02). Env: DIMEE_CONTROL_STEP.")]
 MaxBatchOpt = Annotated[int, typer.Option(min=1, help="Largest micro-batch.")]
 MaxWaitOpt = Annotated[float, typer.Option(min=0.0, help="How long a partial micro-batch waits (ms).")]
 IdleExitOpt = Annotated[float | None, typer.Option(help="Exit after this many idle seconds (default: run until "
@@ -144,7 +161,9 @@ dataset_options = bundled("data", DatasetSpec, [
 
 CONNECTION = {"broker": BrokerOpt, "state": StateOpt, "topic_prefix": PrefixOpt, "kafka_api_version": ApiOpt,
               "guarantee": GuaranteeOpt, "instance_id": InstanceOpt, "partitions": PartitionsOpt,
-              "threads": ThreadsOpt, "device": DeviceOpt}
+              "threads": ThreadsOpt, "device": DeviceOpt, "audit_rate": AuditRateOpt,
+              "control": ControlOpt, "control_target": ControlTargetOpt, "control_step": ControlStepOpt}
+CONTROL = ("control", "control_target", "control_step")
 
 
 def settings_options(*names: str) -> Callable[[Command], Command]:
@@ -217,10 +236,12 @@ def device_available(device: str) -> None:
                          f"{torch.cuda.device_count()} CUDA device(s)); use --device cpu")
 
 
-def router_options(max_batch: int) -> Callable[[Command], Command]:
-    """What a command hosting the router takes: `settings` (with the state store), `limits` and `policy`."""
+def router_options(max_batch: int, *more: str) -> Callable[[Command], Command]:
+    """What a command hosting the router takes: `settings` (with the state store and the `more` settings),
+    `limits` and `policy`."""
 
     def decorate(command: Command) -> Command:
-        return batch_options(max_batch)(settings_options(*STAGE, "state", "threads")(policy_options(command)))
+        return batch_options(max_batch)(settings_options(*STAGE, "state", "threads", *CONTROL, *more)(
+            policy_options(command)))
 
     return decorate

@@ -54,7 +54,7 @@ def tail_cmd(
 
 
 @app.command("pipeline")
-@opt.router_options(max_batch=32)
+@opt.router_options(32, "audit_rate")
 def pipeline_cmd(
     settings: Settings,
     limits: BatchLimits,
@@ -72,6 +72,7 @@ def pipeline_cmd(
     from dimee.composition.pipeline import PipelineOptions, run_pipeline
     from dimee.data import DatasetSpec
     from dimee.producers.sources import from_split
+    from dimee.streaming.audit import AuditTally
     from dimee.streaming.deployment import Deployment
 
     start_role(log_level, None)
@@ -83,7 +84,13 @@ def pipeline_cmd(
                               limits=limits, sink_path=out)
     run = run_pipeline(records, deployment, settings, options)
     # every sample counts: the summary says how many were sent and how many went to the dead-letter topic
-    typer.echo(json.dumps({**run.summary, "samples": len(records), "dead_letters": run.dead_letters}, indent=2))
+    tally = AuditTally()
+    for audit in run.audits.values():
+        tally.add(audit)
+    audits = {"audit_rate": settings.audit_rate, "audits": tally.summary(),
+              "mean_cost_with_audits": run.summary["mean_cost"] + tally.cost / max(len(records), 1)}
+    typer.echo(json.dumps({**run.summary, "samples": len(records), "dead_letters": run.dead_letters, **audits},
+                          indent=2))
 
 
 @app.command("schema")
@@ -106,7 +113,7 @@ def schema_cmd(
 
 
 @app.command("up")
-@opt.settings_options(*opt.STAGE, "state", "threads")
+@opt.settings_options(*opt.STAGE, "state", "threads", "audit_rate", *opt.CONTROL)
 @opt.policy_options
 def up_cmd(
     settings: Settings,

@@ -137,20 +137,20 @@ def route_cmd(
     ctx = roles.context(settings, "dimee-router", stop, limits)
     router = roles.router(ctx, deployment, store, group)
     typer.echo(f"routing policy: {deployment.policy.name}", err=True)
-    applying = None
-    if deployment.policy.feedback:
-        applier = roles.feedback(ctx, router)
-        applying = threading.Thread(target=applier.run, kwargs={"idle_exit_s": idle_exit}, daemon=True)
-        applying.start()
+    beside = [roles.feedback(ctx, router)] if deployment.policy.feedback else []
+    beside += [roles.controller(ctx, deployment, store)] if settings.control else []
+    threads = [threading.Thread(target=stage.run, kwargs={"idle_exit_s": idle_exit}, daemon=True) for stage in beside]
+    for thread in threads:
+        thread.start()
     router.run(idle_exit_s=idle_exit)
-    if applying is not None:  # it stops on the same signal: let it commit its last batch too
-        applying.join(timeout=30)
+    for thread in threads:  # they stop on the same signal: let them commit their last batch too
+        thread.join(timeout=30)
     end_role()
 
 
 @app.command("work")
 @opt.batch_options(max_batch=32)
-@opt.settings_options(*opt.STAGE, "threads", "device")
+@opt.settings_options(*opt.STAGE, "threads", "device", "audit_rate")
 def work_cmd(
     settings: Settings,
     limits: BatchLimits,

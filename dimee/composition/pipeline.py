@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dimee.composition import roles
+from dimee.method.control import Control
 from dimee.producers.producer import ProduceOptions, produce
+from dimee.streaming.audit import audited
 from dimee.streaming.config import Settings
 from dimee.streaming.deployment import Deployment
-from dimee.streaming.messages import Message, Prediction
+from dimee.streaming.messages import Audit, Message, Prediction
 from dimee.streaming.runtime import StopFlag, log, retry
 from dimee.streaming.stage import BatchLimits, Output, Stage
 from dimee.streaming.transport.base import Topics
@@ -28,6 +30,8 @@ class PipelineRun:
     seconds: float
     dead_letters: int
     duplicates: int
+    audits: dict[str, Audit] = field(default_factory=dict)  # by sample id
+    controls: list[tuple[bool, Control]] = field(default_factory=list)  # the controller's steps: (disagreed, after)
 
 
 @dataclass(frozen=True)
@@ -40,17 +44,30 @@ class PipelineOptions:
     progress: bool = True
 
 
+@dataclass(frozen=True)
+class AuditPlan:
+    """Which answers are audited: those of every tier but `auditor` whose id `audited` picks at `rate`."""
+
+    rate: float = 0.0
+    auditor: str = "cloud"
+
+    def expects(self, prediction: Prediction) -> bool:
+        return prediction.tier.value != self.auditor and audited(prediction.id, self.rate)
+
+
 class Collector:
-    """The in-process run's view of what its stages committed: predictions (first of each id), applied
+    """The in-process run's view of what its stages committed: predictions (first of each id), audits, applied
     feedback, dead letters."""
 
-    def __init__(self, topics: Topics | None = None) -> None:
+    def __init__(self, topics: Topics | None = None, audit: AuditPlan | None = None) -> None:
         self._lock = threading.Lock()
-        self.topics = topics or Topics()
+        self.topics, self.audit = topics or Topics(), audit or AuditPlan()
         self.predictions: dict[str, Prediction] = {}
+        self.audits: dict[str, Audit] = {}
+        self.awaiting_audit: set[str] = set()  # answered, picked for an audit, audit not committed yet
         self.duplicates = self.feedback_applied = self.dead_letters = 0
         self.feedback_sent = self.predictions_sent = 0  # by the workers, in batches they committed
-        self.reached_sink = self.keyed_letters = 0
+        self.reached_sink = self.keyed_letters = self.controlled = 0
         self.dead_keys: set[str] = set()
 
     def committed(self, stage: str, messages: Sequence[Message], outputs: Sequence[Output]) -> None:
@@ -61,12 +78,21 @@ class Collector:
                 self.feedback_applied += len(messages)
             if stage == "sink":
                 self.reached_sink += len(messages)
+            if stage == "controller":
+                self.controlled += len(messages)
             for message in messages if stage == "sink" else ():
                 assert isinstance(message, Prediction)
                 if message.id in self.predictions:
                     self.duplicates += 1
                 else:
                     self.predictions[message.id] = message
+                    if self.audit.expects(message) and message.id not in self.audits:
+                        self.awaiting_audit.add(message.id)
+            for output in outputs:
+                if output.topic == self.topics.audits:
+                    audit = Audit.model_validate_json(output.value)
+                    self.audits.setdefault(audit.id, audit)
+                    self.awaiting_audit.discard(audit.id)
 
     def dead_lettered(self, stage: str, key: str | None) -> None:
         with self._lock:
@@ -75,26 +101,29 @@ class Collector:
                 self.dead_keys.add(key)
                 self.keyed_letters += 1
 
-    def finished(self, records: list, feedback: bool) -> bool:
+    def finished(self, records: list, feedback: bool, control: bool = False) -> bool:
         """Every keyed record answered or dead-lettered (repeats of an id included: each reached the sink or a
         dead letter), every keyless one dead-lettered, feedback applied."""
         keyed = [str(r["id"]) for r in records if isinstance(r, dict) and r.get("id")]
         keyless = len(records) - len(keyed)
         with self._lock:
             answered = set(keyed) <= (self.predictions.keys() | self.dead_keys)
+            audits_in = not self.awaiting_audit - self.dead_keys  # an audit copy dead-lettered counts as done
             every_record = self.reached_sink + self.keyed_letters >= len(keyed)
             letters = self.dead_letters - self.keyed_letters >= keyless
             # a worker reports a pool only where it observed one; its batch's callback ran once its predictions did
             applied = not feedback or (self.predictions_sent >= self.reached_sink
                                        and self.feedback_applied >= self.feedback_sent)
-            return answered and every_record and letters and applied
+            controlled = not control or self.controlled >= len(self.audits)
+            return answered and every_record and letters and applied and audits_in and controlled
 
 
 def run_pipeline(records: list, deployment: Deployment, settings: Settings,
                  options: PipelineOptions | None = None) -> PipelineRun:
     """Stream `records` through every role of `deployment` (its policy sets router and workers)."""
     options = options or PipelineOptions()
-    collector, stop = Collector(Topics(settings.topic_prefix)), StopFlag()
+    audit = AuditPlan(settings.audit_rate, deployment.calibration.plan.tiers[-1].value)
+    collector, stop = Collector(Topics(settings.topic_prefix), audit), StopFlag()
     ctx = roles.context(settings, stop=stop, limits=options.limits, events=collector)
     ctx.transport.ensure_topics(ctx.topics.all(), settings.partitions, settings.replication_factor)
     store = roles.centroid_store(settings, deployment)
@@ -106,6 +135,8 @@ def run_pipeline(records: list, deployment: Deployment, settings: Settings,
     stages: list[Stage] = [router, *roles.workers(ctx, deployment), sink]
     if deployment.policy.feedback:
         stages.append(roles.feedback(ctx, router))
+    controller = roles.controller(ctx, deployment, store) if settings.control else None
+    stages += [controller] if controller is not None else []
     threads = [threading.Thread(target=stage.run, name=stage.name, daemon=True) for stage in stages]
     for thread in threads:
         thread.start()
@@ -113,14 +144,16 @@ def run_pipeline(records: list, deployment: Deployment, settings: Settings,
     try:
         produce(ctx.transport, ctx.topics, records,
                 ProduceOptions(rate=options.rate, stop=stop, progress=options.progress, total=len(records)))
-        _wait(lambda: collector.finished(records, deployment.policy.feedback), threads, stop, options.timeout_s)
+        _wait(lambda: collector.finished(records, deployment.policy.feedback, settings.control), threads, stop,
+              options.timeout_s)
     finally:
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
         store.close()
     return PipelineRun(dict(collector.predictions), sink.stats.summary(), time.perf_counter() - started,
-                       collector.dead_letters, collector.duplicates)
+                       collector.dead_letters, collector.duplicates, dict(collector.audits),
+                       list(controller.applied) if controller is not None else [])
 
 
 def _wait(done, threads: list[threading.Thread], stop: StopFlag, timeout_s: float) -> None:

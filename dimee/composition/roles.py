@@ -20,6 +20,7 @@ from dimee.streaming.transport import Topics, open_transport
 if TYPE_CHECKING:
     from dimee.predictions.sink import Sink
     from dimee.predictions.tail import Tail
+    from dimee.routers.controller import ThresholdController
     from dimee.routers.router import FeedbackApplier, Router
     from dimee.workers.tier_worker import TierWorker
 
@@ -46,6 +47,12 @@ def feedback(ctx: StageContext, of_router: Router) -> FeedbackApplier:
     from dimee.routers.router import FeedbackApplier
 
     return FeedbackApplier(ctx, of_router)
+
+
+def controller(ctx: StageContext, deployment: Deployment, store: CentroidStore) -> ThresholdController:
+    from dimee.routers.controller import ThresholdController, control_rule
+
+    return ThresholdController(ctx, store, control_rule(deployment, ctx.settings))
 
 
 def worker(ctx: StageContext, deployment: Deployment, tier: Tier, group_id: str | None = None) -> TierWorker:

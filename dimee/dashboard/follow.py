@@ -14,7 +14,7 @@ from dimee.method.calibration import Calibration
 from dimee.state import CentroidStore, NotSeeded, open_store
 from dimee.streaming.config import Settings
 from dimee.streaming.deployment import Deployment
-from dimee.streaming.messages import DeadLetter, MessageError, Prediction, parse
+from dimee.streaming.messages import Audit, DeadLetter, MessageError, Prediction, parse
 from dimee.streaming.transport import open_transport
 from dimee.streaming.transport.base import Consumer, Record, Topics
 
@@ -40,6 +40,7 @@ class CentroidWatch:
             return
         shifts = centroid_shifts(snap.means, snap.counts, self.calibrated, self.calibration.pool_sizes, self.tiers)
         view.set_centroids(shifts, f"centroid version {snap.version}")
+        view.control = self.store.control()
 
     def close(self) -> None:
         self.store.close()
@@ -96,6 +97,8 @@ class Follower:
         try:
             if record.topic == self.topics.dead_letter:
                 self.view.add_dead_letter(parse(DeadLetter, record.value))
+            elif record.topic == self.topics.audits:
+                self.view.add_audit(parse(Audit, record.value))
             else:
                 self.view.add_prediction(parse(Prediction, record.value))
         except MessageError:
@@ -108,7 +111,7 @@ def open_follower(settings: Settings, deployment: Deployment | None, group: str)
     transport = open_transport(settings.broker, settings.api_version_tuple(), "dimee-dashboard",
                                settings.kafka_security())
     topics = Topics(settings.topic_prefix)
-    wanted = [topics.predictions, topics.dead_letter]
+    wanted = [topics.predictions, topics.dead_letter, topics.audits]
     # created if absent, as every stage does: a subscription to a topic made later is seen only at the next
     # metadata refresh, minutes away, and the page would stay empty until then
     transport.ensure_topics(wanted, settings.partitions, settings.replication_factor)

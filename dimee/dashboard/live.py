@@ -10,9 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dimee.method.control import Control
 from dimee.method.tiers import TIER_NAMES
 from dimee.predictions.stats import PredictionStats
-from dimee.streaming.messages import DeadLetter, Prediction
+from dimee.streaming.audit import AuditTally
+from dimee.streaming.messages import Audit, DeadLetter, Prediction
 from dimee.streaming.metrics import dead_letter_reason
 
 
@@ -58,6 +60,9 @@ class LiveView:
         self.duplicates = self.unreadable = 0
         self.shifts: list[PoolShift] | None = None  # None: no adaptive state to show (no workdir, no store)
         self.centroid_note = "no centroid store"
+        self.audits = AuditTally()
+        self.audited: set[str] = set()
+        self.control: Control | None = None  # the live threshold offset, where a store is read
 
     def add_prediction(self, prediction: Prediction) -> bool:
         """Fold one prediction in; a redelivered one (an id seen before) is counted as a duplicate only."""
@@ -75,6 +80,12 @@ class LiveView:
 
     def add_dead_letter(self, letter: DeadLetter) -> None:
         self.dead_letters[f"{letter.stage}: {dead_letter_reason(letter.error)}"] += 1
+
+    def add_audit(self, audit: Audit) -> None:
+        """Fold one audit in, each sample id once."""
+        if audit.id not in self.audited:
+            self.audited.add(audit.id)
+            self.audits.add(audit)
 
     def set_centroids(self, shifts: list[PoolShift] | None, note: str = "") -> None:
         self.shifts, self.centroid_note = shifts, note
@@ -111,4 +122,8 @@ class LiveView:
             "centroids": None if self.shifts is None else [
                 {"pool": p.pool, "tier": p.tier, "shift": p.shift, "adapted": p.adapted} for p in self.shifts],
             "centroid_note": self.centroid_note,
+            "audits": self.audits.summary(),
+            "audit_cost": self.audits.cost,
+            "threshold_offset": None if self.control is None else self.control.offset,
+            "threshold_version": None if self.control is None else self.control.version,
         }

@@ -101,6 +101,12 @@ def distances(embedding: np.ndarray, means: list[np.ndarray | None], distance: D
     return _distances(embedding[None], *_stacked(means, embedding.shape[-1]), distance)[0]
 
 
+def nearest_distances(embeddings: np.ndarray, means: list[np.ndarray | None], distance: Distance) -> np.ndarray:
+    """Each embedding's distance to its nearest centroid (+inf with no centroid at all)."""
+    embeddings = np.asarray(embeddings, dtype=np.float64)
+    return _distances(embeddings, *_stacked(means, embeddings.shape[-1]), distance).min(1)
+
+
 def nearest_pool(embedding: np.ndarray, means: list[np.ndarray | None], distance: Distance) -> int:
     """Index of the nearest centroid; with no centroid at all, the last (largest) tier."""
     return int(_nearest(distances(embedding, means, distance)[None])[0])

@@ -69,8 +69,14 @@ class Calibration(BaseModel):
     cascades: dict[str, TierThresholds] = Field(
         default_factory=dict, description="per start tier: exit thresholds tuned for the accuracy budget")
     cascade_guarantees: dict[str, Guarantee] = Field(
-        default_factory=dict, description="per start tier: what the certification part shows of its tuned cascade")
+        default_factory=dict, description="per start tier: what the calibration split shows of its tuned cascade")
+    cascade_disagreement: dict[str, float] = Field(
+        default_factory=dict, description="per start tier: the share of its tuned cascade's answers below the cloud "
+        "that disagree with the full model on calibration (the online controller's target)")
     warnings: list[str] = Field(default_factory=list, description="what looked wrong in the recorded exits")
+    nearest_centroid_quantiles: list[float] = Field(
+        default_factory=list, description="101 quantiles (0 to 1) of the calibration samples' distance to their "
+        "nearest centroid: the drift score's reference")
     calibration_samples: int | None = Field(
         None, description="calibrated on a stratified subset of this many calibration samples (null: all)")
     calibration_seed: int = Field(0, description="the seed that drew that subset")
@@ -180,9 +186,12 @@ def calibrate(exits: ExitRecords, config: CalibrationConfig | None = None, plan:
         embedding=config.embedding, grid=grid.tolist(), reward_curve=curve.reward, accuracy_curve=curve.accuracy,
         cost_curve=curve.cost, full_model_accuracy=full_accuracy, pool_sizes=counts,
         calibration_samples=config.calibration_samples, calibration_seed=config.calibration_seed,
+        nearest_centroid_quantiles=np.quantile(arithmetic.nearest_distances(exits.embeddings, means, config.distance),
+                                               np.linspace(0, 1, 101)).tolist(),
         centroids=[None if mu is None else mu.tolist() for mu in means],
         cascades={start: t.thresholds for start, t in tuned.items()},
         cascade_guarantees={start: t.guarantee for start, t in tuned.items()},
+        cascade_disagreement={start: t.disagreement_below for start, t in tuned.items()},
         warnings=[*one_class_exits(probs, labels, alpha), *empty_pools(plan, counts, alpha),
                   *too_few_for_the_budget(len(labels), config.max_drop)],
     )

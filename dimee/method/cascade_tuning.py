@@ -40,12 +40,14 @@ class Recorded:
     correct: np.ndarray  # (N, L) the exit's argmax equals the label
     labels_count: int
     num_labels: int
+    agree: np.ndarray  # (N, L) the exit's argmax equals the full model's (the last exit's)
     hidden_kb: np.ndarray | None = None  # (N,) what a `continue` escalation carries, for its cost
 
     @classmethod
     def of(cls, probs: np.ndarray, labels: np.ndarray, hidden_kb: np.ndarray | None = None) -> Recorded:
-        return cls(probs.max(-1), probs.argmax(-1) == np.asarray(labels)[:, None], len(labels), probs.shape[-1],
-                   hidden_kb)
+        said = probs.argmax(-1)
+        return cls(probs.max(-1), said == np.asarray(labels)[:, None], len(labels), probs.shape[-1],
+                   said == said[:, -1:], hidden_kb)
 
 
 @dataclass
@@ -54,6 +56,13 @@ class Outcome:
 
     correct: np.ndarray  # (N,) bool
     cost: np.ndarray  # (N,)
+    below: np.ndarray  # (N,) bool: answered by a tier below the cloud
+    agrees: np.ndarray  # (N,) bool: the answer is the full model's
+
+    def disagreement_below(self) -> float:
+        """The share of the answers below the cloud that disagree with the full model: what the online audit
+        measures."""
+        return float((self.below & ~self.agrees).sum() / self.below.sum()) if self.below.any() else 0.0
 
 
 def _serve(data: Recorded, plan: TierPlan, cost: CostModel, start: int, answer_at: float | None) -> Outcome:
@@ -62,6 +71,7 @@ def _serve(data: Recorded, plan: TierPlan, cost: CostModel, start: int, answer_a
     rows, layer_no = np.arange(data.labels_count), np.arange(1, data.conf.shape[1] + 1)
     pending = np.ones(data.labels_count, dtype=bool)
     correct, total = np.zeros(data.labels_count, dtype=bool), np.zeros(data.labels_count)
+    below, agrees = np.zeros(data.labels_count, dtype=bool), np.zeros(data.labels_count, dtype=bool)
     for index in range(start, len(plan)):
         tier, cap = plan[index]
         begin = 0 if index == start else plan[index - 1][1]
@@ -74,8 +84,10 @@ def _serve(data: Recorded, plan: TierPlan, cost: CostModel, start: int, answer_a
             here = here + np.asarray(cost.carry(data.hidden_kb), dtype=np.float64)
         total += np.where(pending, here, 0.0)
         correct |= pending & answered & data.correct[rows, exit_at - 1]
+        agrees |= pending & answered & data.agree[rows, exit_at - 1]
+        below |= pending & answered & (index < len(plan) - 1)
         pending &= ~answered
-    return Outcome(correct, total)
+    return Outcome(correct, total, below, agrees)
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,7 @@ class Tuned:
     accuracy: float  # on the calibration split
     cost: float
     guarantee: Guarantee  # its loss against the full model, as the calibration split shows it
+    disagreement_below: float  # among its answers below the cloud, on calibration: the audit's target
 
 
 def _thresholds(plan: TierPlan, start: int, answer_at: float | None) -> TierThresholds:
@@ -106,4 +119,4 @@ def tune_cascade(data: Recorded, plan: TierPlan, cost: CostModel, start: int, bu
         answer_at, outcome = family(data.num_labels)[passed], outcomes[passed]
         guarantee = Guarantee.of(losses[passed], data.labels_count, budget, certified=True)
     return Tuned(_thresholds(plan, start, answer_at), float(outcome.correct.mean()), float(outcome.cost.mean()),
-                 guarantee)
+                 guarantee, outcome.disagreement_below())

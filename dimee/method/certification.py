@@ -39,6 +39,16 @@ def loss_upper_bound(losses: int, samples: int, risk: float) -> float:
     return float(beta.ppf(1 - risk, losses + 1, samples - losses))
 
 
+def rate_interval(seen: int, samples: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact two-sided (Clopper-Pearson) interval on a rate seen `seen` times in `samples`."""
+    if samples <= 0:
+        return 0.0, 1.0
+    tail = (1 - confidence) / 2
+    low = 0.0 if seen == 0 else float(beta.ppf(tail, seen, samples - seen + 1))
+    high = 1.0 if seen >= samples else float(beta.ppf(1 - tail, seen + 1, samples - seen))
+    return low, high
+
+
 def samples_to_show(budget: float, risk: float) -> int:
     """The fewest samples whose bound on a setting that loses none is within `budget` (a share)."""
     return math.ceil(math.log(risk) / math.log(1 - budget))

@@ -105,6 +105,14 @@ class Settings(BaseSettings):
                                 "characters (as the offline evaluator cuts them at the default)")
     max_message_bytes: int = Field(1_000_000, ge=1024, description="largest message a stage reads or writes; "
                                                                    "keep it under the broker's max.message.bytes")
+    audit_rate: float = Field(0.05, ge=0.0, le=1.0, description="share of the samples a lower tier answers that "
+                              "the full model also runs on the cloud, to measure how often they disagree (its "
+                              "cost is counted)")
+    control: bool = Field(False, description="run the live threshold controller (with the router): the audit "
+                          "stream moves an offset on the exit thresholds below the cloud")
+    control_target: float | None = Field(None, ge=0.0, le=1.0, description="the disagreement share among audited "
+                                         "answers the controller aims at; default the calibration's")
+    control_step: float = Field(0.02, gt=0.0, le=1.0, description="how far one audit moves the offset")
     seen_ttl_s: int = Field(3600, ge=1, description="how long the router remembers that an id moved a centroid: "
                             "at least the longest time a record may be read again (consumer lag, restarts); "
                             "each id costs about 90 bytes of Redis for this long")

@@ -31,6 +31,7 @@ from pydantic import (
     field_validator,
 )
 
+from dimee.method.control import Control
 from dimee.method.routing_policy import RoutingPolicy
 from dimee.method.tiers import Tier, TierPlan
 
@@ -194,6 +195,15 @@ def worker_context(tier: Tier, plan: TierPlan, pools: int, hidden_size: int) -> 
     return {"tier": tier, "plan": plan, "pools": pools, "hidden_size": hidden_size}
 
 
+class AuditOf(BaseModel):
+    """The answer a lower tier gave, which the full model on the cloud checks (a shadow, not an escalation)."""
+
+    tier: Tier
+    label_pred: StrictInt
+    confidence: Number
+    exit_layer: StrictInt = Field(ge=1)
+
+
 class Routed(Sample):
     tier: Tier
     pool: StrictInt = Field(ge=0)
@@ -209,6 +219,10 @@ class Routed(Sample):
     digest: str | None = Field(None, max_length=64, description="the sample's content digest (Sample.content_digest)")
     policy: RoutingPolicy | None = Field(None, description="the routing policy the router served; the workers "
                                          "serve this same one (thresholds, escalation, feedback)")
+    audit_of: AuditOf | None = Field(None, description="an audit copy: the full model checks this lower tier's "
+                                     "answer (the sample was answered already; no second prediction)")
+    control: Control | None = Field(None, description="the live threshold offset the router read (and its "
+                                    "version): the workers add it to the exit thresholds below the cloud")
 
     # Checks against the worker's facts (worker_context) run where parse has them; a message built in code has none.
     @field_validator("tier")
@@ -279,6 +293,21 @@ class Routed(Sample):
         return value
 
 
+    @field_validator("audit_of")
+    @classmethod
+    def _audit_from_below(cls, value: AuditOf | None, info: ValidationInfo) -> AuditOf | None:
+        """An audit copy runs the whole model from the first layer on the last tier, for a lower tier's answer."""
+        if value is None:
+            return value
+        if info.data.get("hops") or info.data.get("start_layer"):
+            raise ValueError("an audit copy runs the whole model: no hops, start_layer 0")
+        plan, served = (info.context or {}).get("plan"), (info.context or {}).get("tier")
+        if plan is not None and served is not None and (served != plan.tiers[-1] or value.tier not in plan.tiers[:-1]):
+            raise ValueError(f"an audit of the {value.tier.value} answer on the {served.value} worker: audits run "
+                             f"on the {plan.tiers[-1].value}, of a lower tier's answer")
+        return value
+
+
 class Timings(BaseModel):
     produced_at: Clock
     routed_at: Clock
@@ -303,6 +332,21 @@ class Prediction(Message):
     path: list[Tier] = Field(default_factory=list, description="every tier the sample visited, in order")
     digest: str | None = Field(None, max_length=64, description="the sample's content digest (Sample.content_digest)")
     meta: Meta = Field(default_factory=dict)
+
+
+class Audit(Message):
+    """The full model's answer to a sample a lower tier answered: whether they agree, and what it cost."""
+
+    id: Id
+    tier: Tier  # the tier whose answer was checked
+    label_pred: StrictInt  # that tier's answer
+    full_pred: StrictInt  # the full model's
+    agree: StrictBool
+    label: StrictInt | None = None
+    cost: CostBreakdown  # the shadow's: the text to the cloud, the whole model there
+    worker: str
+    digest: str | None = Field(None, max_length=64)
+    at: Clock = Field(default_factory=now)
 
 
 class Feedback(Message):
@@ -383,7 +427,7 @@ def envelope(message: Message) -> tuple[float | None, tuple[tuple[str, bytes], .
 
 
 SCHEMAS: dict[str, type[Message]] = {"sample": Sample, "routed": Routed, "prediction": Prediction,
-                                     "feedback": Feedback, "dead-letter": DeadLetter}
+                                     "audit": Audit, "feedback": Feedback, "dead-letter": DeadLetter}
 """Every message on dimee's topics, by the name `dimee schema` gives its JSON Schema."""
 
 

@@ -33,6 +33,14 @@ COST = Counter("dimee_cost_total", "Summed cost of the answered samples, by tier
                "(processing, offload, cloud, total)", ["tier", "component"])
 LABELLED = Counter("dimee_labelled_predictions_total", "Answered samples that came with a label", ["tier"])
 CORRECT = Counter("dimee_correct_predictions_total", "Answered labelled samples answered right", ["tier"])
+AUDITS = Counter("dimee_audits_total", "Answers of a lower tier the full model checked, by that tier and whether "
+                 "they agreed", ["tier", "outcome"])
+DRIFT_SCORE = Gauge("dimee_drift_score", "Kolmogorov-Smirnov distance of the last window's values from their "
+                    "calibration distribution (0 the same, 1 disjoint)", ["signal"])
+DRIFT_DETECTED = Gauge("dimee_drift_detected", "1 while the last window's drift score is above its 1% critical "
+                       "value", ["signal"])
+THRESHOLD_OFFSET = Gauge("dimee_threshold_offset", "The live offset the controller adds to the exit thresholds "
+                         "below the cloud (0: the calibrated thresholds)")
 ESCALATIONS = Counter("dimee_escalations_total", "Samples passed up a tier", ["from_tier", "to_tier"])
 
 ROUTED = Counter("dimee_routed_total", "Samples routed, by start tier", ["tier"])

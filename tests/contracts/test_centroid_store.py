@@ -69,10 +69,20 @@ def _another_client(store):
     return store
 
 
+def _race(work, *argument_sets) -> None:
+    """`work` run at once on each set of arguments, one thread each, until all are done."""
+    import threading
+
+    racers = [threading.Thread(target=work, args=arguments) for arguments in argument_sets]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join()
+
+
 def test_concurrent_routers_lose_no_update_and_apply_each_id_once(store):
     """Two routers moving the same pools at once, with overlapping ids (a replay seen by both): every id moves
     its pool exactly once, so each pool ends at the mean of its seed and of its distinct samples' embeddings."""
-    import threading
 
     rng = np.random.default_rng(1)
     store.seed([np.zeros(4), np.ones(4), None], [1, 1, 0])
@@ -85,12 +95,7 @@ def test_concurrent_routers_lose_no_update_and_apply_each_id_once(store):
         for batch in order:
             client.apply([Update(embeddings[i][0], embeddings[i][1], i) for i in batch])
 
-    racers = [threading.Thread(target=route, args=(store, batches)),
-              threading.Thread(target=route, args=(other, batches[::-1]))]  # every id offered twice
-    for racer in racers:
-        racer.start()
-    for racer in racers:
-        racer.join()
+    _race(route, (store, batches), (other, batches[::-1]))  # every id offered twice
     snap = store.snapshot()
     assert snap.counts[:2] == [201, 201] and snap.versions[:2] == [200, 200]
     for pool, seed in ((0, np.zeros(4)), (1, np.ones(4))):
@@ -127,3 +132,36 @@ def test_a_pool_lost_from_redis_is_reported_and_restored_alone(store):
     assert store.restore(cal.centroid_arrays(), cal.pool_sizes) == 1
     snap = store.snapshot()
     assert snap.means[0].tolist() == [2.0, 1.0] and snap.means[1].tolist() == [2.0, 0.0]
+
+
+def test_the_live_control_moves_once_per_audit_by_the_rule_and_a_reseed_resets_it(store):
+    from dimee.method.control import Control, ControlRule, replay
+
+    _seed(store)
+    rule = ControlRule(target=0.1, step=0.05)
+    assert store.control() == Control()
+    outcomes = [("a", True), ("b", False), ("a", True), ("c", True)]  # "a" again: a replay
+    steps = store.apply_control(outcomes, rule)
+    assert steps.applied == [True, True, False, True]
+    assert steps.controls == replay([True, False, True], rule)  # the rule of dimee.method.control, exactly
+    assert store.control() == steps.controls[-1] and store.control().version == 3
+    assert store.apply_control([("b", True)], rule).applied == [False]  # a redelivered audit moves nothing
+    _seed(store)
+    assert store.control() == Control()
+
+
+def test_concurrent_controllers_lose_no_step(store):
+
+    from dimee.method.control import ControlRule
+
+    _seed(store)
+    rule = ControlRule(target=0.0, step=0.001)  # every disagreement adds exactly one step
+    ids = [f"audit-{i}" for i in range(200)]
+    other = _another_client(store)
+
+    def control(client, order) -> None:
+        for start in range(0, len(order), 10):
+            client.apply_control([(i, True) for i in order[start:start + 10]], rule)
+
+    _race(control, (store, ids), (other, ids[::-1]))  # every audit offered twice
+    assert store.control().version == 200 and store.control().offset == pytest.approx(0.2)

@@ -93,29 +93,43 @@ class _Calibration:
         return TierPlan.of([("mobile", 2), ("cloud", 6)])
 
 
-def test_follower_reads_predictions_dead_letters_and_centroids():
+def test_follower_reads_predictions_dead_letters_audits_centroids_and_the_live_offset():
+    from dimee.method.control import ControlRule
+    from dimee.streaming.messages import Audit, CostBreakdown
+
     broker, topics = shared_broker(f"memory://dashboard-{time.monotonic_ns()}"), Topics("dash")
     producer = broker.producer()
     for prediction in HAND:
         producer.send(topics.predictions, prediction.id.encode(), prediction.to_bytes())
     producer.send(topics.predictions, None, b"not json")
     producer.send(topics.dead_letter, None, _dead_letter("sink", "processing failed: boom").to_bytes())
+    cost = CostBreakdown(processing=0.0, offload=0.5, cloud=0.5, total=1.0)
+    for i, agree in enumerate([True, False, True, True, True]):  # the fourth twice: a redelivery, counted once
+        audit = Audit(id=f"a-{min(i, 3)}", tier="edge", label_pred=1, full_pred=1 if agree else 0, agree=agree,
+                      cost=cost, worker="w")
+        producer.send(topics.audits, audit.id.encode(), audit.to_bytes())
     producer.flush()
     store = InMemoryCentroidStore()
     watch = CentroidWatch(store, _Calibration())  # type: ignore[arg-type]
-    follower = Follower(LiveView(), broker.consumer([topics.predictions, topics.dead_letter], "g"), topics, watch)
+    follower = Follower(LiveView(), broker.consumer([topics.predictions, topics.dead_letter, topics.audits], "g"),
+                        topics, watch)
     follower.start()
     try:
-        wait_for(lambda: follower.snapshot()["answered"] == 4 and follower.snapshot()["dead_letters"] == 1, 10,
+        wait_for(lambda: follower.snapshot()["answered"] == 4 and follower.snapshot()["dead_letters"] == 1
+                 and sum(a["audits"] for a in follower.snapshot()["audits"].values()) == 4, 10,
                  "the follower to fold the records")
         s = follower.snapshot()
         assert s["unreadable"] == 1 and s["dead_letter_reasons"] == {"sink: processing": 1}
         assert s["centroids"] is None and "not seeded" in s["centroid_note"]
+        audits = s["audits"]["edge"]
+        assert (audits["audits"], audits["disagreements"], s["audit_cost"]) == (4, 1, 4.0)
         store.seed([np.array([0.6, 0.8]), np.zeros(2)], [11, 5])
+        store.apply_control([("x", True)], ControlRule(target=0.0, step=0.25))
         follower.centroid_every_s = 0.0
         wait_for(lambda: follower.snapshot()["centroids"] is not None, 10, "the centroids")
         pools = follower.snapshot()["centroids"]
         assert [(p["tier"], p["shift"], p["adapted"]) for p in pools] == [("mobile", 1.0, 1), ("cloud", 0.0, 0)]
+        assert (follower.snapshot()["threshold_offset"], follower.snapshot()["threshold_version"]) == (0.25, 1)
     finally:
         follower.stop()
     assert not follower.thread.is_alive()

@@ -57,7 +57,7 @@ def population(size: int, rng: np.random.Generator) -> Recorded:
 
 
 def cut(data: Recorded, rows: np.ndarray) -> Recorded:
-    return Recorded(data.conf[rows], data.correct[rows], len(rows), data.num_labels)
+    return Recorded(data.conf[rows], data.correct[rows], len(rows), data.num_labels, data.agree[rows])
 
 
 def true_drop(truth: Recorded, answer_at: float | None) -> float:
@@ -88,3 +88,11 @@ def test_on_small_calibration_sets_the_shown_setting_misses_the_budget_in_at_mos
     # each tuned cascade is tested at δ / 2 = 2.5%; the point estimate sits on the budget's edge and misses often
     assert missed_shown / draws <= 0.025
     assert missed_point / draws >= 0.25
+
+
+def test_the_two_sided_interval_is_exact_clopper_pearson():
+    from dimee.method.certification import rate_interval
+
+    low, high = rate_interval(3, 40)
+    assert (low, high) == pytest.approx((beta.ppf(0.025, 3, 38), beta.ppf(0.975, 4, 37)))
+    assert rate_interval(0, 40)[0] == 0.0 and rate_interval(40, 40)[1] == 1.0 and rate_interval(0, 0) == (0.0, 1.0)

@@ -29,9 +29,11 @@ def test_metrics_after_a_small_stream(workdir, cal):
              "dimee_routed_total", "dimee_escalations_total", HISTOGRAM_COUNT]
     before = {n: _sum(n) for n in names}
     cost_before = _sum("dimee_cost_total", component="total")
+    audit_cost_before = _sum("dimee_cost_total", tier="audit", component="total")
+    audits_before = _sum("dimee_audits_total")
     dead_before = _sum("dimee_dead_letters_total", stage="router", reason="invalid-json")
     records = [*stream_records(60, seed=51), b"{not json"]
-    settings = Settings(broker="memory://metrics", state="memory://metrics", topic_prefix="metrics")
+    settings = Settings(broker="memory://metrics", state="memory://metrics", topic_prefix="metrics", audit_rate=0.3)
     run = run_pipeline(records, deployment(workdir, cal, "Cascade"), settings, PipelineOptions(progress=False))
     delta = {n: _sum(n) - before[n] for n in names}
     predictions = list(run.predictions.values())
@@ -41,7 +43,11 @@ def test_metrics_after_a_small_stream(workdir, cal):
     assert observations == len(predictions) and delta["dimee_routed_total"] == 60
     assert delta["dimee_correct_predictions_total"] == sum(p.correct for p in predictions)
     assert delta["dimee_escalations_total"] == sum(len(p.path) - 1 for p in predictions) > 0
-    assert _sum("dimee_cost_total", component="total") - cost_before == pytest.approx(
+    # every answer's cost, and every audit's (what Cloud-only would have cost for that sample)
+    audit_cost = _sum("dimee_cost_total", tier="audit", component="total") - audit_cost_before
+    assert _sum("dimee_audits_total") - audits_before == len(run.audits) > 0
+    assert audit_cost == pytest.approx(sum(a.cost.total for a in run.audits.values()))
+    assert _sum("dimee_cost_total", component="total") - cost_before - audit_cost == pytest.approx(
         sum(p.cost.total for p in predictions))
     assert _sum("dimee_dead_letters_total", stage="router", reason="invalid-json") - dead_before == 1
     lag = {s.labels["group"]: s.value for m in REGISTRY.collect() if m.name == "dimee_consumer_lag" for s in m.samples}

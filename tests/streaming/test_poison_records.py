@@ -258,3 +258,27 @@ def test_a_sample_stamped_ahead_of_the_producer_host_gets_a_record_time_the_brok
     assert encoded.timestamp == host_clock  # clamped to the host's clock, not two hours ahead
     assert producer._encode(1, {"id": "behind", "text": "fun", "produced_at": host_clock - 5}).timestamp == \
         host_clock - 5  # a time already behind the clock is kept
+
+
+def test_an_audit_copy_that_is_not_one_is_dead_lettered(workdir, cal):
+    """An audit copy runs the whole model on the last tier, for a lower tier's answer: one sent to another
+    tier, carrying hops, or auditing the cloud's own answer is refused; a good one yields an audit, no answer."""
+    from dimee.streaming.messages import AuditOf
+
+    plan, samples = cal.plan, stream_records(4, prefix="a")
+    cloud = plan.tiers[-1]
+    check = AuditOf(tier=plan.tiers[0], label_pred=1, confidence=0.9, exit_layer=1)
+    hop = Hop(tier=plan.tiers[0], layers_run=1, cost=CostBreakdown(processing=0, offload=0, cloud=0, total=0))
+
+    def copy(i: int, tier=cloud, **fields) -> Routed:
+        good = Routed(**samples[i], tier=tier, pool=0, distances=[], centroid_version=0, router="r", audit_of=check)
+        return Routed.model_construct(**{**good.__dict__, **fields})
+
+    _, served, letters = _serve_routed(workdir, cal, 1, [(b"a-0", copy(0, tier=plan.tiers[1]))])
+    assert re.search("audit_of: .*the mobile answer on the edge worker", letters["a-0"]) and not served
+    bad = {"a-1": copy(1, hops=[hop]), "a-2": copy(2, audit_of=check.model_copy(update={"tier": cloud}))}
+    good = copy(3)
+    messages = [(m.id.encode(), m) for m in [*bad.values(), good]]
+    _, served, letters = _serve_routed(workdir, cal, 2, messages)
+    assert set(letters) == set(bad) and not served  # the good copy is audited, never answered again
+    assert re.search("no hops", letters["a-1"]) and re.search("lower tier", letters["a-2"])

@@ -55,6 +55,10 @@ function showNumbers(s) {
   text("tier-shares", tiers.map((t) => (100 * s.tier_shares[t]).toFixed(0)).join(" / ") + " %");
   text("escalations", s.escalations);
   text("dead-letters", s.dead_letters);
+  text("audits", Object.entries(s.audits || {}).map(([tier, a]) =>
+    `${tier} ${(100 * a.disagreement).toFixed(1)}% [${(100 * a.interval[0]).toFixed(1)}, ` +
+    `${(100 * a.interval[1]).toFixed(1)}] of ${a.audits}`).join(" · ") || "none yet");
+  text("threshold-offset", s.threshold_offset === null ? "–" : fixed(s.threshold_offset, 3));
   rows("escalation-paths", Object.entries(s.escalation_paths));
   rows("dead-letter-reasons", Object.entries(s.dead_letter_reasons));
   text("centroid-note", s.centroid_note);

@@ -64,18 +64,20 @@ class Topics:
     predictions = _Named("predictions")
     dead_letter = _Named("dead-letter")
     feedback = _Named("feedback")  # observed pools reported by workers, for label-free centroid adaptation
+    audits = _Named("audits")  # the full model's check of answers a lower tier gave (`dimee.streaming.audit`)
 
     def tier(self, tier: str) -> str:
         return f"{self.prefix}.{tier}"
 
     def all(self) -> list[str]:
         return [self.samples, *(self.tier(t) for t in TIER_NAMES), self.predictions, self.dead_letter,
-                self.feedback]
+                self.feedback, self.audits]
 
     # Consumer groups: every instance of a role shares one, so the broker spreads partitions over them.
     router_group = _Named("router")
     sink_group = _Named("sink")
     feedback_group = _Named("feedback")
+    controller_group = _Named("controller")
 
     def worker_group(self, tier: str) -> str:
         return f"{self.prefix}.worker.{tier}"

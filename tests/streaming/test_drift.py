@@ -1,0 +1,47 @@
+"""The drift score: the Kolmogorov-Smirnov distance of a window from the calibration distribution, flagged above
+its 1% critical value, logged when it starts and when it ends, and fed by the router on every policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import ks_2samp
+
+from dimee.composition.pipeline import PipelineOptions, run_pipeline
+from dimee.streaming import metrics
+from dimee.streaming.config import Settings
+from dimee.streaming.drift import DriftWatch, ks_distance
+from tests.support.helpers import deployment, stream_records
+
+
+def test_the_distance_to_quantiles_is_the_two_sample_statistic():
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=50_000)
+    quantiles = np.quantile(reference, np.linspace(0, 1, 101))
+    for shift in (0.0, 0.3, 2.0):
+        window = rng.normal(loc=shift, size=500)
+        assert ks_distance(window, quantiles) == pytest.approx(ks_2samp(window, reference).statistic, abs=0.02)
+    assert ks_distance(np.full(10, 100.0), quantiles) == 1.0
+
+
+def test_a_shifted_window_is_flagged_and_logged_once_when_it_starts_and_when_it_ends(capsys):
+    rng = np.random.default_rng(1)
+    quantiles = np.quantile(rng.normal(size=2000), np.linspace(0, 1, 101))
+    watch = DriftWatch("test-signal", quantiles, 2000, window=500)
+    calm = watch.add(rng.normal(size=1000).tolist())
+    shifted = watch.add(rng.normal(loc=0.5, size=1000).tolist())
+    back = watch.add(rng.normal(size=500).tolist())
+    assert [r.drifted for r in calm + shifted + back] == [False, False, True, True, False]
+    assert metrics.DRIFT_DETECTED.labels("test-signal")._value.get() == 0
+    said = capsys.readouterr().out
+    assert said.count("drift detected") == 1 and said.count("drift over") == 1
+
+
+def test_the_router_scores_drift_on_a_policy_whose_routing_measures_no_distance(workdir, cal):
+    before = metrics.DRIFT_SCORE.labels("nearest_centroid")._value.get()
+    settings = Settings(broker="memory://drift", state="memory://drift", topic_prefix="drift", audit_rate=0.0)
+    run_pipeline(stream_records(500, seed=61), deployment(workdir, cal, "Edge+escalation"), settings,
+                 PipelineOptions(progress=False))
+    score = metrics.DRIFT_SCORE.labels("nearest_centroid")._value.get()
+    assert score != before and 0.0 <= score <= 1.0
+    assert len(cal.nearest_centroid_quantiles) == 101

@@ -88,13 +88,27 @@ def drift_cmd(
     out: Annotated[Path, typer.Option(help="Folder for drift.md, drift.json and drift.png.")] = Path("runs/drift"),
     epochs: Annotated[int, typer.Option(min=1)] = 3,
     seed: opt.SeedOpt = 0,
+    calibrated: Annotated[Path | None, typer.Option(
+        help="Instead of training on --calibrate-on: stream this calibrated work folder's own test split "
+             "(--dataset), then every --stream domain whole, through the pipeline with its default policy, "
+             "without and with the controller; per window of 500 the drop against the full model, cost with "
+             "audits and the window's floor (drift-windows.md).")] = None,
+    dataset: Annotated[str, typer.Option(help="With --calibrated: the data set it was calibrated on.")
+                       ] = "rt-sentences",
+    audit_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="With --calibrated: the audit rate.")] = 0.05,
 ) -> None:
     """Distribution shift: calibrate on one uci-sentences domain, stream the others; accuracy and cost per
-    segment for the paper's routers and this project's."""
+    segment for the paper's routers and this project's. With --calibrated: a calibrated model streamed for real
+    across domains, with and without the live threshold controller."""
     from dimee.data.fetch import UCI_DOMAINS
     from dimee.offline.experiments import drift
 
     domains = [d for d in stream.split(",") if d]
+    if calibrated is not None:
+        if not domains or set(domains) - set(UCI_DOMAINS):
+            raise DimeeError(f"--stream takes values of {', '.join(UCI_DOMAINS)}")
+        _drift_windows(calibrated, dataset, domains, out, audit_rate)
+        return
     if calibrate_on not in UCI_DOMAINS or not domains or set(domains) - set(UCI_DOMAINS) or calibrate_on in domains:
         raise DimeeError(f"domains must be distinct values of {', '.join(UCI_DOMAINS)}")
     opt.use_all_cores()
@@ -103,3 +117,20 @@ def drift_cmd(
     drift(Settings().data_dir, Workdir(workdir or Path(f"artifacts/drift-{calibrate_on}")), out,
           (calibrate_on, domains), TrainConfig(epochs=epochs, seed=seed))
     typer.echo((out / "drift.md").read_text())
+
+
+def _drift_windows(workdir: Path, dataset: str, domains: list[str], out: Path, audit_rate: float) -> None:
+    from dimee.composition.drift_windows import Segment, drift_windows
+    from dimee.offline.experiments import uci_domains
+    from dimee.offline.workflow import splits_for
+    from dimee.streaming.deployment import Deployment
+    from dimee.streaming.runtime import configure_logging
+
+    opt.use_all_cores()
+    configure_logging("WARNING")
+    settings = Settings(audit_rate=audit_rate)
+    test = splits_for(DatasetSpec(name=dataset), settings.data_dir).test
+    segments = [Segment(f"{dataset} test", test),
+                *(Segment(name, data) for name, data in uci_domains(settings.data_dir, domains))]
+    drift_windows(Deployment.load(workdir, "auto"), segments, settings, out)
+    typer.echo((out / "drift-windows.md").read_text())

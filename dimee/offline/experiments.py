@@ -92,6 +92,21 @@ DRIFT_POLICIES = ("Cloud-only", "DIMEE-F", "DIMEE-D", "DIMEE-D+esc", "Feedback-a
                   "Learned+esc", "Oracle")
 
 
+def uci_domains(data_dir: Path, domains: list[str], seed: int = 0) -> list[tuple[str, TextDataset]]:
+    """Each uci-sentences domain whole (all three of its splits), in the order given."""
+    others = splits_for(DatasetSpec(name="uci-sentences:" + ",".join(domains), seed=seed), data_dir)
+    out = []
+    for domain in domains:
+        texts, labels = [], []
+        for part in (others.train, others.calibration, others.test):
+            for text, label, dom in zip(part.texts, part.labels, part.domains or [], strict=True):
+                if dom == domain:
+                    texts.append(text)
+                    labels.append(label)
+        out.append((domain, TextDataset(domain, texts, labels, others.train.label_names)))
+    return out
+
+
 def drift(data_dir: Path, workdir: Workdir, out_dir: Path, domains: tuple[str, list[str]],
           training: TrainConfig) -> dict:
     """Train and calibrate on one uci-sentences domain (`domains[0]`); stream its test split, then the other
@@ -103,17 +118,7 @@ def drift(data_dir: Path, workdir: Workdir, out_dir: Path, domains: tuple[str, l
             CalibrationConfig(model_id=f"uci-{calibrate_on}"))
     cal = Calibration.load(workdir.calibration)
     cal_exits = ExitRecords.load(workdir.exits("calibration"))
-    others = splits_for(DatasetSpec(name="uci-sentences:" + ",".join(stream), seed=seed), data_dir)
-    segments_data = [("in-domain " + calibrate_on, splits.test)]
-    for domain in stream:
-        whole = [others.train, others.calibration, others.test]
-        texts, labels = [], []
-        for part in whole:
-            for text, label, dom in zip(part.texts, part.labels, part.domains or [], strict=True):
-                if dom == domain:
-                    texts.append(text)
-                    labels.append(label)
-        segments_data.append((domain, TextDataset(domain, texts, labels, ["negative", "positive"])))
+    segments_data = [("in-domain " + calibrate_on, splits.test), *uci_domains(data_dir, stream, seed)]
     model, tokenizer = load_model(workdir.model), load_tokenizer(workdir.model)
     extractor, f_cal, f_in_domain = extract_features(splits, workdir)
     stream_probs, stream_emb, stream_labels, bounds = [], [], [], [0]

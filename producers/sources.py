@@ -4,14 +4,63 @@ drift scenario (one domain after another)."""
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from dimee.common.errors import DataError
 from dimee.data import DatasetSpec, load_splits
+from dimee.data.labels import label_map
 from dimee.data.loaders import checked_rows, labels_to_ids
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where `dimee produce` and `dimee pipeline` take samples from (their shared options)."""
+
+    source: str = "split:test"  # split:NAME of `dataset`, a .csv/.tsv/.jsonl file, or - for stdin
+    dataset: str = "rt-sentences"
+    text_col: str = "text"
+    label_col: str | None = "label"
+    id_col: str | None = None
+    drift: str | None = None  # domains sent one after another
+    seed: int = 0
+
+
+@dataclass
+class Source:
+    records: Iterable[dict]
+    total: int | None  # None: not known before the end (stdin)
+    label_names: list[str] | None  # the names of the labels' ids, where the source has labels
+
+
+def open_source(spec: SourceSpec, data_dir: Path) -> Source:
+    """The samples of `spec`, checked whole before anything is sent (a file), drift-ordered if asked."""
+    if spec.source.startswith("split:"):
+        data = load_splits(DatasetSpec(name=spec.dataset, seed=spec.seed), data_dir).get(spec.source[6:])
+        source = Source(data.records(), len(data), data.label_names)
+    elif spec.source == "-":
+        source = Source(from_lines(sys.stdin), None, None)
+    else:
+        records, names = read_file(Path(spec.source), spec.text_col, spec.label_col or None, id_col=spec.id_col)
+        source = Source(records, len(records), names)
+    if spec.drift:
+        records = drift_order(source.records, [d for d in spec.drift.split(",") if d])
+        source = Source(records, len(records), source.label_names)
+    return source
+
+
+def in_model_labels(model_labels: list[str], source: Source) -> list[dict]:
+    """The source's records with their labels as the model's ids, mapped by name (`dimee.data.labels`): a label
+    the model does not have is refused before anything is sent, as `dimee evaluate` refuses it."""
+    records = list(source.records)
+    if source.label_names is None or source.label_names == list(model_labels):
+        return records
+    ids = label_map(model_labels, source.label_names, "the source")
+    return [{**r, "label": ids[r["label"]]} if r.get("label") is not None else r for r in records]
 
 
 def from_split(spec: DatasetSpec, split: str, data_dir: Path) -> list[dict]:
@@ -26,11 +75,16 @@ def run_token() -> str:
 
 def from_file(path: Path, text_col: str = "text", label_col: str | None = "label", pair_col: str | None = None,
               id_col: str | None = None) -> list[dict]:
+    return read_file(path, text_col, label_col, pair_col, id_col)[0]
+
+
+def read_file(path: Path, text_col: str = "text", label_col: str | None = "label", pair_col: str | None = None,
+              id_col: str | None = None) -> tuple[list[dict], list[str] | None]:
     """Rows of a CSV/TSV/JSONL file, read and checked whole before anything is sent (a malformed file is
-    refused, never half-sent); labels mapped as everywhere else (integers as they are, names in sorted
-    order); without an id column the id is FILE-RUN-ROW."""
+    refused, never half-sent), and the names of its label ids; labels mapped as everywhere else (integers as
+    they are, names in sorted order); without an id column the id is FILE-RUN-ROW."""
     rows = checked_rows(path, text_col, pair_col, id_col)
-    labels = _labels(rows, label_col, path)
+    labels, names = _labels(rows, label_col, path)
     run = run_token()
     records = []
     for i, (row, label) in enumerate(zip(rows, labels, strict=True)):
@@ -40,18 +94,22 @@ def from_file(path: Path, text_col: str = "text", label_col: str | None = "label
         if pair_col:
             record["text_pair"] = row[pair_col]
         records.append(record)
-    return records
+    return records, names
 
 
-def _labels(rows: list[dict[str, str]], label_col: str | None, path: Path) -> list[int | None]:
-    """Labels mapped as everywhere else; a row without the label field (JSONL) is unlabelled, a row with an
-    empty one is malformed."""
+def _labels(rows: list[dict[str, str]], label_col: str | None, path: Path) -> tuple[list[int | None],
+                                                                                      list[str] | None]:
+    """Labels mapped as everywhere else, and their names; a row without the label field (JSONL) is unlabelled, a
+    row with an empty one is malformed."""
     given = [None if not label_col or label_col not in row else row[label_col] for row in rows]
     empty = [i for i, value in enumerate(given, start=1) if value is not None and not value.strip()]
     if empty:
         raise DataError(f"{path}: empty label at row {empty[0]}")
-    ids = iter(labels_to_ids([v for v in given if v is not None], str(path))[0] if any(given) else [])
-    return [None if value is None else next(ids) for value in given]
+    if not any(given):
+        return [None] * len(given), None
+    ids, names = labels_to_ids([v for v in given if v is not None], str(path))
+    found = iter(ids)
+    return [None if value is None else next(found) for value in given], names
 
 
 def from_lines(stream: IO[str], prefix: str = "stdin") -> Iterator[dict]:

@@ -51,13 +51,18 @@ def demo_cmd(
 
 def _routing_study(splits, work: Workdir, out: Path, test_exits) -> dict:
     from dimee.offline.evaluation.routing_study import StudyOptions, run_study
-    from dimee.offline.evaluation.study_report import write_study
+    from dimee.offline.evaluation.study_report import guarantee_lines, write_study
 
     study = run_study(splits, work, test_exits, StudyOptions(frontier=False))
     write_study(study, out, "dimee demo: routing policies on rt-sentences")
     default_row = next(r for r in study["methods"] if r["name"] == study["default_policy"])
+    shown = guarantee_lines(study)
+    with (out / "report.md").open("a") as report:  # the main report says what the default promises
+        report.write("\n".join(["", f"## The default policy: {study['default_policy']}", "",
+                                 f"Chosen as the {study['default_rule']}.", "", *shown]) + "\n")
     typer.echo(f"routing policies: {out / 'routing.md'}; default chosen on calibration: {study['default_policy']} "
                f"(test: {100 * default_row['accuracy']:.2f}% at cost {default_row['cost']:.3f})")
+    typer.echo("\n".join(shown))
     return default_row
 
 

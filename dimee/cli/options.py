@@ -16,6 +16,7 @@ from dimee.common.choices import Guarantee, LogLevel
 from dimee.common.errors import DimeeError
 from dimee.data.registry import NAMES_HELP, DatasetSpec
 from dimee.method.routing_policy import POLICIES
+from dimee.producers.sources import SourceSpec
 from dimee.streaming.config import Settings, check_state_url, kafka_servers
 from dimee.streaming.stage import BatchLimits
 
@@ -171,6 +172,19 @@ def settings_options(*names: str) -> Callable[[Command], Command]:
     environment with the command line on top."""
     return bundled("settings", stream_settings, [_option(name, CONNECTION[name]) for name in names])
 
+
+source_options = bundled("source", SourceSpec, [
+    _option("source", Annotated[str, typer.Option(
+        help="split:NAME (train/calibration/test of --dataset), a .csv/.tsv/.jsonl file, or - for stdin (JSON or "
+             "text lines).")], "split:test"),
+    _option("dataset", Annotated[str, typer.Option(help="Dataset for split: sources.")], "rt-sentences"),
+    _option("text_col", Annotated[str, typer.Option(help="Text column of a file source.")], "text"),
+    _option("label_col", Annotated[str, typer.Option(help="Label column of a file source (optional).")], "label"),
+    _option("id_col", Annotated[str | None, typer.Option(help="Id column of a file source (default FILE-ROW).")]),
+    _option("drift", Annotated[str | None, typer.Option(help="Comma-separated domains to send one after another, "
+                                                              "e.g. amazon,imdb,yelp with uci-sentences.")]),
+    _option("seed", Annotated[int, typer.Option(help="Split seed.")], 0)])
+"""Where samples come from (`dimee produce`, `dimee pipeline`) as one `source: SourceSpec`."""
 
 policy_options = bundled("policy", lambda policy, adaptive: "DIMEE-D" if adaptive else policy, [
     _option("policy", PolicyOpt, "auto"), _option("adaptive", AdaptiveOpt, False)])

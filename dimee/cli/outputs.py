@@ -11,7 +11,7 @@ import typer
 from dimee.cli import options as opt
 from dimee.cli.app import app
 from dimee.cli.runtime import start_role
-from dimee.common.choices import Split
+from dimee.producers.sources import SourceSpec
 from dimee.streaming.config import Settings
 from dimee.streaming.stage import BatchLimits
 
@@ -55,12 +55,12 @@ def tail_cmd(
 
 @app.command("pipeline")
 @opt.router_options(32, "audit_rate")
+@opt.source_options
 def pipeline_cmd(
     settings: Settings,
     limits: BatchLimits,
     policy: str,
-    dataset: Annotated[str, typer.Option(help="Dataset whose split is streamed.")] = "rt-sentences",
-    split: Annotated[Split, typer.Option(help="Which split to stream.")] = "test",
+    source: SourceSpec,
     count: Annotated[int | None, typer.Option(min=1, help="Stream only the first N samples.")] = None,
     workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR,
     reseed: Annotated[bool, typer.Option(help="Seed the state store from calibration.json (always done "
@@ -68,17 +68,19 @@ def pipeline_cmd(
     out: Annotated[Path | None, typer.Option(help="Also write the predictions as JSONL here.")] = None,
     log_level: opt.LogOpt = "WARNING",
 ) -> None:
-    """Producer, router, three workers and sink in one process; prints accuracy, cost and throughput."""
+    """Producer, router, three workers and sink in one process, from the sources `dimee produce` takes (a split,
+    a file, stdin, a drift sequence); prints accuracy, cost, throughput and the audit."""
     from dimee.composition.pipeline import PipelineOptions, run_pipeline
-    from dimee.data import DatasetSpec
-    from dimee.producers.sources import from_split
+    from dimee.model.spec import load_spec
+    from dimee.producers.sources import in_model_labels, open_source
     from dimee.streaming.audit import AuditTally
     from dimee.streaming.deployment import Deployment
 
     start_role(log_level, None)
     opt.use_threads(settings.threads)
+    opened = open_source(source, settings.data_dir)  # a bad source is one line before the model loads
     deployment = Deployment.load(workdir, policy)
-    records = from_split(DatasetSpec(name=dataset), split, settings.data_dir)[:count]
+    records = in_model_labels(load_spec(deployment.workdir.model).label_names, opened)[:count]
     typer.echo(f"routing policy: {deployment.policy.name}", err=True)
     options = PipelineOptions(reseed=reseed or settings.state.startswith("memory://"),
                               limits=limits, sink_path=out)

@@ -96,6 +96,11 @@ def drift_cmd(
     dataset: Annotated[str, typer.Option(help="With --calibrated: the data set it was calibrated on.")
                        ] = "rt-sentences",
     audit_rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="With --calibrated: the audit rate.")] = 0.05,
+    policy: Annotated[str, typer.Option(help="With --calibrated: the policy streamed (auto: WORKDIR/policy.json).")
+                      ] = "auto",
+    control_target: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="With --calibrated: the controller's target (default: the calibration's, for a "
+                               "tuned policy).")] = None,
 ) -> None:
     """Distribution shift: calibrate on one uci-sentences domain, stream the others; accuracy and cost per
     segment for the paper's routers and this project's. With --calibrated: a calibrated model streamed for real
@@ -107,7 +112,8 @@ def drift_cmd(
     if calibrated is not None:
         if not domains or set(domains) - set(UCI_DOMAINS):
             raise DimeeError(f"--stream takes values of {', '.join(UCI_DOMAINS)}")
-        _drift_windows(calibrated, dataset, domains, out, audit_rate)
+        _drift_windows(calibrated, dataset, domains, out,
+                       Settings(audit_rate=audit_rate, control_target=control_target), policy)
         return
     if calibrate_on not in UCI_DOMAINS or not domains or set(domains) - set(UCI_DOMAINS) or calibrate_on in domains:
         raise DimeeError(f"domains must be distinct values of {', '.join(UCI_DOMAINS)}")
@@ -119,7 +125,8 @@ def drift_cmd(
     typer.echo((out / "drift.md").read_text())
 
 
-def _drift_windows(workdir: Path, dataset: str, domains: list[str], out: Path, audit_rate: float) -> None:
+def _drift_windows(workdir: Path, dataset: str, domains: list[str], out: Path, settings: Settings,
+                   policy: str) -> None:
     from dimee.composition.drift_windows import Segment, drift_windows
     from dimee.offline.experiments import uci_domains
     from dimee.offline.workflow import splits_for
@@ -128,9 +135,8 @@ def _drift_windows(workdir: Path, dataset: str, domains: list[str], out: Path, a
 
     opt.use_all_cores()
     configure_logging("WARNING")
-    settings = Settings(audit_rate=audit_rate)
     test = splits_for(DatasetSpec(name=dataset), settings.data_dir).test
     segments = [Segment(f"{dataset} test", test),
                 *(Segment(name, data) for name, data in uci_domains(settings.data_dir, domains))]
-    drift_windows(Deployment.load(workdir, "auto"), segments, settings, out)
+    drift_windows(Deployment.load(workdir, policy), segments, settings, out)
     typer.echo((out / "drift-windows.md").read_text())

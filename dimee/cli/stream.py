@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,56 +14,37 @@ from dimee.cli.runtime import end_role, start_role
 from dimee.common.choices import EscalationMode
 from dimee.common.errors import DimeeError
 from dimee.method.tiers import Tier
+from dimee.producers.sources import SourceSpec
 from dimee.streaming.config import Settings, redact
 from dimee.streaming.stage import BatchLimits
 
 
 @app.command("produce")
 @opt.settings_options(*opt.KAFKA, "partitions")
+@opt.source_options
 def produce_cmd(
     settings: Settings,
-    source: Annotated[str, typer.Option(
-        help="split:NAME (train/calibration/test of --dataset), a .csv/.tsv/.jsonl file, or - for stdin "
-             "(JSON or text lines)."
-    )] = "split:test",
-    dataset: Annotated[str, typer.Option(help="Dataset for split: sources.")] = "rt-sentences",
-    text_col: Annotated[str, typer.Option(help="Text column of a file source.")] = "text",
-    label_col: Annotated[str, typer.Option(help="Label column of a file source (optional).")] = "label",
-    id_col: Annotated[str | None, typer.Option(help="Id column of a file source (default FILE-ROW).")] = None,
+    source: SourceSpec,
     count: Annotated[int | None, typer.Option(min=1, help="Send at most this many.")] = None,
     rate: Annotated[float | None, typer.Option(min=0.001, help="Messages per second (default: as fast "
                                                                "as possible).")] = None,
-    drift: Annotated[str | None, typer.Option(help="Comma-separated domains to send one after another, "
-                                                   "e.g. amazon,imdb,yelp with uci-sentences.")] = None,
-    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
     log_level: opt.LogOpt = "INFO",
 ) -> None:
     """Publish samples to the samples topic, keyed by sample id."""
     opt.needs_a_broker(settings)
-    from dimee.data import DatasetSpec
-    from dimee.producers import sources
     from dimee.producers.producer import ProduceOptions, produce
+    from dimee.producers.sources import open_source
     from dimee.streaming.transport import Topics, open_transport
 
     stop = start_role(log_level, None)
-    records: list | object
-    total = None
-    if source.startswith("split:"):
-        records = sources.from_split(DatasetSpec(name=dataset, seed=seed), source[6:], settings.data_dir)
-        total = len(records)  # type: ignore[arg-type]
-    elif source == "-":
-        records = sources.from_lines(sys.stdin)
-    else:
-        records = sources.from_file(Path(source), text_col, label_col or None, id_col=id_col)
-    if drift:
-        records = sources.drift_order(records, [d for d in drift.split(",") if d])  # type: ignore[arg-type]
-        total = len(records)
+    opened = open_source(source, settings.data_dir)
+    records, total = opened.records, opened.total
     transport = open_transport(settings.broker, settings.api_version_tuple(), "dimee-producer",
                                settings.kafka_security())
     topics = Topics(settings.topic_prefix)
     options = ProduceOptions(rate=rate, count=count, stop=stop, total=total, progress=sys.stderr.isatty(),
                              partitions=settings.partitions, replication=settings.replication_factor)
-    result = produce(transport, topics, records, options)  # type: ignore[arg-type]
+    result = produce(transport, topics, records, options)
     typer.echo(f"produced {result.acknowledged} samples to {topics.samples} (acknowledged by the broker)")
     for label, reason in result.refused[:20]:
         typer.echo(f"refused {label}: {reason}", err=True)

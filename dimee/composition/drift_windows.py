@@ -21,15 +21,17 @@ import numpy as np
 
 from dimee.composition.pipeline import PipelineOptions, PipelineRun, run_pipeline
 from dimee.data.dataset import TextDataset
+from dimee.data.labels import in_model_labels
 from dimee.method.exits import ExitRecords
 from dimee.model.artifacts import load_model, load_tokenizer
+from dimee.model.spec import load_spec
 from dimee.offline.evaluation.floors import agreement_floor, paired_bootstrap
 from dimee.offline.training import record_exit_probabilities
-from dimee.offline.workflow import check_labels
 from dimee.streaming.config import Settings
 from dimee.streaming.deployment import Deployment
 
 WINDOW = 500
+RATE = 100.0  # samples per second: below what the pipeline serves on 2 cores (~200/s), as a live stream arrives
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,6 @@ def _exits(deployment: Deployment, segments: list[Segment]) -> ExitRecords:
     model, tokenizer = load_model(deployment.workdir.model), load_tokenizer(deployment.workdir.model)
     probs, embeddings, labels = [], [], []
     for segment in segments:
-        check_labels(model.spec.label_names, segment.data)
         p, e = record_exit_probabilities(model, tokenizer, segment.data, desc=f"recording {segment.name}")
         probs.append(p)
         embeddings.append(e)
@@ -69,14 +70,25 @@ def _window_row(run: PipelineRun, ids: list[str], exits: ExitRecords, budget: fl
     cost += sum(run.audits[i].cost.total for i in ids if i in run.audits)
     drop = float(full.mean() - correct.mean())
     # the drop's interval is the accuracy difference's, mirrored; within the budget where it reaches the budget
-    return {"drop": drop, "drop_interval": [-high, -low], "within_budget": -high <= budget / 100,
+    return {"drop": drop, "drop_interval": [0.0 - high, 0.0 - low], "within_budget": -high <= budget / 100,
             "cost": cost / len(ids), "audits": sum(i in run.audits for i in ids), "lost": answered.count(None)}
 
 
+@dataclass(frozen=True)
+class Pace:
+    window: int = WINDOW  # samples scored together
+    rate: float | None = RATE  # samples per second arriving (None: all at once)
+
+
 def drift_windows(deployment: Deployment, segments: list[Segment], settings: Settings, out_dir: Path,
-                  window: int = WINDOW) -> dict:
+                  pace: Pace | None = None) -> dict:
     """Stream the segments with the controller off, then on; per window the drop, cost and floor (drift-windows.md
-    and .json under `out_dir`)."""
+    and .json under `out_dir`). Samples arrive at `rate` per second: the router stamps the offset it reads when a
+    sample arrives, so a stream produced all at once would be routed before the first audit came back."""
+    pace = pace or Pace()
+    window, rate = pace.window, pace.rate
+    model_labels = load_spec(deployment.workdir.model).label_names  # labels mapped by name, refused if unknown
+    segments = [Segment(s.name, in_model_labels(model_labels, s.data)) for s in segments]
     records, exits = _stream(segments), _exits(deployment, segments)
     calibration = deployment.calibration
     budget = calibration.config().max_drop
@@ -86,7 +98,7 @@ def drift_windows(deployment: Deployment, segments: list[Segment], settings: Set
         embedded = f"memory://drift-{name}-{token}"
         run_settings = settings.model_copy(update={"control": control, "topic_prefix": f"drift-{name}",
                                                    "broker": embedded, "state": embedded})
-        runs[name] = run_pipeline(records, deployment, run_settings, PipelineOptions(progress=True))
+        runs[name] = run_pipeline(records, deployment, run_settings, PipelineOptions(progress=True, rate=rate))
     boundaries = np.cumsum([0] + [len(s.data) for s in segments])
     rows = []
     for start in range(0, len(records), window):
@@ -102,6 +114,7 @@ def drift_windows(deployment: Deployment, segments: list[Segment], settings: Set
             row[name]["floor_multiple"] = row[name]["cost"] / floor if floor else float("nan")
         rows.append(row)
     report = {"policy": deployment.policy.name, "budget_points": budget, "audit_rate": settings.audit_rate,
+              "rate_per_s": rate,
               "window": window, "segments": [[s.name, len(s.data)] for s in segments], "windows": rows,
               "final_offset": runs["controller"].controls[-1][1].offset if runs["controller"].controls else 0.0}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -120,7 +133,8 @@ def _cell(row: dict) -> str:
 def markdown(report: dict) -> str:
     lines = [f"# Drift, streamed: {report['policy']}, windows of {report['window']} samples", "",
              f"Budget {report['budget_points']:g} pt; audits {100 * report['audit_rate']:g}% of the answers below "
-             f"the cloud (cost included). Segments in order: "
+             f"the cloud (cost included); samples arrive at {report['rate_per_s'] or 'full speed'}/s. Segments in "
+             "order: "
              + ", ".join(f"{name} ({n})" for name, n in report["segments"])
              + f". Final controller offset {report['final_offset']:.3f}.", "",
              "Drop: accuracy points below the full model on the window [95% paired bootstrap]; ✗: the interval "

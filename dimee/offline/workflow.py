@@ -13,7 +13,7 @@ import torch
 from dimee.common.errors import DimeeError
 from dimee.common.workdir import Workdir
 from dimee.data import DatasetSpec, Splits, load_splits
-from dimee.data.dataset import TextDataset
+from dimee.data.labels import in_model_labels
 from dimee.method.calibration import Calibration, CalibrationConfig, calibrate
 from dimee.method.exits import ExitRecords
 from dimee.model.artifacts import load_model, load_tokenizer, new_model, save_model
@@ -34,12 +34,14 @@ def run_train(splits: Splits, workdir: Workdir, config: TrainConfig) -> dict:
     return summary
 
 
-def check_labels(model_labels: list[str], data: TextDataset) -> None:
-    """A model answers with its own label set: data labelled with another set would be scored against the
-    wrong classes (a 2-class model on a 3-class file reports nonsense), so refuse it."""
-    if list(data.label_names) != list(model_labels):
-        raise DimeeError(f"{data.name} is labelled {', '.join(data.label_names)} but the model answers "
-                         f"{', '.join(model_labels)}: use data with the model's label set, or train on this data")
+def evaluation_splits(splits: Splits, workdir: Workdir) -> tuple[Splits, Calibration, ExitRecords]:
+    """What `evaluate` scores: the data set WORKDIR was calibrated on must be its calibration split as recorded
+    (another split seed would score samples it trained on); another data set with the model's labels is scored on
+    its test split against WORKDIR's calibration."""
+    cal = Calibration.load(workdir.calibration)
+    if splits.train.name == cal.model_id:
+        return calibrated_splits(splits, workdir)
+    return splits, cal, ExitRecords.load(workdir.exits("calibration"))
 
 
 def calibrated_splits(splits: Splits, workdir: Workdir) -> tuple[Splits, Calibration, ExitRecords]:
@@ -63,8 +65,7 @@ def check_calibrated_on(splits: Splits, cal_exits: ExitRecords, workdir: Workdir
 
 def record_split(splits: Splits, workdir: Workdir, split: str, dest: Path, raw: bool = False) -> ExitRecords:
     """Every exit of the full model on one split, saved to `dest` (an output: never the inputs it read)."""
-    data = splits.get(split)
-    check_labels(load_spec(workdir.model).label_names, data)
+    data = in_model_labels(load_spec(workdir.model).label_names, splits.get(split))
     model, tokenizer = load_model(workdir.model), load_tokenizer(workdir.model)
     probs, embeddings = record_exit_probabilities(model, tokenizer, data, desc=f"recording {split} exits")
     if raw:  # the `raw` routing embedding: mean of word-embedding rows only
@@ -96,8 +97,8 @@ def test_exits_path(out_dir: Path) -> Path:
 def run_evaluate(splits: Splits, workdir: Workdir, out_dir: Path, seed: int = 0,
                  title: str | None = None) -> tuple[dict, ExitRecords]:
     """Every method on the test split; report and recorded test exits written under `out_dir`."""
-    check_labels(load_spec(workdir.model).label_names, splits.test)
-    splits, cal, cal_exits = calibrated_splits(splits, workdir)
+    in_model_labels(load_spec(workdir.model).label_names, splits.test)  # refused before anything is written
+    splits, cal, cal_exits = evaluation_splits(splits, workdir)
     test_exits = record_split(splits, workdir, "test", test_exits_path(out_dir), raw=cal.embedding == "raw")
     report = build_report(test_exits, cal_exits, cal, seed=seed)
     write_report(report, out_dir, title or f"dimee evaluation ({splits.test.name})")

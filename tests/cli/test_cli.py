@@ -62,7 +62,7 @@ def test_pipeline_command_on_the_embedded_broker(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "pred.jsonl"
     result = CliRunner().invoke(app, ["pipeline", "--workdir", str(workdir), "--dataset", str(data),
-                                      "--split", "test", "--out", str(out)])
+                                      "--source", "split:test", "--out", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output[result.output.index("{"):])
     assert summary["count"] == len(out.read_text().splitlines()) > 0
@@ -132,7 +132,7 @@ def test_each_user_mistake_is_one_line(tmp_path):
         (["produce", "--source", str(files["named.csv"])], "no broker: pass --broker"),
         (["produce", "--source", str(files["broken.csv"]), *kafka], "broken.csv: empty label at row 2"),
         (["produce", "--source", "split:nope", *kafka], "unknown split 'nope'"),
-        (["pipeline", "--split", "nope"], "--split must be one of 'train', 'calibration', 'test', not 'nope'"),
+        (["pipeline", "--source", "split:nope"], "unknown split 'nope'"),
         (["train", "--dataset", str(files["two.csv"])], "too few samples to split"),
         (["train", "--base-model", "./no-such-model"], "--base-model ./no-such-model: no such folder"),
         (["produce", "--kafka-api-version", "banana", *kafka], "--kafka-api-version (or DIMEE_KAFKA_API_VERSION)"),
@@ -258,3 +258,37 @@ def test_ipv6_hosts_are_service_addresses(tmp_path, capsys, monkeypatch):
     line = _main_error(["route", "--workdir", str(workdir), "--state", "redis://[::1]:1/0",
                         "--broker", "kafka://[::1]:1"], capsys, monkeypatch)
     assert "cannot reach Redis at redis://[::1]:1/0" in line
+
+
+def test_pipeline_takes_the_sources_produce_takes_and_refuses_labels_the_model_lacks(tmp_path, monkeypatch):
+    """`dimee pipeline` streams a file (or a drift sequence, or stdin) as `produce` does; a file labelled with
+    classes the model does not answer is refused in one line, as `dimee evaluate` refuses it, and one whose
+    labels are the model's by name is mapped onto the model's ids."""
+    workdir = tiny_workdir(tmp_path / "w")  # its model answers "0" and "1"
+    monkeypatch.chdir(tmp_path)
+    three = tmp_path / "three.jsonl"
+    three.write_text("".join(json.dumps({"text": f"good movie {i}", "label": i % 3}) + "\n" for i in range(12)))
+    error = _one_line_error(["pipeline", "--workdir", str(workdir), "--source", str(three)])
+    assert "labelled 0, 1, 2 but the model answers 0, 1" in error
+    two = tmp_path / "two.jsonl"
+    two.write_text("".join(json.dumps({"text": f"fine film {i}", "label": i % 2}) + "\n" for i in range(20)))
+    out = tmp_path / "pred.jsonl"
+    result = CliRunner().invoke(app, ["pipeline", "--workdir", str(workdir), "--source", str(two), "--out", str(out),
+                                      "--audit-rate", "0"])
+    assert result.exit_code == 0, result.output
+    predictions = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(predictions) == 20 and {p["label"] for p in predictions} == {0, 1}
+
+
+def test_labels_are_mapped_onto_the_model_by_name():
+    from dimee.common.errors import DataError
+    from dimee.data.dataset import TextDataset
+    from dimee.data.labels import in_model_labels
+
+    data = TextDataset("swapped", ["a", "b", "c"], [0, 1, 1], ["positive", "negative"])
+    mapped = in_model_labels(["negative", "positive"], data)
+    assert mapped.labels == [1, 0, 0] and mapped.label_names == ["negative", "positive"]
+    only = TextDataset("only", ["a"], [0], ["positive"])
+    assert in_model_labels(["negative", "positive"], only).labels == [1]  # a subset of the model's labels
+    with pytest.raises(DataError, match="labelled neutral, positive but the model answers negative, positive"):
+        in_model_labels(["negative", "positive"], TextDataset("x", ["a"], [0], ["neutral", "positive"]))

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from dimee.composition.drift_windows import Segment, drift_windows
+from dimee.composition.drift_windows import Pace, Segment, drift_windows
 from dimee.data.dataset import TextDataset
 from dimee.streaming.config import Settings
 from tests.support.helpers import deployment, stream_records
@@ -21,7 +21,8 @@ def _segment(name: str, count: int, seed: int) -> Segment:
 def test_each_window_reports_both_runs_against_the_full_model_and_its_floor(workdir, cal, tmp_path):
     served = deployment(workdir, cal, "Edge+escalation")
     settings = Settings(audit_rate=0.5, control_target=0.05)
-    report = drift_windows(served, [_segment("a", 50, 71), _segment("b", 40, 72)], settings, tmp_path, window=40)
+    report = drift_windows(served, [_segment("a", 50, 71), _segment("b", 40, 72)], settings, tmp_path,
+                           Pace(window=40, rate=None))
     assert [w["samples"] for w in report["windows"]] == [[0, 40], [40, 80], [80, 90]]
     assert report["windows"][1]["segments"] == ["a", "b"]
     for window in report["windows"]:

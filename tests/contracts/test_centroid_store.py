@@ -146,6 +146,9 @@ def test_the_live_control_moves_once_per_audit_by_the_rule_and_a_reseed_resets_i
     assert steps.controls == replay([True, False, True], rule)  # the rule of dimee.method.control, exactly
     assert store.control() == steps.controls[-1] and store.control().version == 3
     assert store.apply_control([("b", True)], rule).applied == [False]  # a redelivered audit moves nothing
+    restarted = _another_client(store)  # a controller started again (another process) resumes from the store
+    assert restarted.control() == steps.controls[-1]
+    assert restarted.apply_control([("d", False)], rule).controls == replay([False], rule, steps.controls[-1])
     _seed(store)
     assert store.control() == Control()
 

@@ -129,3 +129,10 @@ def test_the_deployed_default_is_the_cheapest_shown_within_the_budget_unless_tol
     on_cal[1] = row("Tuned-edge-cascade", 1.35)
     assert _default(on_cal, cal, StudyOptions()).name == "Cloud-only"
     assert _default(on_cal, cal, StudyOptions(objective="reward")).name == "DIMEE-F"
+
+
+def test_the_drift_report_names_the_default_study_would_deploy(hand_cal):
+    """Three calibration samples show nothing: the default a drift run reports is the full model."""
+    from dimee.offline.experiments import shown_default
+
+    assert shown_default(hc.records(), hand_cal) == "Cloud-only"

@@ -50,6 +50,11 @@ def test_offline_commands_check_their_inputs_and_write_only_outputs(tmp_path):
                              cwd=tmp_path))
     assert "was calibrated on another data set" in error
     assert not (work / "token_rarity.json").exists()
+    # evaluate scores another data set with the model's labels on its test split, against this calibration
+    other = tmp_path / "other"
+    proc = _dimee("evaluate", "--workdir", str(work), "--dataset", str(b), "--out", str(other), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (other / "report.md").exists() and "Cloud-only" in (other / "report.md").read_text()
 
     # Defect: evaluate wrote its records into the work folder it reads.
     out = tmp_path / "eval"

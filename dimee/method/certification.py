@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict
-from scipy.stats import beta
 
 RISK = 0.05  # δ: a budget counts as shown when its bound holds with probability 1 - δ
 FAMILIES = 2  # the tuned cascades from the mobile and from the edge: each is tested at δ / 2
@@ -36,6 +35,8 @@ def loss_upper_bound(losses: int, samples: int, risk: float) -> float:
     """Exact one-sided (Clopper-Pearson) upper bound on a rate seen `losses` times in `samples`."""
     if samples <= 0 or losses >= samples:
         return 1.0
+    from scipy.stats import beta  # here, not at import: scipy.stats costs every role ~0.6 s to start
+
     return float(beta.ppf(1 - risk, losses + 1, samples - losses))
 
 
@@ -43,6 +44,8 @@ def rate_interval(seen: int, samples: int, confidence: float = 0.95) -> tuple[fl
     """Exact two-sided (Clopper-Pearson) interval on a rate seen `seen` times in `samples`."""
     if samples <= 0:
         return 0.0, 1.0
+    from scipy.stats import beta
+
     tail = (1 - confidence) / 2
     low = 0.0 if seen == 0 else float(beta.ppf(tail, seen, samples - seen + 1))
     high = 1.0 if seen >= samples else float(beta.ppf(1 - tail, seen + 1, samples - seen))

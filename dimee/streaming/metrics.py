@@ -37,7 +37,7 @@ AUDITS = Counter("dimee_audits_total", "Answers of a lower tier the full model c
                  "they agreed", ["tier", "outcome"])
 DRIFT_SCORE = Gauge("dimee_drift_score", "Kolmogorov-Smirnov distance of the last window's values from their "
                     "calibration distribution (0 the same, 1 disjoint)", ["signal"])
-DRIFT_DETECTED = Gauge("dimee_drift_detected", "1 while the last window's drift score is above its 1% critical "
+DRIFT_DETECTED = Gauge("dimee_drift_detected", "1 while the last window's drift score is above its 0.1% critical "
                        "value", ["signal"])
 THRESHOLD_OFFSET = Gauge("dimee_threshold_offset", "The live offset the controller adds to the exit thresholds "
                          "below the cloud (0: the calibrated thresholds)")

@@ -1,5 +1,5 @@
 """The drift score: the Kolmogorov-Smirnov distance of a window from the calibration distribution, flagged above
-its 1% critical value, logged when it starts and when it ends, and fed by the router on every policy."""
+its 0.1% critical value, logged when it starts and when it ends, and fed by the router on every policy."""
 
 from __future__ import annotations
 

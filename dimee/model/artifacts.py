@@ -13,12 +13,13 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import AutoModel, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 from dimee.common.errors import DimeeError
 from dimee.common.workdir import Workdir
 from dimee.model.early_exit import EarlyExitEncoder, Pooling
+from dimee.model.hf_classes import auto_class, no_init_weights
 from dimee.model.spec import ModelSpec, load_spec
 
 DEFAULT_BASE = "all-MiniLM-L6-v2"
@@ -47,8 +48,8 @@ def new_model(
     source = resolve_base_model(base_model)
     hf_logging.set_verbosity_error()  # the unused-pooler notice is expected: we drop the pooler
     try:
-        backbone = AutoModel.from_pretrained(source, add_pooling_layer=False)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        backbone = auto_class("AutoModel").from_pretrained(source, add_pooling_layer=False)
+        tokenizer = auto_class("AutoTokenizer").from_pretrained(source)
     except (OSError, ValueError) as exc:  # ValueError: huggingface_hub refuses a malformed repo id
         offline = " (model hubs are unreachable here; pass a local folder)" if not Path(source).exists() else ""
         raise DimeeError(f"cannot load model {source!r}{offline}: {str(exc).splitlines()[0]}") from exc
@@ -75,7 +76,8 @@ def load_model(folder: Path, num_layers: int | None = None) -> EarlyExitEncoder:
     """The model, or the partition holding layers 1..num_layers (0 = embedding layer only), in eval mode."""
     spec = load_spec(folder)
     k = spec.num_layers if num_layers is None else num_layers
-    model = EarlyExitEncoder(spec, num_layers=k)
+    with no_init_weights():  # every weight is read from the file below (checked): a random init is wasted
+        model = EarlyExitEncoder(spec, num_layers=k)
     wanted, path = {}, folder / Workdir.WEIGHTS
     with safe_open(str(path), framework="pt") as weights:
         for key in weights.keys():  # noqa: SIM118 - safe_open is not a dict
@@ -90,7 +92,7 @@ def load_model(folder: Path, num_layers: int | None = None) -> EarlyExitEncoder:
 
 
 def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(folder)
+    return auto_class("AutoTokenizer").from_pretrained(folder)
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoModel
 
 from dimee.common.choices import Pooling
+from dimee.model.hf_classes import auto_class
 from dimee.model.spec import ModelSpec
 
 
@@ -63,7 +63,7 @@ class EarlyExitEncoder(nn.Module):
         if not 0 <= k <= spec.num_layers:
             raise ValueError(f"a partition holds 0..{spec.num_layers} layers, not {k}")
         if backbone is None:
-            backbone = AutoModel.from_config(spec.hf_config(num_layers=k), add_pooling_layer=False)
+            backbone = auto_class("AutoModel").from_config(spec.hf_config(num_layers=k), add_pooling_layer=False)
         if not hasattr(backbone, "embeddings") or not hasattr(getattr(backbone, "encoder", None), "layer"):
             raise ValueError(f"{type(backbone).__name__} is not a BERT-family encoder (embeddings + encoder.layer)")
         self.embeddings = backbone.embeddings

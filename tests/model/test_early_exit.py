@@ -117,3 +117,18 @@ def test_a_sentence_pair_does_not_change_its_batch_mates_tokens(tiny_dir):
     assert mixed["attention_mask"][0].sum() == alone["attention_mask"][0].sum()  # no empty second segment
     pair = encode(tokenizer, ["bad plot"], ["fun story"])
     assert mixed["input_ids"][1, : pair["input_ids"].shape[1]].tolist() == pair["input_ids"][0].tolist()
+
+
+def test_a_loaded_model_is_the_saved_model(tiny_dir):
+    """Loading skips the random init (every weight comes from the file): every parameter and buffer, and so
+    every output, is the saved model's."""
+    from tests.support.helpers import tiny_model
+
+    saved, loaded = tiny_model(6, seed=0).eval(), load_model(tiny_dir)
+    expected = {**dict(saved.named_parameters()), **dict(saved.named_buffers())}
+    got = {**dict(loaded.named_parameters()), **dict(loaded.named_buffers())}
+    assert got.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(got[name], tensor), name
+    inputs = encode(load_tokenizer(tiny_dir), sentences(16, seed=3))
+    torch.testing.assert_close(loaded.exit_probabilities(**inputs), saved.exit_probabilities(**inputs))

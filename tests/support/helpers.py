@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import torch
@@ -141,3 +142,13 @@ def context(broker, topics, **options):
     from dimee.streaming.stage import StageContext
 
     return StageContext(broker, topics, **options)
+
+
+def modules_imported_by(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of `modules` a fresh interpreter has imported after running `code` (a start-up's import bill)."""
+    import subprocess
+    import sys
+
+    probe = f"{code}\nimport sys; print(sorted(m for m in {modules!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return ast.literal_eval(out.stdout.strip().splitlines()[-1])

@@ -15,18 +15,22 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from dimee import __version__
 from dimee.method.control import offset_thresholds
 from dimee.method.routing_policy import POLICIES, RoutingPolicy
 from dimee.method.tiers import Tier, hidden_state_kb
 from dimee.model.artifacts import load_model, load_tokenizer
-from dimee.model.early_exit import ExitResult, Resume
+from dimee.model.early_exit import EarlyExitEncoder, ExitResult, Resume
+from dimee.model.spec import load_spec
 from dimee.model.tokenize import encode
 from dimee.streaming import metrics
 from dimee.streaming.audit import audited
@@ -131,13 +135,31 @@ class TierWorker(Stage):
                  alpha_star=round(self.calibration.alpha, 4), note="stamped messages: the router's policy")
         self._rules: dict[tuple[RoutingPolicy, float], TierRule] = {}
         self.device = torch.device(context.settings.device)
-        self.model = load_model(deployment.workdir.model, num_layers=self.cap).to(self.device)
+        self.spec = load_spec(deployment.workdir.model)
+        # The partition loads on a thread while open() makes the producer, the topics and the consumer.
+        loader = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-load")
+        self._partition = loader.submit(self._load, deployment.workdir.model)
+        loader.shutdown(wait=False)  # the load still runs; its thread ends with it
         self.pass_size = pass_size(self.device.type, torch.get_num_threads())
-        self.tokenizer = load_tokenizer(deployment.workdir.model)
         self.model_name = f"{self.calibration.model_id}:{self.tier.value}:1-{self.cap}"
         self.worker_id = context.instance(self.name)
         # what a routed message must fit to be served here (checked at parse; see messages.Routed)
-        self.facts = worker_context(self.tier, self.plan, len(self.calibration.centroids), self.model.spec.hidden_size)
+        self.facts = worker_context(self.tier, self.plan, len(self.calibration.centroids), self.spec.hidden_size)
+
+    def _load(self, folder: Path) -> tuple[EarlyExitEncoder, PreTrainedTokenizerBase]:
+        return load_model(folder, num_layers=self.cap).to(self.device), load_tokenizer(folder)
+
+    @property
+    def model(self) -> EarlyExitEncoder:
+        return self._partition.result()[0]
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self._partition.result()[1]
+
+    def open(self) -> None:
+        super().open()
+        self._partition.result()  # loaded before the group is joined; a load error surfaces here
 
     def rule(self, policy: RoutingPolicy) -> TierRule:
         thresholds, index = policy.served_thresholds(self.calibration), self.plan.index(self.tier)
@@ -178,7 +200,7 @@ class TierWorker(Stage):
         message's token count, and when the pass started and finished."""
         started = time.time()
         pairs = [m.text_pair for m in messages] if any(m.text_pair for m in messages) else None
-        inputs = encode(self.tokenizer, [m.text for m in messages], pairs, self.model.spec.max_length)
+        inputs = encode(self.tokenizer, [m.text for m in messages], pairs, self.spec.max_length)
         lengths = inputs["attention_mask"].sum(1).tolist()
         hidden = self._carried_hidden(start, messages, lengths, inputs["input_ids"].shape[1])
         inputs = {name: tensor.to(self.device) for name, tensor in inputs.items()}
@@ -207,7 +229,7 @@ class TierWorker(Stage):
         state with another token count than the text is not this text's (ValueError: that record is dead-lettered)."""
         if start == 0:
             return None
-        size = self.model.spec.hidden_size
+        size = self.spec.hidden_size
         hidden = torch.zeros(len(messages), width, size)
         for row, message in enumerate(messages):
             state = unpack_hidden(message.hidden_fp16 or "", size)
@@ -238,7 +260,7 @@ class TierWorker(Stage):
         message = outcome.message
         cost = self._hop_cost(outcome)
         if rule.carries_hidden:  # the hidden state goes up with the sample: its bytes are priced too
-            carried = self.calibration.cost_model.carry(hidden_state_kb(length, self.model.spec.hidden_size))
+            carried = self.calibration.cost_model.carry(hidden_state_kb(length, self.spec.hidden_size))
             cost = cost + CostBreakdown(processing=0.0, offload=carried, cloud=0.0, total=carried)
         hop = Hop(tier=self.tier, layers_run=outcome.layers_run, cost=cost)
         onward = message.model_copy(update={

@@ -19,7 +19,7 @@ from transformers.utils import logging as hf_logging
 from dimee.common.errors import DimeeError
 from dimee.common.workdir import Workdir
 from dimee.model.early_exit import EarlyExitEncoder, Pooling
-from dimee.model.hf_classes import auto_class, no_init_weights
+from dimee.model.hf_classes import auto_class
 from dimee.model.spec import ModelSpec, load_spec
 
 DEFAULT_BASE = "all-MiniLM-L6-v2"
@@ -76,8 +76,7 @@ def load_model(folder: Path, num_layers: int | None = None) -> EarlyExitEncoder:
     """The model, or the partition holding layers 1..num_layers (0 = embedding layer only), in eval mode."""
     spec = load_spec(folder)
     k = spec.num_layers if num_layers is None else num_layers
-    with no_init_weights():  # every weight is read from the file below (checked): a random init is wasted
-        model = EarlyExitEncoder(spec, num_layers=k)
+    model = EarlyExitEncoder(spec, num_layers=k)
     wanted, path = {}, folder / Workdir.WEIGHTS
     with safe_open(str(path), framework="pt") as weights:
         for key in weights.keys():  # noqa: SIM118 - safe_open is not a dict

@@ -4,6 +4,7 @@ child of `dimee.streaming.processes`, the launcher `dimee up`, the fault suite a
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import time
@@ -15,6 +16,42 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from dimee.streaming.processes import DIMEE_IN_PYTHON, Child, Stopped, free_port, stop_all, wait_ready
+
+
+def checkout_env(code: Path, into: Path) -> dict[str, str]:
+    """What a role's environment needs to import the checkout `code` as it installs (run with cwd=code). With
+    PYTHONPATH=code alone, its dimee/ was found but not its role packages, so this checkout's editable install
+    answered for them: a before/after run measured the other core with this checkout's router and workers.
+    PYTHONSAFEPATH: the working directory's dimee/ (role folders not inside) must not come first."""
+    return {"PYTHONPATH": str(importable_layout(code, into)), "PYTHONSAFEPATH": "1"}
+
+
+def importable_layout(code: Path, into: Path) -> Path:
+    """A folder for PYTHONPATH with the checkout's dimee/ and its role folders inside, as its setup.py maps them
+    (producers/ → dimee.producers, …), linked, not copied."""
+    package = into / "dimee"
+    package.mkdir(parents=True, exist_ok=True)
+    for entry in (code / "dimee").iterdir():
+        _link(package / entry.name, entry)
+    for folder in _role_folders(code / "setup.py"):
+        if (code / folder).is_dir():
+            _link(package / folder, code / folder)
+    return into
+
+
+def _role_folders(setup_py: Path) -> tuple[str, ...]:
+    """setup.py's ROLE_FOLDERS; none where the checkout predates them (its roles were top-level packages)."""
+    if not setup_py.exists():
+        return ()
+    for node in ast.parse(setup_py.read_text()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "ROLE_FOLDERS" for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    return ()
+
+
+def _link(link: Path, target: Path) -> None:
+    if not link.is_symlink():
+        link.symlink_to(target.resolve(), target_is_directory=target.is_dir())
 
 
 @dataclass
@@ -86,7 +123,7 @@ class RoleSet:
         env = dict(self.env, DIMEE_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
                    RAYON_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false" if threads == 1 else "true")
         if self.code is not None:
-            env["PYTHONPATH"] = str(self.code)
+            env.update(checkout_env(self.code, self.logs / "code"))
         port = free_port()
         child = Child(name, [*DIMEE_IN_PYTHON, *args, "--metrics-port", str(port)], env,
                       log=self.logs / f"{name}.log", cwd=self.code or Path.cwd())

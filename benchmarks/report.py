@@ -56,6 +56,17 @@ def summarise(runs: dict) -> dict:
     }
 
 
+def headline(figures: dict) -> dict:
+    """The keys that follow the stream's pace from run to run: p99 latency at half load (exactly-once), the
+    router alone on Kafka against its own loop in-process (figure c; absent with --code, which skips it) and
+    the pipeline against the in-process bound."""
+    router_alone = figures["b_stages"].get("router", {}).get("per_s", {}).get("median")
+    in_process = figures.get("router", {}).get("per_s")
+    return {"latency_p99_ms": figures["e_paced"]["p99_ms"],
+            "router_stage_ratio": router_alone / in_process if router_alone and in_process else None,
+            "pipeline_ratio": figures["a_pipeline"]["ratio"]}
+
+
 def _ratio(top: dict, bottom: dict) -> float | None:
     if top["median"] is None or not bottom["median"]:
         return None

@@ -36,7 +36,7 @@ from dimee.routers.embedding import RoutingEmbedder
 from dimee.workers.tier_worker import SUB_BATCH, similar_lengths
 
 from benchmarks import router_benchmark
-from benchmarks.report import summarise, write_markdown
+from benchmarks.report import headline, summarise, write_markdown
 from benchmarks.stream_runs import Setup, pipeline, scale_out, stage_by_stage
 from dimee.data import DatasetSpec, load_splits
 from dimee.method import arithmetic
@@ -181,6 +181,7 @@ def main() -> None:
     runs["paced"] = [once_more_if_stalled(runs, lambda: pipeline(setup, records[: max(100, len(records) // 2)],
                                                                  rate=saturated / 2))]
     figures |= summarise(runs)
+    figures |= headline(figures)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({**figures, "runs": runs}, indent=2))
     print(write_markdown(figures, args.md))

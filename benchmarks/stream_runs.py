@@ -87,9 +87,28 @@ def pipeline(setup: Setup, records: list[dict], guarantee: str = "auto", rate: f
     latency_ms = np.array([r["timings"]["finished_at"] - r["timings"]["produced_at"] for r in rows]) * 1000
     return {"samples": len(rows), "seconds": finished - produced, "per_s": len(rows) / (finished - produced),
             "p50_ms": float(np.percentile(latency_ms, 50)), "p99_ms": float(np.percentile(latency_ms, 99)),
+            "hops": hop_latencies(rows),
             "ready_s": {n: r.ready_s for n, r in roles.roles.items()},
             "exit_s": {n: r.exit_s for n, r in roles.roles.items()},
             "peak_rss_mb": {n: r.peak_rss_mb for n, r in roles.roles.items()}, "process_s": process_s}
+
+
+# A record's way, from the timings every prediction carries (the sink adds none: latency ends at the pass).
+HOPS = (("produce → routed", "produced_at", "routed_at"),
+        ("routed → the worker's pass (router batch and commit, read_committed, worker poll and batch)",
+         "routed_at", "started_at"),
+        ("the worker's pass", "started_at", "finished_at"))
+
+
+def hop_latencies(rows: list[dict]) -> dict[str, dict[str, float | None]]:
+    """p50 and p99 per hop, over the samples answered by the tier they were routed to (an escalated sample's
+    second hop also holds the lower tier's pass and its transaction)."""
+    direct = [row["timings"] for row in rows if len(row.get("path") or []) <= 1]
+    hops: dict[str, dict[str, float | None]] = {}
+    for name, start, end in HOPS:
+        ms = np.array([t[end] - t[start] for t in direct]) * 1000
+        hops[name] = {f"p{q}_ms": float(np.percentile(ms, q)) if len(ms) else None for q in (50, 99)}
+    return hops
 
 
 def _wait_for_predictions(out: Path, expected: int, roles: RoleSet, stall_s: float = 60.0) -> None:

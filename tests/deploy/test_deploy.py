@@ -13,7 +13,8 @@ yaml = pytest.importorskip("yaml")
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 SHARED = ("num.partitions", "default.replication.factor", "min.insync.replicas", "offsets.topic.replication.factor",
-          "transaction.state.log.replication.factor", "transaction.state.log.min.isr", "auto.create.topics.enable")
+          "transaction.state.log.replication.factor", "transaction.state.log.min.isr", "auto.create.topics.enable",
+          "replica.fetch.wait.max.ms")
 
 
 def local_properties(nodes: int = 3) -> dict[str, str]:
@@ -50,6 +51,12 @@ def test_compose_and_the_local_cluster_agree_on_partitions_and_replication():
         env = node["environment"]
         for key in SHARED:
             assert str(env["KAFKA_" + key.upper().replace(".", "_")]).lower() == local[key], (name, key)
+
+
+def test_followers_fetch_a_transactions_markers_without_kafkas_half_second_wait():
+    """A transaction is complete (and the producer's next one accepted) only once the followers fetched its
+    markers; with Kafka's default 500 ms wait each exactly-once hop's next transaction waited up to that long."""
+    assert int(local_properties()["replica.fetch.wait.max.ms"]) <= 100
 
 
 def test_a_single_local_node_keeps_one_replica():

@@ -80,6 +80,14 @@ ControlStepOpt = Annotated[float | None, _control(
     min=0.0, max=1.0, help="How far one audit moves the offset (default 0.02). Env: DIMEE_CONTROL_STEP.")]
 MaxBatchOpt = Annotated[int, typer.Option(min=1, help="Largest micro-batch.")]
 MaxWaitOpt = Annotated[float, typer.Option(min=0.0, help="How long a partial micro-batch waits (ms).")]
+CommitIntervalOpt = Annotated[float, typer.Option(
+    min=0.0, envvar="DIMEE_COMMIT_INTERVAL_MS",
+    help="Least time between two commits (transactions) of a stage (ms): batches computed sooner are sent "
+         "together, at most --max-queued-batches of them. 0: as soon as the broker took the previous one.")]
+MaxQueuedOpt = Annotated[int, typer.Option(
+    min=1, envvar="DIMEE_MAX_QUEUED_BATCHES",
+    help="Most micro-batches a stage keeps back (while a commit runs or the interval has not passed) before it "
+         "sends them as one.")]
 IdleExitOpt = Annotated[float | None, typer.Option(help="Exit after this many idle seconds (default: run until "
                                                         "SIGTERM/SIGINT).")]
 MetricsOpt = Annotated[int | None, typer.Option(
@@ -192,14 +200,19 @@ policy_options = bundled("policy", lambda policy, adaptive: "DIMEE-D" if adaptiv
 
 
 
-def _batch_limits(max_batch: int, max_wait_ms: float) -> BatchLimits:
-    return BatchLimits(max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0)
+def _batch_limits(max_batch: int, max_wait_ms: float, commit_interval_ms: float,
+                  max_queued_batches: int) -> BatchLimits:
+    return BatchLimits(max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0, max_queued_batches=max_queued_batches,
+                       commit_interval_s=commit_interval_ms / 1000.0)
 
 
 def batch_options(max_batch: int) -> Callable[[Command], Command]:
-    """`--max-batch` (default `max_batch`) and `--max-wait-ms` as one `limits: BatchLimits`."""
-    return bundled("limits", _batch_limits, [_option("max_batch", MaxBatchOpt, max_batch),
-                                             _option("max_wait_ms", MaxWaitOpt, 20.0)])
+    """`--max-batch` (default `max_batch`), `--max-wait-ms`, `--commit-interval-ms` and `--max-queued-batches` as
+    one `limits: BatchLimits`."""
+    return bundled("limits", _batch_limits, [
+        _option("max_batch", MaxBatchOpt, max_batch), _option("max_wait_ms", MaxWaitOpt, 20.0),
+        _option("commit_interval_ms", CommitIntervalOpt, BatchLimits.commit_interval_s * 1000),
+        _option("max_queued_batches", MaxQueuedOpt, BatchLimits.max_queued_batches)])
 
 
 KAFKA = ("broker", "topic_prefix", "kafka_api_version")

@@ -13,6 +13,7 @@ ever in flight, and no offset is committed past a batch whose outputs the broker
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -28,6 +29,9 @@ from dimee.streaming.transport.base import Consumer, Producer, TransactionalProd
 
 if TYPE_CHECKING:
     from dimee.streaming.stage import Output, StageContext
+
+
+SETTLED_CHECK_S = 0.01  # with batches kept back, how often the stage asks whether the one in flight settled
 
 
 @dataclass
@@ -57,6 +61,8 @@ class Delivery(ABC):
         self.stage, self.group_id = stage, group_id  # the group whose offsets it commits
         self.transport, self.stop, self.events = context.transport, context.stop, context.events
         self.max_queued = context.limits.max_queued_batches
+        self.commit_interval = context.limits.commit_interval_s
+        self.last_sent = -math.inf  # when the batches in flight were sent (monotonic)
         self.send = send or self.deliver
         self.producer: Producer | None = None
         self.consumer: Consumer | None = None  # the stage's (replaced with it): marked, committed, rewound here
@@ -89,16 +95,26 @@ class Delivery(ABC):
 
     def hand(self, batch: InFlight) -> None:
         """A computed batch: sent now with those computed before it, or, while the broker still takes the batch
-        in flight, kept to be sent with the next ones (at most max_queued_batches)."""
+        in flight or the commit interval has not passed, kept to be sent with the next ones (at most
+        max_queued_batches)."""
         self.computed.append(batch)
-        if self.in_flight is not None and self._busy(self.in_flight) and len(self.computed) < self.max_queued:
+        waiting = self._interval_left() > 0 or (self.in_flight is not None and self._busy(self.in_flight))
+        if waiting and len(self.computed) < self.max_queued:
             return
         self._send_computed()
 
+    def poll_wait(self, longest_s: float) -> float:
+        """How long the stage may wait for new records: with batches kept back, only until they are due (the
+        interval passed, or soon after, to see whether the broker took the batch in flight)."""
+        if not self.computed:
+            return longest_s
+        return min(longest_s, max(self._interval_left(), SETTLED_CHECK_S))
+
     def catch_up(self) -> bool:
-        """With no new records: send what waited for the broker, else commit the batch in flight now rather
-        than with the next one. False if there was nothing to do."""
+        """With no new records: send what waited for the broker (once the commit interval has passed), else
+        commit the batch in flight now rather than with the next one. False if there was nothing to do."""
         if self.computed:
+            self.stop.wait(max(0.0, self._interval_left()))
             self._send_computed()
         elif self.in_flight is not None:
             self._settle()
@@ -130,6 +146,7 @@ class Delivery(ABC):
         outputs = [out for b in batches for out in b.outputs]
         self.sending = InFlight([m for b in batches for m in b.messages], outputs, self.consumer.mark(),
                                 batches[0].started, records)
+        self.last_sent = time.monotonic()
         try:
             retry(lambda: self.send(outputs), "broker", self.stop)
         except Rebalanced as exc:  # aborted: the records are read again by whoever owns their partitions now
@@ -157,6 +174,9 @@ class Delivery(ABC):
             OUT.labels(self.stage, out.topic).inc()
         BATCH.labels(self.stage).observe(time.perf_counter() - flight.started)
         return True
+
+    def _interval_left(self) -> float:
+        return self.commit_interval - (time.monotonic() - self.last_sent)
 
     def close(self) -> None:
         """The consumer this delivery commits for, then the producer."""

@@ -49,6 +49,10 @@ class BatchLimits:
     # batches computed while the broker takes the one in flight, then sent together (one transaction): under
     # load a stage commits less often instead of waiting for each commit
     max_queued_batches: int = 8
+    # the least time between two sends (transactions, under exactly-once), as Kafka Streams' commit.interval.ms:
+    # batches computed sooner wait, up to max_queued_batches, whichever comes first; 0: as soon as the broker
+    # has taken the previous one
+    commit_interval_s: float = 0.0
 
 
 class StageEvents(Protocol):
@@ -155,7 +159,8 @@ class Stage(ABC):
         outage before the first record is waited out; after it, the records in hand are the batch."""
         consumer = self.consumer
         assert consumer is not None
-        records = retry(lambda: consumer.poll(self.limits.max_batch, self.limits.poll_timeout_s), "broker", self.stop)
+        wait_s = self.delivery.poll_wait(self.limits.poll_timeout_s)
+        records = retry(lambda: consumer.poll(self.limits.max_batch, wait_s), "broker", self.stop)
         deadline = time.monotonic() + self.limits.max_wait_s
         while records and len(records) < self.limits.max_batch and (remaining := deadline - time.monotonic()) > 0:
             try:

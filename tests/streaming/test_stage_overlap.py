@@ -56,10 +56,11 @@ class SlowCommits:
         return getattr(self.broker, name)
 
 
-def _run(transport: SlowCommits, broker: InMemoryBroker, records: int, idle_s: float = 1.0) -> list[bytes]:
+def _run(transport: SlowCommits, broker: InMemoryBroker, records: int, idle_s: float = 1.0,
+         limits: BatchLimits | None = None) -> list[bytes]:
     topics = Topics("overlap")
     produce(broker, topics, stream_records(records), ProduceOptions(progress=False, partitions=1))
-    stage = Echo(context(transport, topics, limits=BatchLimits(max_batch=4, max_wait_s=0.0)),
+    stage = Echo(context(transport, topics, limits=limits or BatchLimits(max_batch=4, max_wait_s=0.0)),
                  [topics.samples], "echo-group")
     thread = threading.Thread(target=stage.run, kwargs={"idle_exit_s": idle_s})
     thread.start()
@@ -74,6 +75,39 @@ def test_batches_computed_during_a_commit_go_out_together_in_one_transaction():
     out = _run(transport, broker, 40)
     assert sorted(out) == sorted(r["id"].encode() for r in stream_records(40))  # each once
     assert transport.commits < 10  # 10 batches of 4, fewer transactions: they were grouped
+
+
+def test_within_the_commit_interval_batches_wait_until_the_size_limit_sends_them_as_one():
+    """Commit by time or size, whichever comes first: with an interval no test run reaches, the first batch goes
+    at once and then every three (max_queued_batches) go as one transaction."""
+    broker = InMemoryBroker(default_partitions=1)
+    transport = SlowCommits(broker, seconds=0.0)
+    limits = BatchLimits(max_batch=4, max_wait_s=0.0, max_queued_batches=3, commit_interval_s=3600.0)
+    out = _run(transport, broker, 40, limits=limits)
+    assert sorted(out) == sorted(r["id"].encode() for r in stream_records(40))
+    assert transport.commits == 4  # 10 batches: 1, then 3 + 3 + 3
+
+
+def test_batches_kept_back_for_the_interval_are_sent_once_it_passes_without_new_records():
+    broker = InMemoryBroker(default_partitions=1)
+    transport = SlowCommits(broker, seconds=0.0)
+    # long enough that no stall of a loaded machine between two batches of an echo outlasts it
+    limits = BatchLimits(max_batch=4, max_wait_s=0.0, max_queued_batches=8, commit_interval_s=3.0)
+    out = _run(transport, broker, 12, limits=limits)
+    assert sorted(out) == sorted(r["id"].encode() for r in stream_records(12))
+    assert transport.commits == 2  # the first batch at once, the two computed within the interval together
+
+
+def test_a_stage_with_batches_kept_back_polls_only_until_they_are_due():
+    """Kept back while a commit runs, a batch must not wait out a whole poll timeout for records that may not
+    come: the stage asks again soon whether the broker took the batch in flight."""
+    from dimee.streaming.delivery import AtLeastOnce, InFlight
+
+    delivery = AtLeastOnce("echo", "echo-group", context(InMemoryBroker(), Topics("due"),
+                                                         limits=BatchLimits(commit_interval_s=0.0)))
+    assert delivery.poll_wait(0.5) == 0.5  # nothing kept back
+    delivery.computed.append(InFlight([], [], None, 0.0, 1))
+    assert delivery.poll_wait(0.5) < 0.5
 
 
 def test_a_failed_transaction_drops_the_batches_computed_meanwhile_and_reads_them_again():

@@ -23,6 +23,7 @@ BATCH, BACKLOG, ROUNDS, VALUE = 64, 10_000, 15, b"x" * 300
 # A paced stage's transactions: far enough apart that the previous one's markers are written (at half load a
 # stage commits every few hundred ms), against back to back (a stage with a backlog).
 PACE_S = 0.5
+GAPS_S = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7)  # after which the previous transaction's markers are written, or not
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Figures:
     poll_per_s: float  # records a read_committed consumer drains from a backlog
     requests_ms: dict[str, float] = field(default_factory=dict)  # median time of each request a transaction makes
     concurrent_per_transaction: float | None = None  # CONCURRENT_TRANSACTIONS answers per back-to-back transaction
+    concurrent_after_gap: dict[float, float] = field(default_factory=dict)  # the same, GAPS_S after the previous
 
 
 def _median_ms(run: Callable[[], None], rounds: int = ROUNDS, pause_s: float = 0.0) -> float:
@@ -79,12 +81,37 @@ class TransactionRequests(logging.Handler):
             logger.setLevel(level)
 
 
-def kafka_python(servers: str, topic: str) -> Figures:
-    """Through dimee's own adapter: the settings a stage runs with (the retry backoff on CONCURRENT_TRANSACTIONS
-    among them), not kafka-python's defaults."""
-    from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
+def transaction_breakdown(servers: str, topic: str) -> dict:
+    """kafka-python's exactly-once transaction of BATCH records with its offsets, through dimee's own adapter (the
+    settings a stage runs with, the retry backoff on CONCURRENT_TRANSACTIONS among them): back to back and paced
+    (ms, medians of ROUNDS), each request's median time, and the CONCURRENT_TRANSACTIONS answers per transaction
+    back to back and a gap after the previous one (`make bench` prints it as figure j)."""
+    from kafka import OffsetAndMetadata, TopicPartition
 
     from dimee.streaming.transport.kafka import KafkaMark, KafkaTransport
+
+    tx = KafkaTransport(servers).producer(f"bench-kp-{uuid.uuid4().hex[:6]}")
+    offsets = KafkaMark({TopicPartition(topic, 0): OffsetAndMetadata(1, "", -1)}, f"bench-kp-{uuid.uuid4().hex[:6]}")
+
+    def transaction() -> None:
+        tx.begin()
+        for i in range(BATCH):
+            tx.send(topic, str(i).encode(), VALUE)
+        tx.commit(None, offsets)  # type: ignore[arg-type]
+
+    try:
+        with TransactionRequests().watching() as requests:
+            back_to_back_ms = _median_ms(transaction)
+        return {"back_to_back_ms": back_to_back_ms, "paced_ms": _median_ms(transaction, pause_s=PACE_S),
+                "requests_ms": {name: statistics.median(ms) for name, ms in requests.times.items()},
+                "concurrent_per_transaction": requests.concurrent / ROUNDS,
+                "concurrent_after_gap": _concurrent_after_gaps(transaction)}
+    finally:
+        tx.close()
+
+
+def kafka_python(servers: str, topic: str) -> Figures:
+    from kafka import KafkaConsumer, KafkaProducer
 
     plain = KafkaProducer(bootstrap_servers=servers, acks="all", linger_ms=0)
 
@@ -94,28 +121,34 @@ def kafka_python(servers: str, topic: str) -> Figures:
         plain.flush()
 
     flush_ms = _median_ms(flush)
-    tx = KafkaTransport(servers).producer(f"bench-kp-{uuid.uuid4().hex[:6]}")
-    group = f"bench-kp-{uuid.uuid4().hex[:6]}"
-
-    def transaction() -> None:
-        tx.begin()
-        for i in range(BATCH):
-            tx.send(topic, str(i).encode(), VALUE)
-        tx.commit(None, KafkaMark({TopicPartition(topic, 0): OffsetAndMetadata(1, "", -1)}, group))  # type: ignore[arg-type]
-
-    with TransactionRequests().watching() as requests:
-        transaction_ms = _median_ms(transaction)
-    paced_ms = _median_ms(transaction, pause_s=PACE_S)
-    consumer = KafkaConsumer(topic, bootstrap_servers=servers, group_id=f"{group}-poll", auto_offset_reset="earliest",
-                             isolation_level="read_committed", enable_auto_commit=False, max_poll_records=500)
+    plain.close()
+    inside = transaction_breakdown(servers, topic)
+    consumer = KafkaConsumer(topic, bootstrap_servers=servers, group_id=f"bench-kp-{uuid.uuid4().hex[:6]}",
+                             auto_offset_reset="earliest", isolation_level="read_committed", enable_auto_commit=False,
+                             max_poll_records=500)
     got, started = 0, time.perf_counter()
     while got < BACKLOG:
         got += sum(len(rows) for rows in consumer.poll(timeout_ms=1000).values())
     poll_per_s = got / (time.perf_counter() - started)
-    for closing in (consumer, tx, plain):
-        closing.close()
-    return Figures(transaction_ms, paced_ms, flush_ms, poll_per_s,
-                   {name: statistics.median(ms) for name, ms in requests.times.items()}, requests.concurrent / ROUNDS)
+    consumer.close()
+    return Figures(inside["back_to_back_ms"], inside["paced_ms"], flush_ms, poll_per_s, inside["requests_ms"],
+                   inside["concurrent_per_transaction"], inside["concurrent_after_gap"])
+
+
+def _concurrent_after_gaps(transaction: Callable[[], None], rounds: int = 5) -> dict[float, float]:
+    """CONCURRENT_TRANSACTIONS answers to a transaction begun a gap after the previous one ended: how long the
+    broker takes to write a transaction's markers (the broker's replica.fetch.wait.max.ms bounds it)."""
+    out = {}
+    for gap in GAPS_S:
+        counted = 0
+        for _ in range(rounds):
+            transaction()
+            time.sleep(gap)
+            with TransactionRequests().watching() as requests:
+                transaction()
+            counted += requests.concurrent
+        out[gap] = counted / rounds
+    return out
 
 
 def librdkafka(servers: str, topic: str) -> Figures:
@@ -190,6 +223,8 @@ def _print(results: dict[str, Figures]) -> None:
           "median time of each request:")
     for name, ms in sorted(kp.requests_ms.items(), key=lambda item: -item[1]):
         print(f"  {name:<22} {ms:6.1f} ms")
+    print("CONCURRENT_TRANSACTIONS answers to a transaction begun a gap after the previous one: " + ", ".join(
+        f"{1000 * gap:.0f} ms: {count:.1f}" for gap, count in kp.concurrent_after_gap.items()))
 
 if __name__ == "__main__":
     main()

@@ -82,6 +82,20 @@ def _latency_rows(e: dict) -> list[tuple[str, str, str, str, str]]:
     ]
 
 
+def _transaction_rows(j: dict | None) -> list[tuple[str, str, str, str, str]]:
+    """Figure j: one exactly-once transaction, request by request."""
+    if not j:
+        return []
+    requests = ", ".join(f"{name} {ms:.1f}" for name, ms in sorted(j["requests_ms"].items(), key=lambda r: -r[1]))
+    gaps = ", ".join(f"{1000 * float(gap):.0f} ms: {n:.1f}" for gap, n in j["concurrent_after_gap"].items())
+    return [("j", "a transaction of 64 + offsets: back to back, 0.5 s apart (ms)",
+             f"{j['back_to_back_ms']:.0f}, {j['paced_ms']:.0f}", "", ""),
+            ("j", "its requests (median ms)", requests, "", ""),
+            ("j", "CONCURRENT_TRANSACTIONS answers per transaction: back to back; begun a gap after the last",
+             f"{j['concurrent_per_transaction']:.1f}; {gaps}", "0 from 100 ms", _met(all(
+                 n == 0 for gap, n in j["concurrent_after_gap"].items() if float(gap) >= 0.1)))]
+
+
 def _hop_rows(paced: dict) -> list[tuple[str, str, str, str, str]]:
     """Figure e's latency hop by hop: exactly-once; at-least-once (p50, p99 ms)."""
     def cell(hop: dict | None) -> str:
@@ -162,6 +176,7 @@ def write_markdown(figures: dict, path: Path) -> str:
         goal = 400 if role == "router" else None
         rows.append(("i", f"{role}: peak resident MB", _fmt(mb, 0), "≤ 400" if goal else "",
                      _met(_at_most(mb, goal)) if goal else ""))
+    rows += _transaction_rows(figures.get("j_transaction"))
     if figures["stalled_runs"]:
         rows.append(("", "runs that stalled and were run again", str(len(figures["stalled_runs"])), "0",
                      _met(False)))

@@ -12,7 +12,9 @@ each with `--threads 1` unless said, and is repeated over --rounds interleaved r
   f  exactly-once against at-least-once throughput;
   g  scale-out: the busiest tier drained by 1 worker, 2 workers (1 thread each) and 1 worker with 2 threads;
   h  time from launch to ready and from SIGTERM to exit, per role;
-  i  peak resident memory per role.
+  i  peak resident memory per role;
+  j  one exactly-once transaction, request by request, and the broker's CONCURRENT_TRANSACTIONS answers
+     (kafka-python through dimee's adapter; benchmarks/kafka_clients.py).
 
     python benchmarks/streaming_benchmark.py [--rounds 3] [--samples 600] [--code ../other-checkout]
 
@@ -36,6 +38,7 @@ from dimee.routers.embedding import RoutingEmbedder
 from dimee.workers.tier_worker import SUB_BATCH, similar_lengths
 
 from benchmarks import router_benchmark
+from benchmarks.kafka_clients import transaction_breakdown
 from benchmarks.report import headline, summarise, write_markdown
 from benchmarks.stream_runs import Setup, pipeline, scale_out, stage_by_stage
 from dimee.data import DatasetSpec, load_splits
@@ -148,6 +151,15 @@ def stream_rounds(setup: Setup, records: list[dict], deployment: Deployment, rou
     return runs
 
 
+def one_transaction() -> dict:
+    """Figure j, on a topic of its own."""
+    from dimee.streaming.transport.kafka import KafkaTransport
+
+    topic = f"bench-transaction-{time.strftime('%H%M%S')}"
+    KafkaTransport(os.environ["DIMEE_TEST_KAFKA"]).ensure_topics([topic], partitions=1)
+    return transaction_breakdown(os.environ["DIMEE_TEST_KAFKA"], topic)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("artifacts/demo"))
@@ -182,6 +194,8 @@ def main() -> None:
         print(f"e: pipeline, {guarantee}, paced at half the exactly-once saturated rate ({saturated / 2:.0f}/s)",
               flush=True)
         runs[key] = [once_more_if_stalled(runs, pipeline, setup, paced, guarantee, saturated / 2)]
+    print("j: one exactly-once transaction, request by request", flush=True)
+    figures["j_transaction"] = one_transaction()
     figures |= summarise(runs)
     figures |= headline(figures)
     args.json.parent.mkdir(parents=True, exist_ok=True)

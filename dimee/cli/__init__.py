@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from dimee.cli import costs, dashboard, demo, offline, outputs, research, stream  # noqa: F401 - they register the commands
+from dimee.cli import costs, dashboard, demo, offline, outputs, plan, research, stream  # noqa: F401 - they register the commands
 from dimee.cli.app import app
 from dimee.common.errors import DimeeError
 

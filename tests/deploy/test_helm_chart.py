@@ -73,9 +73,16 @@ def planned_values(path: Path) -> Path:
     return path
 
 
+ARTIFACT_IMAGE = {"artifacts": {"image": {"repository": "registry.example.com/dimee-work", "tag": "v1"}}}
+VALUE_SETS = ["default", "gpu", "plan", "artifact-image"]
+
+
 @pytest.fixture(scope="module")
 def value_sets(tmp_path_factory) -> dict[str, tuple[Path, ...]]:
-    return {"default": (), "gpu": (GPU_VALUES,), "plan": (planned_values(tmp_path_factory.mktemp("plan") / "v.yaml"),)}
+    folder = tmp_path_factory.mktemp("values")
+    (folder / "image.yaml").write_text(yaml.safe_dump(ARTIFACT_IMAGE))
+    return {"default": (), "gpu": (GPU_VALUES,), "plan": (planned_values(folder / "plan.yaml"),),
+            "artifact-image": (folder / "image.yaml",)}
 
 
 def of_kind(docs: list[dict], kind: str) -> dict[str, dict]:
@@ -99,7 +106,7 @@ def parsed(args: list[str]) -> tuple[str, dict]:
     return name, command.make_context(name, rest).params
 
 
-@pytest.mark.parametrize("name", ["default", "gpu", "plan"])
+@pytest.mark.parametrize("name", VALUE_SETS)
 def test_helm_lint_passes(helm, value_sets, name):
     args = [helm, "lint", str(CHART), *(arg for file in value_sets[name] for arg in ("-f", str(file)))]
     done = subprocess.run(args, capture_output=True, text=True, timeout=120)
@@ -137,7 +144,7 @@ def chart_defaults() -> dict:
     return yaml.safe_load((CHART / "values.yaml").read_text())
 
 
-@pytest.mark.parametrize("name", ["default", "gpu", "plan"])
+@pytest.mark.parametrize("name", VALUE_SETS)
 def test_every_rendered_object_validates_against_the_kubernetes_schemas(helm, value_sets, name):
     docs = render(helm, *value_sets[name])
     targets = of_kind(docs, "StatefulSet")
@@ -387,3 +394,21 @@ def test_the_plan_writes_only_keys_the_chart_has():
     rates = from_cost_file(COST_FILE)
     written = chart_values(plan(Target(1000, {"mobile": 1.0}, 2500), rates), "at-least-once")
     assert keys(written) <= keys(chart_defaults())
+
+
+def test_the_work_folder_comes_from_a_volume_or_is_copied_out_of_an_image(helm, value_sets):
+    for name in ("default", "artifact-image"):
+        for role, pod in pods(render(helm, *value_sets[name])).items():
+            mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0].get("volumeMounts", [])}
+            if "artifacts" not in mounts:
+                assert role == "sink", role  # the only role without a model or calibration.json
+                continue
+            volume = next(v for v in pod["volumes"] if v["name"] == "artifacts")
+            _, params = parsed(pod["containers"][0]["args"])
+            assert str(params["workdir"]) == mounts["artifacts"], role
+            if name == "default":
+                assert volume["persistentVolumeClaim"]["readOnly"] is True and not pod.get("initContainers")
+            else:
+                init = pod["initContainers"][0]
+                assert "emptyDir" in volume and init["image"] == "registry.example.com/dimee-work:v1"
+                assert init["volumeMounts"][0]["name"] == "artifacts"

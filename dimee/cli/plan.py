@@ -71,7 +71,7 @@ def plan_cmd(
     shares: Annotated[str, typer.Option(help="Share of the samples each tier's workers take in, as the policy "
                                              "routes (and escalates) them: `dimee study`'s tier shares, e.g. "
                                              "mobile=0.5,edge=0.3,cloud=0.2.")],
-    p99_ms: Annotated[float, typer.Option(min=1.0, help="Latency budget, produce → prediction, ms.")] = 2500.0,
+    p99_ms: Annotated[float, typer.Option(min=1.0, help="Latency budget, produce → prediction, ms (p99).")],
     costs: Annotated[Path, typer.Option(help="Cost file `dimee costs` wrote: each tier's measured ms per layer "
                                              "(CPU) and message bytes.")] = Workdir(opt.DEFAULT_WORKDIR).cost_model,
     bench: Annotated[Path | None, typer.Option(help="runs/benchmark.json of `make bench`: its measured worker "

@@ -81,8 +81,9 @@ def plan_cmd(
                                                             "benchmarks/device_benchmark.py). Repeatable.")] = None,
     guarantee: Annotated[PlanGuarantee, _knob("exactly-once (a commit per batch cycle) or at-least-once.")
                          ] = "exactly-once",
-    commit_ms: Annotated[float | None, _knob("One commit, ms (default: measured, 340 exactly-once, 8 "
-                                             "at-least-once).", min=0.1)] = None,
+    commit_ms: Annotated[float | None, _knob(
+        f"One commit, ms (default: kafka-python's measured, {COMMIT_MS['exactly-once']:g} exactly-once, "
+        f"{COMMIT_MS['at-least-once']:g} at-least-once).", min=0.1)] = None,
     threads: Annotated[int, _knob("Threads per CPU worker.", min=1)] = 1,
     router_threads: Annotated[int, _knob("Threads per router.", min=1)] = 1,
     headroom: Annotated[float, _knob("Share of every role's capacity kept spare.", min=0.0, max=0.9)] = 0.3,
@@ -97,7 +98,8 @@ def plan_cmd(
                       ] = Path("runs/plan-values.yaml"),
 ) -> None:
     """Size a deployment for a target rate from measured rates: partitions per topic, workers per tier, their
-    threads and batches, routers, sinks and brokers; print it and write the Helm chart's values for it."""
+    threads and batches, routers, sinks and brokers; print it and write the Helm chart's values for it
+    (docs/operations.md, "Past one machine", says how it sizes and what it assumes)."""
     from dimee.offline.capacity import from_cost_file, plan, with_bench, write_values
 
     gpu = tier_numbers(",".join(gpu_rate or []), "--gpu-rate")

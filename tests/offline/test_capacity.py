@@ -61,6 +61,7 @@ def test_bench_rates_replace_the_cost_files_per_thread(tmp_path):
     assert merged.tiers["edge"].cpu_per_thread == pytest.approx(150.0)  # 300/s on 2 cores
     assert merged.tiers["mobile"].cpu_per_thread == pytest.approx(250.0)  # not in the bench: kept
     assert merged.router_per_thread == 8000.0
+    assert [source.split(":")[0] for source in merged.sources] == ["CPU", "bench"]  # the router's too
 
 
 def test_a_hop_waits_computes_and_commits():

@@ -110,6 +110,7 @@ def with_bench(rates: Rates, path: Path) -> Rates:
         per_s = _median(stages.get(f"worker-{tier}", {}).get("per_s"))
         if per_s is not None:
             tiers[tier] = replace(tiers[tier], cpu_per_thread=per_s / cores)
-    router = _median(data.get("router", {}).get("per_s")) or rates.router_per_thread
-    return replace(rates, tiers=tiers, router_per_thread=router,
-                   sources=(*rates.sources, f"bench: {path} ({data.get('started', 'undated')}, {cores} cores)"))
+    router = _median(data.get("router", {}).get("per_s"))
+    sources = tuple(s for s in rates.sources if router is None or not s.startswith("router:"))
+    return replace(rates, tiers=tiers, router_per_thread=router or rates.router_per_thread,
+                   sources=(*sources, f"bench: {path} ({data.get('started', 'undated')}, {cores} cores)"))

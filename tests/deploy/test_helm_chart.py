@@ -412,3 +412,9 @@ def test_the_work_folder_comes_from_a_volume_or_is_copied_out_of_an_image(helm, 
                 init = pod["initContainers"][0]
                 assert "emptyDir" in volume and init["image"] == "registry.example.com/dimee-work:v1"
                 assert init["volumeMounts"][0]["name"] == "artifacts"
+
+
+def test_a_misspelt_value_is_refused_by_the_values_schema_not_ignored(helm):
+    done = render_text(helm, sets=("workers.cloud.threds=4",))
+    assert done.returncode != 0
+    assert "/workers/cloud" in done.stderr and "'threds' not allowed" in done.stderr

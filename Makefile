@@ -9,7 +9,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -ec
 
-.PHONY: setup demo test unit lint imports bench faults services-up services-down clean
+.PHONY: setup demo test unit lint imports helm bench faults services-up services-down clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -29,15 +29,19 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/dimee demo --out runs/demo
 
+# The helm the chart tests render deploy/helm/dimee with: built once from Go's module proxy into .services/helm.
+helm:
+	bash deploy/install-helm.sh >/dev/null
+
 # Unit tests, then integration tests against the real Kafka (a 3-node 4.4 KRaft cluster) and Redis that deploy/
 # starts and stops; then the end-to-end smoke test once more on the legacy Kafka 0.9 + ZooKeeper.
-test: $(STAMP)
+test: $(STAMP) helm
 	$(BIN)/ruff check .
 	$(MAKE) --no-print-directory imports
 	bash deploy/local-services.sh run -- $(BIN)/python -m pytest $(PYTEST_ARGS)
 	KAFKA=0.9 bash deploy/local-services.sh run -- $(BIN)/python -m pytest $(PYTEST_ARGS) -m smoke tests/integration
 
-unit: $(STAMP)
+unit: $(STAMP) helm
 	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not integration"
 
 # ruff (with complexity and argument-count rules) and the import layers of pyproject.toml.

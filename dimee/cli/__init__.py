@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from dimee.cli import costs, dashboard, demo, offline, outputs, research, stream  # noqa: F401 - they register the commands
+from dimee.cli import costs, dashboard, demo, offline, outputs, plan, research, stream  # noqa: F401 - they register the commands
 from dimee.cli.app import app
 from dimee.common.errors import DimeeError
 
@@ -19,6 +19,8 @@ __all__ = ["app", "main"]
 def usage_error_line(exc: Exception) -> str:
     """A bad option value as one line: `--objective must be one of 'reward', 'accuracy-budget', not 'best'`."""
     message = getattr(exc, "message", str(exc))
+    if not message and hasattr(exc, "format_message"):  # a missing option carries no message of its own
+        return " ".join(exc.format_message().split())  # one line, even where it lists the choices
     param = getattr(exc, "param", None)
     hint = "/".join(getattr(param, "opts", [])) if param is not None else ""
     choice = re.search(r"'(?P<value>.*)' is not one of (?P<choices>.*?)\.?$", message)

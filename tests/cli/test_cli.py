@@ -18,7 +18,7 @@ from tests.support.helpers import tiny_workdir
 
 DIMEE = str(Path(sys.executable).parent / "dimee")
 COMMANDS = ["train", "calibrate", "evaluate", "demo", "produce", "route", "seed", "work", "sink", "tail", "pipeline",
-            "up", "dashboard", "schema", "costs",
+            "up", "dashboard", "schema", "costs", "plan",
             "study", "experiment", "drift"]
 
 

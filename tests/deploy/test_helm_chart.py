@@ -1,0 +1,420 @@
+"""deploy/helm/dimee rendered by the real helm (v4, built by deploy/install-helm.sh) and every object checked
+against the Kubernetes 1.37 schemas of kubernetes-validate; KEDA's ScaledObject and TriggerAuthentication, which
+those schemas do not cover, checked field by field. The facts the chart must agree with (the port and paths a
+role serves, topic and group names, the transaction timeout, the CLI's flags) are taken from the code."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from wsgiref.util import setup_testing_defaults
+
+import kubernetes_validate
+import pytest
+import yaml
+from typer.main import get_command
+
+from dimee.cli import app
+from dimee.dashboard.server import create_app
+from dimee.method.tiers import TIER_NAMES
+from dimee.offline.capacity import Target, from_cost_file, plan, write_values
+from dimee.offline.capacity.chart_values import chart_values
+from dimee.streaming.health import Health, _app
+from dimee.streaming.transport.base import Topics
+from dimee.streaming.transport.kafka import TRANSACTION_TIMEOUT_MS
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy" / "helm" / "dimee"
+GPU_VALUES = CHART / "ci" / "gpu-values.yaml"
+COST_FILE = ROOT / "docs" / "measured" / "cost_model.json"
+HELM_VERSION = "v4.3.2"
+KUBERNETES = "1.37"
+KEDA = "keda.sh/v1alpha1"
+STAGES = ("router", *(f"worker-{tier}" for tier in TIER_NAMES), "sink")
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """The helm the install step built; its absence fails every test that renders, in one line."""
+    path = os.environ.get("DIMEE_HELM") or str(ROOT / ".services" / "helm" / "bin" / "helm")
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"no helm at {path}: run `bash deploy/install-helm.sh` (make test runs it) or set DIMEE_HELM",
+                    pytrace=False)
+    version = subprocess.run([path, "version", "--template", "{{.Version}}"], capture_output=True, text=True)
+    if version.stdout.strip() != HELM_VERSION:
+        pytest.fail(f"{path} is helm {version.stdout.strip() or '?'}, not {HELM_VERSION}: run "
+                    "`bash deploy/install-helm.sh`", pytrace=False)
+    return path
+
+
+def render_text(helm: str, *files: Path, sets: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    args = [helm, "template", "dimee", str(CHART), "--namespace", "dimee"]
+    for file in files:
+        args += ["-f", str(file)]
+    for item in sets:
+        args += ["--set", item]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+def render(helm: str, *files: Path, sets: tuple[str, ...] = ()) -> list[dict]:
+    done = render_text(helm, *files, sets=sets)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def planned_values(path: Path) -> Path:
+    """What `dimee plan` writes for 100,000 samples/s with the cloud tier on GPUs."""
+    rates = from_cost_file(COST_FILE).with_gpu({"cloud": 5000.0})
+    target = Target(100_000, {"mobile": 0.5, "edge": 0.3, "cloud": 0.2}, 2500, gpu_tiers=frozenset({"cloud"}))
+    write_values(path, plan(target, rates), "exactly-once", "test plan")
+    return path
+
+
+ARTIFACT_IMAGE = {"artifacts": {"image": {"repository": "registry.example.com/dimee-work", "tag": "v1"}}}
+VALUE_SETS = ["default", "gpu", "plan", "artifact-image"]
+
+
+@pytest.fixture(scope="module")
+def value_sets(tmp_path_factory) -> dict[str, tuple[Path, ...]]:
+    folder = tmp_path_factory.mktemp("values")
+    (folder / "image.yaml").write_text(yaml.safe_dump(ARTIFACT_IMAGE))
+    return {"default": (), "gpu": (GPU_VALUES,), "plan": (planned_values(folder / "plan.yaml"),),
+            "artifact-image": (folder / "image.yaml",)}
+
+
+def of_kind(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == kind}
+
+
+def role_of(doc: dict) -> str:
+    return doc["metadata"]["labels"]["app.kubernetes.io/component"]
+
+
+def pods(docs: list[dict]) -> dict[str, dict]:
+    """Role → pod spec, of every workload (StatefulSets, the dashboard's Deployment, the seed Job)."""
+    kinds = ("StatefulSet", "Deployment", "Job")
+    return {role_of(doc): doc["spec"]["template"]["spec"] for doc in docs if doc["kind"] in kinds}
+
+
+def parsed(args: list[str]) -> tuple[str, dict]:
+    """A container's args parsed by the real `dimee` command line (a typo'd or missing flag fails here)."""
+    name, *rest = args
+    command = get_command(app).commands[name]  # type: ignore[attr-defined]
+    return name, command.make_context(name, rest).params
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_helm_lint_passes(helm, value_sets, name):
+    args = [helm, "lint", str(CHART), *(arg for file in value_sets[name] for arg in ("-f", str(file)))]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 chart(s) failed" in done.stdout
+
+
+def env_of(pod: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in pod["containers"][0].get("env", [])}
+
+
+def check_scaled_object(doc: dict, targets: dict[str, dict]) -> None:
+    """The fields KEDA reads, since no bundled schema covers its kinds: a StatefulSet of this release to scale,
+    a Kafka trigger on that role's own topic and group, never past the topic's partitions."""
+    spec = doc["spec"]
+    target = targets[spec["scaleTargetRef"]["name"]]
+    assert (spec["scaleTargetRef"]["kind"], spec["scaleTargetRef"]["apiVersion"]) == ("StatefulSet", "apps/v1")
+    pod = target["spec"]["template"]["spec"]
+    _, params = parsed(pod["containers"][0]["args"])
+    env = env_of(pod)
+    topics, role = Topics(env["DIMEE_TOPIC_PREFIX"]), role_of(target)
+    trigger = spec["triggers"][0]
+    assert len(spec["triggers"]) == 1 and trigger["type"] == "kafka"
+    tier = params.get("tier")
+    topic, group = (topics.tier(tier.value), topics.worker_group(tier.value)) if tier else (topics.samples,
+                                                                                            topics.router_group)
+    meta = trigger["metadata"]
+    assert (meta["topic"], meta["consumerGroup"]) == (topic, group), role
+    assert "kafka://" + meta["bootstrapServers"] == env["DIMEE_BROKER"]  # the brokers the role itself reads
+    assert meta["allowIdleConsumers"] == "false" and int(meta["lagThreshold"]) > 0
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= params["partitions"], role
+
+
+def chart_defaults() -> dict:
+    return yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_every_rendered_object_validates_against_the_kubernetes_schemas(helm, value_sets, name):
+    docs = render(helm, *value_sets[name])
+    targets = of_kind(docs, "StatefulSet")
+    for doc in docs:
+        if doc["apiVersion"] == KEDA:
+            assert doc["kind"] in ("ScaledObject", "TriggerAuthentication"), doc["kind"]
+            if doc["kind"] == "ScaledObject":
+                check_scaled_object(doc, targets)
+        else:  # raises on the first field that breaks the schema; strict: no field the schema lacks
+            kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+    assert {role_of(doc) for doc in targets.values()} == set(STAGES)
+
+
+def test_helm_template_piped_to_kubernetes_validate_passes(helm):
+    """The command line an operator runs: errors fail it; the only warnings are KEDA's kinds (no schema)."""
+    rendered = render_text(helm, GPU_VALUES)
+    assert rendered.returncode == 0, rendered.stderr
+    tool = Path(sys.executable).parent / "kubernetes-validate"  # the console script beside this interpreter
+    command = [str(tool)] if tool.exists() else [sys.executable, "-m", "kubernetes_validate"]
+    done = subprocess.run([*command, "--strict", "-k", KUBERNETES, "-"], input=rendered.stdout,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout
+    warnings = [line for line in done.stdout.splitlines() if line.startswith("WARN")]
+    assert warnings and all(KEDA in line for line in warnings), warnings
+    assert "ERROR" not in done.stdout
+
+
+def wsgi_status(path: str) -> int:
+    """The status a stage role's health server (dimee/streaming/health.py) answers on `path`."""
+    environ: dict = {"PATH_INFO": path}
+    setup_testing_defaults(environ)
+    status: list[str] = []
+    b"".join(_app(Health())(environ, lambda line, headers: status.append(line)))
+    return int(status[0].split()[0])
+
+
+class _NoStream:
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def snapshot(self) -> dict:
+        return {}
+
+
+def asgi_status(path: str) -> int:
+    """The status the dashboard's app (dimee/dashboard/server.py) answers on `path`."""
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "headers": [],
+             "query_string": b"", "root_path": "", "scheme": "http", "server": ("pod", 80), "http_version": "1.1"}
+    asyncio.run(create_app(_NoStream())(scope, receive, send))
+    return next(m["status"] for m in sent if m["type"] == "http.response.start")
+
+
+def served_port(pod: dict) -> tuple[int, object]:
+    """The port the container's own command line serves its probes on, and how to ask that server a path."""
+    container = pod["containers"][0]
+    name, params = parsed(container["args"])
+    if name == "dashboard":
+        return params["port"], asgi_status
+    return params["metrics_port"], wsgi_status
+
+
+def test_every_role_probes_the_port_and_paths_its_code_serves(helm):
+    for role, pod in pods(render(helm)).items():
+        if role == "seed":
+            continue  # a Job: nothing to probe
+        container = pod["containers"][0]
+        port, status_of = served_port(pod)
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        probes = {kind: container.get(kind) for kind in ("livenessProbe", "readinessProbe")}
+        assert all(probes.values()), role
+        for kind, probe in probes.items():
+            get = probe["httpGet"]
+            assert ports[get["port"]] == port, (role, kind)
+            assert status_of(get["path"]) != 404, (role, kind, get["path"])
+        if role != "dashboard":  # a stage is ready only when its /readyz says so, not merely alive
+            assert probes["readinessProbe"]["httpGet"]["path"] != probes["livenessProbe"]["httpGet"]["path"]
+
+
+def test_the_metrics_annotations_name_the_port_the_role_serves_metrics_on(helm):
+    docs = render(helm)
+    scraped = 0
+    for doc in docs:
+        if doc["kind"] not in ("StatefulSet", "Deployment"):
+            continue
+        annotations = doc["spec"]["template"]["metadata"].get("annotations") or {}
+        if annotations.get("prometheus.io/scrape") != "true":
+            continue
+        scraped += 1
+        pod = doc["spec"]["template"]["spec"]
+        port, status_of = served_port(pod)
+        ports = {p["containerPort"]: p["name"] for p in pod["containers"][0]["ports"]}
+        assert int(annotations["prometheus.io/port"]) == port and ports[port] == "metrics"
+        assert status_of(annotations["prometheus.io/path"]) == 200
+    assert scraped == len(STAGES)
+
+
+def test_every_container_runs_a_command_line_the_cli_accepts(helm, value_sets):
+    for name, files in value_sets.items():
+        for role, pod in pods(render(helm, *files)).items():
+            command, _ = parsed(pod["containers"][0]["args"])
+            assert command == {"seed": "seed", "dashboard": "dashboard", "sink": "sink",
+                               "router": "route"}.get(role, "work"), (name, role)
+
+
+def test_stage_roles_are_statefulsets_fenced_by_their_pod_name(helm):
+    """The instance id is the pod's name, which a StatefulSet keeps for a replacement pod (_stage.tpl)."""
+    for doc in of_kind(render(helm), "StatefulSet").values():
+        pod = doc["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        _, params = parsed(container["args"])
+        assert params["instance_id"] == "$(POD_NAME)"
+        pod_name = next(e for e in container["env"] if e["name"] == "POD_NAME")
+        assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        assert doc["spec"]["podManagementPolicy"] == "Parallel"
+
+
+def test_a_stopping_stage_has_time_to_finish_its_batch_and_commit(helm):
+    """SIGKILL must not come before a commit could be given up on: the transaction timeout bounds it."""
+    for doc in of_kind(render(helm), "StatefulSet").values():
+        grace = doc["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace > TRANSACTION_TIMEOUT_MS / 1000, role_of(doc)
+
+
+def test_each_stage_requests_as_many_cpus_as_it_runs_threads(helm, value_sets):
+    for name, files in value_sets.items():
+        for doc in of_kind(render(helm, *files), "StatefulSet").values():
+            container = doc["spec"]["template"]["spec"]["containers"][0]
+            _, params = parsed(container["args"])
+            resources = container["resources"]
+            threads = params.get("threads") or 1  # the sink runs no model and takes no --threads
+            assert int(resources["requests"]["cpu"]) == int(resources["limits"]["cpu"]) == threads, (name, doc)
+
+
+def test_gpu_values_put_only_the_cloud_workers_on_gpus(helm):
+    gpu = yaml.safe_load(GPU_VALUES.read_text())
+    for doc in of_kind(render(helm, GPU_VALUES), "StatefulSet").values():
+        pod = doc["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        _, params = parsed(container["args"])
+        on_gpu = params.get("device") == "cuda"
+        assert on_gpu == (role_of(doc) == "worker-cloud")
+        assert ("nvidia.com/gpu" in container["resources"]["limits"]) == on_gpu
+        assert (pod.get("nodeSelector", {}).get("nvidia.com/gpu.present") == "true") == on_gpu
+        assert container["image"].startswith(gpu["image"]["gpuRepository"]) == on_gpu
+
+
+def secret_refs(docs: list[dict]) -> dict[str, tuple[str, str]]:
+    """Every env var read from a Secret: name → (secret, key)."""
+    refs = {}
+    for pod in pods(docs).values():
+        for env in pod["containers"][0].get("env", []):
+            ref = env.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                refs[env["name"]] = (ref["name"], ref["key"])
+    return refs
+
+
+def test_credentials_come_from_secrets_and_never_from_values(helm):
+    docs = render(helm, GPU_VALUES)
+    assert secret_refs(docs) == {"DIMEE_KAFKA_SASL_USERNAME": ("dimee-kafka", "username"),
+                                 "DIMEE_KAFKA_SASL_PASSWORD": ("dimee-kafka", "password"),
+                                 "DIMEE_STATE": ("dimee-redis", "url")}
+    assert not of_kind(docs, "Secret") and not of_kind(docs, "ConfigMap")  # the chart holds no credential itself
+    for pod in pods(docs).values():
+        plain = {e["name"]: e.get("value") for e in pod["containers"][0]["env"] if "value" in e}
+        assert not {"DIMEE_KAFKA_SASL_PASSWORD", "DIMEE_STATE"} & plain.keys()
+        assert plain["DIMEE_KAFKA_SSL_CAFILE"] == "/etc/dimee/kafka-tls/ca.crt"
+    auth = next(iter(of_kind(docs, "TriggerAuthentication").values()))
+    assert {(r["parameter"], r["name"]) for r in auth["spec"]["secretTargetRef"]} == {
+        ("username", "dimee-kafka"), ("password", "dimee-kafka"), ("ca", "dimee-kafka-tls")}
+    trigger = next(iter(of_kind(docs, "ScaledObject").values()))["spec"]["triggers"][0]
+    assert trigger["metadata"]["sasl"] == "scram_sha512" and trigger["metadata"]["tls"] == "enable"
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+
+
+@pytest.mark.parametrize(("setting", "says"), [
+    ("redis.url=redis://:hunter2@redis:6379/0", "redis.url holds credentials"),
+    ("kafka.sasl.password=hunter2", "a password in values"),
+    ("workers.cloud.autoscaling.maxReplicas=4", "topics.cloud has 3 partitions, so 1 would sit idle"),
+    ("router.replicas=5", "topics.samples has 3 partitions"),
+    ("kafka.securityProtocol=SASL_SSL", "needs kafka.sasl.mechanism"),
+])
+def test_a_bad_value_is_refused_in_one_line_that_names_it(helm, setting, says):
+    done = render_text(helm, sets=(setting,))
+    assert done.returncode != 0
+    assert says in done.stderr.splitlines()[0]
+    assert "hunter2" not in done.stderr
+
+
+def test_keda_scales_each_tier_and_the_hpa_on_cpu_takes_over_without_it(helm):
+    keda = render(helm)
+    workers = {f"dimee-worker-{tier}" for tier in TIER_NAMES}
+    assert set(of_kind(keda, "ScaledObject")) == workers and not of_kind(keda, "HorizontalPodAutoscaler")
+    assert all("replicas" not in of_kind(keda, "StatefulSet")[name]["spec"] for name in workers)  # KEDA's to set
+    cpu = render(helm, sets=("autoscaling.keda.enabled=false",))
+    assert set(of_kind(cpu, "HorizontalPodAutoscaler")) == workers and not of_kind(cpu, "ScaledObject")
+    for hpa in of_kind(cpu, "HorizontalPodAutoscaler").values():
+        target = of_kind(cpu, "StatefulSet")[hpa["spec"]["scaleTargetRef"]["name"]]
+        _, params = parsed(target["spec"]["template"]["spec"]["containers"][0]["args"])
+        assert hpa["spec"]["maxReplicas"] <= params["partitions"]
+        assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+
+
+def test_the_values_dimee_plan_writes_render_as_planned(helm, tmp_path):
+    path = planned_values(tmp_path / "values.yaml")
+    planned = yaml.safe_load(path.read_text())
+    docs = render(helm, path)
+    scaled = {doc["spec"]["scaleTargetRef"]["name"]: doc["spec"] for doc in of_kind(docs, "ScaledObject").values()}
+    for doc in of_kind(docs, "StatefulSet").values():
+        role = role_of(doc)
+        _, params = parsed(doc["spec"]["template"]["spec"]["containers"][0]["args"])
+        values = planned["router"] if role == "router" else planned["sink"] if role == "sink" else \
+            planned["workers"][role.removeprefix("worker-")]
+        topic = {"router": "samples", "sink": "predictions"}.get(role, role.removeprefix("worker-"))
+        assert params["partitions"] == planned["topics"][topic]
+        if role == "sink":
+            assert doc["spec"]["replicas"] == values["replicas"]
+            continue
+        assert params["max_batch"] == values["maxBatch"] and params["threads"] == values["threads"]
+        bounds = scaled[doc["metadata"]["name"]]
+        assert (bounds["minReplicaCount"], bounds["maxReplicaCount"]) == (
+            values["autoscaling"]["minReplicas"], values["autoscaling"]["maxReplicas"])
+    assert parsed(of_kind(docs, "StatefulSet")["dimee-worker-cloud"]["spec"]["template"]["spec"]["containers"][0][
+        "args"])[1]["device"] == "cuda"
+
+
+def keys(tree: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for key, value in tree.items():
+        out.add(prefix + key)
+        if isinstance(value, dict) and value:
+            out |= keys(value, f"{prefix}{key}.")
+    return out
+
+
+def test_the_plan_writes_only_keys_the_chart_has():
+    """A key the chart does not know would be ignored without a word: the plan must not write one."""
+    rates = from_cost_file(COST_FILE)
+    written = chart_values(plan(Target(1000, {"mobile": 1.0}, 2500), rates), "at-least-once")
+    assert keys(written) <= keys(chart_defaults())
+
+
+def test_the_work_folder_comes_from_a_volume_or_is_copied_out_of_an_image(helm, value_sets):
+    for name in ("default", "artifact-image"):
+        for role, pod in pods(render(helm, *value_sets[name])).items():
+            mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0].get("volumeMounts", [])}
+            if "artifacts" not in mounts:
+                assert role == "sink", role  # the only role without a model or calibration.json
+                continue
+            volume = next(v for v in pod["volumes"] if v["name"] == "artifacts")
+            _, params = parsed(pod["containers"][0]["args"])
+            assert str(params["workdir"]) == mounts["artifacts"], role
+            if name == "default":
+                assert volume["persistentVolumeClaim"]["readOnly"] is True and not pod.get("initContainers")
+            else:
+                init = pod["initContainers"][0]
+                assert "emptyDir" in volume and init["image"] == "registry.example.com/dimee-work:v1"
+                assert init["volumeMounts"][0]["name"] == "artifacts"
+
+
+def test_a_misspelt_value_is_refused_by_the_values_schema_not_ignored(helm):
+    done = render_text(helm, sets=("workers.cloud.threds=4",))
+    assert done.returncode != 0
+    assert "/workers/cloud" in done.stderr and "'threds' not allowed" in done.stderr

@@ -76,7 +76,7 @@ def test_a_hop_waits_computes_and_commits():
 
 
 def test_the_batch_is_the_smallest_the_commit_does_not_hold_back():
-    target = Target(100, SHARES, 5000)
+    target = Target(100, SHARES, 5000, commit_ms=340)  # the hand-worked figures below are for a 340 ms commit
     # 10,000/s needs B ≥ 10,000 × 0.34 s / 8 queued = 425: 512
     assert choose_batch("router", 10_000.0, target, 2500) == 512
     assert choose_batch("worker-cloud", 84.0, target, 2500) == 8
@@ -86,7 +86,7 @@ def test_the_batch_is_the_smallest_the_commit_does_not_hold_back():
 
 def test_a_budget_below_two_commits_is_refused_with_what_would_fit():
     with pytest.raises(DimeeError, match="raise the budget or plan for --guarantee at-least-once"):
-        plan(Target(1000, SHARES, 1000), rates())
+        plan(Target(1000, SHARES, 1000, commit_ms=340), rates())
     relaxed = plan(Target(1000, SHARES, 1000, commit_ms=8), rates())
     assert relaxed.p99_ms <= 1000
 
@@ -108,7 +108,8 @@ def test_the_cloud_also_runs_the_audits_of_what_the_other_tiers_answered():
 
 
 def test_a_gpu_tier_runs_at_its_measured_rate_and_needs_one():
-    sized = plan(Target(100_000, SHARES, 2500, audit_rate=0.0, gpu_tiers=frozenset({"cloud"})), rates())
+    sized = plan(Target(100_000, SHARES, 2500, audit_rate=0.0, gpu_tiers=frozenset({"cloud"}),
+                        commit_ms=340), rates())
     cloud = sized.role("worker-cloud")
     assert (cloud.device, cloud.max_batch) == ("cuda", 256)  # 5,000/s × 0.34 s / 8 = 212 → 256
     assert cloud.instances == math.ceil(20_000 / (5000 * 0.7)) == 6

@@ -16,6 +16,7 @@ from typing import NamedTuple, cast, overload
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka import errors as kafka_errors
 from kafka.admin import NewTopic
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExistsError
 from kafka.producer.transaction_manager import InitProducerIdHandler, ProducerIdAndEpoch, TransactionState
 from kafka.structs import MemberState
@@ -268,7 +269,7 @@ class KafkaTransport:
             poll_interval_ms = session_ms
         try:
             consumer = KafkaConsumer(
-                *topics, group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
+                group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
                 session_timeout_ms=session_ms, heartbeat_interval_ms=2000, max_poll_interval_ms=poll_interval_ms,
                 isolation_level="read_committed" if read_committed else "read_uncommitted", **self._common(),
             )
@@ -276,7 +277,9 @@ class KafkaTransport:
             raise DimeeError(f"Kafka consumer configuration rejected: {exc}") from exc
         except KafkaError as exc:
             raise _unreachable(self.servers, exc) from exc
-        return KafkaConsumerAdapter(consumer)
+        adapter = KafkaConsumerAdapter(consumer)
+        consumer.subscribe(topics, listener=adapter)  # told of every rebalance, inside poll
+        return adapter
 
     def ensure_topics(self, topics: list[str], partitions: int = 3, replication: int | None = None) -> None:
         """Create topics through the admin API where the broker has it (0.10.1+); on older brokers ask for
@@ -406,13 +409,31 @@ class KafkaMark(NamedTuple):
     group: object  # the group metadata (generation, member id): a transaction's offsets are fenced by it
 
 
-class KafkaConsumerAdapter(ConsumerGuard):
+class KafkaConsumerAdapter(ConsumerGuard, ConsumerRebalanceListener):
     """Positions are kept here, from what poll returned, never asked of kafka-python's `position()`, which may
-    block on round trips (the stage marks positions after every batch). Polls are marked for the guard."""
+    block on round trips (the stage marks positions after every batch). Polls are marked for the guard.
+
+    A rebalance (inside poll: kafka-python calls the listener methods below) forgets the positions of the
+    partitions it moves. A partition that comes back starts again from its committed offset; a position kept from
+    before would commit past records nobody has processed. A mark carries the group generation its records were
+    polled in, so a batch polled before a rebalance and committed after it is refused (KIP-447) and read again."""
 
     def __init__(self, consumer: KafkaConsumer) -> None:
         self.consumer = consumer
         self.next_offsets: dict[TopicPartition, int] = {}
+        self.polled_in: object | None = None  # the group metadata of the first poll with records since the last mark
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        for tp in revoked:
+            self.next_offsets.pop(tp, None)
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:  # read again from the committed offset, whoever read it before
+            self.next_offsets.pop(tp, None)
+
+    def _group_metadata(self) -> object | None:
+        metadata = getattr(self.consumer, "group_metadata", None)  # for transactions: Kafka 0.11+ clients
+        return metadata() if metadata is not None else None
 
     def positions(self) -> dict:
         """The next offset of every assigned partition read from so far: what a commit now would record."""
@@ -424,8 +445,8 @@ class KafkaConsumerAdapter(ConsumerGuard):
         return self.consumer.group_metadata().state == MemberState.STABLE
 
     def mark(self) -> KafkaMark:
-        metadata = getattr(self.consumer, "group_metadata", None)  # for transactions: Kafka 0.11+ clients
-        return KafkaMark(self.positions(), metadata() if metadata is not None else None)
+        polled_in, self.polled_in = self.polled_in, None
+        return KafkaMark(self.positions(), polled_in or self._group_metadata())
 
     def rewind(self) -> None:
         """Back to the committed offsets (after an aborted transaction), so the batch is read again."""
@@ -437,6 +458,7 @@ class KafkaConsumerAdapter(ConsumerGuard):
                 else:
                     self.consumer.seek(tp, committed)
                 self.next_offsets.pop(tp, None)
+            self.polled_in = None  # what was polled since the last mark is read again
         except KafkaError as exc:
             raise ServiceUnavailable(f"cannot read the committed offsets ({type(exc).__name__}: {exc})") from exc
 
@@ -446,6 +468,8 @@ class KafkaConsumerAdapter(ConsumerGuard):
                 batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         except KafkaError as exc:  # every broker down: an outage to wait out, not a reason to exit
             raise ServiceUnavailable(f"cannot poll Kafka ({type(exc).__name__}: {exc})") from exc
+        if self.polled_in is None and any(batches.values()):
+            self.polled_in = self._group_metadata()
         for tp, records in batches.items():
             if records:
                 self.next_offsets[tp] = records[-1].offset + 1

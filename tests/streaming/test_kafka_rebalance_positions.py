@@ -1,0 +1,90 @@
+"""What the Kafka consumer adapter commits across a rebalance, on a stand-in for kafka-python's consumer that
+rebalances inside poll as the real one does (calling the listener the adapter subscribed with).
+
+Defect, seen in `make faults`' kill storm: a router read a partition, the group rebalanced, and the partition came
+back to it at its committed offset; the adapter still held the position it had read to before, and its next
+transaction committed that position for records nobody had routed. Three samples were lost."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kafka import TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+
+import dimee.streaming.transport.kafka as kafka_transport
+from dimee.streaming.transport.kafka import KafkaTransport
+
+P0, P2 = TopicPartition("t.samples", 0), TopicPartition("t.samples", 2)
+
+
+def _record(tp: TopicPartition, offset: int) -> ConsumerRecord:
+    return ConsumerRecord(tp.topic, tp.partition, -1, offset, 0, 0, b"k", b"v", [], None, 1, 1, -1)
+
+
+class RebalancingConsumer:
+    """kafka-python's KafkaConsumer as the adapter uses it: each poll first runs the queued rebalance (listener
+    calls, a new generation), then returns its records."""
+
+    def __init__(self, *topics: str, **config: object) -> None:
+        self.listener = None  # a consumer subscribed by its constructor has none
+        self.generation = 1
+        self.assigned: set[TopicPartition] = {P0, P2}
+        self.polls: list[tuple[Callable[[], None] | None, dict]] = []
+
+    def subscribe(self, topics: list[str], listener: object = None) -> None:
+        self.listener = listener
+
+    def rebalance(self, assigned: set[TopicPartition]) -> Callable[[], None]:
+        def run() -> None:
+            if self.listener is not None:
+                self.listener.on_partitions_revoked(set(self.assigned))
+            self.generation += 1
+            self.assigned = assigned
+            if self.listener is not None:
+                self.listener.on_partitions_assigned(set(assigned))
+        return run
+
+    def poll(self, timeout_ms: int, max_records: int) -> dict:
+        rebalance, records = self.polls.pop(0)
+        if rebalance is not None:
+            rebalance()
+        return records
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.assigned
+
+    def group_metadata(self) -> tuple[str, int]:
+        return ("t.router", self.generation)
+
+
+def _adapter(monkeypatch):
+    monkeypatch.setattr(kafka_transport, "KafkaConsumer", RebalancingConsumer)
+    monkeypatch.setattr(KafkaTransport, "_common", lambda self: {})
+    adapter = KafkaTransport("127.0.0.1:9092").consumer(["t.samples"], "t.router", read_committed=True)
+    return adapter, adapter.consumer
+
+
+def test_a_partition_that_comes_back_after_a_rebalance_is_not_committed_past_what_was_read_again(monkeypatch):
+    adapter, consumer = _adapter(monkeypatch)
+    consumer.polls = [(None, {P2: [_record(P2, o) for o in (834, 835, 836)]}),
+                      # the group rebalances; P2 comes back at its committed offset, 834, not read yet
+                      (consumer.rebalance({P0, P2}), {P0: [_record(P0, 5)]})]
+    adapter.poll(100, 0.1)
+    adapter.mark()  # that batch's transaction: refused, the group having moved on
+    adapter.poll(100, 0.1)
+    assert adapter.mark().offsets.get(P2) is None  # not 837: 834–836 were never processed in this generation
+    assert consumer.listener is adapter  # subscribed with the adapter as its rebalance listener
+
+
+def test_a_batch_polled_before_a_rebalance_is_marked_with_the_generation_it_was_polled_in(monkeypatch):
+    """Committed with the new generation, the outputs of records that may now be another member's would commit
+    beside that member's: a duplicate. With the old one, the broker refuses the transaction and they are read again."""
+    adapter, consumer = _adapter(monkeypatch)
+    consumer.polls = [(None, {P0: [_record(P0, 1)]}), (consumer.rebalance({P0}), {P0: [_record(P0, 2)]}),
+                      (None, {P0: [_record(P0, 3)]})]
+    adapter.poll(100, 0.1)
+    adapter.poll(100, 0.1)  # a second batch, kept back with the first, polled after the rebalance
+    assert adapter.mark().group == ("t.router", 1)
+    adapter.poll(100, 0.1)
+    assert adapter.mark().group == ("t.router", 2)  # the next batch is wholly in the new generation

@@ -16,13 +16,13 @@ def _source(transport, topic: str, n: int):
     """A consumer holding n polled, uncommitted records of `topic`."""
     transport.ensure_topics([topic, f"{topic}-out"], partitions=1)
     _send(transport, topic, n)
-    consumer = transport.consumer([topic], "tx-group", read_committed=True)
+    consumer = transport.consumer([topic], f"{topic}.tx", read_committed=True)
     assert len(_poll(consumer, n)) == n
     return consumer
 
 
 def _read_committed(transport, topic: str, expect: int) -> list:
-    reader = transport.consumer([topic], "reader", read_committed=True)
+    reader = transport.consumer([topic], f"{topic}.reader", read_committed=True)
     records = _poll(reader, expect) if expect else reader.poll(100, 3.0)
     reader.close()
     return records
@@ -38,7 +38,7 @@ def test_a_transaction_commits_outputs_and_offsets_together(transport, topic):
     producer.close()
     consumer.close()
     assert sorted(r.value for r in _read_committed(transport, f"{topic}-out", 3)) == [b"out0", b"out1", b"out2"]
-    follower = transport.consumer([topic], "tx-group", read_committed=True)
+    follower = transport.consumer([topic], f"{topic}.tx", read_committed=True)
     assert follower.poll(100, 3.0) == []  # the offsets were committed with the outputs
     follower.close()
 
@@ -58,7 +58,7 @@ def test_an_aborted_transaction_leaves_nothing_visible(transport, topic):
     producer.close()
     consumer.close()
     assert _read_committed(transport, f"{topic}-out", 0) == []
-    again = transport.consumer([topic], "tx-group", read_committed=True)
+    again = transport.consumer([topic], f"{topic}.tx", read_committed=True)
     assert len(_poll(again, 2)) == 2  # nothing committed: the inputs come back
     again.close()
 

@@ -143,9 +143,15 @@ class Delivery(ABC):
             log.warning("batches dropped unsent; they will be read again", stage=self.stage, records=records)
             return
         assert self.consumer is not None
+        try:
+            mark = self.consumer.mark()
+        except Rebalanced as exc:  # polled before a rebalance: their partitions may be another member's now
+            retry(self._rewind, "broker", self.stop)
+            log.warning("batches dropped unsent; they will be read again", stage=self.stage, records=records,
+                        error=str(exc))
+            return
         outputs = [out for b in batches for out in b.outputs]
-        self.sending = InFlight([m for b in batches for m in b.messages], outputs, self.consumer.mark(),
-                                batches[0].started, records)
+        self.sending = InFlight([m for b in batches for m in b.messages], outputs, mark, batches[0].started, records)
         self.last_sent = time.monotonic()
         try:
             retry(lambda: self.send(outputs), "broker", self.stop)

@@ -5,11 +5,13 @@ producer with the same transactional id fences the first."""
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 
 import pytest
 
-from dimee.common.errors import DeliveryError, Fenced
-from tests.contracts.test_broker import _poll, _send
+from dimee.common.errors import DeliveryError, Fenced, Rebalanced
+from tests.contracts.test_broker import GROUP_JOIN_S, _poll, _send
 
 
 def _source(transport, topic: str, n: int):
@@ -113,3 +115,42 @@ def test_a_replacement_takes_over_from_its_own_predecessor_but_never_from_a_newe
     replacement.close()
     consumer.close()
     assert [r.value for r in _read_committed(transport, f"{topic}-out", 1)] == [b"from the replacement"]
+
+
+def _member(transport, client_id: str):
+    """The same broker, seen by a client named `client_id` (Kafka's range assignor orders a group's members by
+    the member ids the broker derives from it; the embedded broker by joining order)."""
+    from dimee.streaming.transport.kafka import KafkaTransport
+
+    if not isinstance(transport, KafkaTransport):
+        return transport
+    return KafkaTransport(transport.servers, api_version=transport.api_version, client_id=client_id)
+
+
+def test_a_batch_polled_before_a_rebalance_never_commits_its_outputs(transport, topic):
+    """Defect, seen as duplicates in `make faults`' kill storm: a batch polled before a rebalance that took its
+    partition away was committed after it. The rebalance had dropped the partition's position, so the transaction
+    carried no offsets, and a transaction without offsets is not fenced by the group generation: its outputs
+    committed, and the new owner read the same records again."""
+    consumer = _source(_member(transport, "z-first-member"), topic, 3)
+    newcomer = _member(transport, "a-newcomer").consumer([topic], f"{topic}.tx", read_committed=True)
+    joining = threading.Thread(target=lambda: _poll_until(newcomer.joined, newcomer.poll))
+    joining.start()
+    _poll_until(lambda: not joining.is_alive(), consumer.poll)  # the first member rejoins inside its polls
+    _poll_until(consumer.joined, consumer.poll)
+    producer = transport.producer(transactional_id=f"{topic}-tx")
+    producer.begin()
+    producer.send(f"{topic}-out", b"k", b"from records polled before the rebalance")
+    with pytest.raises(Rebalanced):
+        producer.commit(consumer, consumer.mark())
+    producer.close()
+    newcomer.close()
+    consumer.close()
+    assert _read_committed(transport, f"{topic}-out", 0) == []
+
+
+def _poll_until(done, poll) -> None:
+    deadline = time.monotonic() + GROUP_JOIN_S
+    while not done() and time.monotonic() < deadline:
+        poll(100, 0.2)
+    assert done(), "the group did not settle"

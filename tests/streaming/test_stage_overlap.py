@@ -119,6 +119,43 @@ def test_a_failed_transaction_drops_the_batches_computed_meanwhile_and_reads_the
     assert len(ids) == 40
 
 
+def test_batches_kept_back_across_a_rebalance_are_dropped_and_read_again():
+    """A member joins while batches wait for the transaction in flight: those batches were polled in the old
+    generation, so their mark is refused (their partitions may be another member's now) and they are read again
+    from the committed offsets; the stream goes on, each output once."""
+    broker = InMemoryBroker(default_partitions=1)
+    topics = Topics("overlap")
+    produce(broker, topics, stream_records(40), ProduceOptions(progress=False, partitions=1))
+    stage: list[Echo] = []
+    joined = []
+
+    class JoinDuringTheFirstCommit(SlowCommits):
+        def producer(self, transactional_id=None, replacing=None):
+            producer = super().producer(transactional_id, replacing)
+            slow_commit = producer.commit
+
+            def commit(consumer, mark=None):
+                slow_commit(consumer, mark)
+                if not joined:  # once the next records are polled (unmarked until this commit ends), a member joins
+                    deadline = time.monotonic() + 30
+                    while stage[0].consumer.batch_generation is None and time.monotonic() < deadline:
+                        time.sleep(0.005)
+                    joined.append(broker.consumer([topics.samples], "echo-group"))
+
+            producer.commit = commit
+            return producer
+
+    transport = JoinDuringTheFirstCommit(broker, seconds=0.05)
+    stage.append(Echo(context(transport, topics, limits=BatchLimits(max_batch=4, max_wait_s=0.0)),
+                      [topics.samples], "echo-group"))
+    thread = threading.Thread(target=stage[0].run, kwargs={"idle_exit_s": 1.0})
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and joined
+    out = [r.value for r in broker.read_all("echo.out")]
+    assert sorted(out) == sorted(r["id"].encode() for r in stream_records(40))  # none lost, none twice
+
+
 def test_a_poll_that_never_returns_ends_the_role_for_a_restart():
     """kafka-python's poll was seen never returning: the stage's watchdog exits (70) rather than stall for
     good; the supervisor restarts the role, which reads on from the committed offsets."""

@@ -114,7 +114,8 @@ class Consumer(Protocol):
     def mark(self) -> object:
         """Where the consumer stands now (every position, and the group generation the records since the last
         mark were polled in), to commit later while it polls on: a stage commits a batch only once the broker
-        has taken its outputs, which may be after it polled the next batch."""
+        has taken its outputs, which may be after it polled the next batch. Raises `Rebalanced` if the group
+        rebalanced since those records were polled (the caller rewinds: they may be another member's now)."""
 
     def commit(self, mark: object | None = None) -> None:
         """Commit the positions of `mark`, or everything returned by poll so far."""

@@ -377,7 +377,11 @@ class KafkaTransactionalProducer(KafkaProducerAdapter):
             raise DeliveryError(f"Kafka did not begin the transaction: {exc}") from exc
 
     def commit(self, consumer: Consumer, mark: object | None = None) -> None:
-        offsets, group = cast(KafkaMark, mark or consumer.mark())  # a KafkaConsumerAdapter's
+        try:
+            offsets, group = cast(KafkaMark, mark or consumer.mark())  # a KafkaConsumerAdapter's
+        except Rebalanced:
+            self.abort()
+            raise
         try:
             _within(TRANSACTION_REQUEST_TIMEOUT_S, lambda: self.producer.send_offsets_to_transaction(offsets, group),
                     "offset commit")
@@ -415,19 +419,25 @@ class KafkaConsumerAdapter(ConsumerGuard, ConsumerRebalanceListener):
 
     A rebalance (inside poll: kafka-python calls the listener methods below) forgets the positions of the
     partitions it moves. A partition that comes back starts again from its committed offset; a position kept from
-    before would commit past records nobody has processed. A mark carries the group generation its records were
-    polled in, so a batch polled before a rebalance and committed after it is refused (KIP-447) and read again."""
+    before would commit past records nobody has processed. Records polled before a rebalance are never marked: their
+    partitions may be another member's now, and their positions are gone, so their transaction would carry no
+    offsets, which the broker does not fence by the group generation. A mark also carries the generation its records
+    were polled in, so a batch marked before a rebalance and committed after it is refused (KIP-447)."""
 
     def __init__(self, consumer: KafkaConsumer) -> None:
         self.consumer = consumer
         self.next_offsets: dict[TopicPartition, int] = {}
         self.polled_in: object | None = None  # the group metadata of the first poll with records since the last mark
+        self.rebalances = 0  # the listener's calls so far: a revocation or an assignment
+        self.polled_at: int | None = None  # `rebalances` at the first poll with records since the last mark
 
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.rebalances += 1
         for tp in revoked:
             self.next_offsets.pop(tp, None)
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.rebalances += 1
         for tp in assigned:  # read again from the committed offset, whoever read it before
             self.next_offsets.pop(tp, None)
 
@@ -445,7 +455,10 @@ class KafkaConsumerAdapter(ConsumerGuard, ConsumerRebalanceListener):
         return self.consumer.group_metadata().state == MemberState.STABLE
 
     def mark(self) -> KafkaMark:
-        polled_in, self.polled_in = self.polled_in, None
+        polled_in, polled_at = self.polled_in, self.polled_at
+        self.polled_in = self.polled_at = None
+        if polled_at is not None and polled_at != self.rebalances:
+            raise Rebalanced("the group rebalanced after these records were polled; they are read again")
         return KafkaMark(self.positions(), polled_in or self._group_metadata())
 
     def rewind(self) -> None:
@@ -458,7 +471,7 @@ class KafkaConsumerAdapter(ConsumerGuard, ConsumerRebalanceListener):
                 else:
                     self.consumer.seek(tp, committed)
                 self.next_offsets.pop(tp, None)
-            self.polled_in = None  # what was polled since the last mark is read again
+            self.polled_in = self.polled_at = None  # what was polled since the last mark is read again
         except KafkaError as exc:
             raise ServiceUnavailable(f"cannot read the committed offsets ({type(exc).__name__}: {exc})") from exc
 
@@ -468,8 +481,8 @@ class KafkaConsumerAdapter(ConsumerGuard, ConsumerRebalanceListener):
                 batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         except KafkaError as exc:  # every broker down: an outage to wait out, not a reason to exit
             raise ServiceUnavailable(f"cannot poll Kafka ({type(exc).__name__}: {exc})") from exc
-        if self.polled_in is None and any(batches.values()):
-            self.polled_in = self._group_metadata()
+        if self.polled_at is None and any(batches.values()):
+            self.polled_in, self.polled_at = self._group_metadata(), self.rebalances
         for tp, records in batches.items():
             if records:
                 self.next_offsets[tp] = records[-1].offset + 1

@@ -153,7 +153,11 @@ class _MemoryTransactionalProducer(_MemoryProducer):
     def commit(self, consumer: Consumer, mark: object | None = None) -> None:
         consumer = cast(_MemoryConsumer, consumer)  # this broker's, as is its mark
         with self.broker._lock:
-            mark = cast(_Mark, mark or consumer.mark())
+            try:
+                mark = cast(_Mark, mark or consumer.mark())
+            except Rebalanced:
+                self._pending = None
+                raise
             if self.broker._epochs[self.transactional_id] != self.epoch:
                 self._pending = None
                 raise Fenced(f"transactional id {self.transactional_id!r} was taken over by a newer instance")
@@ -221,11 +225,17 @@ class _MemoryConsumer(ConsumerGuard):
         with self.broker._lock:
             polled_in = self.generation if self.batch_generation is None else self.batch_generation
             self.batch_generation = None
+            if polled_in != self.generation:  # as Kafka's adapter: their partitions may be another member's now
+                raise Rebalanced(f"group {self.group_id!r} rebalanced after these records were polled")
             return _Mark(dict(self.assigned), polled_in)
 
     def commit(self, mark: object | None = None) -> None:
         with self.broker._lock:
-            positions = self.mark().positions if mark is None else cast(_Mark, mark).positions
+            try:
+                positions = self.mark().positions if mark is None else cast(_Mark, mark).positions
+            except Rebalanced:
+                self.rewind()
+                raise
             for (topic, partition), position in positions.items():
                 if (topic, partition) in self.assigned:  # a partition given to another member is its to commit
                     self.broker._committed[(self.group_id, topic, partition)] = position

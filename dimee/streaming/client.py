@@ -14,10 +14,12 @@ again in the same group goes on where it stopped; deduplication remembers the id
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import Iterator
 from types import TracebackType
 
+from dimee.common.errors import Rebalanced
 from dimee.streaming.messages import MessageError, Prediction, parse
 from dimee.streaming.transport import open_transport
 from dimee.streaming.transport.base import Consumer, Topics
@@ -48,7 +50,8 @@ class Predictions:
             if len(self.seen) > self.remember:
                 self.seen.popitem(last=False)
             fresh.append(prediction)
-        self.consumer.commit()
+        with contextlib.suppress(Rebalanced):  # the group moved on: read again (here, skipped as seen) or elsewhere
+            self.consumer.commit()
         return fresh
 
     def __iter__(self) -> Iterator[Prediction]:

@@ -61,3 +61,26 @@ def test_the_client_yields_each_prediction_once():
         assert all(isinstance(p, Prediction) for p in got)
     with Predictions("memory://client", group="app", topic_prefix="client") as again:  # offsets were committed
         assert again.poll(timeout_s=0.2) == []
+
+
+def test_a_rebalance_between_the_clients_poll_and_its_commit_hands_out_the_predictions_and_goes_on():
+    """The group moving on refuses the commit (the records are read again, and skipped as seen); the caller's loop
+    is not ended by it."""
+    broker = shared_broker("memory://client-rebalance")
+    topics = Topics("rebalance")
+    broker.ensure_topics([topics.predictions], partitions=1)
+    producer = broker.producer()
+    for sample_id in ("a", "b"):
+        producer.send(topics.predictions, sample_id.encode(), _prediction(sample_id).to_bytes())
+    with Predictions("memory://client-rebalance", group="app", topic_prefix="rebalance") as stream:
+        plain_poll = stream.consumer.poll
+
+        def poll_then_a_member_joins(max_records, timeout_s):
+            records = plain_poll(max_records, timeout_s)
+            broker.consumer([topics.predictions], "app")
+            return records
+
+        stream.consumer.poll = poll_then_a_member_joins
+        assert [p.id for p in stream.poll(timeout_s=0.5)] == ["a", "b"]
+        stream.consumer.poll = plain_poll
+        assert stream.poll(timeout_s=0.2) == [] and stream.skipped == 2  # read again, each id handed out once

@@ -64,7 +64,6 @@ def malformed_samples(prefix: str) -> list[Hostile]:
         sample("text-number", text=42),
         sample("text-list", text=["the", "movie"]),
         sample("text-blank", text=" \t\n "),
-        sample("text-900kb", text="fun " * 225_000),
         sample("text-pair-number", text_pair=7),
         sample("label-string", label="positive"),
         sample("label-float", label=0.5),
@@ -98,6 +97,7 @@ def hostile_samples(prefix: str, duplicate_of: dict) -> list[Hostile]:
         sample("text-lone-surrogate", text="fun \ud800 movie"),
         sample("text-nul-chars", text="\x00\x00 fun"),
         sample("text-at-limit-10000", text=("fun " * 2500)[:10_000]),
+        sample("text-900kb", text="fun " * 225_000),  # cut to DEFAULT_MAX_TEXT_CHARS, as offline: answered
         Hostile("duplicate id, different text", encode(reused), duplicate_of["id"], answer_id=duplicate_of["id"],
                 answers_needed=2),
     ]

@@ -127,10 +127,14 @@ class Stage(ABC):
         self.delivery = kind(self.name, self.group_id, self.context, self._deliver)
         log.info("delivery", stage=self.name, guarantee=self.delivery.guarantee,
                  transactional_id=self.delivery.transactional_id)
-        topics = sorted({*self.in_topics, self.topics.dead_letter})
+        # Every topic of the stream, not only its inputs: a first send to a missing topic would create it with the
+        # broker's defaults, whichever stage came first.
+        topics = sorted({*self.in_topics, *self.topics.all()})
         retry(lambda: transport.ensure_topics(topics, settings.partitions, settings.replication_factor), "broker",
               self.stop)
         self.delivery.open()  # the producer, then the consumer: never both at once (docs/operations.md)
+        assert self.delivery.producer is not None
+        self.delivery.producer.expect(self.topics.all())
         self._open_consumer()
 
     def _open_consumer(self) -> None:

@@ -102,6 +102,10 @@ class Producer(Protocol):
     def acknowledged(self) -> bool:
         """Whether every send since the last flush has its answer (so flush would not wait); never blocks."""
 
+    def expect(self, topics: list[str]) -> None:
+        """The topics it will send to: where their partitions live is asked for now, without waiting, not at
+        the first send to each."""
+
     def close(self) -> None: ...
 
 

@@ -128,6 +128,9 @@ class _MemoryProducer:
     def acknowledged(self) -> bool:
         return True
 
+    def expect(self, topics: list[str]) -> None:
+        pass  # every partition is known
+
     def close(self) -> None:
         pass
 

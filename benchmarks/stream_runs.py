@@ -4,8 +4,8 @@
   produce → prediction latency, and per role the time to ready, the time to exit and the peak memory;
 - `stage_by_stage`: the samples produced first, then each stage started alone and timed while it drains its
   input (the stage saturated, nothing else running): records/s, efficiency (process time ÷ wall time), and
-  the role's time from launch to ready, from SIGTERM to exit and its peak memory; the router and the sink
-  drain their input ten times over (`STEADY_TIMES`), so their figure is their steady rate, not their start;
+  the role's time from launch to ready, from SIGTERM to exit and its peak memory; the samples five times over
+  (`STEADY_TIMES`, fresh ids), so the figures are the stages' steady rates, not their start-up;
 - `scale_out`: the busiest tier's topic drained again by fresh consumer groups of 1 and 2 workers.
 """
 
@@ -15,6 +15,7 @@ import json
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,7 +188,8 @@ def _drain(roles: RoleSet, name: str, expected: int, timeout_s: float = 600.0) -
 
 @dataclass(frozen=True)
 class Filled:
-    """Tier topics a `stage_by_stage` run left full: under `prefix`, `routed[tier]` records each."""
+    """Tier topics a `stage_by_stage` run left full: under `prefix`, `routed[tier]` records each (routed there,
+    escalated and audit copies)."""
 
     prefix: str
     routed: dict[str, int]
@@ -197,9 +199,10 @@ class Filled:
         return max(self.routed, key=self.routed.__getitem__)
 
 
-# A stage measured alone drains its input this many times over (each copy with ids of its own): its steady rate.
-# Once over, the bench's 600 samples are three of the router's transactions, and its figure was its start-up.
-STEADY_TIMES = 10
+# A stage measured alone drains the bench's samples this many times over (each copy with ids of its own): its
+# steady rate. Once over, 600 samples were three of the router's transactions and a few batches of each worker,
+# and the figures measured their start-up.
+STEADY_TIMES = 5
 
 
 def _fresh_ids(messages: list[dict], times: int) -> list[dict]:
@@ -212,72 +215,43 @@ def _start_router(roles: RoleSet, setup: Setup, name: str = "router", threads: i
                 "--max-batch", "64", "--log-level", "WARNING", threads=threads)
 
 
-def _start_stop(role) -> dict:
-    return {"ready_s": role.ready_s, "exit_s": role.exit_s, "peak_rss_mb": role.peak_rss_mb}
+def _sent(role) -> Counter[str]:
+    """Records the role committed to each topic (routed, escalated, audit copies, predictions)."""
+    return Counter({dict(labels)["topic"]: int(value) for (name, labels), value in role.metrics().items()
+                    if name == "dimee_messages_out_total"})
 
 
-def router_alone(setup: Setup, records: list[dict]) -> dict:
-    """The router alone on a samples topic holding the records STEADY_TIMES over."""
-    prefix, many = f"bench-{uuid.uuid4().hex[:8]}", _fresh_ids(records, STEADY_TIMES)
-    produce(prefix, many, setup.partitions)
-    with RoleSet(service_env(prefix, "auto", setup.partitions), setup.logs / prefix, setup.code) as roles:
-        _start_router(roles, setup)
-        figures = _drain(roles, "router", len(many))
-        roles.stop("router")
-    return figures | _start_stop(roles.roles["router"])
-
-
-def sink_alone(setup: Setup, source: str, predictions: int) -> dict:
-    """The sink alone on a predictions topic holding those under the prefix `source` STEADY_TIMES over."""
-    import os
-
-    from dimee.streaming.transport import Topics, open_transport
-
-    transport = open_transport(f"kafka://{os.environ['DIMEE_TEST_KAFKA']}", client_id="bench-copier")
-    reader = transport.consumer([Topics(source).predictions], f"{source}.copier", read_committed=True)
-    deadline, read = time.monotonic() + 120, []
-    while len(read) < predictions and time.monotonic() < deadline:
-        read += [json.loads(r.value) for r in reader.poll(1000, 0.5) if r.value]
-    reader.close()
-    prefix, many = f"bench-{uuid.uuid4().hex[:8]}", _fresh_ids(read, STEADY_TIMES)
-    topic = Topics(prefix).predictions
-    transport.ensure_topics([topic], setup.partitions)
-    writer = transport.producer()
-    for message in many:
-        writer.send(topic, message["id"].encode(), json.dumps(message).encode())
-    writer.flush()
-    writer.close()
-    with RoleSet(service_env(prefix, "auto", setup.partitions), setup.logs / prefix, setup.code) as roles:
-        roles.start("sink", "sink", "--out", str(setup.logs / prefix / "sink.jsonl"), "--log-level", "WARNING")
-        figures = _drain(roles, "sink", len(many))
-        roles.stop("sink")
-    return figures | _start_stop(roles.roles["sink"])
+def _alone(roles: RoleSet, name: str, expected: int, sent: Counter[str]) -> dict:
+    """The role just started, drained alone until it committed `expected` records, then stopped; what it sent is
+    added to `sent`."""
+    figures = _drain(roles, name, expected) | {"batch_compute_s": _batch_compute(roles.roles[name])}
+    sent.update(_sent(roles.roles[name]))
+    roles.stop(name)
+    return figures
 
 
 def stage_by_stage(setup: Setup, records: list[dict]) -> tuple[dict, Filled]:
-    """Each stage alone on a full input topic: the figures per stage, and the tier topics the workers drained.
-    The router and the sink drain their input STEADY_TIMES over; each tier worker drains what a router routed
-    from the records once (the workers are the slow stages: once over is many of their batches)."""
-    figures = {"router": router_alone(setup, records)}
-    prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    produce(prefix, records, setup.partitions)
+    """Each stage alone, in the order of the stream, on the input the stages before it left: the figures per
+    stage, and the tier topics it filled. The samples are the records STEADY_TIMES over."""
+    prefix, samples = f"bench-{uuid.uuid4().hex[:8]}", _fresh_ids(records, STEADY_TIMES)
+    produce(prefix, samples, setup.partitions)
+    workdir, figures, sent = str(setup.workdir), {}, Counter()
     with RoleSet(service_env(prefix, "auto", setup.partitions), setup.logs / prefix, setup.code) as roles:
-        _start_router(roles, setup, "filler")  # fills the tier topics; its figures are the router_alone run's
-        _drain(roles, "filler", len(records))
-        routed = {t: int(roles.roles["filler"].metric("dimee_routed_total", tier=t)) for t in TIERS}
-        roles.stop("filler")
-        for tier in TIERS:
-            if routed[tier]:
-                roles.start(f"worker-{tier}", "work", "--tier", tier, "--workdir", str(setup.workdir), "--max-batch",
-                            str(setup.batch), "--log-level", "WARNING")
-                figures[f"worker-{tier}"] = _drain(roles, f"worker-{tier}", routed[tier])
-                figures[f"worker-{tier}"]["batch_compute_s"] = _batch_compute(roles.roles[f"worker-{tier}"])
-                roles.stop(f"worker-{tier}")
+        _start_router(roles, setup)
+        figures["router"] = _alone(roles, "router", len(samples), sent)
+        inputs = {}
+        for tier in TIERS:  # each tier's input: what the router and the tiers below it sent there
+            inputs[tier] = sent[f"{prefix}.{tier}"]
+            if inputs[tier]:
+                name = f"worker-{tier}"
+                roles.start(name, "work", "--tier", tier, "--workdir", workdir, "--max-batch", str(setup.batch),
+                            "--log-level", "WARNING")
+                figures[name] = _alone(roles, name, inputs[tier], sent)
+        roles.start("sink", "sink", "--out", str(setup.logs / prefix / "sink.jsonl"), "--log-level", "WARNING")
+        figures["sink"] = _alone(roles, "sink", sent[f"{prefix}.predictions"], sent)
     for name, role in roles.roles.items():
-        if name in figures:
-            figures[name] |= _start_stop(role)
-    figures["sink"] = sink_alone(setup, prefix, len(records))
-    return figures, Filled(prefix, routed)
+        figures[name] |= {"ready_s": role.ready_s, "exit_s": role.exit_s, "peak_rss_mb": role.peak_rss_mb}
+    return figures, Filled(prefix, inputs)
 
 
 def _batch_compute(role) -> float | None:

@@ -72,8 +72,8 @@ class Delivery(ABC):
         self.processed = 0  # messages in committed batches
 
     @abstractmethod
-    def open(self) -> None:
-        """Make the producer."""
+    def open(self, topics: list[str]) -> None:
+        """Make the producer, told of the topics it will send to (`Producer.expect`)."""
 
     @abstractmethod
     def deliver(self, outputs: list[Output]) -> None:
@@ -207,8 +207,9 @@ class AtLeastOnce(Delivery):
 
     guarantee = "at-least-once"
 
-    def open(self) -> None:
+    def open(self, topics: list[str]) -> None:
         self.producer = retry(lambda: self.transport.producer(), "broker", self.stop)
+        self.producer.expect(topics)
 
     def deliver(self, outputs: list[Output]) -> None:
         flight = self.sending
@@ -256,9 +257,10 @@ class ExactlyOnce(Delivery):
         self._retired: TransactionalProducer | None = None  # a failed producer its replacement takes over from
         self._committer: ThreadPoolExecutor | None = None
 
-    def open(self) -> None:
+    def open(self, topics: list[str]) -> None:
         self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"{self.stage}-commit")
         self.producer = retry(lambda: self.transport.producer(self.transactional_id), "broker", self.stop)
+        self.producer.expect(topics)
 
     def deliver(self, outputs: list[Output]) -> None:
         flight, producer, consumer, committer = self.sending, self.producer, self.consumer, self._committer

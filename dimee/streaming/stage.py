@@ -127,14 +127,10 @@ class Stage(ABC):
         self.delivery = kind(self.name, self.group_id, self.context, self._deliver)
         log.info("delivery", stage=self.name, guarantee=self.delivery.guarantee,
                  transactional_id=self.delivery.transactional_id)
-        # Every topic of the stream, not only its inputs: a first send to a missing topic would create it with the
-        # broker's defaults, whichever stage came first.
-        topics = sorted({*self.in_topics, *self.topics.all()})
-        retry(lambda: transport.ensure_topics(topics, settings.partitions, settings.replication_factor), "broker",
-              self.stop)
-        self.delivery.open()  # the producer, then the consumer: never both at once (docs/operations.md)
-        assert self.delivery.producer is not None
-        self.delivery.producer.expect(self.topics.all())
+        # Every topic of the stream: a first send to a missing one would create it with the broker's defaults.
+        retry(lambda: transport.ensure_topics(sorted({*self.in_topics, *self.topics.all()}), settings.partitions,
+                                              settings.replication_factor), "broker", self.stop)
+        self.delivery.open(self.topics.all())  # the producer, then the consumer: never both at once (operations.md)
         self._open_consumer()
 
     def _open_consumer(self) -> None:

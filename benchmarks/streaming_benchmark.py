@@ -5,8 +5,8 @@ each with `--threads 1` unless said, and is repeated over --rounds interleaved r
 
   a  the pipeline (router, 3 workers, sink; exactly-once) against the in-process compute bound — the same
      routed workload through the same partitions with the machine's cores, no broker, no state store;
-  b  each stage alone on a full input topic: records/s and efficiency (process time ÷ wall time); the router
-     and the sink on their input ten times over (fresh ids), their steady rate rather than their start-up;
+  b  each stage alone on a full input topic: records/s and efficiency (process time ÷ wall time), on the
+     samples five times over (fresh ids): their steady rate rather than their start-up;
   c  the router on one thread with its parts (adaptive, the Redis update included);
   d  batched early exit against the batch-1 loop, per tier (in-process);
   e  p50 / p99 produce → prediction latency at half the saturated rate, exactly-once and at-least-once;

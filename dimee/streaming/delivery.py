@@ -256,11 +256,13 @@ class ExactlyOnce(Delivery):
         self.producer: TransactionalProducer | None = None
         self._retired: TransactionalProducer | None = None  # a failed producer its replacement takes over from
         self._committer: ThreadPoolExecutor | None = None
+        self._topics: list[str] = []  # those its producer sends to (Producer.expect)
 
     def open(self, topics: list[str]) -> None:
         self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"{self.stage}-commit")
         self.producer = retry(lambda: self.transport.producer(self.transactional_id), "broker", self.stop)
         self.producer.expect(topics)
+        self._topics = topics  # told to a replacement too
 
     def deliver(self, outputs: list[Output]) -> None:
         flight, producer, consumer, committer = self.sending, self.producer, self.consumer, self._committer
@@ -298,6 +300,7 @@ class ExactlyOnce(Delivery):
             self.producer.close()
             self.producer = None
         self.producer = self.transport.producer(self.transactional_id, replacing=self._retired)
+        self.producer.expect(self._topics)
         self._retired = None
         self._rewind()
 

@@ -64,16 +64,17 @@ class Router(Stage):
         nearest = [min(known) for d in decisions if (known := [x for x in d.distances if x is not None])]
         for distance in nearest:  # centroid routing only: other strategies measure no distance
             metrics.NEAREST_CENTROID.observe(distance)
-        if self.drift is not None:
-            self.drift.add(nearest or self._nearest_calibrated(samples))
+        if self.drift is not None:  # against calibration, never the centroids adaptive routing has moved
+            self.drift.add(self._nearest_calibrated(samples))
         if isinstance(self.strategy, CentroidRouting) and self.strategy.seen is not None:
             self._report_centroids(*self.strategy.seen)
         return outputs
 
     def _nearest_calibrated(self, samples: list[Sample]) -> list[float]:
-        """Each sample's distance to its nearest calibrated centroid, for the drift score of a policy whose
-        routing measures none (the embedding layer only: ~0.1 ms a sample)."""
-        embeddings = self.embedder.embed(samples)
+        """Each sample's distance to its nearest calibrated centroid, the drift score's measure whatever the
+        policy: from the routing embeddings centroid routing made, else the embedding layer's (~0.1 ms a sample)."""
+        embedded = self.strategy.embedded if isinstance(self.strategy, CentroidRouting) else None
+        embeddings = self.embedder.embed(samples) if embedded is None else embedded
         distances = arithmetic.nearest_distances(embeddings, self.calibrated, self.distance)
         return [float(d) for d in distances if np.isfinite(d)]
 

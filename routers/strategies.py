@@ -69,9 +69,10 @@ class CentroidRouting:
         self.embedder, self.store, self.adaptive = embedder, store, adaptive
         # the centroids as this router last saw them (after its own updates of the batch), for the metrics
         self.seen: tuple[list[np.ndarray | None], list[int]] | None = None
+        self.embedded: np.ndarray | None = None  # the last batch's routing embeddings, for the drift score
 
     def decide(self, samples: list[Sample]) -> list[Decision]:
-        embeddings = self.embedder.embed(samples)
+        embeddings = self.embedded = self.embedder.embed(samples)
         snapshot = self.store.snapshot()
         # The batch in order, each sample seeing the moves before it (as in a sequential stream); the store
         # then makes the same moves, atomically and once per sample id (a replay changes nothing).

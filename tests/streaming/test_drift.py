@@ -6,15 +6,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import structlog
+from dimee.routers.router import Router
+from dimee.state.memory import InMemoryCentroidStore
 from scipy.stats import ks_2samp
 from structlog.testing import capture_logs
 
 from dimee.composition.pipeline import PipelineOptions, run_pipeline
+from dimee.method import arithmetic
 from dimee.streaming import metrics
 from dimee.streaming.config import Settings
 from dimee.streaming.drift import DriftWatch, ks_distance
+from dimee.streaming.messages import Sample
 from dimee.streaming.runtime import configure_logging
-from tests.support.helpers import deployment, stream_records
+from dimee.streaming.transport.base import Topics
+from dimee.streaming.transport.memory import InMemoryBroker
+from tests.support.helpers import context, deployment, stream_records
 
 
 def test_the_distance_to_quantiles_is_the_two_sample_statistic():
@@ -53,3 +59,18 @@ def test_the_router_scores_drift_on_a_policy_whose_routing_measures_no_distance(
     score = metrics.DRIFT_SCORE.labels("nearest_centroid")._value.get()
     assert score != before and 0.0 <= score <= 1.0
     assert len(cal.nearest_centroid_quantiles) == 101
+
+
+def test_adaptive_routing_scores_drift_against_the_calibrated_centroids_not_the_moved_ones(workdir, cal):
+    """Defect: under DIMEE-D the score measured the distance to the centroids adaptive routing had moved (those in
+    the store), so in-domain windows scored higher (~40% in `make demo`, which logged `drift detected` on them).
+    The score of a window is its distances to the *calibrated* centroids against the calibration's quantiles."""
+    store = InMemoryCentroidStore()  # centroids moved far from calibration, as a long adaptive stream leaves them
+    store.seed([None if c is None else c + 0.5 for c in cal.centroid_arrays()], cal.pool_sizes)
+    router = Router(context(InMemoryBroker(), Topics("adapted")), deployment(workdir, cal, "DIMEE-D"), store, "r")
+    samples = [Sample(id=r["id"], text=r["text"]) for r in stream_records(500, seed=62)]  # one window, in-domain
+    router.process([(None, s) for s in samples])  # type: ignore[misc]
+    calibrated = arithmetic.nearest_distances(router.embedder.embed(samples), cal.centroid_arrays(), cal.distance)
+    expected = ks_distance(calibrated, np.array(cal.nearest_centroid_quantiles))
+    assert metrics.DRIFT_SCORE.labels("nearest_centroid")._value.get() == pytest.approx(expected)
+    assert metrics.DRIFT_DETECTED.labels("nearest_centroid")._value.get() == 0  # in-domain: no alarm

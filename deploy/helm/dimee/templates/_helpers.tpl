@@ -23,15 +23,45 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .role }}
 {{- end -}}
 
+{{/* An image reference from a repository and a tag or a digest (sha256:…): REPO:TAG or REPO@sha256:…. The
+     schema refuses `latest`, so every image is pinned. */}}
+{{- define "dimee.ref" -}}
+{{- if hasPrefix "sha256:" .tag -}}
+{{- printf "%s@%s" .repository .tag -}}
+{{- else -}}
+{{- printf "%s:%s" .repository .tag -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The image of a role: the GPU image for a GPU worker where one is set. */}}
 {{- define "dimee.image" -}}
 {{- $image := .root.Values.image -}}
 {{- $tag := $image.tag | default .root.Chart.AppVersion -}}
 {{- if and .gpu $image.gpuRepository -}}
-{{- printf "%s:%s" $image.gpuRepository ($image.gpuTag | default $tag) -}}
+{{- include "dimee.ref" (dict "repository" $image.gpuRepository "tag" ($image.gpuTag | default $tag)) -}}
 {{- else -}}
-{{- printf "%s:%s" $image.repository $tag -}}
+{{- include "dimee.ref" (dict "repository" $image.repository "tag" $tag) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The Kafka roles, each with a principal of its own where kafka.sasl.roleSecrets names its Secret
+     ("autoscaling": KEDA's TriggerAuthentication). */}}
+{{- define "dimee.kafkaRoles" -}}
+{{- $v := .Values -}}
+{{- $roles := list "router" "worker-mobile" "worker-edge" "worker-cloud" "sink" -}}
+{{- if $v.dashboard.enabled -}}{{- $roles = append $roles "dashboard" -}}{{- end -}}
+{{- $scaled := $v.router.autoscaling.enabled -}}
+{{- range $tier := list "mobile" "edge" "cloud" -}}
+{{- if (index $v.workers $tier).autoscaling.enabled -}}{{- $scaled = true -}}{{- end -}}
+{{- end -}}
+{{- if and $v.autoscaling.keda.enabled $scaled -}}{{- $roles = append $roles "autoscaling" -}}{{- end -}}
+{{- join " " $roles -}}
+{{- end -}}
+
+{{/* The Secret holding a role's Kafka username and password: its own, else the shared one. */}}
+{{- define "dimee.kafkaSecret" -}}
+{{- $sasl := .root.Values.kafka.sasl -}}
+{{- get ($sasl.roleSecrets | default dict) .role | default $sasl.existingSecret -}}
 {{- end -}}
 
 {{/* Refusals a schema cannot express, each one line naming the value (rendered once, from stages.yaml). */}}
@@ -46,14 +76,21 @@ app.kubernetes.io/component: {{ .role }}
 {{- if and (not $v.redis.existingSecret) (contains "@" $v.redis.url) -}}
 {{- fail "redis.url holds credentials: put the whole URL in a Secret and name it in redis.existingSecret" -}}
 {{- end -}}
-{{- if and $v.kafka.sasl.mechanism (not $v.kafka.sasl.existingSecret) -}}
-{{- fail "kafka.sasl.mechanism is set but kafka.sasl.existingSecret is not: name the Secret with the username and password" -}}
+{{- if $v.kafka.sasl.mechanism -}}
+{{- range $role := splitList " " (include "dimee.kafkaRoles" .) -}}
+{{- if not (include "dimee.kafkaSecret" (dict "root" $ "role" $role)) -}}
+{{- fail (printf "kafka.sasl.mechanism is set but %s has no Secret: name one with its username and password in kafka.sasl.roleSecrets.%s, or one for every role in kafka.sasl.existingSecret" $role $role) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- if and (hasPrefix "SASL" $v.kafka.securityProtocol) (not $v.kafka.sasl.mechanism) -}}
 {{- fail (printf "kafka.securityProtocol %s needs kafka.sasl.mechanism (PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)" $v.kafka.securityProtocol) -}}
 {{- end -}}
 {{- if and (not $v.artifacts.image.repository) (not $v.artifacts.volume) -}}
 {{- fail "artifacts: give artifacts.volume (a volume holding the work folder) or artifacts.image.repository" -}}
+{{- end -}}
+{{- if and $v.artifacts.image.repository (not $v.artifacts.image.tag) -}}
+{{- fail "artifacts.image.tag: pin the artefact image's tag (or its digest, sha256:…); latest is refused" -}}
 {{- end -}}
 {{- end -}}
 
@@ -66,13 +103,17 @@ app.kubernetes.io/component: {{ .role }}
 {{- end -}}
 {{- end -}}
 
-{{/* The connection settings of every role, as the environment (dimee/streaming/config.py Settings). */}}
+{{/* The connection settings of a role, as the environment (dimee/streaming/config.py Settings): Kafka's for
+     the roles that read it (.kafka), its own principal where it has one (.role), Redis's for those that read
+     centroids (.state; .readOnlyState: the dashboard's read-only user). */}}
 {{- define "dimee.env" -}}
 {{- $v := .root.Values -}}
 - name: POD_NAME
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
+{{- include "dimee.scratchEnv" . }}
+{{- if .kafka }}
 - name: DIMEE_BROKER
   value: {{ printf "kafka://%s" $v.kafka.bootstrapServers | quote }}
 - name: DIMEE_TOPIC_PREFIX
@@ -89,6 +130,7 @@ app.kubernetes.io/component: {{ .role }}
 {{- end }}
 - name: DIMEE_KAFKA_SECURITY_PROTOCOL
   value: {{ $v.kafka.securityProtocol | quote }}
+{{- $secret := include "dimee.kafkaSecret" . }}
 {{- with $v.kafka.sasl }}
 {{- if .mechanism }}
 - name: DIMEE_KAFKA_SASL_MECHANISM
@@ -96,12 +138,12 @@ app.kubernetes.io/component: {{ .role }}
 - name: DIMEE_KAFKA_SASL_USERNAME
   valueFrom:
     secretKeyRef:
-      name: {{ .existingSecret }}
+      name: {{ $secret }}
       key: {{ .usernameKey }}
 - name: DIMEE_KAFKA_SASL_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ .existingSecret }}
+      name: {{ $secret }}
       key: {{ .passwordKey }}
 {{- end }}
 {{- end }}
@@ -117,13 +159,16 @@ app.kubernetes.io/component: {{ .role }}
 {{- end }}
 {{- end }}
 {{- end }}
+{{- end }}
 {{- if .state }}
 {{- if $v.redis.existingSecret }}
+{{- $key := $v.redis.urlKey }}
+{{- if .readOnlyState }}{{- $key = $v.redis.readOnlyUrlKey | default $v.redis.urlKey }}{{- end }}
 - name: DIMEE_STATE
   valueFrom:
     secretKeyRef:
       name: {{ $v.redis.existingSecret }}
-      key: {{ $v.redis.urlKey }}
+      key: {{ $key }}
 {{- else }}
 - name: DIMEE_STATE
   value: {{ $v.redis.url | quote }}
@@ -131,9 +176,32 @@ app.kubernetes.io/component: {{ .role }}
 {{- end }}
 {{- end -}}
 
-{{/* Volumes: the work folder (a volume, or an emptyDir an init container fills) and the Kafka TLS files. */}}
+{{/* The root filesystem is read-only: what a role writes goes to two emptyDirs, /tmp (TMPDIR: temporary
+     files, SQLite's) and /var/cache/dimee, made HOME and the cache folder of every library a role loads
+     (Hugging Face, torch, Triton's and CUDA's kernels for a GPU worker), so that none writes the image. */}}
+{{- define "dimee.scratchEnv" -}}
+{{- $cache := "/var/cache/dimee" }}
+{{- $paths := dict "HOME" "" "XDG_CACHE_HOME" "" "HF_HOME" "/huggingface" "TORCH_HOME" "/torch" }}
+{{- $paths = merge $paths (dict "TRITON_CACHE_DIR" "/triton" "CUDA_CACHE_PATH" "/nv") }}
+{{- range $name, $path := $paths }}
+- name: {{ $name }}
+  value: {{ printf "%s%s" $cache $path | quote }}
+{{- end }}
+- name: TMPDIR
+  value: /tmp
+- name: PYTHONDONTWRITEBYTECODE  # the image's site-packages were compiled at build; never try to write there
+  value: "1"
+{{- end -}}
+
+{{/* Volumes: the scratch folders, the work folder (a volume, or an emptyDir an init container fills) and the
+     Kafka TLS files. */}}
 {{- define "dimee.volumes" -}}
 {{- $v := .root.Values -}}
+{{- range $name := list "tmp" "cache" }}
+- name: {{ $name }}
+  emptyDir:
+    sizeLimit: {{ $v.scratch.sizeLimit }}
+{{- end }}
 {{- if .artifacts }}
 - name: artifacts
 {{- if $v.artifacts.image.repository }}
@@ -142,7 +210,7 @@ app.kubernetes.io/component: {{ .role }}
 {{ toYaml $v.artifacts.volume | indent 2 }}
 {{- end }}
 {{- end }}
-{{- if $v.kafka.tls.existingSecret }}
+{{- if and .kafka $v.kafka.tls.existingSecret }}
 - name: kafka-tls
   secret:
     secretName: {{ $v.kafka.tls.existingSecret }}
@@ -152,26 +220,44 @@ app.kubernetes.io/component: {{ .role }}
 
 {{- define "dimee.volumeMounts" -}}
 {{- $v := .root.Values -}}
+- name: tmp
+  mountPath: /tmp
+- name: cache
+  mountPath: /var/cache/dimee
 {{- if .artifacts }}
 - name: artifacts
   mountPath: {{ $v.artifacts.mountPath }}
   readOnly: true
 {{- end }}
-{{- if $v.kafka.tls.existingSecret }}
+{{- if and .kafka $v.kafka.tls.existingSecret }}
 - name: kafka-tls
   mountPath: /etc/dimee/kafka-tls
   readOnly: true
 {{- end }}
 {{- end -}}
 
-{{/* An init container that copies the work folder out of an artefact image, where one is given. */}}
+{{/* The container securityContext (the restricted Pod Security Standard by default: values.yaml). */}}
+{{- define "dimee.containerSecurity" -}}
+{{- with .root.Values.securityContext -}}
+securityContext:
+{{ toYaml . | indent 2 }}
+{{- end -}}
+{{- end -}}
+
+{{/* An init container that copies the work folder out of an artefact image, where one is given. `cp -R`, not
+     `cp -a`: it runs as the pods' user, which may not give the files the image's owners. Its requests equal its
+     limits, as the roles' do, so the pod keeps the Guaranteed QoS class. */}}
 {{- define "dimee.artifactInit" -}}
 {{- $a := .root.Values.artifacts -}}
 {{- if and .artifacts $a.image.repository }}
 initContainers:
   - name: artifacts
-    image: {{ printf "%s:%s" $a.image.repository $a.image.tag | quote }}
-    command: ["sh", "-c", {{ printf "cp -a %s/. /into/" $a.image.path | quote }}]
+    image: {{ include "dimee.ref" $a.image | quote }}
+    command: ["sh", "-c", {{ printf "cp -R %s/. /into/" $a.image.path | quote }}]
+    resources:
+      requests: {cpu: {{ $a.image.cpu | quote }}, memory: {{ $a.image.memory }}}
+      limits: {cpu: {{ $a.image.cpu | quote }}, memory: {{ $a.image.memory }}}
+    {{- include "dimee.containerSecurity" . | nindent 4 }}
     volumeMounts:
       - name: artifacts
         mountPath: /into
@@ -197,9 +283,11 @@ readinessProbe:
   failureThreshold: 3
 {{- end -}}
 
-{{/* Scheduling, shared; a GPU worker adds its node selector and tolerations. */}}
+{{/* Pod-level settings, shared: no service-account token (no role calls the Kubernetes API), the pod
+     securityContext, scheduling (a GPU worker adds its node selector and tolerations), pull secrets. */}}
 {{- define "dimee.scheduling" -}}
 {{- $v := .root.Values -}}
+automountServiceAccountToken: false
 {{- $selector := deepCopy ($v.nodeSelector | default dict) -}}
 {{- $tolerations := $v.tolerations | default list -}}
 {{- if .gpu -}}

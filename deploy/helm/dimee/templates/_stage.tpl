@@ -19,7 +19,7 @@ timeout. A Deployment's pod names are random per pod and cannot do this.
 {{- $ctx := dict "root" $root "role" .name -}}
 {{- $threads := int (.values.threads | default 1) -}}
 {{- $scaled := dig "autoscaling" "enabled" false .values -}}
-{{- $pod := dict "root" $root "state" .state "artifacts" .artifacts "gpu" .gpu -}}
+{{- $pod := dict "root" $root "role" .name "kafka" true "state" .state "artifacts" .artifacts "gpu" .gpu -}}
 apiVersion: v1
 kind: Service
 metadata:
@@ -104,10 +104,7 @@ spec:
               {{- if .gpu }}
               {{ .gpu.resource }}: {{ .gpu.count | quote }}
               {{- end }}
-          {{- with $v.securityContext }}
-          securityContext:
-            {{- toYaml . | nindent 12 }}
-          {{- end }}
+          {{- include "dimee.containerSecurity" $pod | nindent 10 }}
           volumeMounts:
             {{- include "dimee.volumeMounts" $pod | nindent 12 }}
             {{- if .data }}

@@ -92,3 +92,22 @@ def test_a_batch_polled_before_a_rebalance_is_never_marked(monkeypatch):
         adapter.mark()
     adapter.poll(100, 0.1)
     assert adapter.mark().group == ("t.router", 2)  # the next batch is wholly in the new generation
+
+
+def test_records_polled_while_out_of_the_group_are_never_marked(monkeypatch):
+    """kafka-python's heartbeat thread resets a member it finds out of its group to generation -1 and no member id,
+    at any moment, also between a poll's rejoin and its fetch. A transactional offset commit naming neither is not
+    validated by the broker: it would commit beside the partitions' new owner (a zombie). Refused, it is read
+    again."""
+    from kafka.structs import ConsumerGroupMetadata
+
+    adapter, consumer = _adapter(monkeypatch)
+    member = {"generation_id": 3, "member_id": "router-1-abc"}
+    consumer.group_metadata = lambda: ConsumerGroupMetadata("t.router", **member)
+    consumer.polls = [(None, {P0: [_record(P0, 1)]}), (None, {P0: [_record(P0, 2)]})]
+    adapter.poll(100, 0.1)
+    assert adapter.mark().group.generation_id == 3
+    member.update(generation_id=-1, member_id="")  # the heartbeat thread found the member gone
+    adapter.poll(100, 0.1)
+    with pytest.raises(Rebalanced):
+        adapter.mark()

@@ -415,6 +415,15 @@ class KafkaTransactionalProducer(KafkaProducerAdapter):
             pass  # nothing to abort, or the broker aborts it on timeout: either way nothing was committed
 
 
+def _fenceable(group: object | None) -> bool:
+    """Whether a transaction's offsets carrying this group membership are fenced by the broker. kafka-python's
+    heartbeat thread resets a member it finds out of the group to generation -1 and no member id, at any moment;
+    the broker validates a transactional offset commit only when it names a generation or a member, so one
+    without either commits whatever the group's generation, beside the partitions' new owners (a zombie)."""
+    generation = getattr(group, "generation_id", None)
+    return generation is None or (generation >= 0 and bool(getattr(group, "member_id", "")))
+
+
 class KafkaMark(NamedTuple):
     offsets: dict  # TopicPartition → OffsetAndMetadata: the next offset of every assigned partition
     group: object  # the group metadata (generation, member id): a transaction's offsets are fenced by it
@@ -466,7 +475,10 @@ class KafkaConsumerAdapter(ConsumerGuard, ConsumerRebalanceListener):
         self.polled_in = self.polled_at = None
         if polled_at is not None and polled_at != self.rebalances:
             raise Rebalanced("the group rebalanced after these records were polled; they are read again")
-        return KafkaMark(self.positions(), polled_in or self._group_metadata())
+        group = polled_in or self._group_metadata()
+        if not _fenceable(group):
+            raise Rebalanced("these records were polled while this member was out of its group; they are read again")
+        return KafkaMark(self.positions(), group)
 
     def rewind(self) -> None:
         """Back to the committed offsets (after an aborted transaction), so the batch is read again."""

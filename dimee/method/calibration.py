@@ -83,11 +83,13 @@ class Calibration(BaseModel):
 
     def at_alpha(self, probs: np.ndarray, embeddings: np.ndarray, alpha: float) -> Calibration:
         """This calibration served at another α: pools and centroids re-derived from the calibration split's
-        recorded exits (`probs`) and routing embeddings."""
+        recorded exits (`probs`) and routing embeddings, and the drift score's reference with them."""
         pools = arithmetic.true_pools(probs, alpha, self.plan)
         means, counts = arithmetic.centroids(embeddings, pools, len(self.plan))
         return self.model_copy(update={"alpha": float(alpha), "pool_sizes": counts,
-                                       "centroids": [None if mu is None else mu.tolist() for mu in means]})
+                                       "centroids": [None if mu is None else mu.tolist() for mu in means],
+                                       "nearest_centroid_quantiles": nearest_quantiles(embeddings, means,
+                                                                                       self.distance)})
 
     def config(self) -> CalibrationConfig:
         """The configuration that reproduces this calibration from the same recorded exits."""
@@ -186,8 +188,7 @@ def calibrate(exits: ExitRecords, config: CalibrationConfig | None = None, plan:
         embedding=config.embedding, grid=grid.tolist(), reward_curve=curve.reward, accuracy_curve=curve.accuracy,
         cost_curve=curve.cost, full_model_accuracy=full_accuracy, pool_sizes=counts,
         calibration_samples=config.calibration_samples, calibration_seed=config.calibration_seed,
-        nearest_centroid_quantiles=np.quantile(arithmetic.nearest_distances(exits.embeddings, means, config.distance),
-                                               np.linspace(0, 1, 101)).tolist(),
+        nearest_centroid_quantiles=nearest_quantiles(exits.embeddings, means, config.distance),
         centroids=[None if mu is None else mu.tolist() for mu in means],
         cascades={start: t.thresholds for start, t in tuned.items()},
         cascade_guarantees={start: t.guarantee for start, t in tuned.items()},
@@ -195,6 +196,12 @@ def calibrate(exits: ExitRecords, config: CalibrationConfig | None = None, plan:
         warnings=[*one_class_exits(probs, labels, alpha), *empty_pools(plan, counts, alpha),
                   *too_few_for_the_budget(len(labels), config.max_drop)],
     )
+
+
+def nearest_quantiles(embeddings: np.ndarray, means: list[np.ndarray | None], distance: Distance) -> list[float]:
+    """101 quantiles of each calibration sample's distance to its nearest centroid: what the drift score compares
+    a window with, so made from the very centroids calibration.json holds."""
+    return np.quantile(arithmetic.nearest_distances(embeddings, means, distance), np.linspace(0, 1, 101)).tolist()
 
 
 def empty_pools(plan: TierPlan, pool_sizes: list[int], alpha: float) -> list[str]:

@@ -20,6 +20,7 @@ from dimee.streaming.messages import Sample
 from dimee.streaming.runtime import configure_logging
 from dimee.streaming.transport.base import Topics
 from dimee.streaming.transport.memory import InMemoryBroker
+from tests.support import hand_case
 from tests.support.helpers import context, deployment, stream_records
 
 
@@ -74,3 +75,14 @@ def test_adaptive_routing_scores_drift_against_the_calibrated_centroids_not_the_
     expected = ks_distance(calibrated, np.array(cal.nearest_centroid_quantiles))
     assert metrics.DRIFT_SCORE.labels("nearest_centroid")._value.get() == pytest.approx(expected)
     assert metrics.DRIFT_DETECTED.labels("nearest_centroid")._value.get() == 0  # in-domain: no alarm
+
+
+def test_a_calibration_served_at_another_alpha_takes_the_drift_reference_of_its_own_centroids(hand_cal):
+    """Defect: `at_alpha` re-derived the pools and centroids but kept the quantiles of the old centroids'
+    distances, so the very calibration samples scored 0.16 against their own reference (the tests' tiny work
+    folder is made this way). At α = 0.5 every hand-case sample leaves at the first exit: one pool, centroid
+    (2/3, 4/3), distances √20/3, √32/3 and √68/3."""
+    at = hand_cal.at_alpha(hand_case.PROBS, hand_case.EMBEDDINGS, 0.5)
+    assert at.pool_sizes == [3, 0, 0]
+    quantiles = at.nearest_centroid_quantiles
+    assert [quantiles[0], quantiles[50], quantiles[100]] == pytest.approx(np.sqrt([20, 32, 68]) / 3)

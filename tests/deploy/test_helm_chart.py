@@ -338,6 +338,8 @@ def test_credentials_come_from_secrets_and_never_from_values(helm):
     ("workers.cloud.autoscaling.maxReplicas=4", "topics.cloud has 3 partitions, so 1 would sit idle"),
     ("router.replicas=5", "topics.samples has 3 partitions"),
     ("kafka.securityProtocol=SASL_SSL", "needs kafka.sasl.mechanism"),
+    ("kafka.sasl.mechanism=PLAIN", "router has no Secret"),
+    ("artifacts.image.repository=registry.example.com/work", "artifacts.image.tag: pin"),
 ])
 def test_a_bad_value_is_refused_in_one_line_that_names_it(helm, setting, says):
     done = render_text(helm, sets=(setting,))
@@ -421,3 +423,176 @@ def test_a_misspelt_value_is_refused_by_the_values_schema_not_ignored(helm):
     done = render_text(helm, sets=("workers.cloud.threds=4",))
     assert done.returncode != 0
     assert "/workers/cloud" in done.stderr and "'threds' not allowed" in done.stderr
+
+
+# --- Security: the restricted Pod Security Standard, scratch space, NetworkPolicies, principals, pinned images ---
+
+# The volume types the restricted profile allows (kubernetes.io/docs/concepts/security/pod-security-standards).
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected",
+                      "secret"}
+README = CHART / "README.md"
+
+
+def containers(pod: dict) -> list[dict]:
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_every_pod_meets_the_restricted_pod_security_standard(helm, value_sets, name):
+    """Each control of the restricted profile, for every container, the init container and the seed Job's included;
+    and beyond it, a read-only root filesystem."""
+    for role, pod in pods(render(helm, *value_sets[name])).items():
+        assert not any(pod.get(host) for host in ("hostNetwork", "hostPID", "hostIPC")), role
+        for volume in pod.get("volumes", []):
+            assert set(volume) - {"name"} <= RESTRICTED_VOLUMES, (role, volume)
+        outer = pod.get("securityContext", {})
+        assert pod["automountServiceAccountToken"] is False, role  # no role calls the Kubernetes API
+        for container in containers(pod):
+            inner = container.get("securityContext", {})
+            effective = {**outer, **inner}  # a container's own setting overrides its pod's
+            where = (role, container["name"])
+            assert effective.get("runAsNonRoot") is True and effective.get("runAsUser") not in (0, None), where
+            assert effective.get("seccompProfile", {}).get("type") in ("RuntimeDefault", "Localhost"), where
+            assert inner.get("allowPrivilegeEscalation") is False and not inner.get("privileged"), where
+            assert inner["capabilities"]["drop"] == ["ALL"], where
+            assert set(inner["capabilities"].get("add", [])) <= {"NET_BIND_SERVICE"}, where
+            assert inner.get("readOnlyRootFilesystem") is True, where
+            assert not any(port.get("hostPort") for port in container.get("ports", [])), where
+
+
+def test_every_container_has_cpu_and_memory_requested_and_limited_alike(helm, value_sets):
+    """Requests equal to limits in every container, the init container's too: the pods keep the Guaranteed class."""
+    for name, files in value_sets.items():
+        for role, pod in pods(render(helm, *files)).items():
+            for container in containers(pod):
+                resources = container["resources"]
+                for kind in ("cpu", "memory"):
+                    assert resources["requests"][kind] == resources["limits"][kind], (name, role, container["name"])
+
+
+def writable_mount(pod: dict, container: dict, path: str) -> str | None:
+    """The emptyDir, writable, mounted over `path` in the container, or None."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        inside = path == mount["mountPath"] or path.startswith(mount["mountPath"].rstrip("/") + "/")
+        if inside and not mount.get("readOnly") and "emptyDir" in volumes.get(mount["name"], {}):
+            return mount["name"]
+    return None
+
+
+WHERE_LIBRARIES_WRITE = """
+import json, pathlib, tempfile
+import huggingface_hub.constants as hf
+import torch.hub
+print(json.dumps({"huggingface": hf.HF_HOME, "hub cache": hf.HF_HUB_CACHE, "torch hub": torch.hub.get_dir(),
+                  "temporary files": tempfile.gettempdir(), "home": str(pathlib.Path.home())}))
+"""
+
+
+def test_what_the_roles_write_goes_to_emptydirs_under_the_read_only_root(helm):
+    """Hugging Face, torch and Python's tempfile, asked with a pod's environment where they would write, name
+    folders on a writable emptyDir; so do the cache variables the chart sets, and the sink's output."""
+    scratch = ("HOME", "XDG_CACHE_HOME", "HF_HOME", "TORCH_HOME", "TRITON_CACHE_DIR", "CUDA_CACHE_PATH", "TMPDIR")
+    docs = render(helm)
+    envs = []
+    for role, pod in pods(docs).items():
+        container = pod["containers"][0]
+        env = env_of(pod)
+        envs.append({key: env[key] for key in scratch})
+        for key in scratch:
+            assert writable_mount(pod, container, env[key]), (role, key, env[key])
+        if role == "sink":
+            out = str(parsed(container["args"])[1]["out"])
+            assert any(out.startswith(m["mountPath"] + "/") and not m.get("readOnly")
+                       for m in container["volumeMounts"]), out
+    assert all(env == envs[0] for env in envs)  # one layout for every role
+    asked = subprocess.run([sys.executable, "-c", WHERE_LIBRARIES_WRITE], capture_output=True, text=True, timeout=300,
+                           env={"PATH": os.environ.get("PATH", ""), **envs[0], "TMPDIR": "/tmp"})
+    assert asked.returncode == 0, asked.stderr
+    pod = pods(docs)["worker-cloud"]
+    for what, path in yaml.safe_load(asked.stdout).items():
+        assert writable_mount(pod, pod["containers"][0], path), (what, path)
+
+
+def policy_for(policies: dict[str, dict], labels: dict) -> list[dict]:
+    return [p for p in policies.values() if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+
+
+def ports_of(rules: list[dict]) -> set[int]:
+    return {port["port"] for rule in rules for port in rule.get("ports", [])}
+
+
+@pytest.mark.parametrize("name", ["default", "gpu"])
+def test_each_role_has_a_network_policy_letting_in_its_port_and_out_only_dns_kafka_and_its_redis(helm, value_sets,
+                                                                                                 name):
+    docs = render(helm, *value_sets[name])
+    policies = of_kind(docs, "NetworkPolicy")
+    workloads = [d for d in docs if d["kind"] in ("StatefulSet", "Deployment", "Job")]
+    redis_ports = {6380} if name == "gpu" else {6379}  # gpu-values: the URL is in a Secret, the port a value
+    for doc in workloads:
+        role, pod = role_of(doc), doc["spec"]["template"]["spec"]
+        selected = policy_for(policies, doc["spec"]["template"]["metadata"]["labels"])
+        assert len(selected) == 1, role
+        spec, env = selected[0]["spec"], env_of(pod)
+        assert set(spec["policyTypes"]) == {"Ingress", "Egress"}, role
+        served = set() if role == "seed" else {served_port(pod)[0]}
+        assert ports_of(spec["ingress"]) == served, role
+        wanted = {53}
+        if "DIMEE_BROKER" in env:
+            wanted |= {int(server.rsplit(":", 1)[1]) for server in env["DIMEE_BROKER"].removeprefix("kafka://").split(",")}
+        if any(e["name"] == "DIMEE_STATE" for e in pod["containers"][0]["env"]):
+            wanted |= redis_ports
+        assert ports_of(spec["egress"]) == wanted, role
+        if role == "seed":  # a pre-install hook: its policy must be there before the Job runs
+            hook = selected[0]["metadata"]["annotations"]
+            assert hook["helm.sh/hook"] == doc["metadata"]["annotations"]["helm.sh/hook"]
+            assert int(hook["helm.sh/hook-weight"]) < int(doc["metadata"]["annotations"].get("helm.sh/hook-weight", 0))
+    assert len(policies) == len(workloads)  # one per role, none selecting nothing
+
+
+def test_each_role_can_have_a_kafka_principal_of_its_own(helm):
+    own = ("worker-cloud", "dashboard", "autoscaling")
+    sets = ("kafka.securityProtocol=SASL_SSL", "kafka.sasl.mechanism=SCRAM-SHA-512",
+            "kafka.sasl.existingSecret=dimee-kafka", *(f"kafka.sasl.roleSecrets.{r}=dimee-kafka-{r}" for r in own))
+    docs = render(helm, sets=sets)
+    for role, pod in pods(docs).items():
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in pod["containers"][0]["env"]
+                if "KAFKA_SASL" in e["name"] and "valueFrom" in e}
+        if role == "seed":
+            assert not refs
+            continue
+        wanted = f"dimee-kafka-{role}" if role in own else "dimee-kafka"
+        assert refs == {"DIMEE_KAFKA_SASL_USERNAME": wanted, "DIMEE_KAFKA_SASL_PASSWORD": wanted}, role
+    auth = next(iter(of_kind(docs, "TriggerAuthentication").values()))
+    assert {r["name"] for r in auth["spec"]["secretTargetRef"]} == {"dimee-kafka-autoscaling"}
+    done = render_text(helm, sets=(*sets[:2], "kafka.sasl.roleSecrets.router=dimee-kafka-router"))
+    assert done.returncode != 0
+    assert "worker-mobile has no Secret" in done.stderr.splitlines()[0]
+
+
+def test_the_dashboard_reads_redis_as_its_read_only_user(helm):
+    docs = render(helm, GPU_VALUES)
+    redis = yaml.safe_load(GPU_VALUES.read_text())["redis"]["existingSecret"]
+    for role, pod in pods(docs).items():
+        refs = [e["valueFrom"]["secretKeyRef"] for e in pod["containers"][0]["env"] if e["name"] == "DIMEE_STATE"]
+        if role in ("router", "seed", "dashboard"):
+            key = "readonly-url" if role == "dashboard" else "url"
+            assert refs == [{"name": redis, "key": key}], role
+        else:
+            assert not refs, role  # workers and the sink never touch Redis
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_every_image_is_pinned(helm, value_sets, name):
+    for role, pod in pods(render(helm, *value_sets[name])).items():
+        for container in containers(pod):
+            image = container["image"]
+            last = image.rsplit("/", 1)[-1]
+            assert "@sha256:" in image or (":" in last and not last.endswith(":latest")), (role, image)
+
+
+@pytest.mark.parametrize("key", ["image.tag", "image.gpuTag", "artifacts.image.tag"])
+def test_the_schema_refuses_latest(helm, key):
+    done = render_text(helm, sets=(f"{key}=latest", "artifacts.image.repository=registry.example.com/work"))
+    assert done.returncode != 0
+    assert "/" + key.replace(".", "/") in done.stderr

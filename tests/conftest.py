@@ -1,4 +1,5 @@
 import os
+import signal
 
 import pytest
 import torch
@@ -8,9 +9,40 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def pytest_report_header(config):
+    from tests.support.deadlines import describe
     from tests.support.real_services import report_header
 
-    return report_header()
+    return [report_header(), describe()]
+
+
+def pytest_collection_modifyitems(config, items):
+    """pytest-timeout's limit per test (pyproject.toml) is a fixed deadline too: stretched like the others, so a
+    test whose own waits were stretched is not cut short by it. A test's own timeout mark is left as it is."""
+    from pytest_timeout import get_env_settings
+
+    from tests.support.deadlines import FACTOR, scaled
+
+    limit = get_env_settings(config).timeout
+    if FACTOR == 1 or not limit:
+        return
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(scaled(limit)))
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Ctrl-C and SIGTERM keep stopping the run: a role's StopFlag installs SIGINT/SIGTERM handlers for the rest
+    of its process (dimee/streaming/runtime.py), and a CLI command run in this process (`main()`) leaves them
+    behind when it fails, so pytest would ignore both. Whatever a test, or its fixtures, installs is undone."""
+    saved = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    yield
+    for number, handler in saved.items():
+        if handler is not None and signal.getsignal(number) is not handler:  # None: not set from Python
+            signal.signal(number, handler)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 
-GROUP_JOIN_S = 30.0  # a real broker needs a few seconds to seat a new group member
+from tests.support.deadlines import scaled
+
+GROUP_JOIN_S = scaled(30.0)  # a real broker needs a few seconds to seat a new group member
 # Each test's groups are named after its own topic: a group shared between tests can make a new member wait for the
 # previous test's member to leave (or its session to expire) before it was given any partition.
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.deadlines import scaled
 from tests.support.helpers import stream_records
 from tests.support.processes import DIMEE, free_port, http_get, wait_for, write_jsonl
 from tests.support.real_services import needs
@@ -56,7 +57,7 @@ def test_dashboard_shows_the_stream_live(workdir, env, tmp_path, browser):
         wait_for(lambda: sum("stage started" in line for line in lines) >= 5, 120, "five roles started", log)
         samples = stream_records(30, seed=81)
         assert subprocess.run([DIMEE, "produce", "--source", str(write_jsonl(tmp_path / "s.jsonl", samples)),
-                               "--id-col", "id"], env=env, timeout=120).returncode == 0
+                               "--id-col", "id"], env=env, timeout=scaled(120)).returncode == 0
         wait_for(lambda: int(_text(browser, "answered")) >= before + len(samples), 90, "the page's count", log)
         assert _text(browser, "throughput") != "–" and _text(browser, "latency-p50").endswith("ms")
         assert _text(browser, "accuracy").endswith("%")  # the samples carry labels
@@ -65,7 +66,7 @@ def test_dashboard_shows_the_stream_live(workdir, env, tmp_path, browser):
         assert browser.save_screenshot(str(SCREENSHOT))
         assert SCREENSHOT.stat().st_size > 10_000
         up.send_signal(signal.SIGINT)
-        assert up.wait(timeout=90) == 0, log()
+        assert up.wait(timeout=scaled(90)) == 0, log()
         assert any("dashboard stopped (0)" in line for line in lines), log()  # SIGTERM ends it cleanly
     finally:
         up.kill()

@@ -10,6 +10,7 @@ from kafka.admin import NewTopic
 
 from dimee.streaming.transport.base import Topics
 from tests.integration.test_kafka_redis import api_version, read_topic
+from tests.support.deadlines import scaled
 from tests.support.helpers import stream_records
 from tests.support.processes import DIMEE, write_jsonl
 from tests.support.real_services import KAFKA, KAFKA_NODES
@@ -28,7 +29,7 @@ def test_produce_names_what_the_broker_refused_and_fails(prefix, env, tmp_path):
     too_big_for_any = {"id": "huge", "text": "y" * 1_200_000}
     source = write_jsonl(tmp_path / "in.jsonl", [good[0], too_big_for_the_topic, good[1], too_big_for_any, good[2]])
     proc = subprocess.run([DIMEE, "produce", "--source", str(source), "--id-col", "id"], env=env, capture_output=True,
-                          text=True, timeout=180)
+                          text=True, timeout=scaled(180))
     assert proc.returncode == 1, proc.stderr
     assert "produced 3 samples" in proc.stdout
     assert "refused big: MessageSizeTooLarge" in proc.stderr and "refused huge: MessageSizeTooLarge" in proc.stderr
@@ -46,7 +47,7 @@ def test_adaptive_routing_refuses_a_redis_that_may_evict_its_keys(workdir, env):
     client.config_set("maxmemory-policy", "allkeys-lru")
     try:
         proc = subprocess.run([DIMEE, "route", "--workdir", str(workdir), "--adaptive", "--reseed"], env=env,
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=scaled(120))
     finally:
         client.config_set("maxmemory-policy", "noeviction")
         client.close()
@@ -67,7 +68,7 @@ def test_a_producer_told_of_its_topics_learns_their_partitions_without_a_send(pr
     producer = transport.producer()
     producer.expect(topics)
     known = lambda: [t for t in topics if producer.producer._metadata.partitions_for_topic(t)]  # noqa: E731
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + scaled(30)
     while len(known()) < len(topics) and time.monotonic() < deadline:
         time.sleep(0.01)
     producer.close()

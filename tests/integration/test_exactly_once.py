@@ -15,6 +15,7 @@ from dimee.composition.pipeline import PipelineOptions, run_pipeline
 from dimee.streaming.messages import Prediction, parse
 from dimee.streaming.transport.base import Topics
 from tests.integration.test_kafka_redis import TIERS, _logs, api_version, read_topic, settings, start_roles
+from tests.support.deadlines import scaled
 from tests.support.helpers import deployment, stream_records
 from tests.support.processes import read_sink, wait_for, write_jsonl
 from tests.support.real_services import KAFKA, KAFKA_NODES, services
@@ -94,7 +95,7 @@ def test_the_leader_of_a_tier_partition_killed_mid_stream(workdir, cal, prefix):
     thread = threading.Thread(target=kill_and_restart_the_leader)
     thread.start()
     run = run_pipeline(records, deployment(workdir, cal), settings(prefix),
-                       PipelineOptions(progress=False, rate=30, timeout_s=300))
+                       PipelineOptions(progress=False, rate=30, timeout_s=scaled(300)))
     thread.join()
     assert "restarted" in failover
     assert sorted(run.predictions) == sorted(r["id"] for r in records)

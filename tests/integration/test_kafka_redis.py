@@ -22,6 +22,7 @@ from dimee.model.tokenize import encode
 from dimee.streaming.config import Settings
 from dimee.streaming.messages import DeadLetter, Feedback, Prediction, Routed, parse
 from dimee.streaming.transport.base import Topics
+from tests.support.deadlines import scaled
 from tests.support.helpers import deployment, stream_records
 from tests.support.processes import free_port, http_get, read_sink, wait_for, write_jsonl
 from tests.support.real_services import API_VERSION, KAFKA, REDIS, services
@@ -44,7 +45,7 @@ def read_topic(topic: str, at_least: int, timeout_s: float = 60.0, read_committe
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
-        records, deadline = [], time.monotonic() + timeout_s
+        records, deadline = [], time.monotonic() + scaled(timeout_s)
         while len(records) < at_least and time.monotonic() < deadline:
             for batch in consumer.poll(timeout_ms=500).values():
                 records.extend(batch)
@@ -83,7 +84,7 @@ def test_separate_processes_deliver_every_id_once_and_match_the_offline_evaluato
     assert http_get(port, "/healthz")[0] == 200
     source = write_jsonl(tmp_path / "in.jsonl", records)
     producer = procs.start("producer", "produce", "--source", str(source), "--id-col", "id")
-    assert producer.wait(timeout=120) == 0, procs.log("producer")
+    assert producer.wait(timeout=scaled(120)) == 0, procs.log("producer")
     wait_for(lambda: len(read_sink(out)) >= len(records), 240, "all predictions", _logs(procs))
     routed = re.search(r'dimee_messages_in_total\{stage="router"\} ([0-9.]+)', http_get(port, "/metrics")[1])
     assert routed and float(routed.group(1)) >= len(records)  # more only where a batch was read again
@@ -119,15 +120,15 @@ def test_two_adaptive_routers_over_one_redis(workdir, cal, procs, prefix, tmp_pa
     procs.wait_started("router-a")
     procs.start("router-b", "route", "--workdir", str(workdir), "--adaptive", "--max-batch", "8")
     procs.wait_started("router-b")
-    time.sleep(8)  # let both join the group before the stream starts
+    time.sleep(scaled(8))  # let both join the group before the stream starts
     records = stream_records(200, seed=13)
     replays = records[:30]  # the same ids again: must route, must not move a centroid twice
     source = write_jsonl(tmp_path / "in.jsonl", records + replays)
     assert procs.start("producer", "produce", "--source", str(source), "--id-col", "id",
-                       "--rate", "60").wait(timeout=120) == 0
+                       "--rate", "60").wait(timeout=scaled(120)) == 0
     topics = Topics(prefix)
     routed: list[Routed] = []
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + scaled(180)
     while len({m.id for m in routed}) < len(records) or len(routed) < len(records) + len(replays):
         if time.monotonic() > deadline:
             pytest.fail(f"not every id was routed in time\n{_logs(procs)()}")
@@ -162,7 +163,7 @@ def test_malformed_messages_reach_the_dead_letter_topic_on_kafka(workdir, cal, p
     long = {"id": "long", "text": "good fun " * 40}  # over the text limit: cut, as offline, and answered
     run_settings = settings(prefix).model_copy(update={"max_text_chars": 300})
     run = run_pipeline(good[:30] + bad + [long] + good[30:], deployment(workdir, cal), run_settings,
-                       PipelineOptions(progress=False, timeout_s=240))
+                       PipelineOptions(progress=False, timeout_s=scaled(240)))
     assert sorted(run.predictions) == sorted(r["id"] for r in [*good, long])
     letters = [parse(DeadLetter, r.value) for r in read_topic(Topics(prefix).dead_letter, len(bad))]
     by_key = {letter.key: letter for letter in letters}
@@ -188,7 +189,7 @@ def test_redis_stopped_and_restarted_mid_stream_loses_nothing(workdir, cal, pref
     thread = threading.Thread(target=restart_redis)
     thread.start()
     run = run_pipeline(records, deployment(workdir, cal, "DIMEE-D"), settings(prefix),
-                       PipelineOptions(progress=False, rate=40, timeout_s=300))
+                       PipelineOptions(progress=False, rate=40, timeout_s=scaled(300)))
     thread.join()
     assert "started" in outage
     assert sorted(run.predictions) == sorted(r["id"] for r in records)
@@ -202,7 +203,7 @@ def test_redis_stopped_and_restarted_mid_stream_loses_nothing(workdir, cal, pref
 def test_feedback_and_escalation_on_kafka_and_redis(workdir, cal, prefix):
     records = stream_records(100, seed=16)
     run = run_pipeline(records, deployment(workdir, cal, "Feedback-adaptive+esc"), settings(prefix),
-                       PipelineOptions(progress=False, timeout_s=240))
+                       PipelineOptions(progress=False, timeout_s=scaled(240)))
     ids = sorted(r["id"] for r in records)
     assert sorted(run.predictions) == ids
     assert any(len(p.path) > 1 for p in run.predictions.values())  # some samples escalated on real Kafka
@@ -225,7 +226,7 @@ def test_samples_from_fast_clocks_are_served_and_absurd_times_dead_lettered_on_k
     absurd = [{"id": "year-3000", "text": "fine", "produced_at": 32503680000.0},
               {"id": "huge-time", "text": "fine", "produced_at": 1e300}]
     run = run_pipeline(good[:20] + ahead + absurd + good[20:], deployment(workdir, cal), settings(prefix),
-                       PipelineOptions(progress=False, timeout_s=240))
+                       PipelineOptions(progress=False, timeout_s=scaled(240)))
     assert sorted(run.predictions) == sorted(r["id"] for r in good + ahead)
     letters = [parse(DeadLetter, r.value) for r in read_topic(Topics(prefix).dead_letter, len(absurd))]
     assert sorted(letter.key for letter in letters) == ["huge-time", "year-3000"]
@@ -256,7 +257,8 @@ def test_centroids_lost_from_redis_mid_stream_are_waited_for_not_dead_lettered(w
 
     thread = threading.Thread(target=lose_then_restore)
     thread.start()
-    run = run_pipeline(records, served, settings(prefix), PipelineOptions(progress=False, rate=40, timeout_s=300))
+    run = run_pipeline(records, served, settings(prefix),
+                       PipelineOptions(progress=False, rate=40, timeout_s=scaled(300)))
     thread.join()
     store.close()
     # a pool the router moved in the instant after the loss is kept (its own running mean), the rest restored

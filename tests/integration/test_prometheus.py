@@ -11,6 +11,7 @@ import urllib.parse
 import pytest
 import yaml
 
+from tests.support.deadlines import scaled
 from tests.support.helpers import stream_records
 from tests.support.processes import free_port, http_get, read_sink, wait_for, write_jsonl
 from tests.support.real_services import KAFKA
@@ -53,7 +54,7 @@ def test_a_real_prometheus_sees_lag_and_latency(workdir, procs, tmp_path):
     try:
         records = stream_records(60, seed=61)
         assert procs.start("producer", "produce", "--source", str(write_jsonl(tmp_path / "in.jsonl", records)),
-                           "--id-col", "id").wait(timeout=120) == 0
+                           "--id-col", "id").wait(timeout=scaled(120)) == 0
         wait_for(lambda: len(read_sink(out)) >= len(records), 240, "all predictions")
         wait_for(lambda: len(_query(web, 'up{job="dimee"} == 1')) == len(ROLES), 60, "every role scraped",
                  lambda: (tmp_path / "prometheus.log").read_text()[-2000:])
@@ -63,4 +64,4 @@ def test_a_real_prometheus_sees_lag_and_latency(workdir, procs, tmp_path):
         assert {g.rsplit(".", 1)[-1] for g in groups} >= {"router", "mobile", "edge", "cloud", "sink"}
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        server.wait(timeout=scaled(30))

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import threading
 
+from tests.support.deadlines import scaled
 from tests.support.helpers import stream_records
 from tests.support.processes import DIMEE, read_sink, wait_for, write_jsonl
 
@@ -35,7 +36,7 @@ def test_up_runs_restarts_and_stops_every_role(workdir, env, tmp_path):
         wait_for(lambda: sum("stage started" in line for line in lines) >= 5, 180, "five roles started", log)
         first = stream_records(40, seed=71)
         assert subprocess.run([DIMEE, "produce", "--source", str(write_jsonl(tmp_path / "a.jsonl", first)),
-                               "--id-col", "id"], env=env, timeout=120).returncode == 0
+                               "--id-col", "id"], env=env, timeout=scaled(120)).returncode == 0
         wait_for(lambda: len(read_sink(out)) >= len(first), 180, "the first predictions", log)
         pid = int(re.search(r"worker-edge started \(pid (\d+)\)", "".join(lines)).group(1))
         subprocess.run(["kill", "-9", str(pid)], check=True)
@@ -47,12 +48,12 @@ def test_up_runs_restarts_and_stops_every_role(workdir, env, tmp_path):
         assert first_id == restarted_id and first_id.endswith("worker-edge-up-" + socket.gethostname()), first_id
         second = stream_records(40, seed=72, prefix="again")
         assert subprocess.run([DIMEE, "produce", "--source", str(write_jsonl(tmp_path / "b.jsonl", second)),
-                               "--id-col", "id"], env=env, timeout=120).returncode == 0
+                               "--id-col", "id"], env=env, timeout=scaled(120)).returncode == 0
         wait_for(lambda: len(read_sink(out)) >= len(first) + len(second), 240, "every prediction", log)
         assert sorted(r["id"] for r in read_sink(out)) == sorted(r["id"] for r in first + second)
         assert any(line.startswith("router") and "|" in line for line in lines)  # prefixed output
         up.send_signal(signal.SIGINT)
-        assert up.wait(timeout=90) == 0, log()
+        assert up.wait(timeout=scaled(90)) == 0, log()
         assert sum("stopped (" in line for line in lines) == 5
     finally:
         up.kill()

@@ -162,6 +162,8 @@ def test_a_poll_that_never_returns_ends_the_role_for_a_restart():
     import subprocess
     import sys
 
+    from tests.support.deadlines import scaled
+
     code = """
 import time
 import dimee.streaming.transport.base as base
@@ -182,7 +184,7 @@ def poll(*args):
 echo.consumer.poll = poll
 echo._loop(None)
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled(60))
     assert proc.returncode == 70 and "stopped answering" in proc.stderr + proc.stdout
 
 

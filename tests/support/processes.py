@@ -1,5 +1,6 @@
 """dimee roles as real OS processes (children of `dimee.streaming.processes`, the launcher `dimee up` and the
-benchmarks use), and the files they read and write."""
+benchmarks use), and the files they read and write. Every timeout_s here is for an idle machine: the helpers
+stretch it by tests/support/deadlines.py's factor themselves."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from dimee.streaming.processes import DIMEE, Child, free_port, wait_ready
+from tests.support.deadlines import scaled
 
 __all__ = ["DIMEE", "Processes", "free_port", "http_get", "read_sink", "wait_for", "write_jsonl"]
 
@@ -36,7 +38,8 @@ class Processes:
         return child.start()
 
     def wait_started(self, *names: str, timeout_s: float = 120.0) -> None:
-        late = wait_ready([self.children[n] for n in names], lambda c: "stage started" in self.log(c.name), timeout_s)
+        late = wait_ready([self.children[n] for n in names], lambda c: "stage started" in self.log(c.name),
+                          scaled(timeout_s))
         if late:  # the first role that exited, or did not start in time
             name = late[0].name
             assert late[0].alive(), f"{name} exited:\n{self.log(name)[-3000:]}"
@@ -49,7 +52,7 @@ class Processes:
     def stop(self, name: str, timeout_s: float = 60.0) -> int:
         child = self.children.pop(name)
         child.send(signal.SIGTERM)
-        return child.wait(timeout_s)
+        return child.wait(scaled(timeout_s))
 
     def kill(self, name: str) -> None:
         self.children.pop(name).kill()
@@ -73,7 +76,7 @@ def read_sink(path: Path) -> list[dict]:
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str,
              on_timeout: Callable[[], str] = lambda: "") -> None:
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + scaled(timeout_s)
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}\n{on_timeout()}")
@@ -83,7 +86,7 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str,
 def http_get(port: int, path: str) -> tuple[int, str]:
     """Status and body of GET http://127.0.0.1:PORT/PATH; (0, reason) when nothing answers."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=scaled(5)) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()

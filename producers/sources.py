@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from dimee.common.errors import DataError
+from dimee.common.errors import DataError, DimeeError
+from dimee.common.workdir import Workdir
 from dimee.data import DatasetSpec, load_splits
 from dimee.data.labels import label_map
 from dimee.data.loaders import checked_rows, labels_to_ids
+from dimee.model.spec import load_spec
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Source:
     records: Iterable[dict]
     total: int | None  # None: not known before the end (stdin)
     label_names: list[str] | None  # the names of the labels' ids, where the source has labels
+    file: Path | None = None  # where a file source was read from
 
 
 def open_source(spec: SourceSpec, data_dir: Path) -> Source:
@@ -46,10 +49,10 @@ def open_source(spec: SourceSpec, data_dir: Path) -> Source:
         source = Source(from_lines(sys.stdin), None, None)
     else:
         records, names = read_file(Path(spec.source), spec.text_col, spec.label_col or None, id_col=spec.id_col)
-        source = Source(records, len(records), names)
+        source = Source(records, len(records), names, Path(spec.source))
     if spec.drift:
         records = drift_order(source.records, [d for d in spec.drift.split(",") if d])
-        source = Source(records, len(records), source.label_names)
+        source = Source(records, len(records), source.label_names, source.file)
     return source
 
 
@@ -61,6 +64,31 @@ def in_model_labels(model_labels: list[str], source: Source) -> list[dict]:
         return records
     ids = label_map(model_labels, source.label_names, "the source")
     return [{**r, "label": ids[r["label"]]} if r.get("label") is not None else r for r in records]
+
+
+def for_the_model(source: Source, workdir: Path) -> Iterable[dict]:
+    """What `dimee produce` sends: labels as the ids of the work folder's model, mapped by name as `dimee
+    pipeline` maps them (`in_model_labels`; a name the model lacks is refused). Integer labels are ids already
+    (a model without as many labels refuses them); a split's ids are its dataset's, as a model trained on it
+    has them, so without a work folder they go as they are; names in a file cannot go without one: a file's
+    names are numbered in sorted order, which says nothing of the model's ids (issue 30: `positive` sent as 0)."""
+    names = source.label_names
+    if names is None:
+        return source.records  # stdin: read as it comes, never listed here
+    try:
+        model_labels: list[str] | None = load_spec(Workdir(workdir).model).label_names
+    except DimeeError as exc:
+        if source.file is not None and not _are_ids(names):
+            raise DataError(f"{source.file} is labelled by name ({', '.join(names)}), which only the model can "
+                            f"turn into its label ids: pass --workdir ({exc})") from exc
+        model_labels = None
+    if model_labels is None or (_are_ids(names) and len(names) <= len(model_labels)):
+        return source.records
+    return in_model_labels(model_labels, source)
+
+
+def _are_ids(names: list[str]) -> bool:
+    return names == [str(i) for i in range(len(names))]
 
 
 def from_split(spec: DatasetSpec, split: str, data_dir: Path) -> list[dict]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,6 +15,7 @@ from dimee.cli.runtime import end_role, start_role
 from dimee.common.choices import EscalationMode
 from dimee.common.errors import DimeeError
 from dimee.method.tiers import Tier
+from dimee.producers.producer import GIVE_UP_S
 from dimee.producers.sources import SourceSpec
 from dimee.streaming.config import Settings, redact
 from dimee.streaming.stage import BatchLimits
@@ -28,31 +30,35 @@ def produce_cmd(
     count: Annotated[int | None, typer.Option(min=1, help="Send at most this many.")] = None,
     rate: Annotated[float | None, typer.Option(min=0.001, help="Messages per second (default: as fast "
                                                                "as possible).")] = None,
+    workdir: Annotated[Path, typer.Option(
+        help="Work folder of the model the samples are for: a file's label names are sent as its label ids "
+             "(needed for a file labelled by name; integer labels are sent as they are).")] = opt.DEFAULT_WORKDIR,
+    give_up_after: Annotated[float, typer.Option(
+        min=1.0, help="Seconds a chunk of sends may go unacknowledged (an outage), sent again through new "
+                      "connections meanwhile, before produce gives up and names what was not acknowledged.")
+    ] = GIVE_UP_S,
     log_level: opt.LogOpt = "INFO",
 ) -> None:
     """Publish samples to the samples topic, keyed by sample id."""
     opt.needs_a_broker(settings)
     from dimee.producers.producer import ProduceOptions, produce
-    from dimee.producers.sources import open_source
+    from dimee.producers.sources import for_the_model, open_source
     from dimee.streaming.transport import Topics, open_transport
 
     stop = start_role(log_level, None)
     opened = open_source(source, settings.data_dir)
-    records, total = opened.records, opened.total
+    records = for_the_model(opened, workdir)  # refused here, before anything is sent
     transport = open_transport(settings.broker, settings.api_version_tuple(), "dimee-producer",
                                settings.kafka_security())
     topics = Topics(settings.topic_prefix)
-    options = ProduceOptions(rate=rate, count=count, stop=stop, total=total, progress=sys.stderr.isatty(),
-                             partitions=settings.partitions, replication=settings.replication_factor)
+    options = ProduceOptions(rate=rate, count=count, stop=stop, total=opened.total, progress=sys.stderr.isatty(),
+                             partitions=settings.partitions, replication=settings.replication_factor,
+                             give_up_s=give_up_after)
     result = produce(transport, topics, records, options)
-    typer.echo(f"produced {result.acknowledged} samples to {topics.samples} (acknowledged by the broker)")
     for label, reason in result.refused[:20]:
         typer.echo(f"refused {label}: {reason}", err=True)
-    if result.unacknowledged:
-        typer.echo(f"{result.unacknowledged} not acknowledged: stopped during a broker outage", err=True)
+    typer.echo(result.summary(topics.samples), err=not result.complete)
     if not result.complete:
-        typer.echo(f"error: {len(result.refused)} refused by the broker, {result.unacknowledged} not acknowledged",
-                   err=True)
         raise typer.Exit(1)
 
 

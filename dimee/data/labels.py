@@ -10,9 +10,11 @@ from dimee.data.dataset import TextDataset
 
 def label_map(model_labels: list[str], data_labels: list[str], where: str) -> list[int]:
     """For each of the data's label ids, the model's id of the label with the same name."""
-    if any(name not in model_labels for name in data_labels):
+    unknown = [name for name in data_labels if name not in model_labels]
+    if unknown:
         raise DataError(f"{where} is labelled {', '.join(data_labels)} but the model answers "
-                        f"{', '.join(model_labels)}: use data with the model's label set, or train on this data")
+                        f"{', '.join(model_labels)} (unknown: {', '.join(unknown)}): use data with the model's "
+                        "label set, or train on this data")
     return [model_labels.index(name) for name in data_labels]
 
 

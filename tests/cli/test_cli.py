@@ -165,7 +165,7 @@ def test_file_labels_are_mapped_as_everywhere():
 
 
 def test_an_unreachable_broker_is_reported_at_once(tmp_path):
-    source = _files(tmp_path)["named.csv"]
+    source = _files(tmp_path)["two.csv"]  # integer labels: sent as they are, no work folder needed
     proc = subprocess.Popen([DIMEE, "produce", "--source", str(source), "--broker", "kafka://127.0.0.1:1"],
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -174,6 +174,49 @@ def test_an_unreachable_broker_is_reported_at_once(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def _workdir_answering(folder: Path, labels: list[str]) -> Path:
+    """A work folder whose model answers `labels` (only its spec: enough to map labels by name)."""
+    from dimee.common.workdir import Workdir
+    from dimee.model.spec import ModelSpec
+
+    model = Workdir(folder).model
+    model.mkdir(parents=True)
+    spec = ModelSpec(backbone_config={}, num_labels=len(labels), label_names=labels)
+    (model / Workdir.SPEC).write_text(spec.model_dump_json())
+    return folder
+
+
+def test_produce_sends_label_names_as_the_models_ids(tmp_path, monkeypatch):
+    """Defect (issue 30 item 1): a CSV whose every row is `positive` was sent as "label": 0, which the model
+    reads as negative: `produce` numbered the file's own names in sorted order. It maps them by name through
+    the work folder's model, as `dimee pipeline` does."""
+    from dimee.cli import options
+    from dimee.streaming.transport.memory import shared_broker
+
+    monkeypatch.setattr(options, "needs_a_broker", lambda settings: None)  # the embedded broker, read below
+    workdir = _workdir_answering(tmp_path / "w", ["negative", "positive"])
+    source = tmp_path / "all-positive.csv"
+    source.write_text("text,label\ngreat,positive\nsuperb,positive\nfine,positive\n")
+    broker = "memory://produce-label-names"
+    result = CliRunner().invoke(app, ["produce", "--source", str(source), "--workdir", str(workdir),
+                                      "--broker", broker, "--topic-prefix", "names"])
+    assert result.exit_code == 0, result.output
+    sent = [json.loads(r.value) for r in shared_broker(broker).read_all("names.samples")]
+    assert [r["label"] for r in sent] == [1, 1, 1]
+
+
+def test_produce_refuses_label_names_it_cannot_map(tmp_path):
+    files, kafka = _files(tmp_path), ["--broker", "kafka://127.0.0.1:1"]
+    named = ["produce", "--source", str(files["named.csv"]), *kafka]
+    line = _one_line_error([*named, "--workdir", str(tmp_path / "none")])
+    assert "named.csv is labelled by name (neg, pos)" in line and "pass --workdir" in line
+    workdir = _workdir_answering(tmp_path / "w", ["negative", "positive"])
+    odd = tmp_path / "odd.csv"
+    odd.write_text("text,label\nawful,terrible\ngreat,positive\nmeh,bland\n")
+    line = _one_line_error(["produce", "--source", str(odd), "--workdir", str(workdir), *kafka])
+    assert "(unknown: bland, terrible)" in line
 
 
 def test_a_jsonl_file_may_mix_labelled_and_unlabelled_rows(tmp_path):

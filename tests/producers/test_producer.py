@@ -5,10 +5,14 @@ silently lost while the producer said it had produced it."""
 
 from __future__ import annotations
 
+import math
+import threading
+
 from dimee.producers.producer import ProduceOptions, produce
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
 from dimee.common.errors import DeliveryError
+from dimee.streaming.runtime import StopFlag
 from dimee.streaming.transport.base import Topics
 from dimee.streaming.transport.memory import InMemoryBroker
 from tests.support.helpers import stream_records
@@ -16,6 +20,8 @@ from tests.support.helpers import stream_records
 
 class FlakyBroker(InMemoryBroker):
     """Its first flush fails one send for a while (a timeout) and refuses another for good (too large)."""
+
+    supports_transactions = False  # the plain producer's path (brokers before 0.11)
 
     def producer(self, transactional_id=None):
         broker, inner = self, super().producer(transactional_id)
@@ -61,6 +67,8 @@ def test_only_acknowledged_sends_count_and_refusals_are_named():
 
 class WholeBatchRefusal(InMemoryBroker):
     """Like Kafka: one record over the topic's limit gets its whole batch refused, the others with it."""
+
+    supports_transactions = False  # the plain producer's path (brokers before 0.11)
 
     def producer(self, transactional_id=None):
         inner = super().producer(transactional_id)
@@ -172,3 +180,131 @@ def test_the_kafka_client_holds_a_send_through_an_outage_instead_of_failing_it(m
     kafka_transport.KafkaTransport("127.0.0.1:9").producer()
     assert seen.get("retries", float("inf")) == float("inf")  # bounded by time, not by a count
     assert seen["delivery_timeout_ms"] >= 60_000 and seen["enable_idempotence"]
+
+
+class _Answering:
+    """A transactional producer of the embedded broker (which writes a transaction's sends only when it
+    commits) whose flush answers as `verdict` says of the transaction's sends."""
+
+    def __init__(self, inner, verdict) -> None:
+        self.inner, self.verdict = inner, verdict
+        self.sent: list = []
+        self.closed = False
+
+    def begin(self) -> None:
+        self.inner.begin()
+        self.sent = []
+
+    def send(self, topic, key, value, timestamp_s=None, headers=()):
+        self.inner.send(topic, key, value)
+        self.sent.append((key, value))
+
+    def flush(self, timeout_s=None):
+        self.verdict(self.sent)
+
+    def commit(self, consumer, mark=None):
+        self.inner.commit(consumer, mark)
+
+    def abort(self) -> None:
+        self.inner.abort()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _held(sent) -> None:
+    """kafka-python after every broker was SIGKILLed: the flush times out, every send still held."""
+    raise DeliveryError("still held by the client", [], list(range(len(sent))))
+
+
+class StuckClients(InMemoryBroker):
+    """The first `stuck` clients it builds never complete a send (issue 28: kafka-python held 285 of 300
+    sends for minutes after the cluster was back, while a fresh client produced fine)."""
+
+    def __init__(self, stuck: int | float) -> None:
+        super().__init__()
+        self.stuck, self.clients = stuck, []
+
+    def producer(self, transactional_id=None, replacing=None):
+        inner = super().producer(transactional_id, replacing)
+        client = _Answering(inner, _held if len(self.clients) < self.stuck else lambda sent: None)
+        self.clients.append(client)
+        return client
+
+
+def _produce_in_time(broker, records, options: ProduceOptions):
+    """produce() on a thread; None if it has not returned in a minute (then stopped)."""
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(produce(broker, Topics("stuck"), records, options)),
+                              daemon=True)
+    thread.start()
+    thread.join(60)
+    options.stop.set()  # ends a produce that hangs, so the test run goes on
+    return out[0] if out else None
+
+
+def test_a_client_that_never_completes_its_sends_is_replaced_and_nothing_is_duplicated():
+    """Defect (issue 28 item 4): after every broker was SIGKILLed for 45 s, `dimee produce` waited for ever on
+    the sends its client held, never delivered them, and exited 1 at SIGTERM. A chunk is now one transaction:
+    sent again through a fresh client, whose init aborts what the stuck one left open."""
+    broker, records = StuckClients(stuck=1), stream_records(6)
+    result = _produce_in_time(broker, records, ProduceOptions(progress=False))
+    assert result is not None, "produce hung on a client that never completes its sends"
+    stored = [r.key.decode() for r in broker.read_all(Topics("stuck").samples)]
+    assert sorted(stored) == sorted(r["id"] for r in records)  # each once, to a read_committed reader
+    assert result.acknowledged == 6 and result.complete
+    assert broker.clients[0].closed
+
+
+def test_sends_not_acknowledged_within_the_bound_are_given_up_and_named():
+    broker, records = StuckClients(stuck=math.inf), stream_records(6)
+    result = _produce_in_time(broker, records, ProduceOptions(progress=False, flush_every=2, give_up_s=0.5))
+    assert result is not None, "produce did not give up"
+    assert broker.read_all(Topics("stuck").samples) == []
+    assert result.acknowledged == 0 and result.unacknowledged == ["s-0", "s-1"]  # nothing after them is sent
+    assert result.gave_up is not None and not result.complete
+
+
+def _too_large_refuses_the_batch(sent) -> None:
+    if any(len(value) > 1000 for _, value in sent):
+        error = MessageSizeTooLargeError("the batch holds a record over max.message.bytes")
+        raise DeliveryError("refused", [(i, error) for i in range(len(sent))])
+
+
+class RefusingWholeTransactions(InMemoryBroker):
+    def producer(self, transactional_id=None, replacing=None):
+        return _Answering(super().producer(transactional_id, replacing), _too_large_refuses_the_batch)
+
+
+def test_a_transaction_refused_for_one_record_is_sent_again_without_it():
+    broker, topics = RefusingWholeTransactions(), Topics("batch")
+    records = [*stream_records(3), {"id": "big", "text": "x" * 2000}]
+    result = produce(broker, topics, records, ProduceOptions(progress=False))
+    assert sorted(r.key.decode() for r in broker.read_all(topics.samples)) == ["s-0", "s-1", "s-2"]
+    assert result.acknowledged == 3 and [label for label, _ in result.refused] == ["big"]
+
+
+def test_what_a_waiting_source_gave_so_far_is_sent_while_it_waits():
+    """A transaction is not held open while the source waits (stdin between lines): its records go now."""
+    broker, topics, records, more = InMemoryBroker(), Topics("waiting"), stream_records(3), threading.Event()
+
+    def source():
+        yield from records[:2]
+        more.wait(60)
+        yield records[2]
+
+    stop = StopFlag()
+    options = ProduceOptions(progress=False, stop=stop)
+    thread = threading.Thread(target=produce, args=(broker, topics, source(), options), daemon=True)
+    thread.start()
+    try:
+        for _ in range(600):
+            if len(broker.read_all(topics.samples)) == 2:
+                break
+            stop.wait(0.1)
+        assert len(broker.read_all(topics.samples)) == 2
+    finally:
+        more.set()
+        thread.join(60)
+        stop.set()
+    assert len(broker.read_all(topics.samples)) == 3

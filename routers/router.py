@@ -14,6 +14,7 @@ from dimee import __version__
 from dimee.method import arithmetic
 from dimee.method.control import Control
 from dimee.streaming import metrics
+from dimee.streaming.config import redact
 from dimee.streaming.deployment import Deployment
 from dimee.streaming.drift import DriftWatch
 from dimee.streaming.health import HEALTH
@@ -45,7 +46,9 @@ class Router(Stage):
                                  **{k: str(v) for k, v in described.items()}})
         log.info("serving", stage=self.name, **described)
         if deployment.policy.router == "centroid":
-            HEALTH.needs("centroid store", lambda: _missing_centroids(store))
+            where = getattr(store, "url", None)  # Redis's address, for /readyz to name the service it waits on
+            HEALTH.needs(f"centroid store ({redact(where)})" if where else "centroid store",
+                         lambda: _missing_centroids(store))
         quantiles = deployment.calibration.nearest_centroid_quantiles
         self.drift = DriftWatch("nearest_centroid", np.array(quantiles), sum(deployment.calibration.pool_sizes)) \
             if quantiles else None

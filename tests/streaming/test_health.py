@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
+from dimee.routers.router import Router
+from dimee.state.memory import InMemoryCentroidStore
 
-from dimee.common.errors import DimeeError
+from dimee.common.errors import DimeeError, ServiceUnavailable
 from dimee.streaming.health import Health, serve
+from dimee.streaming.transport.base import Topics
+from dimee.streaming.transport.memory import InMemoryBroker
+from tests.support.helpers import context, deployment
 from tests.support.processes import http_get
 
 
@@ -45,3 +53,72 @@ def test_health_and_readiness_codes():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _readyz_within(port: int, seconds: float) -> tuple[int, dict]:
+    """GET /readyz with a client timeout of `seconds`: a probe that blocks raises instead of answering."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=seconds) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+class HangingStore(InMemoryCentroidStore):
+    """A Redis that has stopped answering (SIGSTOP): every call blocks until `resume` is set."""
+
+    url = "redis://:secret@127.0.0.1:6379/0"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resume, self.calls = threading.Event(), 0
+
+    def snapshot(self):
+        self.calls += 1
+        self.resume.wait(60)
+        return super().snapshot()
+
+
+def test_readiness_answers_at_once_while_the_store_hangs_and_names_it(workdir, cal, monkeypatch):
+    """Defect: with Redis paused (SIGSTOP) the router's /readyz did not answer: the probe ran the store's check
+    itself and blocked on Redis's timeout. The check now runs on a thread of its own, one call at a time: a probe
+    answers 503 within its half-second wait, naming the store by its address, and 200 once Redis answers again."""
+    from dimee.routers import router as router_module
+
+    health = Health()
+    monkeypatch.setattr(router_module, "HEALTH", health)
+    store = HangingStore()
+    store.seed(cal.centroid_arrays(), cal.pool_sizes)
+    Router(context(InMemoryBroker(), Topics("hang")), deployment(workdir, cal, "DIMEE-D"), store, "r")
+    health.beat("router")  # the stage is up: only the store can keep it from ready
+    server = serve("127.0.0.1", 0, health)
+    try:
+        for _ in range(3):  # each answers: none waits for the one call in flight
+            code, body = _readyz_within(server.server_port, 2.0)
+            assert code == 503
+            (reason,) = body["waiting_for"]
+            assert reason.startswith("centroid store (redis://127.0.0.1:6379/0) not answering")
+            assert "secret" not in reason
+        assert store.calls == 1
+        store.resume.set()
+        deadline = time.monotonic() + 30
+        while _readyz_within(server.server_port, 2.0)[0] != 200:
+            assert time.monotonic() < deadline, "still not ready after the store answered"
+            time.sleep(0.1)
+    finally:
+        store.resume.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_unavailable_service_is_named_with_what_it_said():
+    health = Health()
+    health.beat("router")
+
+    def down() -> str | None:
+        raise ServiceUnavailable("cannot reach Redis at redis://127.0.0.1:6379/0 (TimeoutError)")
+
+    health.needs("centroid store", down)
+    ok, detail = health.ready()
+    assert not ok and detail["waiting_for"] == [
+        "centroid store unreachable: cannot reach Redis at redis://127.0.0.1:6379/0 (TimeoutError)"]

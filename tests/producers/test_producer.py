@@ -308,3 +308,54 @@ def test_what_a_waiting_source_gave_so_far_is_sent_while_it_waits():
         thread.join(60)
         stop.set()
     assert len(broker.read_all(topics.samples)) == 3
+
+
+class TransactionalClient(OutageLongerThanAFlush):
+    """kafka-python's transactional producer; `stuck`: one that never completes a send (issue 28)."""
+
+    def __init__(self, stuck: bool, log: list) -> None:
+        super().__init__()
+        self.stuck, self.log, self.open = stuck, log, False
+
+    def begin_transaction(self):
+        self.open, self.held = True, []
+
+    def flush(self, timeout=None):
+        if self.stuck:
+            raise KafkaTimeoutError("Timeout after waiting for 30 secs.")
+        for future, _ in self.held:
+            future.is_done = True
+
+    def commit_transaction(self):
+        self.log += [key for _, key in self.held]  # what a read_committed reader sees
+        self.open = False
+
+    def close(self, timeout=None):
+        self.closed = True
+
+
+class KafkaTransactionsTransport:
+    supports_transactions = True
+
+    def __init__(self) -> None:
+        self.log: list[bytes] = []
+        self.clients: list[TransactionalClient] = []
+
+    def producer(self, transactional_id=None, replacing=None):
+        from dimee.streaming.transport.kafka import KafkaTransactionalProducer
+
+        assert transactional_id is not None
+        self.clients.append(TransactionalClient(stuck=not self.clients, log=self.log))
+        return KafkaTransactionalProducer(self.clients[-1])  # type: ignore[arg-type]
+
+    def ensure_topics(self, topics, partitions=3, replication=None):
+        pass
+
+
+def test_the_kafka_adapter_commits_a_chunk_through_a_fresh_client_once_the_first_is_stuck():
+    transport, records = KafkaTransactionsTransport(), stream_records(5)
+    result = _produce_in_time(transport, records, ProduceOptions(progress=False))
+    assert result is not None and result.acknowledged == 5 and result.complete
+    assert sorted(transport.log) == sorted(r["id"].encode() for r in records)
+    stuck = transport.clients[0]
+    assert len(transport.clients) == 2 and stuck.closed and stuck.open  # never committed: the new init aborts it

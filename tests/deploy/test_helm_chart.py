@@ -7,14 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 from wsgiref.util import setup_testing_defaults
 
 import kubernetes_validate
+import numpy as np
 import pytest
+import redis
 import yaml
+from dimee.state.base import Update
+from dimee.state.redis_store import RedisCentroidStore
 from typer.main import get_command
 
 from dimee.cli import app
@@ -25,6 +32,7 @@ from dimee.offline.capacity.chart_values import chart_values
 from dimee.streaming.health import Health, _app
 from dimee.streaming.transport.base import Topics
 from dimee.streaming.transport.kafka import TRANSACTION_TIMEOUT_MS
+from tests.support.real_services import REDIS, needs
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "dimee"
@@ -596,3 +604,58 @@ def test_the_schema_refuses_latest(helm, key):
     done = render_text(helm, sets=(f"{key}=latest", "artifacts.image.repository=registry.example.com/work"))
     assert done.returncode != 0
     assert "/" + key.replace(".", "/") in done.stderr
+
+
+def readme_acl_lines() -> dict[str, list[str]]:
+    """The README's Redis ACL lines: user → the rules after `ACL SETUSER USER`."""
+    lines = re.findall(r"^ +ACL SETUSER (\S+) (.+)$", README.read_text(), re.MULTILINE)
+    return {user: rules.split() for user, rules in lines}
+
+
+def with_user(url: str, user: str, password: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port}"))
+
+
+def marked(marks: list[pytest.MarkDecorator]):
+    def apply(test):
+        for mark in marks:
+            test = mark(test)
+        return test
+    return apply
+
+
+@marked(needs("Redis", bool(REDIS)))
+def test_the_readme_redis_users_do_their_roles_work_and_the_dashboard_writes_nothing():
+    """The README's two ACL lines, as given, on the real Redis: the writer seeds, restores and moves centroids
+    (the router's and the seed Job's commands, Lua scripts included); the dashboard's user reads them and the
+    control, and is refused every write."""
+    users = readme_acl_lines()
+    assert set(users) == {"dimee", "dimee-dashboard"}
+    admin, token = redis.Redis.from_url(REDIS), uuid.uuid4().hex
+    names = {user: f"{user}-{token[:8]}" for user in users}
+    for user, rules in users.items():
+        admin.execute_command("ACL", "SETUSER", names[user], *(rule.replace("PASSWORD", token) for rule in rules))
+    # A namespace of its own under dimee: (the keys both lines allow), whatever else the Redis holds.
+    where = f"dimee:{{acl-test-{token[:8]}}}"
+    writer, reader = (RedisCentroidStore(with_user(REDIS, names[user], token), where, 60) for user in users)
+    try:
+        means, counts = [np.ones(4), None], [3, 0]
+        writer.seed(means, counts)
+        assert writer.is_seeded() and writer.restore(means, counts) == 0
+        assert writer.apply([Update(0, np.zeros(4), "sample-1")]) == [True]
+        writer.check_not_evicting()  # CONFIG is not granted: the check is skipped, not failed
+        assert reader.snapshot().counts == [4, 0] and reader.control().version == 0
+        for write in (lambda: reader.seed(means, counts), lambda: reader.restore(means, counts),
+                      lambda: reader.apply([Update(0, np.zeros(4), "sample-2")]),
+                      lambda: reader.client.delete(f"{reader.namespace}:meta")):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                write()
+        assert writer.snapshot().counts == [4, 0]
+    finally:
+        writer.close()
+        reader.close()
+        for key in admin.scan_iter(match=f"dimee:*acl-test-{token[:8]}*"):
+            admin.delete(key)
+        admin.execute_command("ACL", "DELUSER", *names.values())
+        admin.close()

@@ -659,3 +659,61 @@ def test_the_readme_redis_users_do_their_roles_work_and_the_dashboard_writes_not
             admin.delete(key)
         admin.execute_command("ACL", "DELUSER", *names.values())
         admin.close()
+
+
+def readme_kafka_acls(prefix: str) -> dict[str, dict[str, set[str]]]:
+    """The README's table of Kafka ACLs: role → its read topics and groups, written topics, transactional id
+    prefixes (the backticked names of each column, P made `prefix`)."""
+    section = README.read_text().split("### Kafka principals and their ACLs", 1)[1].split("###", 1)[0]
+    table = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not line.startswith("| ") or set(cells[0]) <= {"-", " "} or cells[0].startswith("role"):
+            continue
+        names = [{name.replace("P.", f"{prefix}.", 1) for name in re.findall(r"`(P\.[^`]*)`", cell)} for cell in cells]
+        reads = set() if cells[1].startswith("Describe only") else names[1]  # KEDA: reads no record
+        table[cells[0].split()[0]] = {"read": reads, "write": names[2], "transactional": names[3]}
+    return table
+
+
+def test_the_readme_kafka_acls_cover_what_each_role_reads_and_writes(workdir, cal, monkeypatch):
+    """A stream on the embedded broker with every path taken (feedback, escalation to every tier, audits of every
+    answer, the live controller): each stage's transactional id has its role's prefix in the README's table, and
+    the stage reads, in its group, and writes only topics that role's row grants."""
+    from dimee.composition.pipeline import PipelineOptions, run_pipeline
+    from dimee.streaming.config import Settings
+    from dimee.streaming.transport import memory
+    from tests.support.helpers import deployment, stream_records
+
+    written: dict[str, set[str]] = {}
+    read: dict[str, set[str]] = {}
+    send, consumer = memory._MemoryTransactionalProducer.send, memory.InMemoryBroker.consumer
+
+    def noting_send(self, topic, *args, **kwargs):
+        written.setdefault(self.transactional_id, set()).add(topic)
+        return send(self, topic, *args, **kwargs)
+
+    def noting_consumer(self, topics, group_id, *args, **kwargs):
+        read.setdefault(group_id, set()).update(topics)
+        return consumer(self, topics, group_id, *args, **kwargs)
+
+    monkeypatch.setattr(memory._MemoryTransactionalProducer, "send", noting_send)
+    monkeypatch.setattr(memory.InMemoryBroker, "consumer", noting_consumer)
+    settings = Settings(broker="memory://kafka-acls", state="memory://kafka-acls", topic_prefix="acls",
+                        guarantee="exactly-once", audit_rate=1.0, control=True, control_target=0.05)
+    run_pipeline(stream_records(60, seed=5), deployment(workdir, cal, "Feedback-adaptive+esc"), settings,
+                 PipelineOptions(progress=False))
+    table = readme_kafka_acls("acls")
+    assert {"router", "worker-mobile", "worker-edge", "worker-cloud", "sink", "dashboard"} <= table.keys()
+    assert written and read
+    for transactional_id, topics in written.items():
+        rows = [role for role, row in table.items()
+                if any(transactional_id.startswith(prefix) for prefix in row["transactional"])]
+        assert len(rows) == 1, transactional_id
+        assert topics <= table[rows[0]]["write"], (rows[0], topics - table[rows[0]]["write"])
+    for group, topics in read.items():
+        rows = [role for role, row in table.items() if group in row["read"]]
+        assert len(rows) == 1, group
+        assert topics <= table[rows[0]]["read"], (rows[0], topics - table[rows[0]]["read"])
+    audits = {role for role, row in table.items() if "acls.audits" in row["write"]}
+    assert audits == {"worker-cloud"} and any("acls.audits" in topics for topics in written.values())

@@ -7,6 +7,11 @@ stream the disagreement share among audited answers is driven to `target`, the s
 for the certified setting. The offset never goes below 0 (never looser than the setting the guarantee was shown
 for) nor above `ceiling` (every sample escalates: the cloud answers as the full model).
 
+It also moves at most `max_move` within one window of `window` audits (audits 1..W, W+1..2W, … by version): from
+the offset the window began at (its anchor), whatever the audits say. A burst of disagreements (a drift, or audits
+that should not have counted) then takes several windows to reach the ceiling, and the controller says so on the
+way (routers/controller.py).
+
 This is the one definition: the controller stage applies it to the audit stream and `replay` to a recorded
 sequence of outcomes, so both give the same thresholds over time.
 """
@@ -24,27 +29,55 @@ class ControlRule(BaseModel):
     model_config = ConfigDict(frozen=True)
     target: float = Field(ge=0.0, le=1.0, description="the disagreement share among audited answers aimed at")
     step: float = Field(0.02, gt=0.0, description="η: how far one audit moves the offset")
-    ceiling: float = CEILING
+    ceiling: float = Field(CEILING, gt=0.0, le=CEILING)
+    window: int = Field(100, ge=1, description="audits per window: the offset moves at most max_move within one")
+    max_move: float = Field(0.25, gt=0.0, le=CEILING, description="how far the offset may move within one window "
+                            "of audits, from where the window began")
 
 
 class Control(BaseModel):
-    """The live offset and how many audits moved it (its version), as stamped on routed messages."""
+    """The live offset and how many audits moved it (its version), as stamped on routed messages: a finite number
+    in [0, CEILING] and a non-negative integer, strictly (no string, no boolean, no other key)."""
 
-    model_config = ConfigDict(frozen=True)
-    offset: float = Field(0.0, ge=0.0)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    offset: float = Field(0.0, ge=0.0, le=CEILING, allow_inf_nan=False)
     version: int = Field(0, ge=0)
 
 
-def next_offset(offset: float, disagreed: bool, rule: ControlRule) -> float:
-    return min(rule.ceiling, max(0.0, offset + rule.step * (float(disagreed) - rule.target)))
+class ControlState(BaseModel):
+    """What the state store keeps: the live control and the offset its window of audits began at."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    control: Control = Control()
+    anchor: float = Field(0.0, ge=0.0, le=CEILING, allow_inf_nan=False)
 
 
-def replay(outcomes: Iterable[bool], rule: ControlRule, start: Control | None = None) -> list[Control]:
-    """The controls after each outcome (True: the audited answer disagreed with the full model), in order."""
-    control, out = start or Control(), []
+def next_offset(offset: float, disagreed: bool, rule: ControlRule, anchor: float | None = None) -> float:
+    """The offset after one audit; within max_move of `anchor` (where the window began) when given."""
+    low, high = 0.0, rule.ceiling
+    if anchor is not None:
+        low, high = max(low, anchor - rule.max_move), min(high, anchor + rule.max_move)
+    return min(high, max(low, offset + rule.step * (float(disagreed) - rule.target)))
+
+
+def step(state: ControlState, disagreed: bool, rule: ControlRule) -> ControlState:
+    """One audit applied: a new window begins at every multiple of `window` audits."""
+    control = state.control
+    anchor = control.offset if control.version % rule.window == 0 else state.anchor
+    offset = next_offset(control.offset, disagreed, rule, anchor)
+    return ControlState(control=Control(offset=offset, version=control.version + 1), anchor=anchor)
+
+
+def replay(outcomes: Iterable[bool], rule: ControlRule, start: ControlState | Control | None = None) -> list[Control]:
+    """The controls after each outcome (True: the audited answer disagreed with the full model), in order. From a
+    bare `Control`, its offset is taken as its window's anchor (exact at a window's start; the store's
+    `control_state()` says where a window in progress began)."""
+    if isinstance(start, Control):
+        start = ControlState(control=start, anchor=start.offset)
+    state, out = start or ControlState(), []
     for disagreed in outcomes:
-        control = Control(offset=next_offset(control.offset, disagreed, rule), version=control.version + 1)
-        out.append(control)
+        state = step(state, disagreed, rule)
+        out.append(state.control)
     return out
 
 

@@ -7,13 +7,21 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from pydantic import ValidationError
 
 from dimee.common.errors import ServiceUnavailable
 from dimee.method.arithmetic import running_mean_step
-from dimee.method.control import Control, ControlRule, next_offset
+from dimee.method.control import Control, ControlRule, ControlState, step
 
 RESTORE_HINT = ("`dimee seed --only-missing` restores what is missing from calibration.json and keeps the adapted "
                 "centroids and seen-markers that are still there")
+
+
+def namespace(pipeline: str, state_id: str) -> str:
+    """Where one pipeline's state lives: `dimee:{PIPELINE/STATE_ID}`, its topic prefix and its model's state id
+    (`Deployment.state_id`), so two pipelines never read, move or seed each other's centroids or offset. The braces
+    are a Redis Cluster hash tag: every key of a pipeline is in one slot, and one Lua script may touch any of them."""
+    return f"dimee:{{{pipeline}/{state_id}}}"
 
 
 class NotSeeded(ServiceUnavailable):
@@ -75,31 +83,106 @@ def moves(updates: list[Update], means: list[np.ndarray | None], counts: list[in
     return Moves(new_means, new_counts, moved_by, applied)
 
 
+class BadControl(ServiceUnavailable):
+    """The stored threshold control is not one (a malformed field, a key of another type, an unreadable value).
+    Routers serve the calibrated thresholds meanwhile; the controller waits; `dimee seed --only-missing` resets it."""
+
+    service = "threshold control"
+
+
+CONTROL_FIELDS = ("offset", "version", "anchor")
+
+
+def read_control(fields: dict) -> ControlState:
+    """The stored control (the fields of its hash, as strings or bytes) read strictly: no key, no audit yet; else
+    each field a plain decimal (the version an integer) that `ControlState` accepts. BadControl says what is not."""
+    if not any(value is not None for value in fields.values()):
+        return ControlState()
+    text = {name: _text(fields.get(name)) for name in CONTROL_FIELDS}
+    missing = [name for name, value in text.items() if value is None]
+    if missing:
+        raise BadControl(f"the stored threshold control has no {', '.join(missing)}")
+    if not text["version"].isdigit() or not text["version"].isascii():
+        raise BadControl(f"the stored threshold control's version is not a count: {text['version'][:40]!r}")
+    try:
+        offset, anchor = float(text["offset"]), float(text["anchor"])
+        return ControlState(control=Control(offset=offset, version=int(text["version"])), anchor=anchor)
+    except (ValueError, ValidationError) as exc:
+        raise BadControl(f"the stored threshold control is not a finite offset in [0, 1]: "
+                         f"offset {text['offset'][:40]!r}, anchor {text['anchor'][:40]!r}") from exc
+
+
+def write_control(state: ControlState) -> dict[str, str]:
+    """The fields `read_control` reads back as `state` (repr keeps every float exactly)."""
+    return {"offset": repr(state.control.offset), "version": str(state.control.version),
+            "anchor": repr(state.anchor)}
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise BadControl("the stored threshold control holds bytes that are not text") from exc
+    return None if value is None else str(value)
+
+
+def copy_mark(tier: str, label_pred: int) -> str:
+    """What an audit copy records of the answer it asks the full model to check (and its audit must repeat)."""
+    return f"{tier}:{label_pred}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """An audit as the controller offers it: the sample id, the answer it checked (`copy_mark`), and whether the
+    full model disagreed with it."""
+
+    audit_id: str
+    answer: str
+    disagreed: bool
+
+
+REPLAYED = "audit refused: this id moved the threshold offset already (a replay)"
+NO_COPY = ("audit refused: no audit copy of this id was made in this pipeline (never, or longer ago than the "
+           "seen-marker TTL)")
+OTHER_ANSWER = "audit refused: the answer it checked is not the one the audit copy was made of"
+REFUSALS = {REPLAYED: "replayed", NO_COPY: "no-copy", OTHER_ANSWER: "other-answer"}  # reason → metric label
+
+
 @dataclass
 class Steps:
-    """What a batch of audit outcomes does to the live control: each applied one's control after it."""
+    """What a batch of audits does to the live control: for each, None (applied) or why it was refused; and each
+    applied one's control after it."""
 
-    applied: list[bool]
-    controls: list[Control]  # one per applied outcome, in order
+    refused: list[str | None]
+    controls: list[Control]  # one per applied audit, in order
+    state: ControlState  # after the batch
+
+    @property
+    def applied(self) -> list[bool]:
+        return [reason is None for reason in self.refused]
 
     @property
     def last(self) -> Control | None:
         return self.controls[-1] if self.controls else None
 
 
-def control_steps(outcomes: list[tuple[str, bool]], start: Control, rule: ControlRule, seen: set[str]) -> Steps:
-    """The outcomes (audit id, disagreed) applied in order with `dimee.method.control.next_offset`, each id once:
-    the one rule both stores follow."""
-    control, ids, applied, controls = start, set(seen), [], []
-    for audit_id, disagreed in outcomes:
-        if audit_id in ids:
-            applied.append(False)
-            continue
-        ids.add(audit_id)
-        control = Control(offset=next_offset(control.offset, disagreed, rule), version=control.version + 1)
-        applied.append(True)
-        controls.append(control)
-    return Steps(applied, controls)
+def control_steps(verdicts: list[Verdict], start: ControlState, rule: ControlRule, copies: dict[str, str | None],
+                  seen: set[str]) -> Steps:
+    """The audits applied in order with `dimee.method.control.step`: each only if the audit copy it answers was
+    recorded (`copies`: id → the answer the copy was made of) and its id moved nothing before (`seen`), once. The one
+    rule both stores follow."""
+    state, ids, refused, controls = start, set(seen), [], []
+    for verdict in verdicts:
+        reason = REPLAYED if verdict.audit_id in ids else \
+            NO_COPY if copies.get(verdict.audit_id) is None else \
+            OTHER_ANSWER if copies[verdict.audit_id] != verdict.answer else None
+        refused.append(reason)
+        if reason is None:
+            ids.add(verdict.audit_id)
+            state = step(state, verdict.disagreed, rule)
+            controls.append(state.control)
+    return Steps(refused, controls, state)
 
 
 class CentroidStore(Protocol):
@@ -121,11 +204,24 @@ class CentroidStore(Protocol):
         (a store may start from it instead of reading again; it never trusts it past a change)."""
 
     def control(self) -> Control:
-        """The live threshold offset and its version (offset 0, version 0 until an audit moves it)."""
+        """The live threshold offset and its version (offset 0, version 0 until an audit moves it); BadControl if
+        the stored one is not one."""
 
-    def apply_control(self, outcomes: list[tuple[str, bool]], rule: ControlRule) -> Steps:
-        """Each audit outcome (id, disagreed) not applied before moves the live offset (`control_steps`),
-        atomically with its seen-marker; concurrent controllers never lose a step."""
+    def control_state(self) -> ControlState:
+        """The live control and where its window of audits began (what `replay` resumes from)."""
+
+    def mark_audit_copies(self, copies: dict[str, str]) -> None:
+        """Record that this pipeline made an audit copy of each id (id → `copy_mark` of the answer it checks), for
+        the seen-marker TTL: the only audits the controller applies are answers to these, each once."""
+
+    def apply_control(self, verdicts: list[Verdict], rule: ControlRule) -> Steps:
+        """Each audit that answers a recorded audit copy and was not applied before moves the live offset
+        (`control_steps`), atomically with consuming its copy's record and setting its seen-marker; concurrent
+        controllers never lose a step."""
+
+    def repair_control(self) -> str | None:
+        """Reset a stored control that is not one to the calibrated thresholds (offset 0, version 0); returns
+        what was wrong with it (None: it was fine, and is kept)."""
 
     def check_not_evicting(self) -> None:
         """Raise unless the store keeps every key it is given (adaptive routing depends on it)."""

@@ -1,21 +1,35 @@
-"""In-memory centroid store with the same update and idempotency rules as the Redis one."""
+"""In-memory centroid store with the same update and idempotency rules as the Redis one. The control is kept as
+the fields of the Redis hash (strings), read back by the same `read_control`, so both stores read a control the
+same way, a malformed one included."""
 
 from __future__ import annotations
 
 import threading
 
 import numpy as np
-from dimee.state.base import CentroidSnapshot, NotSeeded, Steps, Update, control_steps, moves
+from dimee.state.base import (
+    BadControl,
+    CentroidSnapshot,
+    NotSeeded,
+    Steps,
+    Update,
+    Verdict,
+    control_steps,
+    moves,
+    read_control,
+    write_control,
+)
 
-from dimee.method.control import Control, ControlRule
+from dimee.method.control import Control, ControlRule, ControlState
 
 _STORES: dict[tuple[str, str], InMemoryCentroidStore] = {}
 _LOCK = threading.Lock()
 
 
-def shared_store(url: str, model_id: str) -> InMemoryCentroidStore:
+def shared_store(url: str, namespace: str) -> InMemoryCentroidStore:
+    """One store per URL and pipeline namespace (`state.base.namespace`) in this process."""
     with _LOCK:
-        return _STORES.setdefault((url, model_id), InMemoryCentroidStore())
+        return _STORES.setdefault((url, namespace), InMemoryCentroidStore())
 
 
 class InMemoryCentroidStore:
@@ -25,7 +39,9 @@ class InMemoryCentroidStore:
         self._counts: list[int] = []
         self._versions: list[int] = []
         self._seen: set[str] = set()
-        self._control, self._control_seen = Control(), set[str]()
+        self._control: dict[str, str] = {}  # the Redis hash's fields; empty: no audit yet
+        self._control_seen: set[str] = set()
+        self._copies: dict[str, str] = {}  # audit copies made: id → the answer they check
 
     def seed(self, means: list[np.ndarray | None], counts: list[int]) -> None:
         with self._lock:
@@ -33,7 +49,7 @@ class InMemoryCentroidStore:
             self._counts = list(counts)
             self._versions = [0] * len(means)
             self._seen = set()
-            self._control, self._control_seen = Control(), set()
+            self._control, self._control_seen = {}, set()
 
     def restore(self, means: list[np.ndarray | None], counts: list[int]) -> int:
         with self._lock:
@@ -65,15 +81,36 @@ class InMemoryCentroidStore:
             return done.applied
 
     def control(self) -> Control:
-        with self._lock:
-            return self._control
+        return self.control_state().control
 
-    def apply_control(self, outcomes: list[tuple[str, bool]], rule: ControlRule) -> Steps:
+    def control_state(self) -> ControlState:
         with self._lock:
-            steps = control_steps(outcomes, self._control, rule, self._control_seen)
-            self._control_seen.update(i for (i, _), ok in zip(outcomes, steps.applied, strict=True) if ok)
-            self._control = steps.last or self._control
+            return read_control(self._control)
+
+    def mark_audit_copies(self, copies: dict[str, str]) -> None:
+        with self._lock:
+            self._copies.update(copies)
+
+    def apply_control(self, verdicts: list[Verdict], rule: ControlRule) -> Steps:
+        with self._lock:
+            copies = {v.audit_id: self._copies.get(v.audit_id) for v in verdicts}
+            steps = control_steps(verdicts, read_control(self._control), rule, copies, self._control_seen)
+            for verdict, reason in zip(verdicts, steps.refused, strict=True):
+                if reason is None:
+                    self._control_seen.add(verdict.audit_id)
+                    self._copies.pop(verdict.audit_id, None)
+            if steps.controls:
+                self._control = write_control(steps.state)
             return steps
+
+    def repair_control(self) -> str | None:
+        with self._lock:
+            try:
+                read_control(self._control)
+            except BadControl as exc:
+                self._control = {}
+                return str(exc)
+            return None
 
     def check_not_evicting(self) -> None:
         pass  # memory is only given back when the process ends

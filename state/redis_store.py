@@ -1,19 +1,15 @@
-"""Centroids in Redis. Keys, under the namespace `dimee:{MODEL_ID}` (the braces are a cluster hash tag, so
-one script touches one slot):
-
-    dimee:{MODEL_ID}:meta         hash: pools, dim, seeded_at
-    dimee:{MODEL_ID}:pool:K       hash: mean (packed little-endian float64; absent for an empty pool),
-                                        count, version
-    dimee:{MODEL_ID}:seen:ID      "1" with a TTL: this sample id has moved a centroid already
-    dimee:{MODEL_ID}:control      hash: offset (the live threshold offset, a float's repr), version
-    dimee:{MODEL_ID}:control-seen:ID  "1" with a TTL: this audit has moved the offset already
+"""Centroids and the threshold control in Redis, under one pipeline's namespace `dimee:{PIPELINE/STATE_ID}`
+(`state.base.namespace`; docs/streaming.md lists the keys). One script touches one slot: the braces are a
+cluster hash tag.
 
 A batch of adaptive updates is two round trips, whatever its size: read the centroids, compute the moves
 (`state.base.moves`, the same code as the in-memory store), then one Lua script that writes them only if
 no pool it moves changed meanwhile (its version) and no sample id was seen before — setting the seen-markers
 in the same atomic step. Otherwise nothing is written and the batch is computed again: without the seen ids,
 or from the centroids as they now are. So a replayed message never moves a centroid twice and concurrent
-routers never lose an update (optimistic concurrency; a busy pool costs a retry, not a lock).
+routers never lose an update (optimistic concurrency; a busy pool costs a retry, not a lock). A batch of audits
+moves the control the same way: read it with the audit-copy records and seen-markers, compute
+(`state.base.control_steps`), then one script that writes only if nothing it read changed.
 """
 
 from __future__ import annotations
@@ -22,10 +18,23 @@ import time
 
 import numpy as np
 import redis
-from dimee.state.base import RESTORE_HINT, CentroidSnapshot, NotSeeded, Steps, Update, control_steps, moves
+from dimee.state.base import (
+    CONTROL_FIELDS,
+    RESTORE_HINT,
+    BadControl,
+    CentroidSnapshot,
+    NotSeeded,
+    Steps,
+    Update,
+    Verdict,
+    control_steps,
+    moves,
+    read_control,
+    write_control,
+)
 
 from dimee.common.errors import DimeeError, ServiceUnavailable
-from dimee.method.control import Control, ControlRule
+from dimee.method.control import Control, ControlRule, ControlState
 from dimee.streaming.config import redact
 
 # KEYS: the pools moved, then the seen-markers of the batch's sample ids.
@@ -77,27 +86,28 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 return restored
 """
-# KEYS: the control hash, then the seen-markers of the applied audits. ARGV: the version read, the seen TTL, the new
-# offset, the new version. Returns {1} written; {-1} the version moved; {0, i, ...} these audits were seen already.
+# KEYS: the control hash, then per applied audit: its copy's record, its seen-marker. ARGV: the version read, the seen
+# TTL, the new offset, version and anchor, then per applied audit the answer its copy recorded. Returns {1} written;
+# {-1} something it was computed from changed (the version, a copy's record, a seen-marker): computed again.
 CONTROL_SCRIPT = """
 if tonumber(redis.call('HGET', KEYS[1], 'version') or '0') ~= tonumber(ARGV[1]) then
   return {-1}
 end
-local seen = {0}
-for j = 2, #KEYS do
-  if redis.call('EXISTS', KEYS[j]) == 1 then
-    seen[#seen + 1] = j - 1
+for j = 2, #KEYS, 2 do
+  if redis.call('GET', KEYS[j]) ~= ARGV[6 + (j - 2) / 2] or redis.call('EXISTS', KEYS[j + 1]) == 1 then
+    return {-1}
   end
 end
-if #seen > 1 then
-  return seen
+for j = 2, #KEYS, 2 do
+  redis.call('DEL', KEYS[j])
+  redis.call('SET', KEYS[j + 1], '1', 'EX', tonumber(ARGV[2]))
 end
-for j = 2, #KEYS do
-  redis.call('SET', KEYS[j], '1', 'EX', tonumber(ARGV[2]))
-end
-redis.call('HSET', KEYS[1], 'offset', ARGV[3], 'version', ARGV[4])
+redis.call('HSET', KEYS[1], 'offset', ARGV[3], 'version', ARGV[4], 'anchor', ARGV[5])
 return {1}
 """
+# What Redis says when it refuses a command for a while (out of memory, a read-only replica after a failover, a
+# failed snapshot, a busy script, still loading): a service condition to wait out, never a reason to dead-letter.
+REFUSING = ("OOM", "READONLY", "MISCONF", "BUSY", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN")
 MAX_ATTEMPTS = 50  # each lost race means another router moved the pool: progress is being made
 
 
@@ -110,9 +120,10 @@ def unpack(blob: bytes) -> np.ndarray:
 
 
 class RedisCentroidStore:
-    def __init__(self, url: str, model_id: str, seen_ttl_s: int = 3600) -> None:
+    def __init__(self, url: str, namespace: str, seen_ttl_s: int = 3600) -> None:
+        """`namespace`: the pipeline's (`state.base.namespace`)."""
         self.url = url
-        self.namespace = f"dimee:{{{model_id}}}"
+        self.namespace = namespace
         self.seen_ttl_s = seen_ttl_s
         self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
         self._move = self.client.register_script(MOVE_SCRIPT)
@@ -122,11 +133,20 @@ class RedisCentroidStore:
     def _key(self, *parts: object) -> str:
         return ":".join([self.namespace, *(str(p) for p in parts)])
 
+    def _pattern(self, *parts: object) -> str:
+        """A SCAN pattern for this namespace's keys under `parts`: the namespace's own glob characters escaped,
+        so it never matches another pipeline's keys."""
+        return "".join(f"\\{c}" if c in "*?[]\\" else c for c in self._key(*parts)) + ":*"
+
     def _call(self, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise ServiceUnavailable(f"cannot reach Redis at {self._host} ({exc.__class__.__name__})") from exc
+        except redis.ResponseError as exc:
+            if str(exc).startswith(REFUSING):
+                raise ServiceUnavailable(f"Redis at {self._host} refuses the command: {str(exc)[:200]}") from exc
+            raise
 
     @property
     def _host(self) -> str:
@@ -147,7 +167,7 @@ class RedisCentroidStore:
         dim = next((len(m) for m in means if m is not None), 0)
 
         def write(pipe: redis.client.Pipeline) -> None:
-            for pattern in (self._key("seen", "*"), self._key("control-seen", "*")):
+            for pattern in (self._pattern("seen"), self._pattern("control-seen")):
                 for key in self.client.scan_iter(match=pattern, count=1000):
                     pipe.delete(key)
             pipe.delete(self._key("control"))
@@ -214,25 +234,78 @@ class RedisCentroidStore:
                                  f"({MAX_ATTEMPTS} attempts); retrying the batch")
 
     def control(self) -> Control:
-        offset, version = self._call(self.client.hmget, self._key("control"), "offset", "version")
-        return Control(offset=float(offset or 0.0), version=int(version or 0))
+        return self.control_state().control
 
-    def apply_control(self, outcomes: list[tuple[str, bool]], rule: ControlRule) -> Steps:
-        seen: set[str] = set()
+    def control_state(self) -> ControlState:
+        return read_control(dict(zip(CONTROL_FIELDS, self._control_fields(), strict=True)))
+
+    def _control_fields(self) -> list:
+        try:
+            return self._call(self.client.hmget, self._key("control"), *CONTROL_FIELDS)
+        except redis.ResponseError as exc:  # WRONGTYPE: a key of another type where the hash should be
+            raise BadControl(f"the stored threshold control is unreadable: {str(exc)[:200]}") from exc
+
+    def mark_audit_copies(self, copies: dict[str, str]) -> None:
+        if not copies:
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            for audit_id, answer in copies.items():
+                pipe.set(self._key("audit-copy", audit_id), answer, ex=self.seen_ttl_s)
+            self._call(pipe.execute)
+
+    def _read_for_control(self, verdicts: list[Verdict]) -> tuple[ControlState, dict[str, str | None], set[str]]:
+        """The control, the audit-copy records and the seen-markers of the verdicts' ids, in one round trip."""
+        ids = list(dict.fromkeys(v.audit_id for v in verdicts))
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hmget(self._key("control"), *CONTROL_FIELDS)
+            for audit_id in ids:
+                pipe.get(self._key("audit-copy", audit_id))
+                pipe.exists(self._key("control-seen", audit_id))
+            try:
+                rows = self._call(pipe.execute)
+            except redis.ResponseError as exc:
+                raise BadControl(f"the stored threshold control is unreadable: {str(exc)[:200]}") from exc
+        state = read_control(dict(zip(CONTROL_FIELDS, rows[0], strict=True)))
+        marks = zip(ids, rows[1::2], strict=True)
+        copies = {i: None if mark is None else mark.decode("utf-8", "replace") for i, mark in marks}
+        return state, copies, {i for i, seen in zip(ids, rows[2::2], strict=True) if seen}
+
+    def apply_control(self, verdicts: list[Verdict], rule: ControlRule) -> Steps:
         for _ in range(MAX_ATTEMPTS):
-            start = self.control()
-            steps = control_steps(outcomes, start, rule, seen)
-            if steps.last is None:
+            start, copies, seen = self._read_for_control(verdicts)
+            steps = control_steps(verdicts, start, rule, copies, seen)
+            applied = [v for v, reason in zip(verdicts, steps.refused, strict=True) if reason is None]
+            if not applied:
                 return steps
-            applied = [i for (i, _), ok in zip(outcomes, steps.applied, strict=True) if ok]
-            keys = [self._key("control"), *(self._key("control-seen", i) for i in applied)]
-            args = [start.version, self.seen_ttl_s, repr(steps.last.offset), steps.last.version]
-            result = self._call(self._control, keys=keys, args=args)
-            if int(result[0]) == 1:
+            keys, marks = [self._key("control")], []
+            for verdict in applied:
+                keys += [self._key("audit-copy", verdict.audit_id), self._key("control-seen", verdict.audit_id)]
+                marks.append(verdict.answer)
+            written = write_control(steps.state)
+            args = [start.control.version, self.seen_ttl_s, *(written[f] for f in CONTROL_FIELDS), *marks]
+            if int(self._call(self._control, keys=keys, args=args)[0]) == 1:
                 return steps
-            seen.update(applied[int(i) - 1] for i in result[1:])
         raise ServiceUnavailable(f"Redis at {self._host}: the live control kept changing under this controller "
                                  f"({MAX_ATTEMPTS} attempts); retrying the batch")
+
+    def repair_control(self) -> str | None:
+        wrong: list[str] = []
+
+        def check(pipe: redis.client.Pipeline) -> None:
+            wrong.clear()  # a lost race runs this again
+            try:
+                read_control(dict(zip(CONTROL_FIELDS, pipe.hmget(self._key("control"), *CONTROL_FIELDS),
+                                      strict=True)))
+            except redis.ResponseError as exc:
+                wrong.append(f"the stored threshold control is unreadable: {str(exc)[:200]}")
+            except BadControl as exc:
+                wrong.append(str(exc))
+            if wrong:
+                pipe.multi()
+                pipe.delete(self._key("control"))
+
+        self._call(self.client.transaction, check, self._key("control"))  # WATCHed: a controller's step wins
+        return wrong[-1] if wrong else None
 
     def close(self) -> None:
         self.client.close()

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dimee.state import namespace
+
 from benchmarks.faults.hostile import INJECTOR
 from dimee.method.tiers import TIER_NAMES as TIERS
 
@@ -72,17 +74,17 @@ def sink_ids(path: Path) -> set[str]:
     return ids
 
 
-def centroid_delta(redis_url: str, state_id: str, pool_sizes: list[int]) -> int | None:
-    """sum(count) of the pools in Redis minus the calibration pool sizes: the ids that moved a centroid."""
+def centroid_delta(redis_url: str, where: str, pool_sizes: list[int]) -> int | None:
+    """sum(count) of the pools in Redis (under the pipeline's namespace `where`, `dimee.state.namespace`) minus the
+    calibration pool sizes: the ids that moved a centroid."""
     import redis
 
     client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=3)
     try:
-        namespace = f"dimee:{{{state_id}}}"
-        pools = client.hget(f"{namespace}:meta", "pools")
+        pools = client.hget(f"{where}:meta", "pools")
         if pools is None:
             return None
-        counts = [int(client.hget(f"{namespace}:pool:{k}", "count") or 0) for k in range(int(pools))]
+        counts = [int(client.hget(f"{where}:pool:{k}", "count") or 0) for k in range(int(pools))]
         return sum(counts) - sum(pool_sizes)
     except redis.RedisError:
         return None
@@ -117,8 +119,8 @@ def observe(suite: Suite, prefix: str) -> Observed:
                 routed.add(data.get("id"))
     letters = [loads(r.value) for r in read_topic(kafka, f"{prefix}.dead-letter")]
     samples = {loads(r.value).get("id") for r in read_topic(kafka, f"{prefix}.samples", committed=False)}
-    return Observed(predictions, samples, routed, letters, centroid_delta(suite.cluster.redis, suite.state_id,
-                                                                 suite.pool_sizes))
+    delta = centroid_delta(suite.cluster.redis, namespace(prefix, suite.state_id), suite.pool_sizes)
+    return Observed(predictions, samples, routed, letters, delta)
 
 
 def committed_offsets(kafka: list[str], prefix: str) -> dict[tuple[str, int], int]:

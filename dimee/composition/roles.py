@@ -34,7 +34,7 @@ def context(settings: Settings, client_id: str = "dimee", stop: StopFlag | None 
 
 
 def centroid_store(settings: Settings, deployment: Deployment) -> CentroidStore:
-    return open_store(settings.state, deployment.state_id, settings.seen_ttl_s)
+    return open_store(settings.state, deployment.state_id, settings.seen_ttl_s, pipeline=settings.topic_prefix)
 
 
 def router(ctx: StageContext, deployment: Deployment, store: CentroidStore, group_id: str | None = None) -> Router:
@@ -52,7 +52,9 @@ def feedback(ctx: StageContext, of_router: Router) -> FeedbackApplier:
 def controller(ctx: StageContext, deployment: Deployment, store: CentroidStore) -> ThresholdController:
     from dimee.routers.controller import ThresholdController, control_rule
 
-    return ThresholdController(ctx, store, control_rule(deployment, ctx.settings))
+    calibration = deployment.calibration
+    return ThresholdController(ctx, store, control_rule(deployment, ctx.settings), calibration.num_labels,
+                               calibration.plan)
 
 
 def worker(ctx: StageContext, deployment: Deployment, tier: Tier, group_id: str | None = None) -> TierWorker:

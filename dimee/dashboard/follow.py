@@ -123,5 +123,5 @@ def open_follower(settings: Settings, deployment: Deployment | None, group: str)
     if settings.state.startswith("memory://"):  # an embedded store lives inside the router's own process
         view.centroid_note = "the centroids live inside the router (memory://): pass --state redis://… to see them"
         return Follower(view, consumer, topics)
-    store = open_store(settings.state, deployment.state_id, settings.seen_ttl_s)
+    store = open_store(settings.state, deployment.state_id, settings.seen_ttl_s, pipeline=settings.topic_prefix)
     return Follower(view, consumer, topics, CentroidWatch(store, calibration))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from dimee.state.base import namespace
 from dimee.state.memory import shared_store
 
 from dimee.composition.pipeline import PipelineOptions, run_pipeline
@@ -64,7 +65,7 @@ def test_feedback_moves_the_observed_pools_centroids(workdir, cal):
     run = run_pipeline(records, deployment(workdir, cal, "Feedback-adaptive+esc"), settings,
                        PipelineOptions(progress=False))
     assert len(run.predictions) == len(records)
-    snap = shared_store("memory://fb", deployment(workdir, cal).state_id).snapshot()
+    snap = shared_store("memory://fb", namespace("fb", deployment(workdir, cal).state_id)).snapshot()
     test = offline_records(records, workdir)
     observed = np.bincount(arithmetic.true_pools(test.probs, cal.alpha, cal.plan), minlength=3)
     added = np.array(snap.counts) - np.array(cal.pool_sizes)

@@ -33,9 +33,10 @@ def store(request):
 
         yield InMemoryCentroidStore()
         return
+    from dimee.state.base import namespace
     from dimee.state.redis_store import RedisCentroidStore
 
-    store = RedisCentroidStore(REDIS, f"contract-{uuid.uuid4().hex[:8]}")
+    store = RedisCentroidStore(REDIS, namespace("contract", uuid.uuid4().hex[:8]))
     yield store
     store.close()
 

@@ -65,7 +65,7 @@ def _another_client(store):
     if hasattr(store, "url"):
         from dimee.state.redis_store import RedisCentroidStore
 
-        return RedisCentroidStore(store.url, store.namespace.split("{")[1].rstrip("}"))
+        return RedisCentroidStore(store.url, store.namespace)
     return store
 
 
@@ -134,21 +134,33 @@ def test_a_pool_lost_from_redis_is_reported_and_restored_alone(store):
     assert snap.means[0].tolist() == [2.0, 1.0] and snap.means[1].tolist() == [2.0, 0.0]
 
 
+def _copies(store, *ids: str, answer: str = "edge:1") -> None:
+    """The audit copies a worker made of these ids (of the edge's answer 1, unless said)."""
+    store.mark_audit_copies({i: answer for i in ids})
+
+
+def _verdicts(*pairs: tuple[str, bool], answer: str = "edge:1") -> list:
+    from dimee.state.base import Verdict
+
+    return [Verdict(audit_id, answer, disagreed) for audit_id, disagreed in pairs]
+
+
 def test_the_live_control_moves_once_per_audit_by_the_rule_and_a_reseed_resets_it(store):
     from dimee.method.control import Control, ControlRule, replay
 
     _seed(store)
     rule = ControlRule(target=0.1, step=0.05)
     assert store.control() == Control()
-    outcomes = [("a", True), ("b", False), ("a", True), ("c", True)]  # "a" again: a replay
+    _copies(store, "a", "b", "c", "d")
+    outcomes = _verdicts(("a", True), ("b", False), ("a", True), ("c", True))  # "a" again: a replay
     steps = store.apply_control(outcomes, rule)
     assert steps.applied == [True, True, False, True]
     assert steps.controls == replay([True, False, True], rule)  # the rule of dimee.method.control, exactly
     assert store.control() == steps.controls[-1] and store.control().version == 3
-    assert store.apply_control([("b", True)], rule).applied == [False]  # a redelivered audit moves nothing
+    assert store.apply_control(_verdicts(("b", True)), rule).applied == [False]  # a redelivered audit moves nothing
     restarted = _another_client(store)  # a controller started again (another process) resumes from the store
     assert restarted.control() == steps.controls[-1]
-    assert restarted.apply_control([("d", False)], rule).controls == replay([False], rule, steps.controls[-1])
+    assert restarted.apply_control(_verdicts(("d", False)), rule).controls == replay([False], rule, steps.controls[-1])
     _seed(store)
     assert store.control() == Control()
 
@@ -160,11 +172,124 @@ def test_concurrent_controllers_lose_no_step(store):
     _seed(store)
     rule = ControlRule(target=0.0, step=0.001)  # every disagreement adds exactly one step
     ids = [f"audit-{i}" for i in range(200)]
+    _copies(store, *ids)
     other = _another_client(store)
 
     def control(client, order) -> None:
         for start in range(0, len(order), 10):
-            client.apply_control([(i, True) for i in order[start:start + 10]], rule)
+            client.apply_control(_verdicts(*((i, True) for i in order[start:start + 10])), rule)
 
     _race(control, (store, ids), (other, ids[::-1]))  # every audit offered twice
     assert store.control().version == 200 and store.control().offset == pytest.approx(0.2)
+
+
+def test_an_audit_counts_only_against_the_copy_this_pipeline_made_and_only_once(store):
+    """Forged audits (no copy made, or one of another answer) and replays move nothing and say why; a copy's record
+    is consumed by its audit."""
+    from dimee.state.base import NO_COPY, OTHER_ANSWER, REPLAYED
+
+    from dimee.method.control import Control, ControlRule
+
+    _seed(store)
+    rule = ControlRule(target=0.0, step=0.5, max_move=1.0)
+    _copies(store, "made", "other")
+    forged = _verdicts(*((f"forged-{i}", True) for i in range(150)))
+    steps = store.apply_control([*forged, *_verdicts(("other", True), answer="edge:0")], rule)
+    assert steps.refused == [NO_COPY] * 150 + [OTHER_ANSWER] and steps.controls == []
+    assert store.control() == Control()
+    steps = store.apply_control(_verdicts(("made", True), ("made", True)), rule)
+    assert steps.refused == [None, REPLAYED] and store.control() == Control(offset=0.5, version=1)
+    assert store.apply_control(_verdicts(("made", True)), rule).refused == [REPLAYED]
+    _seed(store)  # a reseed forgets the seen-markers; the consumed record stays consumed
+    assert store.apply_control(_verdicts(("made", True)), rule).refused == [NO_COPY]
+    assert store.apply_control(_verdicts(("other", False), answer="edge:1"), rule).refused == [None]
+
+
+def test_a_window_of_audits_moves_the_offset_at_most_max_move(store):
+    from dimee.method.control import ControlRule, replay
+
+    _seed(store)
+    rule = ControlRule(target=0.0, step=0.05, window=10, max_move=0.2)
+    ids = [f"a-{i}" for i in range(30)]
+    _copies(store, *ids)
+    steps = store.apply_control(_verdicts(*((i, True) for i in ids)), rule)
+    offsets = [c.offset for c in steps.controls]
+    assert offsets[9] == pytest.approx(0.2) and offsets[19] == pytest.approx(0.4) and offsets[29] == pytest.approx(0.6)
+    assert all(b - a <= 0.2 + 1e-12 for a, b in zip([0.0, *offsets[9::10]], offsets[9::10], strict=False))
+    assert steps.controls == replay([True] * 30, rule)
+    assert store.control_state().anchor == pytest.approx(0.4)  # where the third window began
+
+
+BAD_CONTROLS = {"garbage": {"offset": "garbage", "version": "3", "anchor": "0"},
+                "comma": {"offset": "0,1", "version": "3", "anchor": "0"},
+                "negative": {"offset": "-1", "version": "3", "anchor": "0"},
+                "nan": {"offset": "nan", "version": "3", "anchor": "0"},
+                "inf": {"offset": "inf", "version": "3", "anchor": "0"},
+                "above the ceiling": {"offset": "5", "version": "3", "anchor": "0"},
+                "version x": {"offset": "0.5", "version": "x", "anchor": "0.5"},
+                "negative version": {"offset": "0.5", "version": "-1", "anchor": "0.5"},
+                "no anchor": {"offset": "0.5", "version": "3"},
+                "wrong type": None}
+
+
+def _damage(store, fields: dict | None) -> None:
+    """Write a control that is not one (None: a key of another type), as an operator's typo or a bug would."""
+    if hasattr(store, "client"):
+        key = store._key("control")
+        store.client.delete(key)
+        if fields is None:
+            store.client.set(key, "0.5")
+        else:
+            store.client.hset(key, mapping=fields)
+    else:
+        store._control = {"offset": 0.5} if fields is None else dict(fields)  # the memory store's own typo
+
+
+@pytest.mark.parametrize("damage", list(BAD_CONTROLS))
+def test_a_damaged_control_is_reported_never_served_and_repaired(store, damage):
+    from dimee.state.base import BadControl
+
+    from dimee.method.control import Control, ControlRule
+
+    _seed(store)
+    _damage(store, BAD_CONTROLS[damage])
+    with pytest.raises(BadControl):  # a service condition: the router serves the calibrated thresholds, the
+        store.control()  # controller waits (tests/routers/test_live_control.py)
+    _copies(store, "a")
+    with pytest.raises(BadControl):
+        store.apply_control(_verdicts(("a", True)), ControlRule(target=0.0))
+    assert store.repair_control() is not None  # `dimee seed --only-missing`
+    assert store.control() == Control()
+    assert store.repair_control() is None  # a sound one is kept
+    assert store.apply_control(_verdicts(("a", True)), ControlRule(target=0.0, step=0.1)).refused == [None]
+    assert store.repair_control() is None and store.control() == Control(offset=0.1, version=1)
+
+
+@pytest.mark.parametrize("url", ["memory://pipelines", pytest.param(REDIS or "", marks=needs("redis", bool(REDIS)),
+                                                                    id="redis")])
+def test_two_pipelines_of_one_model_never_touch_each_others_state(url):
+    """Issue 28: the state was keyed by model alone, so audits on pipeline A's topics moved pipeline B's offset
+    (100 of 100 of B's samples to the cloud) and seeding A wiped B. Now each pipeline (topic prefix) has its own
+    keys; a prefix with glob characters matches no other pipeline's keys either."""
+    import uuid
+
+    from dimee.state import open_store
+    from dimee.state.base import NO_COPY
+
+    from dimee.method.control import Control, ControlRule
+
+    model, cal, rule = f"model-{uuid.uuid4().hex[:8]}", hc.calibration(), ControlRule(target=0.0, step=0.1)
+    a, b = open_store(url, model, pipeline="a*"), open_store(url, model, pipeline="ab")
+    for store in (a, b):
+        store.seed(cal.centroid_arrays(), cal.pool_sizes)
+    assert b.apply([Update(0, np.array([4.0, 2.0]), "x")]) == [True]
+    _copies(b, "y")
+    assert b.apply_control(_verdicts(("y", True)), rule).applied == [True]
+    _copies(a, "z")
+    assert a.apply_control(_verdicts(("y", True)), rule).refused == [NO_COPY]  # b's copy is not a's
+    a.seed(cal.centroid_arrays(), cal.pool_sizes)  # a's reseed: b's centroids, seen-markers and offset stay
+    assert b.control() == Control(offset=0.1, version=1) and a.control() == Control()
+    assert b.snapshot().means[0].tolist() == [2.0, 1.0] and b.apply([Update(0, np.array([4.0, 2.0]), "x")]) == [False]
+    assert b.apply_control(_verdicts(("z", True)), rule).refused == [NO_COPY]  # a's copy is not b's
+    for store in (a, b):
+        store.close()

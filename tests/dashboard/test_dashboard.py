@@ -94,6 +94,8 @@ class _Calibration:
 
 
 def test_follower_reads_predictions_dead_letters_audits_centroids_and_the_live_offset():
+    from dimee.state.base import Verdict
+
     from dimee.method.control import ControlRule
     from dimee.streaming.messages import Audit, CostBreakdown
 
@@ -124,7 +126,8 @@ def test_follower_reads_predictions_dead_letters_audits_centroids_and_the_live_o
         audits = s["audits"]["edge"]
         assert (audits["audits"], audits["disagreements"], s["audit_cost"]) == (4, 1, 4.0)
         store.seed([np.array([0.6, 0.8]), np.zeros(2)], [11, 5])
-        store.apply_control([("x", True)], ControlRule(target=0.0, step=0.25))
+        store.mark_audit_copies({"x": "edge:1"})  # the copy a worker made: the audit counts against it
+        store.apply_control([Verdict("x", "edge:1", True)], ControlRule(target=0.0, step=0.25))
         follower.centroid_every_s = 0.0
         wait_for(lambda: follower.snapshot()["centroids"] is not None, 10, "the centroids")
         pools = follower.snapshot()["centroids"]

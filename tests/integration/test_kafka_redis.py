@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from dimee.state.base import NotSeeded
+from dimee.state.base import NotSeeded, namespace
 from dimee.state.redis_store import RedisCentroidStore
 from kafka import KafkaConsumer, TopicPartition
 
@@ -138,7 +138,7 @@ def test_two_adaptive_routers_over_one_redis(workdir, cal, procs, prefix, tmp_pa
     first = {}
     for message in sorted(routed, key=lambda m: m.routed_at):
         first.setdefault(message.id, message.pool)  # the first routing of an id is the one that moved a centroid
-    store = RedisCentroidStore(REDIS, deployment(workdir, cal).state_id)
+    store = RedisCentroidStore(REDIS, namespace(prefix, deployment(workdir, cal).state_id))
     snap = store.snapshot()
     store.close()
     assert sum(snap.counts) - sum(cal.pool_sizes) == len(records)  # distinct ids, replays not counted
@@ -193,7 +193,7 @@ def test_redis_stopped_and_restarted_mid_stream_loses_nothing(workdir, cal, pref
     thread.join()
     assert "started" in outage
     assert sorted(run.predictions) == sorted(r["id"] for r in records)
-    store = RedisCentroidStore(REDIS, deployment(workdir, cal).state_id)
+    store = RedisCentroidStore(REDIS, namespace(prefix, deployment(workdir, cal).state_id))
     snap = store.snapshot()
     store.close()
     assert sum(snap.counts) - sum(cal.pool_sizes) == len(records)  # every update applied exactly once
@@ -209,7 +209,7 @@ def test_feedback_and_escalation_on_kafka_and_redis(workdir, cal, prefix):
     assert any(len(p.path) > 1 for p in run.predictions.values())  # some samples escalated on real Kafka
     notes = [parse(Feedback, r.value) for r in read_topic(Topics(prefix).feedback, len(records))]
     assert sorted({n.id for n in notes}) == ids
-    store = RedisCentroidStore(REDIS, deployment(workdir, cal).state_id)
+    store = RedisCentroidStore(REDIS, namespace(prefix, deployment(workdir, cal).state_id))
     snap = store.snapshot()
     store.close()
     assert sum(snap.counts) - sum(cal.pool_sizes) == len(records)  # each observed pool applied once
@@ -238,7 +238,7 @@ def test_centroids_lost_from_redis_mid_stream_are_waited_for_not_dead_lettered(w
     `dimee seed --only-missing` (here: the store's restore) puts the centroids back."""
     records = stream_records(160, seed=18)
     served = deployment(workdir, cal, "DIMEE-D")
-    store = RedisCentroidStore(REDIS, served.state_id)
+    store = RedisCentroidStore(REDIS, namespace(prefix, served.state_id))
     gap = {}
 
     def moved() -> bool:  # the router is routing (and, adaptive, moving centroids): the stream is on

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+from dimee.routers.controller import LiveControl
 from dimee.routers.embedding import RoutingEmbedder
 from dimee.routers.strategies import CentroidRouting, Decision, strategy_for
 from dimee.state.base import RESTORE_HINT, CentroidStore, NotSeeded, Update
@@ -38,7 +39,8 @@ class Router(Stage):
         self.strategy = strategy_for(deployment, self.embedder, store)
         self.num_labels = deployment.calibration.num_labels
         self.policy = deployment.policy
-        self.stamps_control = deployment.policy.escalation != "off"  # an offset only matters where samples go up
+        # an offset only matters where samples go up; none stamped (calibrated thresholds) while the stored one is bad
+        self.control = LiveControl(store, self.name) if deployment.policy.escalation != "off" else None
         self.calibrated = deployment.calibration.centroid_arrays()
         self.distance = deployment.calibration.distance
         described = deployment.describe()
@@ -59,8 +61,7 @@ class Router(Stage):
     def process(self, batch: list[tuple[Record, Sample]]) -> list[Output]:
         samples = [message for _, message in batch]
         decisions = self.strategy.decide(samples)
-        control = self.store.control() if self.stamps_control else None
-        control = control if control is not None and control.version > 0 else None
+        control = self.control.read() if self.control is not None else None
         outputs = [self._output(s, d, control) for s, d in zip(samples, decisions, strict=True)]
         for pool, routed in Counter(d.pool for d in decisions).items():  # per batch: label lookups cost
             metrics.ROUTED.labels(self.plan.tiers[pool].value).inc(routed)

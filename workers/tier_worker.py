@@ -22,6 +22,8 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from dimee.state.base import copy_mark
+from dimee.workers.audit_copies import AuditCopies
 from transformers import PreTrainedTokenizerBase
 
 from dimee import __version__
@@ -128,6 +130,10 @@ class TierWorker(Stage):
         self.default_rule = self.rule(deployment.policy)  # for messages the router did not stamp
         self.full_model_rule = self.rule(POLICIES["Cloud-only"])  # for audit copies: no early exit
         self.audit_rate, self.auditor = context.settings.audit_rate, self.plan.tiers[-1]
+        makes_copies = self.audit_rate > 0 and self.tier != self.auditor
+        self.copies = AuditCopies.open(context.settings, deployment.state_id, self.tier.value, self.name) \
+            if makes_copies else AuditCopies(None, self.tier.value)
+        self._copied: dict[str, str] = {}  # this batch's audit copies: id → the answer each checks
         metrics.DEPLOYMENT.info({"role": self.name, "policy_of_unstamped": deployment.policy.name,
                                  "alpha_star": f"{self.calibration.alpha:.4f}", "cap": str(self.cap),
                                  "model": self.calibration.model_id, "version": __version__})
@@ -184,6 +190,12 @@ class TierWorker(Stage):
         return {**super().parse_context(), "num_labels": self.calibration.num_labels, **self.facts}
 
     def process(self, batch: list[tuple[Record, Routed]]) -> list[Output]:
+        self._copied = {}
+        outputs = self._serve(batch)
+        self.copies.record(self._copied)  # before the copies go out: the controller finds the record first
+        return outputs
+
+    def _serve(self, batch: list[tuple[Record, Routed]]) -> list[Output]:
         groups: dict[tuple, list[Routed]] = {}  # (start layer, policy, live control, audit copy)
         for _, message in batch:  # below cap: parse
             key = (message.start_layer, message.policy, message.control, message.audit_of is not None)
@@ -294,6 +306,7 @@ class TierWorker(Stage):
             copy = message.model_copy(update={"tier": self.auditor, "hops": [], "start_layer": 0, "hidden_fp16": None,
                                               "audit_of": check})
             outputs.append(Output.of(self.topics.tier(self.auditor.value), copy))
+            self._copied[message.id] = copy_mark(self.tier.value, outcome.label_pred)
         reached = outcome.confidence >= self.calibration.alpha
         if rule.policy.feedback and (reached or self.next_tier is None):
             note = Feedback(id=message.id, text=message.text, text_pair=message.text_pair, routed_pool=message.pool,

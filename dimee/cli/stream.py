@@ -63,28 +63,32 @@ def produce_cmd(
 
 
 @app.command("seed")
-@opt.settings_options("state")
+@opt.settings_options("state", "topic_prefix")
 def seed_cmd(
     settings: Settings,
     workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR,
     only_missing: Annotated[bool, typer.Option(
         "--only-missing", help="Write only the pools (and pool count) that are missing, keeping adapted centroids "
-                               "and seen-markers that are still there: the way back after a Redis flush, a restart "
-                               "without persistence or a failover to an empty replica. Routers waiting on the "
-                               "empty store go on by themselves.")] = False,
+                               "and seen-markers that are still there, and reset a threshold control that is not "
+                               "one: the way back after a Redis flush, a restart without persistence, a failover to "
+                               "an empty replica or a damaged key. Routers waiting on the empty store go on by "
+                               "themselves.")] = False,
 ) -> None:
-    """Write calibration.json's centroids to the state store (by default replacing adapted ones and forgetting
-    seen ids; --only-missing restores what was lost and keeps the rest)."""
+    """Write calibration.json's centroids to the pipeline's state (--topic-prefix names the pipeline; no other
+    pipeline's keys are touched): by default replacing adapted ones, resetting the threshold offset and forgetting
+    seen ids; --only-missing restores what was lost and keeps the rest."""
     from dimee.composition import roles
     from dimee.streaming.deployment import Deployment
 
     deployment = Deployment.load(workdir)
     store = roles.centroid_store(settings, deployment)
     cal = deployment.calibration
-    where = f"for {deployment.state_id!r} in {redact(settings.state)}"
+    where = f"for {deployment.state_id!r} of pipeline {settings.topic_prefix!r} in {redact(settings.state)}"
     if only_missing:
         restored = store.restore(cal.centroid_arrays(), cal.pool_sizes)
         typer.echo(f"restored {restored} of {len(cal.centroids)} pools {where} (the others were kept)")
+        if (wrong := store.repair_control()) is not None:
+            typer.echo(f"reset the threshold control to the calibrated thresholds ({wrong})")
     else:
         store.seed(cal.centroid_arrays(), cal.pool_sizes)
         typer.echo(f"seeded {len(cal.centroids)} pools {where}")

@@ -195,13 +195,42 @@ def worker_context(tier: Tier, plan: TierPlan, pools: int, hidden_size: int) -> 
     return {"tier": tier, "plan": plan, "pools": pools, "hidden_size": hidden_size}
 
 
+def _a_class(value: int, info: ValidationInfo) -> int:
+    """A predicted class the model has (where the parse context names how many)."""
+    classes = (info.context or {}).get("num_labels")
+    if classes is not None and value >= classes:
+        raise ValueError(f"class {value} is not one of the model's {classes} classes (0..{classes - 1})")
+    return value
+
+
+def _audited_tier(value: Tier, info: ValidationInfo) -> Tier:
+    """Audits check the answers of the tiers below the last (where the parse context has the plan)."""
+    plan = (info.context or {}).get("plan")
+    if plan is not None and value not in plan.tiers[:-1]:
+        raise ValueError(f"the {value.value} tier's answers are not audited: an audit checks a lower tier's answer "
+                         f"({', '.join(t.value for t in plan.tiers[:-1])})")
+    return value
+
+
 class AuditOf(BaseModel):
     """The answer a lower tier gave, which the full model on the cloud checks (a shadow, not an escalation)."""
 
+    model_config = ConfigDict(extra="forbid")
     tier: Tier
-    label_pred: StrictInt
-    confidence: Number
+    label_pred: StrictInt = Field(ge=0)
+    confidence: Number = Field(ge=0.0, le=1.0)
     exit_layer: StrictInt = Field(ge=1)
+
+    _known_class = field_validator("label_pred")(_a_class)
+    _below_the_last = field_validator("tier")(_audited_tier)
+
+    @field_validator("exit_layer")
+    @classmethod
+    def _within_its_cap(cls, value: int, info: ValidationInfo) -> int:
+        plan, tier = (info.context or {}).get("plan"), info.data.get("tier")
+        if plan is not None and tier in plan.tiers and value > plan.cap(tier):
+            raise ValueError(f"exit layer {value} is past the {tier.value} tier's cap ({plan.cap(tier)})")
+        return value
 
 
 class Routed(Sample):
@@ -335,18 +364,43 @@ class Prediction(Message):
 
 
 class Audit(Message):
-    """The full model's answer to a sample a lower tier answered: whether they agree, and what it cost."""
+    """The full model's answer to a sample a lower tier answered: whether they agree, and what it cost. Every field
+    is bounded (classes the model has, a tier below the last, a cost ≥ 0) and `agree` says what the two answers
+    say; the controller also refuses one that answers no audit copy of this pipeline (routers/controller.py)."""
 
     id: Id
     tier: Tier  # the tier whose answer was checked
-    label_pred: StrictInt  # that tier's answer
-    full_pred: StrictInt  # the full model's
+    label_pred: StrictInt = Field(ge=0)  # that tier's answer
+    full_pred: StrictInt = Field(ge=0)  # the full model's
     agree: StrictBool
-    label: StrictInt | None = None
+    label: StrictInt | None = Field(None, ge=0)
     cost: CostBreakdown  # the shadow's: the text to the cloud, the whole model there
-    worker: str
+    worker: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     digest: str | None = Field(None, max_length=64)
     at: Clock = Field(default_factory=now)
+
+    _known_classes = field_validator("label_pred", "full_pred")(_a_class)
+    _below_the_last = field_validator("tier")(_audited_tier)
+
+    @field_validator("label")
+    @classmethod
+    def _known_label(cls, value: int | None, info: ValidationInfo) -> int | None:
+        return value if value is None else _a_class(value, info)
+
+    @field_validator("cost")
+    @classmethod
+    def _not_negative(cls, value: CostBreakdown) -> CostBreakdown:
+        if min(value.processing, value.offload, value.cloud, value.total) < 0:
+            raise ValueError("a cost is never negative")
+        return value
+
+    @field_validator("agree")
+    @classmethod
+    def _says_what_the_answers_say(cls, value: bool, info: ValidationInfo) -> bool:
+        checked, full = info.data.get("label_pred"), info.data.get("full_pred")
+        if checked is not None and full is not None and value != (checked == full):
+            raise ValueError(f"agree is {str(value).lower()}, and the answers are {checked} and {full}")
+        return value
 
 
 class Feedback(Message):

@@ -41,6 +41,14 @@ DRIFT_DETECTED = Gauge("dimee_drift_detected", "1 while the last window's drift 
                        "value", ["signal"])
 THRESHOLD_OFFSET = Gauge("dimee_threshold_offset", "The live offset the controller adds to the exit thresholds "
                          "below the cloud (0: the calibrated thresholds)")
+AUDITS_REFUSED = Counter("dimee_audits_refused_total", "Audits the controller refused and dead-lettered: no audit copy "
+                         "of the id was made in this pipeline, it checked another answer, or a replay", ["reason"])
+AUDIT_COPIES_UNRECORDED = Counter("dimee_audit_copies_unrecorded_total", "Audit copies sent whose record the state "
+                                  "store did not take (unreachable, refusing writes): the controller refuses their "
+                                  "audits", ["tier"])
+CONTROL_UNUSABLE = Gauge("dimee_threshold_control_unusable", "1 while the router cannot use the stored threshold "
+                         "control (malformed, unreadable, unreachable): it stamps none, and the workers serve the "
+                         "calibrated thresholds")
 ESCALATIONS = Counter("dimee_escalations_total", "Samples passed up a tier", ["from_tier", "to_tier"])
 
 ROUTED = Counter("dimee_routed_total", "Samples routed, by start tier", ["tier"])
@@ -58,5 +66,6 @@ def dead_letter_reason(error: str) -> str:
     """A dead letter's error as one of a few reasons (a bounded label set, unlike the error text)."""
     kinds = (("tombstone", "tombstone"), ("invalid JSON", "invalid-json"), ("not UTF-8", "not-utf8"),
              ("bytes, more than", "too-large"), ("id reused", "id-reused"), ("processing failed", "processing"),
-             ("label", "bad-label"), ("Field required", "missing-field"), ("Extra inputs", "unknown-field"))
+             ("label", "bad-label"), ("Field required", "missing-field"), ("Extra inputs", "unknown-field"),
+             ("audit refused", "audit-refused"))
     return next((kind for marker, kind in kinds if marker in error), "invalid-field")

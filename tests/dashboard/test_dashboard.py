@@ -138,6 +138,16 @@ def test_follower_reads_predictions_dead_letters_audits_centroids_and_the_live_o
     assert not follower.thread.is_alive()
 
 
+def test_a_damaged_control_key_shows_no_offset_and_keeps_the_follower_alive():
+    """Issue 28: a stored control that is not one raised out of the follower's thread, which then stopped."""
+    store = InMemoryCentroidStore()
+    store.seed([np.array([0.6, 0.8]), np.zeros(2)], [11, 5])
+    store._control = {"offset": "garbage", "version": "1", "anchor": "0"}
+    view = LiveView()
+    CentroidWatch(store, _Calibration()).read(view)  # type: ignore[arg-type]
+    assert view.control is None and view.shifts is not None
+
+
 class _Source:
     def __init__(self) -> None:
         self.view, self.started, self.stopped = LiveView(), False, False

@@ -75,6 +75,7 @@ class ThresholdController(Stage):
                  num_labels: int | None = None, plan: TierPlan | None = None) -> None:
         super().__init__(context, [context.topics.audits], context.topics.controller_group)
         self.store, self.rule = store, rule
+        metrics.start_controller(REFUSALS.values())
         self.facts = {k: v for k, v in {"num_labels": num_labels, "plan": plan}.items() if v is not None}
         self.applied: list[tuple[bool, Control]] = []  # this instance's steps, in order: (disagreed, after)
         try:

@@ -33,6 +33,7 @@ class Router(Stage):
                  group_id: str | None = None) -> None:
         super().__init__(context, [context.topics.samples], group_id or context.topics.router_group)
         self.plan = deployment.calibration.plan
+        metrics.start_router([tier.value for tier in self.plan.tiers])
         self.store = store
         self.router_id = context.instance("router")
         self.embedder = RoutingEmbedder(deployment.workdir.model, raw=deployment.calibration.embedding == "raw")

@@ -119,6 +119,13 @@ def unpack(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype="<f8").copy()
 
 
+class RedisUnavailable(ServiceUnavailable):
+    """Redis unreachable or too contended: named as Redis in the retry metrics and logs, not
+    as the stage call that met it ("process")."""
+
+    service = "redis"
+
+
 class RedisCentroidStore:
     def __init__(self, url: str, namespace: str, seen_ttl_s: int = 3600) -> None:
         """`namespace`: the pipeline's (`state.base.namespace`)."""
@@ -142,7 +149,7 @@ class RedisCentroidStore:
         try:
             return fn(*args, **kwargs)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise ServiceUnavailable(f"cannot reach Redis at {self._host} ({exc.__class__.__name__})") from exc
+            raise RedisUnavailable(f"cannot reach Redis at {self._host} ({exc.__class__.__name__})") from exc
         except redis.ResponseError as exc:
             if str(exc).startswith(REFUSING):
                 raise ServiceUnavailable(f"Redis at {self._host} refuses the command: {str(exc)[:200]}") from exc
@@ -230,8 +237,8 @@ class RedisCentroidStore:
             if int(result[0]) == 1:
                 return done.applied
             seen.update(applied[int(i) - 1] for i in result[1:])  # replays: computed again without them
-        raise ServiceUnavailable(f"Redis at {self._host}: the centroids kept changing under this router "
-                                 f"({MAX_ATTEMPTS} attempts); retrying the batch")
+        raise RedisUnavailable(f"Redis at {self._host}: the centroids kept changing under this router "
+                               f"({MAX_ATTEMPTS} attempts); retrying the batch")
 
     def control(self) -> Control:
         return self.control_state().control
@@ -285,8 +292,8 @@ class RedisCentroidStore:
             args = [start.control.version, self.seen_ttl_s, *(written[f] for f in CONTROL_FIELDS), *marks]
             if int(self._call(self._control, keys=keys, args=args)[0]) == 1:
                 return steps
-        raise ServiceUnavailable(f"Redis at {self._host}: the live control kept changing under this controller "
-                                 f"({MAX_ATTEMPTS} attempts); retrying the batch")
+        raise RedisUnavailable(f"Redis at {self._host}: the live control kept changing under this controller "
+                               f"({MAX_ATTEMPTS} attempts); retrying the batch")
 
     def repair_control(self) -> str | None:
         wrong: list[str] = []

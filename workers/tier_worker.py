@@ -130,6 +130,9 @@ class TierWorker(Stage):
         self.default_rule = self.rule(deployment.policy)  # for messages the router did not stamp
         self.full_model_rule = self.rule(POLICIES["Cloud-only"])  # for audit copies: no early exit
         self.audit_rate, self.auditor = context.settings.audit_rate, self.plan.tiers[-1]
+        audits_of = [t.value for t in self.plan.tiers[:-1]] if self.tier == self.auditor and self.audit_rate > 0 else []
+        metrics.start_worker(self.tier.value, self.next_tier.value if self.next_tier else None,
+                             CostBreakdown.model_fields, audits_of)
         makes_copies = self.audit_rate > 0 and self.tier != self.auditor
         self.copies = AuditCopies.open(context.settings, deployment.state_id, self.tier.value, self.name) \
             if makes_copies else AuditCopies(None, self.tier.value)

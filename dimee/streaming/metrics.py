@@ -9,6 +9,8 @@ sum(rate(dimee_labelled_predictions_total[5m]))`; p99 latency `histogram_quantil
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram, Info
 
 IN = Counter("dimee_messages_in_total", "Records consumed", ["stage"])
@@ -35,6 +37,7 @@ LABELLED = Counter("dimee_labelled_predictions_total", "Answered samples that ca
 CORRECT = Counter("dimee_correct_predictions_total", "Answered labelled samples answered right", ["tier"])
 AUDITS = Counter("dimee_audits_total", "Answers of a lower tier the full model checked, by that tier and whether "
                  "they agreed", ["tier", "outcome"])
+AUDIT_OUTCOMES = ("agree", "disagree")
 DRIFT_SCORE = Gauge("dimee_drift_score", "Kolmogorov-Smirnov distance of the last window's values from their "
                     "calibration distribution (0 the same, 1 disjoint)", ["signal"])
 DRIFT_DETECTED = Gauge("dimee_drift_detected", "1 while the last window's drift score is above its 0.1% critical "
@@ -46,6 +49,8 @@ AUDITS_REFUSED = Counter("dimee_audits_refused_total", "Audits the controller re
 AUDIT_COPIES_UNRECORDED = Counter("dimee_audit_copies_unrecorded_total", "Audit copies sent whose record the state "
                                   "store did not take (unreachable, refusing writes): the controller refuses their "
                                   "audits", ["tier"])
+CENTROID_UPDATES_SKIPPED = Counter("dimee_centroid_updates_skipped_total", "Adaptive routing updates the state "
+                                   "store refused (out of memory, a read-only replica): routed, centroids not moved")
 CONTROL_UNUSABLE = Gauge("dimee_threshold_control_unusable", "1 while the router cannot use the stored threshold "
                          "control (malformed, unreadable, unreachable): it stamps none, and the workers serve the "
                          "calibrated thresholds")
@@ -62,10 +67,66 @@ POOL_SAMPLES = Gauge("dimee_pool_samples", "Samples a pool's centroid averages (
 DEPLOYMENT = Info("dimee_deployment", "What the role serves: policy, α*, caps, model fingerprint, version")
 
 
+# A dead letter's reason: the first marker its error contains, else "invalid-field".
+DEAD_LETTER_KINDS = (("tombstone", "tombstone"), ("invalid JSON", "invalid-json"), ("not UTF-8", "not-utf8"),
+                     ("bytes, more than", "too-large"), ("id reused", "id-reused"), ("processing failed", "processing"),
+                     ("label", "bad-label"), ("Field required", "missing-field"), ("Extra inputs", "unknown-field"),
+                     ("audit refused", "audit-refused"))
+DEAD_LETTER_REASONS = (*dict.fromkeys(kind for _, kind in DEAD_LETTER_KINDS), "invalid-field")
+# What `runtime.retry` labels an outage with: the name its caller gives ("broker", "process", "state store")
+# unless the ServiceUnavailable names its service (`service`: "redis", "centroid store", "threshold control").
+SERVICES = ("broker", "redis", "centroid store", "threshold control", "state store", "process")
+
+
 def dead_letter_reason(error: str) -> str:
     """A dead letter's error as one of a few reasons (a bounded label set, unlike the error text)."""
-    kinds = (("tombstone", "tombstone"), ("invalid JSON", "invalid-json"), ("not UTF-8", "not-utf8"),
-             ("bytes, more than", "too-large"), ("id reused", "id-reused"), ("processing failed", "processing"),
-             ("label", "bad-label"), ("Field required", "missing-field"), ("Extra inputs", "unknown-field"),
-             ("audit refused", "audit-refused"))
-    return next((kind for marker, kind in kinds if marker in error), "invalid-field")
+    return next((kind for marker, kind in DEAD_LETTER_KINDS if marker in error), "invalid-field")
+
+
+# Series at 0 from the start. A labelled series exists only once its labels were used: without these, a rate of
+# escalations, dead letters or retries is "No data" (not 0) until the first one, and an alert on it cannot fire
+# or clear. Each role names the label values it knows when it starts.
+
+def start_process() -> None:
+    """Every process: its retry counters and outage gauges, per service."""
+    for service in SERVICES:
+        RETRIES.labels(service)
+        UNAVAILABLE.labels(service).set(0)
+
+
+def start_stage(stage: str) -> None:
+    """A stage's counters of what it reads, computes, commits and dead-letters."""
+    start_process()
+    for metric in (IN, COMMITTED, BATCH, PROCESS, BATCH_SIZE):
+        metric.labels(stage)
+    for reason in DEAD_LETTER_REASONS:
+        DEAD.labels(stage, reason)
+
+
+def start_worker(tier: str, next_tier: str | None, components: Iterable[str], audits_of: Iterable[str] = ()) -> None:
+    """A tier's worker: its answers, their cost `components`, its escalations to `next_tier`, and (the auditor)
+    its audits of the tiers `audits_of`."""
+    components = list(components)
+    for metric in (PREDICTIONS, LATENCY, LABELLED, CORRECT):
+        metric.labels(tier)
+    for component in components:
+        COST.labels(tier, component)
+    if next_tier is not None:
+        ESCALATIONS.labels(tier, next_tier)
+    for checked in audits_of:
+        for outcome in AUDIT_OUTCOMES:
+            AUDITS.labels(checked, outcome)
+        for component in components:
+            COST.labels("audit", component)
+
+
+def start_router(tiers: Iterable[str]) -> None:
+    """The router: the samples it routes to each tier's pool."""
+    for tier in tiers:
+        ROUTED.labels(tier)
+
+
+def start_controller(reasons: Iterable[str]) -> None:
+    """The threshold controller: the audits it refuses, by reason."""
+    for reason in reasons:
+        AUDITS_REFUSED.labels(reason)

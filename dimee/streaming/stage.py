@@ -20,7 +20,7 @@ from dimee.streaming.config import Settings
 from dimee.streaming.delivery import AtLeastOnce, Delivery, ExactlyOnce, InFlight
 from dimee.streaming.health import HEALTH
 from dimee.streaming.messages import DeadLetter, Message, MessageError, envelope, parse
-from dimee.streaming.metrics import BATCH_SIZE, DEAD, IN, LAG, PROCESS, dead_letter_reason
+from dimee.streaming.metrics import BATCH_SIZE, DEAD, IN, LAG, PROCESS, dead_letter_reason, start_stage
 from dimee.streaming.runtime import StopFlag, log, retry
 from dimee.streaming.transport.base import Consumer, Producer, Record, Topics, Transport
 
@@ -106,6 +106,7 @@ class Stage(ABC):
         self.delivery: Delivery = AtLeastOnce(self.name, group_id, context, self._deliver)
         self.exactly_once = False
         self.dead_letters = 0
+        start_stage(self.name)
         HEALTH.expect(self.name, "loading its model")
 
     @abstractmethod

@@ -13,13 +13,16 @@ from typing import Protocol
 
 import numpy as np
 from dimee.routers.embedding import RoutingEmbedder
-from dimee.state.base import CentroidStore, Update
+from dimee.state.base import CentroidSnapshot, CentroidStore, RefusesWrites, Update
 
 from dimee.common.errors import DimeeError
 from dimee.method import arithmetic
 from dimee.method.calibration import Calibration
+from dimee.streaming import metrics
 from dimee.streaming.deployment import Deployment
+from dimee.streaming.health import HEALTH
 from dimee.streaming.messages import Sample
+from dimee.streaming.runtime import log
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class CentroidRouting:
         # the centroids as this router last saw them (after its own updates of the batch), for the metrics
         self.seen: tuple[list[np.ndarray | None], list[int]] | None = None
         self.embedded: np.ndarray | None = None  # the last batch's routing embeddings, for the drift score
+        self.refusal: str | None = None  # why the store last refused this router's updates, until it takes one
+        if adaptive:
+            HEALTH.needs("centroid updates", self._refusing)
 
     def decide(self, samples: list[Sample]) -> list[Decision]:
         embeddings = self.embedded = self.embedder.embed(samples)
@@ -78,13 +84,32 @@ class CentroidRouting:
         # then makes the same moves, atomically and once per sample id (a replay changes nothing).
         routed = arithmetic.route_batch(embeddings, snapshot.means, snapshot.counts, self.distance, self.adaptive)
         if self.adaptive:
-            self.store.apply([Update(int(pool), embedding, sample.id) for sample, embedding, pool
-                              in zip(samples, embeddings, routed.pools, strict=True)
-                              if snapshot.means[pool] is not None], read=snapshot)
+            self._adapt([Update(int(pool), embedding, sample.id) for sample, embedding, pool
+                         in zip(samples, embeddings, routed.pools, strict=True)
+                         if snapshot.means[pool] is not None], snapshot)
         self.seen = (routed.means, routed.counts)
         distances = np.where(np.isfinite(routed.distances), routed.distances, np.nan).tolist()
         return [Decision(int(pool), [None if d != d else d for d in row], snapshot.version)  # NaN: no centroid
                 for pool, row in zip(routed.pools, distances, strict=True)]
+
+    def _adapt(self, updates: list[Update], snapshot: CentroidSnapshot) -> None:
+        """The batch's moves, written once per id. A store refusing writes (out of memory, a read-only replica)
+        leaves the centroids where they are and the batch routed: a log line when it starts and ends,
+        dimee_centroid_updates_skipped_total and a /readyz reason meanwhile."""
+        try:
+            self.store.apply(updates, read=snapshot)
+        except RefusesWrites as exc:
+            metrics.CENTROID_UPDATES_SKIPPED.inc(len(updates))
+            if self.refusal is None:
+                log.warning("centroids not moved: the store refuses writes; routing goes on", error=str(exc))
+            self.refusal = str(exc)
+            return
+        if self.refusal is not None:
+            log.info("centroids move again: the store takes writes")
+            self.refusal = None
+
+    def _refusing(self) -> str | None:
+        return None if self.refusal is None else f"refused, routing without adapting ({self.refusal})"
 
 
 def strategy_for(deployment: Deployment, embedder: RoutingEmbedder, store: CentroidStore) -> RoutingStrategy:

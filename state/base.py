@@ -83,6 +83,14 @@ def moves(updates: list[Update], means: list[np.ndarray | None], counts: list[in
     return Moves(new_means, new_counts, moved_by, applied)
 
 
+class RefusesWrites(ServiceUnavailable):
+    """The store answers and refuses to write for a while (Redis out of memory, a read-only replica after a
+    failover): waited for like an outage by whoever must write (the controller, the feedback), never a reason to
+    dead-letter; an adaptive router routes on without moving its centroids meanwhile."""
+
+    service = "state store"
+
+
 class BadControl(ServiceUnavailable):
     """The stored threshold control is not one (a malformed field, a key of another type, an unreadable value).
     Routers serve the calibrated thresholds meanwhile; the controller waits; `dimee seed --only-missing` resets it."""

@@ -24,6 +24,7 @@ from dimee.state.base import (
     BadControl,
     CentroidSnapshot,
     NotSeeded,
+    RefusesWrites,
     Steps,
     Update,
     Verdict,
@@ -152,7 +153,7 @@ class RedisCentroidStore:
             raise RedisUnavailable(f"cannot reach Redis at {self._host} ({exc.__class__.__name__})") from exc
         except redis.ResponseError as exc:
             if str(exc).startswith(REFUSING):
-                raise ServiceUnavailable(f"Redis at {self._host} refuses the command: {str(exc)[:200]}") from exc
+                raise RefusesWrites(f"Redis at {self._host} refuses the command: {str(exc)[:200]}") from exc
             raise
 
     @property

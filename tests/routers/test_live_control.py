@@ -10,14 +10,14 @@ import pytest
 from dimee.producers.producer import ProduceOptions, produce
 from dimee.routers import controller as controller_module
 from dimee.routers.router import Router
-from dimee.state.base import Verdict
+from dimee.state.base import RefusesWrites, Verdict
 from dimee.state.memory import InMemoryCentroidStore
 from structlog.testing import capture_logs
 
 from dimee.method.control import Control, ControlRule
 from dimee.streaming import metrics
 from dimee.streaming.health import Health
-from dimee.streaming.messages import Routed
+from dimee.streaming.messages import Routed, Sample
 from dimee.streaming.transport.base import Topics
 from dimee.streaming.transport.memory import InMemoryBroker
 from tests.support.helpers import context, deployment, stream_records
@@ -64,3 +64,45 @@ def test_a_damaged_control_leaves_the_router_serving_the_calibrated_thresholds(w
     assert all(message.control == Control(offset=0.1, version=1) for message in routed)
     assert metrics.CONTROL_UNUSABLE._value.get() == 0
     assert not any(r.startswith("threshold control") for r in health.ready()[1]["waiting_for"])
+
+
+class _OutOfMemory(InMemoryCentroidStore):
+    """A Redis out of memory: reads answer, writes are refused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = True
+
+    def apply(self, updates, read=None):
+        if self.full:
+            raise RefusesWrites("Redis at redis://r:6379/0 refuses the command: OOM command not allowed")
+        return super().apply(updates, read)
+
+
+def test_an_adaptive_router_goes_on_routing_while_the_store_refuses_writes(workdir, cal, monkeypatch):
+    """Issue 28: Redis out of memory dead-lettered 16 of 30 samples (the adaptive update failed). Now the batch is
+    routed with the centroids as they are, said in a log line, a metric and a /readyz reason, until writes pass."""
+    from dimee.routers import strategies
+
+    health = Health()
+    monkeypatch.setattr(strategies, "HEALTH", health)
+    store = _OutOfMemory()
+    store.seed(cal.centroid_arrays(), cal.pool_sizes)
+    skipped = metrics.CENTROID_UPDATES_SKIPPED._value.get()
+    broker, topics = InMemoryBroker(), Topics("oom")
+    produce(broker, topics, stream_records(30, seed=6), ProduceOptions(progress=False))
+    router = Router(context(broker, topics), deployment(workdir, cal, "DIMEE-D"), store, "r")
+    with capture_logs() as said:
+        router.run(idle_exit_s=1.0)
+    assert router.dead_letters == 0 and broker.read_all(topics.dead_letter) == []
+    assert sum(len(broker.read_all(topics.tier(t))) for t in ("mobile", "edge", "cloud")) == 30
+    assert metrics.CENTROID_UPDATES_SKIPPED._value.get() - skipped == 30
+    assert store.snapshot().counts == list(cal.pool_sizes)  # nothing moved
+    assert sum(e["event"].startswith("centroids not moved") for e in said) == 1
+    assert any(r.startswith("centroid updates refused") for r in health.ready()[1]["waiting_for"])
+    store.full = False
+    strategy = router.strategy
+    assert isinstance(strategy, strategies.CentroidRouting)
+    strategy.decide([Sample(id="after", text="a store with room again")])
+    assert strategy.refusal is None and sum(store.snapshot().counts) == sum(cal.pool_sizes) + 1
+    assert not any(r.startswith("centroid updates") for r in health.ready()[1]["waiting_for"])

@@ -258,6 +258,78 @@ def test_the_metrics_annotations_name_the_port_the_role_serves_metrics_on(helm):
     assert scraped == len(STAGES)
 
 
+MONITORING = "monitoring.coreos.com/v1"
+
+
+def selects(selector: dict, labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels, matchExpressions) selects an object with these labels."""
+    operators = {"In": lambda key, values: labels.get(key) in values,
+                 "NotIn": lambda key, values: labels.get(key) not in values,
+                 "Exists": lambda key, values: key in labels, "DoesNotExist": lambda key, values: key not in labels}
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items()) and all(
+        operators[e["operator"]](e["key"], e.get("values", [])) for e in selector.get("matchExpressions", []))
+
+
+def test_no_prometheus_operator_monitor_unless_asked(helm):
+    assert not [doc for doc in render(helm) if doc["apiVersion"] == MONITORING]
+
+
+@pytest.mark.parametrize(("key", "kind", "source"), [("serviceMonitor", "ServiceMonitor", "service"),
+                                                      ("podMonitor", "PodMonitor", "pod")])
+def test_a_service_or_pod_monitor_scrapes_every_stage_on_the_port_it_serves_metrics_on(helm, key, kind, source):
+    """The Prometheus Operator's kinds, which kubernetes-validate has no schema for, checked field by field: it
+    selects exactly the stages' Services (or pods), on the port named in them that the role's own command line
+    serves /metrics on, and labels each series with the role as deploy/prometheus.yml does."""
+    docs = render(helm, sets=(f"metrics.{key}.enabled=true", f"metrics.{key}.interval=30s",
+                              f"metrics.{key}.labels.release=kube-prometheus-stack"))
+    monitors = [doc for doc in docs if doc["apiVersion"] == MONITORING]
+    assert [m["kind"] for m in monitors] == [kind]
+    monitor, spec = monitors[0], monitors[0]["spec"]
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    for doc in docs:  # the rest still validates
+        if doc["apiVersion"] not in (KEDA, MONITORING):
+            kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+    endpoints = spec["endpoints" if kind == "ServiceMonitor" else "podMetricsEndpoints"]
+    assert len(endpoints) == 1
+    endpoint = endpoints[0]
+    assert endpoint["interval"] == "30s" and endpoint["path"] == "/metrics" and wsgi_status(endpoint["path"]) == 200
+    workloads = {role_of(doc): doc for doc in docs if doc["kind"] in ("StatefulSet", "Deployment")}
+    if kind == "ServiceMonitor":
+        selected = {role_of(doc): doc for doc in docs if doc["kind"] == "Service"
+                    and selects(spec["selector"], doc["metadata"]["labels"])}
+    else:
+        selected = {role: doc for role, doc in workloads.items()
+                    if selects(spec["selector"], doc["spec"]["template"]["metadata"]["labels"])}
+    assert set(selected) == set(STAGES)
+    for role, doc in selected.items():
+        pod = workloads[role]["spec"]["template"]["spec"]
+        port, _ = served_port(pod)
+        container_ports = {p["name"]: p["containerPort"] for p in pod["containers"][0]["ports"]}
+        if kind == "ServiceMonitor":  # the Service's port of that name leads to the container's metrics port
+            service_port = next(p for p in doc["spec"]["ports"] if p["name"] == endpoint["port"])
+            assert container_ports[service_port["targetPort"]] == port, role
+            assert selects({"matchLabels": doc["spec"]["selector"]}, workloads[role]["spec"]["template"]["metadata"]
+                           ["labels"]), role
+        else:
+            assert container_ports[endpoint["port"]] == port, role
+    relabel = endpoint["relabelings"][0]
+    assert relabel == {"sourceLabels": [f"__meta_kubernetes_{source}_label_app_kubernetes_io_component"],
+                       "targetLabel": "role"}
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())["scrape_configs"][0]["static_configs"]
+    assert {c["labels"]["role"] for c in scrape} == set(STAGES)  # the same role label values as compose's
+
+
+def test_a_service_monitor_and_a_pod_monitor_together_are_refused(helm):
+    done = render_text(helm, sets=("metrics.serviceMonitor.enabled=true", "metrics.podMonitor.enabled=true"))
+    assert done.returncode != 0
+    assert "enable one, or every pod is scraped twice" in done.stderr.splitlines()[0]
+
+
+def test_the_schema_refuses_a_scrape_interval_prometheus_cannot_read(helm):
+    done = render_text(helm, sets=("metrics.serviceMonitor.interval=soon",))
+    assert done.returncode != 0 and "/metrics/serviceMonitor/interval" in done.stderr
+
+
 def test_every_container_runs_a_command_line_the_cli_accepts(helm, value_sets):
     for name, files in value_sets.items():
         for role, pod in pods(render(helm, *files)).items():

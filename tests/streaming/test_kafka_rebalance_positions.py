@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from kafka import TopicPartition
+from kafka import OffsetAndMetadata, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 import dimee.streaming.transport.kafka as kafka_transport
@@ -33,6 +33,21 @@ class RebalancingConsumer:
         self.generation = 1
         self.assigned: set[TopicPartition] = {P0, P2}
         self.polls: list[tuple[Callable[[], None] | None, dict]] = []
+        self.committed_offsets: dict[TopicPartition, int] = {}
+        self.sought: dict[TopicPartition, int] = {}  # the adapter's seeks, in order
+        self._coordinator = self  # kafka-python's group coordinator, asked for the committed offsets
+        self._offset_fetch_futures = {frozenset({P0, P2}): "an answer from before"}
+
+    def fetch_committed_offsets(self, partitions: set[TopicPartition], timeout_ms: int | None = None) -> dict:
+        assert not self._offset_fetch_futures, "answered from a cached, earlier request"
+        return {tp: OffsetAndMetadata(self.committed_offsets[tp], "", -1) for tp in partitions
+                if tp in self.committed_offsets}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.sought[tp] = offset
+
+    def seek_to_beginning(self, tp: TopicPartition) -> None:
+        self.sought[tp] = 0
 
     def subscribe(self, topics: list[str], listener: object = None) -> None:
         self.listener = listener
@@ -70,7 +85,7 @@ def _adapter(monkeypatch):
 def test_a_partition_that_comes_back_after_a_rebalance_is_not_committed_past_what_was_read_again(monkeypatch):
     adapter, consumer = _adapter(monkeypatch)
     consumer.polls = [(None, {P2: [_record(P2, o) for o in (834, 835, 836)]}),
-                      # the group rebalances; P2 comes back at its committed offset, 834, not read yet
+                      # the group rebalances; P2 comes back, to be read again from its committed offset, 834
                       (consumer.rebalance({P0, P2}), {P0: [_record(P0, 5)]})]
     adapter.poll(100, 0.1)
     adapter.mark()  # that batch's transaction: refused, the group having moved on
@@ -111,3 +126,19 @@ def test_records_polled_while_out_of_the_group_are_never_marked(monkeypatch):
     adapter.poll(100, 0.1)
     with pytest.raises(Rebalanced):
         adapter.mark()
+
+
+def test_a_rebalance_starts_every_kept_partition_again_from_its_committed_offset(monkeypatch):
+    """Defect, seen as 128 and 154 lost samples in `make faults`' kill storm on a loaded machine: kafka-python keeps
+    the fetch position of a partition a member keeps across a rebalance (the Java client's eager protocol restarts it
+    from the committed offset). A router polled batches, the group rebalanced, the batch in flight was aborted and
+    the batches kept back dropped "to be read again" — and the router read on from the kept position, past them."""
+    adapter, consumer = _adapter(monkeypatch)
+    consumer.committed_offsets = {P2: 834}
+    consumer.polls = [(None, {P2: [_record(P2, o) for o in (834, 835, 836)]}),
+                      (consumer.rebalance({P0, P2}), {P2: [_record(P2, 837)]}),  # from the kept position
+                      (None, {P2: [_record(P2, o) for o in (834, 835, 836, 837)]})]
+    adapter.poll(100, 0.1)
+    assert adapter.poll(100, 0.1) == []  # what came from the kept position is dropped
+    assert consumer.sought == {P0: 0, P2: 834}  # P0 has nothing committed: from its start
+    assert [r.offset for r in adapter.poll(100, 0.1)] == [834, 835, 836, 837]

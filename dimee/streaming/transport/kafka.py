@@ -433,12 +433,15 @@ class KafkaConsumerAdapter(ConsumerGuard, ConsumerRebalanceListener):
     """Positions are kept here, from what poll returned, never asked of kafka-python's `position()`, which may
     block on round trips (the stage marks positions after every batch). Polls are marked for the guard.
 
-    A rebalance (inside poll: kafka-python calls the listener methods below) forgets the positions of the
-    partitions it moves. A partition that comes back starts again from its committed offset; a position kept from
-    before would commit past records nobody has processed. Records polled before a rebalance are never marked: their
-    partitions may be another member's now, and their positions are gone, so their transaction would carry no
-    offsets, which the broker does not fence by the group generation. A mark also carries the generation its records
-    were polled in, so a batch marked before a rebalance and committed after it is refused (KIP-447)."""
+    After a rebalance (inside poll: kafka-python calls the listener methods below) every assigned partition starts
+    again from its committed offset, as with the Java client's eager protocol. kafka-python keeps the fetch position
+    of a partition a member keeps, so the adapter seeks it back itself and drops what that poll returned: the
+    records between the committed offset and the kept position were polled for batches that the rebalance is about
+    to abort or drop, and reading on from the kept position would commit past them unprocessed (the kill storm's
+    lost samples). Records polled before a rebalance are never marked: their partitions may be another member's now,
+    and their positions are gone, so their transaction would carry no offsets, which the broker does not fence by
+    the group generation. A mark also carries the generation its records were polled in, so a batch marked before a
+    rebalance and committed after it is refused (KIP-447)."""
 
     def __init__(self, consumer: KafkaConsumer) -> None:
         self.consumer = consumer
@@ -446,14 +449,19 @@ class KafkaConsumerAdapter(ConsumerGuard, ConsumerRebalanceListener):
         self.polled_in: object | None = None  # the group metadata of the first poll with records since the last mark
         self.rebalances = 0  # the listener's calls so far: a revocation or an assignment
         self.polled_at: int | None = None  # `rebalances` at the first poll with records since the last mark
+        self.unsettled = False  # a rebalance since the assigned partitions were last sought to their committed offsets
 
+    # The listener runs on kafka-python's network thread (while the stage's thread waits in poll), where a blocking
+    # call is refused: the seek to the committed offsets happens in poll, once the rebalance is over.
     def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self.rebalances += 1
+        self.unsettled = True
         for tp in revoked:
             self.next_offsets.pop(tp, None)
 
     def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.rebalances += 1
+        self.unsettled = True
         for tp in assigned:  # read again from the committed offset, whoever read it before
             self.next_offsets.pop(tp, None)
 
@@ -482,24 +490,39 @@ class KafkaConsumerAdapter(ConsumerGuard, ConsumerRebalanceListener):
 
     def rewind(self) -> None:
         """Back to the committed offsets (after an aborted transaction), so the batch is read again."""
+        self._seek_committed()
+        self.polled_in = self.polled_at = None  # what was polled since the last mark is read again
+
+    def _seek_committed(self) -> None:
+        """Every assigned partition to its committed offset, as the group coordinator has it now. kafka-python
+        answers `committed()` from an earlier request for the same partitions while one is cached (a poll that timed
+        out leaves it there), which may predate the commits since: read again, those would be duplicates."""
+        assigned = self.consumer.assignment()
         try:
-            for tp in self.consumer.assignment():
-                committed = self.consumer.committed(tp)
-                if committed is None:
+            coordinator = self.consumer._coordinator
+            coordinator._offset_fetch_futures.clear()
+            committed = coordinator.fetch_committed_offsets(assigned, timeout_ms=REQUEST_TIMEOUT_MS) if assigned else {}
+            for tp in assigned:
+                if tp in committed:
+                    self.consumer.seek(tp, committed[tp].offset)
+                else:  # nothing committed yet: from the start, as auto_offset_reset says
                     self.consumer.seek_to_beginning(tp)
-                else:
-                    self.consumer.seek(tp, committed)
                 self.next_offsets.pop(tp, None)
-            self.polled_in = self.polled_at = None  # what was polled since the last mark is read again
         except KafkaError as exc:
             raise ServiceUnavailable(f"cannot read the committed offsets ({type(exc).__name__}: {exc})") from exc
+        self.unsettled = False
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        if self.unsettled:  # a rebalance whose seek failed (an outage): before anything is read
+            self._seek_committed()
         try:
             with self.polling():
                 batches = self.consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         except KafkaError as exc:  # every broker down: an outage to wait out, not a reason to exit
             raise ServiceUnavailable(f"cannot poll Kafka ({type(exc).__name__}: {exc})") from exc
+        if self.unsettled:  # a rebalance inside this poll: what it returned may come from a kept position
+            self._seek_committed()
+            return []
         if self.polled_at is None and any(batches.values()):
             self.polled_in, self.polled_at = self._group_metadata(), self.rebalances
         for tp, records in batches.items():

@@ -11,7 +11,7 @@ import typer
 
 from dimee.cli import costs, dashboard, demo, offline, outputs, plan, research, stream  # noqa: F401 - they register the commands
 from dimee.cli.app import app
-from dimee.common.errors import DimeeError
+from dimee.common.errors import USER_ERROR_EXIT, DimeeError
 
 __all__ = ["app", "main"]
 
@@ -34,15 +34,15 @@ def main() -> None:
         code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as n here
     except DimeeError as exc:
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        sys.exit(USER_ERROR_EXIT)
     except typer.BadParameter as exc:
         typer.echo(f"error: {usage_error_line(exc)}", err=True)
-        sys.exit(2)
+        sys.exit(USER_ERROR_EXIT)
     except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
     except Exception as exc:
         if getattr(exc, "exit_code", None) == 2 and hasattr(exc, "format_message"):  # any other usage error
             typer.echo(f"error: {exc.format_message()}", err=True)
-            sys.exit(2)
+            sys.exit(USER_ERROR_EXIT)
         raise
     sys.exit(code if isinstance(code, int) else 0)

@@ -1,5 +1,10 @@
 """Errors a user can act on: the CLI prints their message on one line instead of a traceback."""
 
+# The exit status of a command that ended on a DimeeError or a usage error (click's own status for those): what
+# the user must fix, which running the command again cannot. A supervisor (`dimee up`) stops rather than restart
+# a role that exits with it; any other non-zero status (a crash, a signal, a stuck poll's 70) is restarted.
+USER_ERROR_EXIT = 2
+
 
 class DimeeError(Exception):
     """A problem with the user's input or environment, explained in one line."""

@@ -40,6 +40,7 @@ class Child:
     starts: int = 0
     log_offset: int = 0  # where the last start's output begins in `log`
     exit_taken: bool = False  # take_exit() has reported the last start's exit
+    pump: threading.Thread | None = None  # hands the last start's output to `on_line`
 
     def start(self) -> subprocess.Popen:
         options: dict = {"env": self.env, "cwd": self.cwd, "stderr": subprocess.STDOUT}
@@ -51,7 +52,8 @@ class Child:
                 self.process = subprocess.Popen(self.command, stdout=log, **options)
         elif self.on_line is not None:
             self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, text=True, bufsize=1, **options)
-            threading.Thread(target=self._pump, args=(self.process, self.on_line), daemon=True).start()
+            self.pump = threading.Thread(target=self._pump, args=(self.process, self.on_line), daemon=True)
+            self.pump.start()
         else:
             self.process = subprocess.Popen(self.command, **options)
         self.started_at, self.exit_taken = time.monotonic(), False
@@ -63,6 +65,12 @@ class Child:
         assert process.stdout is not None
         for line in process.stdout:
             on_line(line.rstrip("\n"))
+
+    def wait_output(self, timeout_s: float) -> None:
+        """Once the process has ended: until `on_line` has had the last start's last line (its exit can be seen
+        before the line that says why has been read from the pipe), or timeout_s."""
+        if self.pump is not None:
+            self.pump.join(timeout_s)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

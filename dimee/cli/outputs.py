@@ -11,6 +11,7 @@ import typer
 from dimee.cli import options as opt
 from dimee.cli.app import app
 from dimee.cli.runtime import start_role
+from dimee.common.choices import LogFormat
 from dimee.producers.sources import SourceSpec
 from dimee.streaming.config import Settings
 from dimee.streaming.stage import BatchLimits
@@ -130,12 +131,18 @@ def up_cmd(
     dashboard_port: Annotated[int, typer.Option(
         min=0, max=65535, help="Also run `dimee dashboard` on this port (0: no dashboard).")] = 0,
     log_level: opt.LogOpt = "INFO",
+    log_format: Annotated[LogFormat | None, typer.Option(
+        case_sensitive=False, envvar="DIMEE_LOG_FORMAT",
+        help="The roles' log lines: console (readable) or json (one object a line); default: console when this "
+             "output is a terminal, else json.")] = None,
 ) -> None:
     """Router, three workers and sink (and, with --dashboard-port, the live web page) as separate processes
     against the configured Kafka and Redis, in one terminal: prefixed output, a crashed role restarted, Ctrl-C
-    stops them all (each finishes its batch)."""
+    stops them all (each finishes its batch). A role that fails on its configuration (exit status 2) stops them
+    all, and `up` exits with that role's error."""
     import os
     import socket
+    import sys
 
     from dimee.composition import roles
     from dimee.streaming.processes import DIMEE_IN_PYTHON as dimee
@@ -157,6 +164,8 @@ def up_cmd(
     # predecessor's, so its init ends the open transaction the killed one left (read_committed readers of its
     # partitions wait ~0.3 s instead of the transaction timeout). Two `up`s on one host need their own ids.
     env["DIMEE_INSTANCE_ID"] = settings.instance_id or f"up-{socket.gethostname()}"
+    # The roles write to a pipe (to us), where they would log JSON: they log as this terminal wants
+    env["DIMEE_LOG_FORMAT"] = log_format or ("console" if sys.stdout.isatty() else "json")
     if reseed:  # once, before the router starts: a restarted router must keep its adapted centroids
         import subprocess
 

@@ -15,4 +15,5 @@ KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]  # how
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 ThresholdKind = Literal["calibrated", "full-model", "tuned"]  # α* everywhere, no early exit, or tuned per tier
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["console", "json"]  # a log line readable by people, or one JSON object
 Split = Literal["train", "calibration", "test"]

@@ -3,24 +3,40 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TypeVar, get_args
 
 import structlog
 
-from dimee.common.errors import ServiceUnavailable
+from dimee.common.choices import LogFormat
+from dimee.common.errors import DimeeError, ServiceUnavailable
 from dimee.streaming.metrics import RETRIES, UNAVAILABLE
 
 T = TypeVar("T")
 
 
+LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
+
+
+def log_format() -> LogFormat:
+    """DIMEE_LOG_FORMAT (console or json) if set, else readable lines on a terminal and one JSON object per line
+    elsewhere (files, containers, CI). A role under `dimee up` writes to a pipe: `up` sets the variable."""
+    chosen = os.environ.get("DIMEE_LOG_FORMAT", "").strip().lower()
+    if chosen and chosen not in LOG_FORMATS:
+        raise DimeeError(f"DIMEE_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, not {chosen!r}")
+    if chosen:
+        return chosen  # type: ignore[return-value]  # one of LOG_FORMATS, checked above
+    return "console" if sys.stderr.isatty() else "json"
+
+
 def configure_logging(level: str = "INFO") -> None:
-    """Readable lines on a terminal, one JSON object per line elsewhere (files, containers, CI)."""
-    renderer = (structlog.dev.ConsoleRenderer(colors=False) if sys.stderr.isatty()
+    """Logs in the `log_format()`, at `level` and above."""
+    renderer = (structlog.dev.ConsoleRenderer(colors=False) if log_format() == "console"
                 else structlog.processors.JSONRenderer())
     structlog.configure(
         processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"), renderer],

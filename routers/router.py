@@ -32,6 +32,7 @@ class Router(Stage):
     def __init__(self, context: StageContext, deployment: Deployment, store: CentroidStore,
                  group_id: str | None = None) -> None:
         super().__init__(context, [context.topics.samples], group_id or context.topics.router_group)
+        HEALTH.expect(self.name, "loading its model")
         self.plan = deployment.calibration.plan
         metrics.start_router([tier.value for tier in self.plan.tiers])
         self.store = store

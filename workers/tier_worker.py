@@ -37,6 +37,7 @@ from dimee.model.tokenize import encode
 from dimee.streaming import metrics
 from dimee.streaming.audit import audited
 from dimee.streaming.deployment import Deployment
+from dimee.streaming.health import HEALTH
 from dimee.streaming.messages import (
     Audit,
     AuditOf,
@@ -124,6 +125,7 @@ class TierWorker(Stage):
         self.name = f"worker-{self.tier.value}"
         topics = context.topics
         super().__init__(context, [topics.tier(self.tier.value)], group_id or topics.worker_group(self.tier.value))
+        HEALTH.expect(self.name, "loading its model")
         self.calibration = deployment.calibration
         self.plan = self.calibration.plan
         self.cap, self.next_tier = self.plan.cap(self.tier), self.plan.next_tier(self.tier)

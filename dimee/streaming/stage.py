@@ -107,7 +107,7 @@ class Stage(ABC):
         self.exactly_once = False
         self.dead_letters = 0
         start_stage(self.name)
-        HEALTH.expect(self.name, "loading its model")
+        HEALTH.expect(self.name, "starting")  # a stage with a model says so while it loads it
 
     @abstractmethod
     def process(self, batch: list[tuple[Record, Message]]) -> list[Output]:
@@ -123,6 +123,7 @@ class Stage(ABC):
 
     def open(self) -> None:
         settings, transport = self.context.settings, self.transport
+        HEALTH.expect(self.name, "waiting for the broker")  # until its topics exist and its clients are made
         self.exactly_once = settings.exactly_once(transport.supports_transactions)
         kind = ExactlyOnce if self.exactly_once else AtLeastOnce
         self.delivery = kind(self.name, self.group_id, self.context, self._deliver)

@@ -91,6 +91,7 @@ def test_readiness_answers_at_once_while_the_store_hangs_and_names_it(workdir, c
     store.seed(cal.centroid_arrays(), cal.pool_sizes)
     Router(context(InMemoryBroker(), Topics("hang")), deployment(workdir, cal, "DIMEE-D"), store, "r")
     health.beat("router")  # the stage is up: only the store can keep it from ready
+    health.ready_stage("router")
     server = serve("127.0.0.1", 0, health)
     try:
         for _ in range(3):  # each answers: none waits for the one call in flight
@@ -122,3 +123,36 @@ def test_an_unavailable_service_is_named_with_what_it_said():
     ok, detail = health.ready()
     assert not ok and detail["waiting_for"] == [
         "centroid store unreachable: cannot reach Redis at redis://127.0.0.1:6379/0 (TimeoutError)"]
+
+
+def test_a_stage_waiting_for_the_broker_says_so(monkeypatch):
+    """Readiness said 'loading its model' while a stage waited for Kafka (and the sink, which has no model, said it
+    too): a user looked at the model, not the broker."""
+    import dimee.streaming.stage as stage_module
+    from dimee.streaming.messages import Sample
+    from dimee.streaming.stage import Stage, StageContext
+
+    health = Health()
+    monkeypatch.setattr(stage_module, "HEALTH", health)
+
+    class Unreachable(InMemoryBroker):
+        def ensure_topics(self, *args: object, **kwargs: object) -> None:
+            raise ServiceUnavailable("cannot reach Kafka at 127.0.0.1:1")
+
+    class Sink(Stage):
+        name, message_type = "sink", Sample
+
+        def process(self, batch: list) -> list:
+            return []
+
+    stage_context = StageContext(Unreachable(), Topics("t"))
+    stage = Sink(stage_context, ["t.samples"], "t.sink")
+    assert health.ready()[1]["waiting_for"] == ["sink: starting"]
+    opening = threading.Thread(target=stage.run)
+    opening.start()
+    deadline = time.monotonic() + 10
+    while health.ready()[1]["waiting_for"] != ["sink: waiting for the broker"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stage_context.stop.set()
+    opening.join(10)
+    assert health.ready()[1]["waiting_for"] == ["sink: waiting for the broker"]

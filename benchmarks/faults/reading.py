@@ -74,6 +74,17 @@ def sink_ids(path: Path) -> set[str]:
     return ids
 
 
+def sink_answers(path: Path) -> dict[str, tuple[str, int]]:
+    """Each answered id's tier and label in the sink's JSONL (the first answer; a torn last line is skipped)."""
+    answers: dict[str, tuple[str, int]] = {}
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            data = loads(line.encode()) if line.strip() else {}
+            if isinstance(data.get("id"), str) and isinstance(data.get("label_pred"), int):
+                answers.setdefault(data["id"], (str(data.get("tier")), data["label_pred"]))
+    return answers
+
+
 def centroid_delta(redis_url: str, where: str, pool_sizes: list[int]) -> int | None:
     """sum(count) of the pools in Redis (under the pipeline's namespace `where`, `dimee.state.namespace`) minus the
     calibration pool sizes: the ids that moved a centroid."""
@@ -105,12 +116,19 @@ class Observed:
     routed: set[str]
     letters: list[dict]
     centroids: int | None
+    costs: dict[str, float]  # each answered id's cost (`cost.total` of its first prediction)
 
 
 def observe(suite: Suite, prefix: str) -> Observed:
     kafka = suite.cluster.kafka
-    predictions = Counter(loads(r.value).get("id") for r in read_topic(kafka, f"{prefix}.predictions"))
+    answers = [loads(r.value) for r in read_topic(kafka, f"{prefix}.predictions")]
+    predictions = Counter(a.get("id") for a in answers)
     predictions.pop(None, None)
+    costs: dict[str, float] = {}
+    for answer in answers:
+        cost = answer.get("cost")
+        if isinstance(cost, dict) and isinstance(cost.get("total"), int | float):
+            costs.setdefault(answer.get("id"), float(cost["total"]))
     routed = set()
     for tier in TIERS:
         for record in read_topic(kafka, f"{prefix}.{tier}"):
@@ -120,7 +138,7 @@ def observe(suite: Suite, prefix: str) -> Observed:
     letters = [loads(r.value) for r in read_topic(kafka, f"{prefix}.dead-letter")]
     samples = {loads(r.value).get("id") for r in read_topic(kafka, f"{prefix}.samples", committed=False)}
     delta = centroid_delta(suite.cluster.redis, namespace(prefix, suite.state_id), suite.pool_sizes)
-    return Observed(predictions, samples, routed, letters, delta)
+    return Observed(predictions, samples, routed, letters, delta, costs)
 
 
 def committed_offsets(kafka: list[str], prefix: str) -> dict[tuple[str, int], int]:

@@ -40,6 +40,8 @@ def figures(run: Run, observed: Observed) -> dict:
         "lost_never_in_samples_topic": sum(i not in observed.samples for i in lost),
         "duplicates": sum(observed.predictions.values()) - unique,
         "dead_letters": len(observed.letters), "dead_letter_reasons": dict(reasons.most_common()),
+        "samples_dead_lettered": samples_dead_lettered(observed.letters, valid),
+        "mean_cost": mean_cost(observed.costs, valid),
         "malformed_sent": len(sent), "malformed_accounted": sum(o["accounted"] for o in sent),
         "hostile": outcomes, "centroid_delta": observed.centroids, "routed_unique": len(observed.routed),
         "unexpected_exits": len(run.sup.exits), "exits": [vars(e) for e in run.sup.exits],
@@ -50,11 +52,25 @@ def figures(run: Run, observed: Observed) -> dict:
     return row
 
 
+def samples_dead_lettered(letters: list[dict], valid: list[str]) -> int:
+    """Dead letters of the scenario's valid samples (keyed by their ids, at any stage): a sample refused
+    because of a fault, the pipeline's state among them, never because of what it is."""
+    ids = set(valid)
+    return sum(letter.get("key") in ids for letter in letters)
+
+
+def mean_cost(costs: dict[str, float], valid: list[str]) -> float | None:
+    """The mean cost of the valid samples' predictions (None: none answered)."""
+    answered = [costs[i] for i in valid if i in costs]
+    return round(sum(answered) / len(answered), 6) if answered else None
+
+
 def print_row(row: dict) -> None:
     say(f"({row['scenario']}) {row['title']}: produced {row['produced']} ({row['reached_samples_topic']} reached "
         f"the samples topic), delivered unique "
         f"{row['delivered_unique']}, lost {row['lost']}, duplicates {row['duplicates']}, dead letters "
-        f"{row['dead_letters']}, centroid Δ {row['centroid_delta']} vs {row['routed_unique']} routed ids, "
+        f"{row['dead_letters']} ({row['samples_dead_lettered']} of valid samples), mean cost {row['mean_cost']}, "
+        f"centroid Δ {row['centroid_delta']} vs {row['routed_unique']} routed ids, "
         f"unexpected exits {row['unexpected_exits']}, stalls {row['stalls']}, {row['wall_s']} s")
     if row["lost"]:
         print(f"      of the {row['lost']} lost, {row['lost_never_in_samples_topic']} never reached the samples topic "
@@ -72,14 +88,15 @@ def print_row(row: dict) -> None:
 
 
 HEADER = ("| scenario | produced | reached samples topic | delivered unique | lost | duplicates | dead letters "
-          "| malformed accounted | centroid Δ / routed ids | unexpected exits | stalls | wall s |")
+          "| samples dead-lettered | malformed accounted | centroid Δ / routed ids | unexpected exits | stalls "
+          "| wall s |")
 
 
 def table(rows: list[dict]) -> str:
-    lines = [HEADER, "|" + " --- |" * 12]
+    lines = [HEADER, "|" + " --- |" * 13]
     for row in rows:
         if "error" in row:
-            lines.append(f"| {row['scenario']} | suite error: {row['error']} |" + " |" * 10)
+            lines.append(f"| {row['scenario']} | suite error: {row['error']} |" + " |" * 11)
             continue
         top = "; ".join(f"{n}× {r[:48]}" for r, n in list(row["dead_letter_reasons"].items())[:3])
         more = len(row["dead_letter_reasons"]) - 3
@@ -88,7 +105,8 @@ def table(rows: list[dict]) -> str:
         malformed = f"{row['malformed_accounted']}/{row['malformed_sent']}" if row["malformed_sent"] else "–"
         lines.append(f"| {row['scenario']} {row['title']} | {row['produced']} | {row['reached_samples_topic']} | "
                      f"{row['delivered_unique']} | "
-                     f"{row['lost']} | {row['duplicates']} | {letters} | {malformed} | "
+                     f"{row['lost']} | {row['duplicates']} | {letters} | {row['samples_dead_lettered']} | "
+                     f"{malformed} | "
                      f"{row['centroid_delta']} / {row['routed_unique']} | {row['unexpected_exits']} | "
                      f"{row['stalls']} | {row['wall_s']} |")
     return "\n".join(lines)

@@ -27,6 +27,7 @@ class Suite:
     args: argparse.Namespace
     rng: random.Random
     runs: list = field(default_factory=list)  # every Run started, so a failed scenario's roles are stopped
+    pending: list = field(default_factory=list)  # runs a scenario started for the next one to finish (l-2)
 
 
 @dataclass
@@ -43,6 +44,8 @@ class Run:
     extra: dict = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     stream_at: float = 0.0  # when the producer started
+    policy_args: list[str] = field(default_factory=lambda: ["--adaptive"])  # the routers' policy options
+    worker_args: list[str] = field(default_factory=list)
 
     @property
     def sink_path(self) -> Path:
@@ -72,7 +75,7 @@ def new_run(suite: Suite, key: str, title: str, count: int) -> Run:
 def router_build(run: Run, instance: str) -> Callable[[Role], list[str]]:
     def build(role: Role) -> list[str]:
         reseed = ["--reseed"] if instance == "router-1" and role.starts == 0 else []  # restarts keep Redis
-        return ["route", "--workdir", str(run.suite.workdir), "--adaptive", *reseed,
+        return ["route", "--workdir", str(run.suite.workdir), *run.policy_args, *reseed,
                 "--instance-id", instance, "--max-batch", "16"]
     return build
 
@@ -80,7 +83,7 @@ def router_build(run: Run, instance: str) -> Callable[[Role], list[str]]:
 def worker_build(run: Run, tier: str, instance: str) -> Callable[[Role], list[str]]:
     def build(_role: Role) -> list[str]:
         return ["work", "--tier", tier, "--workdir", str(run.suite.workdir), "--instance-id", instance,
-                "--max-batch", "16"]
+                "--max-batch", "16", *run.worker_args]
     return build
 
 
@@ -158,3 +161,16 @@ def stream_seconds(run: Run, rate: float) -> float:
 
 
 STEADY_RATE = 15.0  # samples/s of the SIGTERM and failover scenarios
+
+
+def into_a_stream(suite: Suite, key: str, title: str, fraction: float, configure: Callable[[Run], None] | None = None
+                  ) -> Run:
+    """Every role up and a stream of --other-samples at STEADY_RATE, `fraction` of the way through; `configure`
+    sets the run's role options first."""
+    run = new_run(suite, key, title, suite.args.other_samples)
+    if configure is not None:
+        configure(run)
+    start_roles(run)
+    start_producer(run, STEADY_RATE)
+    time.sleep(fraction * stream_seconds(run, STEADY_RATE))
+    return run

@@ -1,5 +1,6 @@
 """The scenarios (a)-(j) of the fault suite, each on its own topic prefix: what each one does to the running
-roles. The machinery they drive is in `benchmarks.faults.cluster` and `benchmarks.faults.runs`."""
+roles, and the registry of every scenario ((k)-(n), the pipeline's state, are in `benchmarks.faults.state_faults`).
+The machinery they drive is in `benchmarks.faults.cluster` and `benchmarks.faults.runs`."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from benchmarks.faults.runs import (
     Run,
     Suite,
     busiest_tier,
+    into_a_stream,
     new_run,
     sleep_until,
     start_producer,
@@ -34,6 +36,13 @@ from benchmarks.faults.runs import (
     stream_seconds,
     wait_answered,
     worker_build,
+)
+from benchmarks.faults.state_faults import (
+    scenario_damaged_control,
+    scenario_forged_audits,
+    scenario_redis_oom,
+    scenario_second_pipeline,
+    scenario_two_pipelines,
 )
 from dimee.streaming.processes import DIMEE
 
@@ -92,18 +101,9 @@ def scenario_outage_kafka(suite: Suite) -> Run:
                     lambda: suite.cluster.start_brokers(nodes)))
 
 
-def _into_a_stream(suite: Suite, key: str, title: str, fraction: float) -> Run:
-    """Every role up and a stream of --other-samples at STEADY_RATE, `fraction` of the way through."""
-    run = new_run(suite, key, title, suite.args.other_samples)
-    start_roles(run)
-    start_producer(run, STEADY_RATE)
-    time.sleep(fraction * stream_seconds(run, STEADY_RATE))
-    return run
-
-
 def scenario_sigterm(suite: Suite) -> Run:
     args = suite.args
-    run = _into_a_stream(suite, "d", "SIGTERM of every role mid-stream", 0.4)
+    run = into_a_stream(suite, "d", "SIGTERM of every role mid-stream", 0.4)
     say("   SIGTERM to every role")
     codes = run.sup.terminate(60.0)
     run.extra["sigterm_codes"] = codes
@@ -121,7 +121,7 @@ def scenario_sigterm(suite: Suite) -> Run:
 
 def scenario_failover(suite: Suite) -> Run:
     args = suite.args
-    run = _into_a_stream(suite, "e", "broker failover (leader of PREFIX.edge partition 0)", 0.25)
+    run = into_a_stream(suite, "e", "broker failover (leader of PREFIX.edge partition 0)", 0.25)
     node = leader_of(suite.cluster.kafka, f"{run.prefix}.edge", 0)
     if node is None or suite.cluster.nodes < 3:
         run.notes.append(f"no failover: leader {node}, {suite.cluster.nodes} node(s)")
@@ -137,7 +137,7 @@ def scenario_failover(suite: Suite) -> Run:
 
 
 def scenario_zombie(suite: Suite) -> Run:
-    run = _into_a_stream(suite, "f", "zombie worker resumed beside its successor", 0.25)
+    run = into_a_stream(suite, "f", "zombie worker resumed beside its successor", 0.25)
     tier = busiest_tier(suite)
     zombie = run.sup.roles[f"worker-{tier}-1"]
     assert zombie.child is not None
@@ -199,7 +199,7 @@ def scenario_fast_clocks(suite: Suite) -> Run:
 def scenario_lost_centroids(suite: Suite) -> Run:
     import redis
 
-    run = _into_a_stream(suite, "h", "Redis FLUSHALL mid-stream, then seed --only-missing", 0.3)
+    run = into_a_stream(suite, "h", "Redis FLUSHALL mid-stream, then seed --only-missing", 0.3)
     client = redis.Redis.from_url(suite.cluster.redis)
     client.flushall()
     client.close()
@@ -215,15 +215,14 @@ def scenario_lost_centroids(suite: Suite) -> Run:
     return run
 
 
-def scenario_long_kafka_outage(suite: Suite) -> Run:
-    """(c-kafka) with the outage longer than the producer's flush timeout: what the client still holds is
-    delivered once, never sent again."""
+def _long_kafka_outage(suite: Suite, rate: float) -> Run:
+    """(c-kafka) with the outage longer than the producer's flush timeout, under `dimee produce` at `rate`
+    samples/s for the outage and 30 s more: what the client still holds is delivered once, never sent again."""
     nodes = list(range(1, suite.cluster.nodes + 1))
     outage_s = max(suite.args.outage_s, 45.0)
-    args = suite.args
-    run = new_run(suite, "i", f"Kafka down {outage_s:.0f} s under dimee produce", args.other_samples)
+    count = round(rate * (outage_s + 30))
+    run = new_run(suite, f"i-{rate:g}", f"Kafka down {outage_s:.0f} s under dimee produce at {rate:g}/s", count)
     start_roles(run)
-    rate = len(run.records) / (outage_s + 30)
     start_producer(run, rate)
     time.sleep(10)
     for node in nodes:
@@ -232,8 +231,16 @@ def scenario_long_kafka_outage(suite: Suite) -> Run:
     codes = suite.cluster.start_brokers(nodes)
     run.notes.append(f"every node down {outage_s:.0f} s (start-broker rc {codes})")
     sleep_until(run.stream_at + stream_seconds(run, rate))
-    wait_answered(run, args.deadline_s, "after the long outage")
+    wait_answered(run, suite.args.deadline_s, "after the long outage")
     return run
+
+
+def scenario_long_kafka_outage_4(suite: Suite) -> Run:
+    return _long_kafka_outage(suite, 4.0)
+
+
+def scenario_long_kafka_outage_40(suite: Suite) -> Run:
+    return _long_kafka_outage(suite, 40.0)
 
 
 def _produced_after(path: Path, moment: float) -> bool:
@@ -261,7 +268,7 @@ def _blocked_after_kill(run: Run, name: str) -> float | None:
 
 
 def scenario_restart_ids(suite: Suite) -> Run:
-    run = _into_a_stream(suite, "j", "router SIGKILLed, restarted with its id, then with a new one", 0.1)
+    run = into_a_stream(suite, "j", "router SIGKILLed, restarted with its id, then with a new one", 0.1)
     same = _blocked_after_kill(run, "router-1")
     router = run.sup.roles["router-1"]
     build = router.build
@@ -322,5 +329,8 @@ def scenario_hostile(suite: Suite) -> Run:
 SCENARIOS: dict[str, list[Callable[[Suite], Run]]] = {
     "a": [scenario_kill_storm], "b": [scenario_hostile], "c": [scenario_outage_redis, scenario_outage_kafka],
     "d": [scenario_sigterm], "e": [scenario_failover], "f": [scenario_zombie], "g": [scenario_fast_clocks],
-    "h": [scenario_lost_centroids], "i": [scenario_long_kafka_outage], "j": [scenario_restart_ids],
+    "h": [scenario_lost_centroids], "i": [scenario_long_kafka_outage_4, scenario_long_kafka_outage_40],
+    "j": [scenario_restart_ids], "k": [scenario_forged_audits],
+    "l": [scenario_two_pipelines, scenario_second_pipeline], "m": [scenario_damaged_control],
+    "n": [scenario_redis_oom],
 }

@@ -10,6 +10,7 @@ from benchmarks.faults.cluster import say
 from benchmarks.faults.hostile import hostile_outcomes
 from benchmarks.faults.reading import Observed, committed_offsets, observe, reason_of
 from benchmarks.faults.runs import Run
+from dimee.method.tiers import TIER_NAMES as TIERS
 
 
 def finish(run: Run) -> dict:
@@ -40,7 +41,7 @@ def figures(run: Run, observed: Observed) -> dict:
         "lost_never_in_samples_topic": sum(i not in observed.samples for i in lost),
         "duplicates": sum(observed.predictions.values()) - unique,
         "dead_letters": len(observed.letters), "dead_letter_reasons": dict(reasons.most_common()),
-        "samples_dead_lettered": samples_dead_lettered(observed.letters, valid),
+        "samples_dead_lettered": samples_dead_lettered(observed.letters, valid, run.prefix),
         "mean_cost": mean_cost(observed.costs, valid),
         "malformed_sent": len(sent), "malformed_accounted": sum(o["accounted"] for o in sent),
         "hostile": outcomes, "centroid_delta": observed.centroids, "routed_unique": len(observed.routed),
@@ -52,11 +53,13 @@ def figures(run: Run, observed: Observed) -> dict:
     return row
 
 
-def samples_dead_lettered(letters: list[dict], valid: list[str]) -> int:
-    """Dead letters of the scenario's valid samples (keyed by their ids, at any stage): a sample refused
+def samples_dead_lettered(letters: list[dict], valid: list[str], prefix: str) -> int:
+    """Dead letters of the scenario's valid samples: keyed by their ids, from a topic a sample or its answer
+    travels (samples, a tier's, predictions; not audits, which (k) forges under sample ids). A sample refused
     because of a fault, the pipeline's state among them, never because of what it is."""
     ids = set(valid)
-    return sum(letter.get("key") in ids for letter in letters)
+    topics = {f"{prefix}.{name}" for name in ("samples", *TIERS, "predictions")}
+    return sum(letter.get("key") in ids and letter.get("topic") in topics for letter in letters)
 
 
 def mean_cost(costs: dict[str, float], valid: list[str]) -> float | None:

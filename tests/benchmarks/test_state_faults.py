@@ -6,6 +6,7 @@ gives Redis its memory settings back whatever happens."""
 import random
 
 import pytest
+from dimee.state.base import NO_COPY, OTHER_ANSWER, REPLAYED, BadControl, read_control, write_control
 
 from benchmarks.faults.hostile import INJECTOR
 from benchmarks.faults.report import mean_cost, samples_dead_lettered
@@ -20,7 +21,6 @@ from benchmarks.faults.state_faults import (
     refusing_writes,
 )
 from dimee.method.control import ControlState, replay
-from dimee.state.base import NO_COPY, OTHER_ANSWER, REPLAYED, BadControl, read_control, write_control
 from dimee.streaming.audit import audited
 from dimee.streaming.messages import Audit, parse
 
@@ -114,7 +114,8 @@ def test_redis_gets_its_memory_settings_back_even_when_the_scenario_fails():
 
 
 def test_samples_dead_lettered_and_mean_cost_count_the_valid_samples_only():
-    letters = [{"key": "s-1"}, {"key": "forged-1"}, {"key": None}]
-    assert samples_dead_lettered(letters, ["s-1", "s-2"]) == 1
+    letters = [{"key": "s-1", "topic": "P.edge"}, {"key": "s-2", "topic": "P.audits"},  # (k)'s forgery, not s-2
+               {"key": "forged-1", "topic": "P.samples"}, {"key": None, "topic": "P.samples"}]
+    assert samples_dead_lettered(letters, ["s-1", "s-2"], "P") == 1
     assert mean_cost({"s-1": 1.0, "s-2": 3.0, "forged-1": 100.0}, ["s-1", "s-2", "s-3"]) == 2.0
     assert mean_cost({}, ["s-1"]) is None

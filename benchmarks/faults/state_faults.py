@@ -173,7 +173,11 @@ def scenario_two_pipelines(suite: Suite) -> Run:
     first = into_a_stream(suite, "l-1", "first of two pipelines on one Redis", 0.2)
     second = new_run(suite, "l-2", "second pipeline on the same Redis (reseeded mid-stream of the first)",
                      suite.args.other_samples)
-    start_roles(second)
+    started = time.monotonic()
+    start_roles(second)  # its router-1 reseeds before the others start
+    first.notes.append(f"the second pipeline's roles started {started - first.stream_at:.0f}–"
+                       f"{time.monotonic() - first.stream_at:.0f} s into this stream of "
+                       f"{stream_seconds(first, STEADY_RATE):.0f} s")
     start_producer(second, STEADY_RATE)
     suite.pending.append(second)
     sleep_until(first.stream_at + stream_seconds(first, STEADY_RATE))
@@ -208,7 +212,7 @@ def scenario_damaged_control(suite: Suite) -> Run:
     seeded = subprocess.run([DIMEE, "seed", "--only-missing", "--workdir", str(suite.workdir)], env=run.sup.env,
                             capture_output=True, text=True, timeout=120)
     run.notes.append(f"`dimee seed --only-missing`: rc {seeded.returncode}: "
-                     f"{' '.join((seeded.stdout or seeded.stderr).split())[:240]}")
+                     f"{' '.join((seeded.stdout or seeded.stderr).split())[:320]}")
     sleep_until(run.stream_at + stream_seconds(run, STEADY_RATE))
     wait_answered(run, suite.args.deadline_s, "after the control was repaired")
     routers = [r for r in run.sup.roles.values() if r.kind == "router"]

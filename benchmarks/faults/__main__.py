@@ -75,11 +75,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=3000, help="samples in (a), the kill storm")
     parser.add_argument("--rate", type=float, default=40.0, help="samples/s in (a)")
     parser.add_argument("--kills", type=int, default=12, help="SIGKILLs in (a)")
-    parser.add_argument("--other-samples", type=int, default=600, help="samples in (c), (d) and (e)")
+    parser.add_argument("--other-samples", type=int, default=600,
+                        help="samples in (c)-(h) and (j)-(n) (each pipeline of (l))")
     parser.add_argument("--hostile-valid", type=int, default=200, help="valid samples around the hostile ones (b)")
     parser.add_argument("--skip-hostile", default="", help="(b) leave out the hostile kinds whose names contain "
                                                             "any of these comma-separated words")
-    parser.add_argument("--outage-s", type=float, default=30.0, help="how long Redis / Kafka stay down in (c)")
+    parser.add_argument("--outage-s", type=float, default=30.0,
+                        help="how long Redis / Kafka stay down in (c), Redis refuses writes in (n)")
     parser.add_argument("--deadline-s", type=float, default=150.0,
                         help="after the stream (and its fault) ends, how long until unanswered samples are a stall")
     parser.add_argument("--scenario-limit-s", type=float, default=900.0, help="hard limit per scenario")

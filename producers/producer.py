@@ -79,12 +79,13 @@ class _Prefetched:
                 return True
         return False
 
-    def next(self, timeout_s: float | None) -> dict | bytes | None:
-        """The next record; None at the end of the source. Raises queue.Empty after timeout_s."""
+    def next(self, timeout_s: float | None) -> object:
+        """The next record (None is one: a tombstone), or END at the end of the source. Raises queue.Empty after
+        timeout_s."""
         item = self.queue.get(timeout=timeout_s)
         if isinstance(item, Exception):
             raise item
-        return None if item is self._END else item
+        return item
 
     def close(self) -> None:
         self.closed.set()
@@ -131,7 +132,7 @@ def produce(transport: Transport, topics: Topics, records: Iterable[dict | bytes
             except queue.Empty:  # the source waits: what it gave so far goes now
                 sender.deliver(chunk.take())
                 continue
-            if record is None:
+            if record is _Prefetched._END:
                 break
             chunk.add(_encode(sent, record))
             sent += 1

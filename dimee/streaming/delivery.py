@@ -18,7 +18,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dimee.common.errors import Rebalanced, ServiceUnavailable
@@ -44,6 +44,8 @@ class InFlight:
     mark: object  # once sent: the consumer's offsets right after these batches (Consumer.mark)
     started: float
     records: int  # input records, dead-lettered ones included
+    # per input partition, the offset after the last of these records: what their transaction commits
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     resend: bool = False  # at-least-once: a send failed, so all are sent again when settling
     commit: Future | None = None  # exactly-once: the transaction's commit, running beside the next batch
 
@@ -143,9 +145,13 @@ class Delivery(ABC):
             log.warning("batches dropped unsent; they will be read again", stage=self.stage, records=records)
             return
         assert self.consumer is not None
+        carried: dict[tuple[str, int], int] = {}
+        for batch in batches:
+            for partition, offset in batch.offsets.items():
+                carried[partition] = max(offset, carried.get(partition, 0))
         try:
-            mark = self.consumer.mark()
-        except Rebalanced as exc:  # polled before a rebalance: their partitions may be another member's now
+            mark = self.consumer.mark(carried)
+        except Rebalanced as exc:  # polled before a rebalance, or not where this member stands: read again
             retry(self._rewind, "broker", self.stop)
             log.warning("batches dropped unsent; they will be read again", stage=self.stage, records=records,
                         error=str(exc))

@@ -201,7 +201,12 @@ class Stage(ABC):
         valid, produced = within_size_limit(valid, produced, self.context.settings.max_message_bytes,
                                             self.topics.dead_letter, self.dead_letter)
         outputs.extend(produced)
-        self.delivery.hand(InFlight([message for _, message in valid], outputs, None, started, len(records)))
+        offsets: dict[tuple[str, int], int] = {}
+        for record in records:  # dead-lettered ones too: their offsets are committed with the batch's outputs
+            partition = (record.topic, record.partition)
+            offsets[partition] = max(record.offset + 1, offsets.get(partition, 0))
+        self.delivery.hand(InFlight([message for _, message in valid], outputs, None, started, len(records),
+                                    offsets=offsets))
 
     def _deliver(self, outputs: list[Output]) -> None:
         """Put a group of batches' outputs in flight: the delivery calls back here (a seam for tests)."""

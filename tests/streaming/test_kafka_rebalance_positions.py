@@ -142,3 +142,34 @@ def test_a_rebalance_starts_every_kept_partition_again_from_its_committed_offset
     assert adapter.poll(100, 0.1) == []  # what came from the kept position is dropped
     assert consumer.sought == {P0: 0, P2: 834}  # P0 has nothing committed: from its start
     assert [r.offset for r in adapter.poll(100, 0.1)] == [834, 835, 836, 837]
+
+
+def test_a_transaction_commits_exactly_the_partitions_and_offsets_its_records_end_at(monkeypatch):
+    adapter, consumer = _adapter(monkeypatch)
+    consumer.polls = [(None, {P0: [_record(P0, 4)], P2: [_record(P2, o) for o in (7, 8)]})]
+    adapter.poll(100, 0.1)
+    mark = adapter.mark({("t.samples", 0): 5, ("t.samples", 2): 9})
+    assert {tp.partition: meta.offset for tp, meta in mark.offsets.items()} == {0: 5, 2: 9}
+
+
+def test_a_transaction_whose_records_the_consumer_no_longer_stands_at_is_refused(monkeypatch):
+    """Duplicates in the kill storm: a router committed a batch's outputs without their partition's offsets, read the
+    same records again after the next abort, and committed them a second time. Whatever the client did to the
+    positions, a transaction never carries outputs whose offsets it does not commit."""
+    adapter, consumer = _adapter(monkeypatch)
+    consumer.polls = [(None, {P2: [_record(P2, o) for o in (7, 8)]})]
+    adapter.poll(100, 0.1)
+    adapter.next_offsets.clear()  # the position is gone, however it went
+    with pytest.raises(Rebalanced):
+        adapter.mark({("t.samples", 2): 9})
+
+
+def test_a_transaction_is_refused_when_the_consumer_polled_past_its_records(monkeypatch):
+    """Loss in the kill storm: batches dropped to be read again, and a later transaction committed the position the
+    consumer had polled to, past them. Records polled and not carried are read again, never committed past."""
+    adapter, consumer = _adapter(monkeypatch)
+    consumer.polls = [(None, {P2: [_record(P2, o) for o in (7, 8)]}), (None, {P2: [_record(P2, o) for o in (9, 10)]})]
+    adapter.poll(100, 0.1)
+    adapter.poll(100, 0.1)  # polled on, but those records were dropped, not carried
+    with pytest.raises(Rebalanced):
+        adapter.mark({("t.samples", 2): 9})

@@ -115,11 +115,16 @@ class Consumer(Protocol):
     def joined(self) -> bool:
         """Whether the consumer is a settled member of its group (asked without a request)."""
 
-    def mark(self) -> object:
-        """Where the consumer stands now (every position, and the group generation the records since the last
-        mark were polled in), to commit later while it polls on: a stage commits a batch only once the broker
-        has taken its outputs, which may be after it polled the next batch. Raises `Rebalanced` if the group
-        rebalanced since those records were polled (the caller rewinds: they may be another member's now)."""
+    def mark(self, carried: dict[tuple[str, int], int] | None = None) -> object:
+        """Where the consumer stands now (positions, and the group generation the records since the last mark
+        were polled in), to commit later while it polls on: a stage commits a batch only once the broker has taken
+        its outputs, which may be after it polled the next batch. Raises `Rebalanced` if the group rebalanced since
+        those records were polled (the caller rewinds: they may be another member's now).
+
+        `carried`: per partition, the offset after the last record whose outputs the transaction carries. The mark
+        then holds exactly those partitions at those offsets, and raises `Rebalanced` unless the consumer stands
+        there: a partition it no longer holds would commit outputs without their offsets (read again: duplicates),
+        and one it polled further would commit past records nobody carries (lost)."""
 
     def commit(self, mark: object | None = None) -> None:
         """Commit the positions of `mark`, or everything returned by poll so far."""

@@ -478,7 +478,7 @@ class KafkaConsumerAdapter(ConsumerGuard, ConsumerRebalanceListener):
         """Whether the consumer is a settled member of its group (joined, heartbeating)."""
         return self.consumer.group_metadata().state == MemberState.STABLE
 
-    def mark(self) -> KafkaMark:
+    def mark(self, carried: dict[tuple[str, int], int] | None = None) -> KafkaMark:
         polled_in, polled_at = self.polled_in, self.polled_at
         self.polled_in = self.polled_at = None
         if polled_at is not None and polled_at != self.rebalances:
@@ -486,7 +486,17 @@ class KafkaConsumerAdapter(ConsumerGuard, ConsumerRebalanceListener):
         group = polled_in or self._group_metadata()
         if not _fenceable(group):
             raise Rebalanced("these records were polled while this member was out of its group; they are read again")
-        return KafkaMark(self.positions(), group)
+        positions = self.positions()
+        if carried is None:
+            return KafkaMark(positions, group)
+        standing = {(tp.topic, tp.partition): meta.offset for tp, meta in positions.items()}
+        astray = {f"{topic}[{partition}]": (offset, standing.get((topic, partition)))
+                  for (topic, partition), offset in carried.items() if standing.get((topic, partition)) != offset}
+        if astray:
+            raise Rebalanced(f"the consumer does not stand where these records end (offset after them, position: "
+                             f"{astray}); they are read again")
+        return KafkaMark({TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
+                          for (topic, partition), offset in carried.items()}, group)
 
     def rewind(self) -> None:
         """Back to the committed offsets (after an aborted transaction), so the batch is read again."""

@@ -224,13 +224,18 @@ class _MemoryConsumer(ConsumerGuard):
     def joined(self) -> bool:
         return not self.closed
 
-    def mark(self) -> _Mark:
+    def mark(self, carried: dict[tuple[str, int], int] | None = None) -> _Mark:
         with self.broker._lock:
             polled_in = self.generation if self.batch_generation is None else self.batch_generation
             self.batch_generation = None
             if polled_in != self.generation:  # as Kafka's adapter: their partitions may be another member's now
                 raise Rebalanced(f"group {self.group_id!r} rebalanced after these records were polled")
-            return _Mark(dict(self.assigned), polled_in)
+            if carried is None:
+                return _Mark(dict(self.assigned), polled_in)
+            astray = {p: (end, self.assigned.get(p)) for p, end in carried.items() if self.assigned.get(p) != end}
+            if astray:  # as Kafka's adapter
+                raise Rebalanced(f"the consumer does not stand where these records end: {astray}")
+            return _Mark(dict(carried), polled_in)
 
     def commit(self, mark: object | None = None) -> None:
         with self.broker._lock:

@@ -542,13 +542,21 @@ class KafkaConsumerAdapter(ConsumerGuard, ConsumerRebalanceListener):
                 for tp in sorted(batches, key=lambda tp: (tp.topic, tp.partition)) for r in batches[tp]]
 
     def lag(self) -> dict[tuple[str, int], int]:
-        """Behind the last fetch's high watermark, from the partitions read from so far (no request)."""
+        """Behind the last fetch's high watermark, from the partitions read from so far (no request). Measured from
+        the fetch position, which passes the commit markers and aborted batches after the last record returned:
+        caught up reads 0, not 1 per transaction marker (an alert on lag > 0 would never clear)."""
         out, assigned = {}, self.consumer.assignment()
         for tp, offset in self.next_offsets.items():
             end = self.consumer.highwater(tp) if tp in assigned else None  # the last fetch's: no request
             if end is not None:
-                out[(tp.topic, tp.partition)] = max(0, end - offset)
+                out[(tp.topic, tp.partition)] = max(0, end - max(offset, self._fetch_position(tp)))
         return out
+
+    def _fetch_position(self, tp: TopicPartition) -> int:
+        # kafka-python's position() may fetch committed offsets for other partitions first: read the state instead
+        state = self.consumer._subscription.assignment.get(tp)
+        position = state.position if state is not None else None
+        return position.offset if position is not None else 0
 
     def commit(self, mark: object | None = None) -> None:
         """Commit what poll returned (or the positions of `mark`). A group that rebalanced meanwhile refuses

@@ -54,7 +54,8 @@ def test_readyz_answers_at_once_with_redis_paused_and_names_it(workdir, cal, pre
     store = RedisCentroidStore(REDIS, f"{prefix}-ready")
     store.seed(cal.centroid_arrays(), cal.pool_sizes)
     router_module.Router(context(InMemoryBroker(), Topics(prefix)), deployment(workdir, cal, "DIMEE-D"), store, "r")
-    health.beat("router")
+    health.beat("router")  # the stage is up: only the store can keep it from ready
+    health.ready_stage("router")
     server = serve("127.0.0.1", 0, health)
     pid = _redis_pid()
     try:

@@ -6,6 +6,7 @@ role serves, topic and group names, the transaction timeout, the CLI's flags) ar
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import os
 import re
 import subprocess
@@ -20,12 +21,13 @@ import numpy as np
 import pytest
 import redis
 import yaml
-from dimee.state.base import Update
+from dimee.state.base import NO_COPY, Update, Verdict, copy_mark
 from dimee.state.redis_store import RedisCentroidStore
 from typer.main import get_command
 
 from dimee.cli import app
 from dimee.dashboard.server import create_app
+from dimee.method.control import ControlRule
 from dimee.method.tiers import TIER_NAMES
 from dimee.offline.capacity import Target, from_cost_file, plan, write_values
 from dimee.offline.capacity.chart_values import chart_values
@@ -82,15 +84,18 @@ def planned_values(path: Path) -> Path:
 
 
 ARTIFACT_IMAGE = {"artifacts": {"image": {"repository": "registry.example.com/dimee-work", "tag": "v1"}}}
-VALUE_SETS = ["default", "gpu", "plan", "artifact-image"]
+# gpu-values with the controller on: the mobile and edge workers record their audit copies in Redis (auditRate 0.05).
+AUDITS = {"router": {"control": True}}
+VALUE_SETS = ["default", "gpu", "plan", "artifact-image", "audits"]
 
 
 @pytest.fixture(scope="module")
 def value_sets(tmp_path_factory) -> dict[str, tuple[Path, ...]]:
     folder = tmp_path_factory.mktemp("values")
     (folder / "image.yaml").write_text(yaml.safe_dump(ARTIFACT_IMAGE))
+    (folder / "audits.yaml").write_text(yaml.safe_dump(AUDITS))
     return {"default": (), "gpu": (GPU_VALUES,), "plan": (planned_values(folder / "plan.yaml"),),
-            "artifact-image": (folder / "image.yaml",)}
+            "artifact-image": (folder / "image.yaml",), "audits": (GPU_VALUES, folder / "audits.yaml")}
 
 
 def of_kind(docs: list[dict], kind: str) -> dict[str, dict]:
@@ -602,13 +607,14 @@ def ports_of(rules: list[dict]) -> set[int]:
     return {port["port"] for rule in rules for port in rule.get("ports", [])}
 
 
-@pytest.mark.parametrize("name", ["default", "gpu"])
+@pytest.mark.parametrize("name", ["default", "gpu", "audits"])
 def test_each_role_has_a_network_policy_letting_in_its_port_and_out_only_dns_kafka_and_its_redis(helm, value_sets,
                                                                                                  name):
     docs = render(helm, *value_sets[name])
     policies = of_kind(docs, "NetworkPolicy")
     workloads = [d for d in docs if d["kind"] in ("StatefulSet", "Deployment", "Job")]
-    redis_ports = {6380} if name == "gpu" else {6379}  # gpu-values: the URL is in a Secret, the port a value
+    # gpu-values: the URL is in a Secret, the port a value
+    redis_ports = {6380} if GPU_VALUES in value_sets[name] else {6379}
     for doc in workloads:
         role, pod = role_of(doc), doc["spec"]["template"]["spec"]
         selected = policy_for(policies, doc["spec"]["template"]["metadata"]["labels"])
@@ -662,6 +668,77 @@ def test_the_dashboard_reads_redis_as_its_read_only_user(helm):
             assert not refs, role  # workers and the sink never touch Redis
 
 
+RECORDING = ("worker-mobile", "worker-edge")  # the tiers below the cloud, which audits them and makes no copy
+
+
+def redis_egress(docs: list[dict], role: str) -> set[int]:
+    """The ports a role's NetworkPolicy lets out besides DNS and Kafka's."""
+    policy = next(p for p in of_kind(docs, "NetworkPolicy").values()
+                  if p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == role)
+    kafka = {int(s.rsplit(":", 1)[1]) for s in chart_defaults()["kafka"]["bootstrapServers"].split(",")}
+    return ports_of(policy["spec"]["egress"]) - {53} - kafka
+
+
+@pytest.mark.parametrize(("sets", "key"), [
+    (("router.control=true",), "worker-url"),
+    (("router.control=true", "redis.workerUrlKey="), "url"),  # no worker user: the writer's URL (not advised)
+])
+def test_workers_record_audit_copies_in_redis_as_their_own_user_when_the_controller_counts_audits(helm, sets, key):
+    """With the controller on and audits (auditRate 0.05 by default), the mobile and edge workers get the Redis URL
+    of the workers' user from the Secret and egress to Redis's port; the cloud workers (the auditors) and the sink
+    get neither, and nor does any worker's command line change."""
+    docs = render(helm, GPU_VALUES, sets=sets)
+    secret = yaml.safe_load(GPU_VALUES.read_text())["redis"]["existingSecret"]
+    off = {role: pod["containers"][0]["args"] for role, pod in pods(render(helm, GPU_VALUES)).items()}
+    for role, pod in pods(docs).items():
+        if not role.startswith("worker-") and role != "sink":
+            continue
+        refs = [e["valueFrom"]["secretKeyRef"] for e in pod["containers"][0]["env"] if e["name"] == "DIMEE_STATE"]
+        assert pod["containers"][0]["args"] == off[role], role
+        if role in RECORDING:
+            assert refs == [{"name": secret, "key": key}], role
+            assert redis_egress(docs, role) == {6380}, role
+        else:
+            assert not refs and not redis_egress(docs, role), role
+    plain = render(helm, sets=("router.control=true",))  # a Redis without a password: the URL as a value
+    url = chart_defaults()["redis"]["url"]
+    for role in RECORDING:
+        assert env_of(pods(plain)[role])["DIMEE_STATE"] == url, role
+        assert redis_egress(plain, role) == {6379}, role
+
+
+@pytest.mark.parametrize("values", [
+    {},  # the controller off (the default): nobody reads the records
+    {"router": {"control": True}, "auditRate": 0},  # no audits: no copies
+    {"router": {"control": True}, "auditRate": 0.0},
+])
+def test_workers_get_no_redis_when_they_record_no_audit_copies(helm, tmp_path, values):
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    for files in ((), (GPU_VALUES,)):
+        docs = render(helm, *files, tmp_path / "values.yaml")
+        for role, pod in pods(docs).items():
+            if role.startswith("worker-"):
+                assert "DIMEE_STATE" not in env_of(pod), (files, role)
+                assert not redis_egress(docs, role), (files, role)
+
+
+def test_the_readme_worker_redis_user_reaches_only_the_audit_copy_keys():
+    """The key pattern of the README's worker line covers the key a worker's store writes for a copy, and none of
+    the other keys of the state store (docs/streaming.md's table)."""
+    patterns = [rule[1:] for rule in readme_acl_lines()["dimee-worker"] if rule.startswith("~")]
+    store = RedisCentroidStore("redis://localhost:6379/0", "dimee:{dimee/model-1234}", 60)  # connects to nothing
+    try:
+        def allowed(key: str) -> bool:
+            return any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns)
+
+        assert allowed(store._key("audit-copy", "sample-1"))
+        for other in (store._key("meta"), store._key("pool", 0), store._key("seen", "sample-1"), store._key("control"),
+                      store._key("control-seen", "sample-1"), "other:audit-copy:sample-1"):
+            assert not allowed(other), other
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize("name", VALUE_SETS)
 def test_every_image_is_pinned(helm, value_sets, name):
     for role, pod in pods(render(helm, *value_sets[name])).items():
@@ -699,18 +776,20 @@ def marked(marks: list[pytest.MarkDecorator]):
 
 @marked(needs("Redis", bool(REDIS)))
 def test_the_readme_redis_users_do_their_roles_work_and_the_dashboard_writes_nothing():
-    """The README's two ACL lines, as given, on the real Redis: the writer seeds, restores and moves centroids
+    """The README's three ACL lines, as given, on the real Redis: the writer seeds, restores and moves centroids
     (the router's and the seed Job's commands, Lua scripts included); the dashboard's user reads them and the
-    control, and is refused every write."""
+    control, and is refused every write; the workers' user records an audit copy that the writer's controller
+    then counts, and is refused everything else (reading, deleting, any other key)."""
     users = readme_acl_lines()
-    assert set(users) == {"dimee", "dimee-dashboard"}
+    assert set(users) == {"dimee", "dimee-dashboard", "dimee-worker"}
     admin, token = redis.Redis.from_url(REDIS), uuid.uuid4().hex
     names = {user: f"{user}-{token[:8]}" for user in users}
     for user, rules in users.items():
         admin.execute_command("ACL", "SETUSER", names[user], *(rule.replace("PASSWORD", token) for rule in rules))
-    # A namespace of its own under dimee: (the keys both lines allow), whatever else the Redis holds.
+    # A namespace of its own under dimee: (the keys the lines allow), whatever else the Redis holds.
     where = f"dimee:{{acl-test-{token[:8]}}}"
-    writer, reader = (RedisCentroidStore(with_user(REDIS, names[user], token), where, 60) for user in users)
+    writer, reader, worker = (RedisCentroidStore(with_user(REDIS, names[user], token), where, 60)
+                              for user in ("dimee", "dimee-dashboard", "dimee-worker"))
     try:
         means, counts = [np.ones(4), None], [3, 0]
         writer.seed(means, counts)
@@ -724,9 +803,34 @@ def test_the_readme_redis_users_do_their_roles_work_and_the_dashboard_writes_not
             with pytest.raises(redis.exceptions.NoPermissionError):
                 write()
         assert writer.snapshot().counts == [4, 0]
+        # The workers' user: what a worker does (workers/audit_copies.py), and the controller counts it.
+        answer = copy_mark("mobile", 1)
+        worker.mark_audit_copies({"sample-3": answer})
+        copy = f"{where}:audit-copy:sample-3"
+        assert admin.get(copy) == answer.encode() and 0 < admin.ttl(copy) <= 60
+        rule = ControlRule(target=0.1)
+        steps = writer.apply_control([Verdict("sample-3", answer, True), Verdict("sample-4", answer, True)], rule)
+        assert steps.refused == [None, NO_COPY] and not admin.exists(copy)  # counted once, its record consumed
+        worker.mark_audit_copies({"sample-5": answer})
+        for act in (lambda: worker.client.get(f"{where}:audit-copy:sample-5"),
+                    lambda: worker.client.delete(f"{where}:audit-copy:sample-5"),
+                    lambda: worker.client.expire(f"{where}:audit-copy:sample-5", 3600),
+                    lambda: worker.client.set(f"{where}:control", "x"),
+                    lambda: worker.client.set(f"{where}:seen:sample-6", "1"),
+                    lambda: worker.client.set(f"{where}:control-seen:sample-6", "1"),
+                    lambda: worker.client.set(f"{where}:pool:0", "x"),
+                    lambda: worker.client.set(f"other:{where}:audit-copy:sample-6", "x"),
+                    lambda: worker.client.hset(f"{where}:audit-copy:sample-6", "a", "b"),
+                    worker.snapshot, lambda: worker.seed(means, counts), lambda: worker.restore(means, counts),
+                    lambda: worker.apply([Update(0, np.zeros(4), "sample-7")])):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                act()
+        assert writer.snapshot().counts == [4, 0] and writer.control() == steps.last
+        assert admin.get(f"{where}:audit-copy:sample-5") == answer.encode()
     finally:
         writer.close()
         reader.close()
+        worker.close()
         for key in admin.scan_iter(match=f"dimee:*acl-test-{token[:8]}*"):
             admin.delete(key)
         admin.execute_command("ACL", "DELUSER", *names.values())

@@ -103,9 +103,19 @@ app.kubernetes.io/component: {{ .role }}
 {{- end -}}
 {{- end -}}
 
+{{/* Whether a tier's workers record their audit copies in Redis (workers/audit_copies.py), so that they get
+     DIMEE_STATE and egress to Redis: a tier below the cloud (the last tier, which audits the others and makes no
+     copy), with audits on (auditRate > 0) and the controller that consumes the records running (router.control).
+     Without the controller nobody reads them: the workers keep no Redis access, as the sink. "true" or "". */}}
+{{- define "dimee.recordsAuditCopies" -}}
+{{- $v := .root.Values -}}
+{{- if and (ne .tier "cloud") $v.router.control (gt (float64 $v.auditRate) 0.0) -}}true{{- end -}}
+{{- end -}}
+
 {{/* The connection settings of a role, as the environment (dimee/streaming/config.py Settings): Kafka's for
-     the roles that read it (.kafka), its own principal where it has one (.role), Redis's for those that read
-     centroids (.state; .readOnlyState: the dashboard's read-only user). */}}
+     the roles that read it (.kafka), its own principal where it has one (.role), Redis's for those that use the
+     state store (.state; .readOnlyState: the dashboard's read-only user; .workerState: the workers' user, which
+     may only record audit copies). */}}
 {{- define "dimee.env" -}}
 {{- $v := .root.Values -}}
 - name: POD_NAME
@@ -164,6 +174,7 @@ app.kubernetes.io/component: {{ .role }}
 {{- if $v.redis.existingSecret }}
 {{- $key := $v.redis.urlKey }}
 {{- if .readOnlyState }}{{- $key = $v.redis.readOnlyUrlKey | default $v.redis.urlKey }}{{- end }}
+{{- if .workerState }}{{- $key = $v.redis.workerUrlKey | default $v.redis.urlKey }}{{- end }}
 - name: DIMEE_STATE
   valueFrom:
     secretKeyRef:

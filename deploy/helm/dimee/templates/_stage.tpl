@@ -4,6 +4,7 @@ PodDisruptionBudget. Called from stages.yaml with a dict:
   root    the chart's context        name    the role's name (router, worker-mobile, …, sink)
   values  the role's values          args    the command line after `dimee`, without the shared flags
   topic   its input topic's key in `topics`            state   whether it reads Redis (DIMEE_STATE)
+  workerState  with state: Redis as the workers' user (redis.workerUrlKey)
   artifacts  whether it reads the work folder          gpu     the worker's gpu values, if enabled
 
 Why a StatefulSet: exactly-once fencing needs an instance id that a replacement pod inherits. The pod name of a
@@ -19,7 +20,7 @@ timeout. A Deployment's pod names are random per pod and cannot do this.
 {{- $ctx := dict "root" $root "role" .name -}}
 {{- $threads := int (.values.threads | default 1) -}}
 {{- $scaled := dig "autoscaling" "enabled" false .values -}}
-{{- $pod := dict "root" $root "role" .name "kafka" true "state" .state "artifacts" .artifacts "gpu" .gpu -}}
+{{- $pod := dict "root" $root "role" .name "kafka" true "state" .state "workerState" .workerState "artifacts" .artifacts "gpu" .gpu -}}
 apiVersion: v1
 kind: Service
 metadata:

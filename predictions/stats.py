@@ -53,6 +53,8 @@ class PredictionStats:
         }
 
     def line(self) -> str:
+        if not self.count:  # no mean to show: "cost nan (+nan% vs cloud-only)" said nothing
+            return "0 predictions"
         s = self.summary()
         accuracy = f"{100 * s['accuracy']:.2f}%" if s["accuracy"] is not None else "n/a"
         rate = f"{s['throughput_per_s']:.1f}/s" if s["throughput_per_s"] else "-"

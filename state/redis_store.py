@@ -109,6 +109,7 @@ return {1}
 # What Redis says when it refuses a command for a while (out of memory, a read-only replica after a failover, a
 # failed snapshot, a busy script, still loading): a service condition to wait out, never a reason to dead-letter.
 REFUSING = ("OOM", "READONLY", "MISCONF", "BUSY", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN")
+REFUSING_CLASSES = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
 MAX_ATTEMPTS = 50  # each lost race means another router moved the pool: progress is being made
 
 
@@ -152,7 +153,9 @@ class RedisCentroidStore:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailable(f"cannot reach Redis at {self._host} ({exc.__class__.__name__})") from exc
         except redis.ResponseError as exc:
-            if str(exc).startswith(REFUSING):
+            # redis-py maps "OOM …" and "READONLY …" to classes and drops the prefix (and a pipeline rewrites the
+            # message): both are looked for
+            if isinstance(exc, REFUSING_CLASSES) or str(exc).startswith(REFUSING):
                 raise RefusesWrites(f"Redis at {self._host} refuses the command: {str(exc)[:200]}") from exc
             raise
 
@@ -210,16 +213,22 @@ class RedisCentroidStore:
         if pools is None:
             raise NotSeeded(f"no centroids in Redis at {self._host} under {self.namespace} (never seeded, or "
                             f"lost: a flush, a restart without persistence, a failover); {RESTORE_HINT}")
-        with self.client.pipeline(transaction=True) as pipe:
-            for pool in range(int(pools)):
-                pipe.hmget(self._key("pool", pool), "mean", "count", "version")
-            rows = self._call(pipe.execute)
+        try:
+            rows = self._read_pools(int(pools), atomically=True)
+        except RefusesWrites:  # out of memory, Redis refuses whatever is queued in MULTI, reads too
+            rows = self._read_pools(int(pools), atomically=False)  # each pool's row is still read whole
         lost = [pool for pool, (_, _, version) in enumerate(rows) if version is None]  # a seeded pool has one
         if lost:
             raise NotSeeded(f"pools {lost} are missing from Redis at {self._host} under {self.namespace}; "
                             f"{RESTORE_HINT}")
         means = [None if mean is None else unpack(mean) for mean, _, _ in rows]
         return CentroidSnapshot(means, [int(c or 0) for _, c, _ in rows], [int(v or 0) for _, _, v in rows])
+
+    def _read_pools(self, pools: int, atomically: bool) -> list:
+        with self.client.pipeline(transaction=atomically) as pipe:
+            for pool in range(pools):
+                pipe.hmget(self._key("pool", pool), "mean", "count", "version")
+            return self._call(pipe.execute)
 
     def apply(self, updates: list[Update], read: CentroidSnapshot | None = None) -> list[bool]:
         seen: set[str] = set()

@@ -57,7 +57,7 @@ def produce_cmd(
     result = produce(transport, topics, records, options)
     for label, reason in result.refused[:20]:
         typer.echo(f"refused {label}: {reason}", err=True)
-    typer.echo(result.summary(topics.samples), err=not result.complete)
+    typer.echo(result.summary(topics.samples))  # the result, on stdout whatever it says; refusals on stderr
     if not result.complete:
         raise typer.Exit(1)
 

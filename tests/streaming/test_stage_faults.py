@@ -10,7 +10,7 @@ import pytest
 from dimee.producers.producer import ProduceOptions, produce
 from dimee.routers.router import Router
 from dimee.state.memory import InMemoryCentroidStore
-from kafka import TopicPartition
+from kafka import OffsetAndMetadata, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError, ProducerFencedError
 
 from dimee.common.errors import Fenced, Rebalanced, ServiceUnavailable
@@ -27,6 +27,8 @@ class RebalancedConsumer:
 
     def __init__(self) -> None:
         self.seeks: list = []
+        self._coordinator = self  # kafka-python's group coordinator, asked for the committed offsets
+        self._offset_fetch_futures: dict = {}
 
     def commit(self):
         raise CommitFailedError("kicked out of the group")
@@ -34,8 +36,8 @@ class RebalancedConsumer:
     def assignment(self):
         return {TopicPartition("t", 0), TopicPartition("t", 1)}
 
-    def committed(self, tp):
-        return 5 if tp.partition == 0 else None
+    def fetch_committed_offsets(self, partitions, timeout_ms=None):
+        return {tp: OffsetAndMetadata(5, "", -1) for tp in partitions if tp.partition == 0}
 
     def seek(self, tp, offset):
         self.seeks.append((tp.partition, offset))

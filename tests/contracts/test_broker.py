@@ -7,7 +7,7 @@ import time
 
 from tests.support.deadlines import scaled
 
-GROUP_JOIN_S = scaled(30.0)  # a real broker needs a few seconds to seat a new group member
+GROUP_JOIN_S = 30.0  # a real broker needs a few seconds to seat a new group member (scaled where a wait begins)
 # Each test's groups are named after its own topic: a group shared between tests can make a new member wait for the
 # previous test's member to leave (or its session to expire) before it was given any partition.
 
@@ -21,7 +21,7 @@ def _send(transport, topic: str, n: int, key: bytes | None = None) -> None:
 
 
 def _poll(consumer, at_least: int, max_records: int = 1000) -> list:
-    records, deadline = [], time.monotonic() + GROUP_JOIN_S
+    records, deadline = [], time.monotonic() + scaled(GROUP_JOIN_S)
     while len(records) < at_least and time.monotonic() < deadline:
         records.extend(consumer.poll(max_records - len(records), 0.5))
     return records

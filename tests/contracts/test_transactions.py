@@ -12,6 +12,7 @@ import pytest
 
 from dimee.common.errors import DeliveryError, Fenced, Rebalanced
 from tests.contracts.test_broker import GROUP_JOIN_S, _poll, _send
+from tests.support.deadlines import scaled
 
 
 def _source(transport, topic: str, n: int):
@@ -150,7 +151,7 @@ def test_a_batch_polled_before_a_rebalance_never_commits_its_outputs(transport, 
 
 
 def _poll_until(done, poll) -> None:
-    deadline = time.monotonic() + GROUP_JOIN_S
+    deadline = time.monotonic() + scaled(GROUP_JOIN_S)
     while not done() and time.monotonic() < deadline:
         poll(100, 0.2)
     assert done(), "the group did not settle"

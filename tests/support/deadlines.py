@@ -40,8 +40,9 @@ FACTOR = max(1.0, GIVEN, min(LOAD, AUTO_MAX))
 
 
 def scaled(seconds: float) -> float:
-    """`seconds` (enough on an idle machine) stretched for this machine's load."""
-    return seconds * FACTOR
+    """`seconds` (enough on an idle machine) stretched for this machine's load: the session's factor, or the load
+    now if it rose since the session started (a deadline computed where its wait begins sees it)."""
+    return seconds * max(FACTOR, min(_load_per_core(), AUTO_MAX))
 
 
 def describe() -> str:

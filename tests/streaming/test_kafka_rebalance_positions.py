@@ -173,3 +173,23 @@ def test_a_transaction_is_refused_when_the_consumer_polled_past_its_records(monk
     adapter.poll(100, 0.1)  # polled on, but those records were dropped, not carried
     with pytest.raises(Rebalanced):
         adapter.mark({("t.samples", 2): 9})
+
+
+def test_a_legacy_broker_slow_to_create_a_topic_is_an_outage_not_a_crash(monkeypatch):
+    """Defect, seen once in the Kafka 0.9 smoke test: the broker did not answer the metadata that auto-creates a
+    topic within 60 s, and kafka-python's KafkaTimeoutError ended the router with a traceback instead of a retry."""
+    from kafka.errors import KafkaTimeoutError
+
+    from dimee.common.errors import ServiceUnavailable
+
+    class SlowBroker:
+        def partitions_for(self, topic: str) -> None:
+            raise KafkaTimeoutError("Failed to update metadata after 60.0 secs.")
+
+    transport = KafkaTransport("127.0.0.1:9092", api_version=(0, 9))
+    closed: list[bool] = []
+    monkeypatch.setattr(transport, "producer", lambda: type("P", (), {"producer": SlowBroker(),
+                                                                      "close": lambda self: closed.append(True)})())
+    with pytest.raises(ServiceUnavailable):
+        transport.ensure_topics(["t.samples"])
+    assert closed == [True]

@@ -309,6 +309,9 @@ class KafkaTransport:
         try:
             for topic in topics:
                 producer.producer.partitions_for(topic)
+        except KafkaError as exc:  # a broker slow to create a topic (seen: 60 s on a loaded 0.9): waited out
+            raise ServiceUnavailable(f"Kafka at {self.servers} did not create {topic} ({type(exc).__name__}: "
+                                     f"{exc})") from exc
         finally:
             producer.close()
 

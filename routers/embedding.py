@@ -1,4 +1,4 @@
-"""The routing embedding e(x): the embedding layer's output averaged over real tokens (DESIGN.md section 1),
+"""The routing embedding e(x): the embedding layer's output averaged over real tokens (docs/method.md section 1),
 computed without any transformer layer. Shared by the routing strategies and the feedback applier.
 
 The router is on the path of every sample, so this is its hot loop, and it needs neither torch nor

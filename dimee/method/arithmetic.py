@@ -1,4 +1,4 @@
-"""DIMEE's arithmetic on recorded exit probabilities (DESIGN.md section 1): exit layers, pools, rewards,
+"""DIMEE's arithmetic on recorded exit probabilities (docs/method.md section 1): exit layers, pools, rewards,
 serving outcomes and nearest-centroid routing. Pure numpy, so calibration and every offline sweep run in
 seconds without the model.
 

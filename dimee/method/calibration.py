@@ -137,7 +137,7 @@ class CalibrationConfig(BaseModel):
 
 
 def default_m_n(num_layers: int) -> tuple[int, int]:
-    """m = L/3, n = 2L/3: (2, 4) for 6 layers, (4, 8) for 12, as DESIGN.md sets them."""
+    """m = L/3, n = 2L/3: (2, 4) for 6 layers, (4, 8) for 12, as docs/method.md sets them."""
     return max(1, num_layers // 3), max(2, 2 * num_layers // 3)
 
 

@@ -104,7 +104,7 @@ def hidden_state_kb(tokens: np.ndarray | int, hidden_size: int) -> np.ndarray | 
 
 
 class CostModel(BaseModel):
-    """DESIGN.md section 1: per-sample costs in units where cloud-only costs 1.0 by default. Entering a tier
+    """docs/method.md section 1: per-sample costs in units where cloud-only costs 1.0 by default. Entering a tier
     costs its offload (and, in the cloud, the platform charge); each layer run there costs its λ."""
 
     lambda_m: float = Field(0.1, ge=0, description="mobile processing, per layer run")

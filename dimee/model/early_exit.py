@@ -24,7 +24,7 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class ExitHead(nn.Module):
-    """Pooling → dropout → linear, as DESIGN.md fixes it."""
+    """Pooling → dropout → linear, as docs/method.md fixes it."""
 
     def __init__(self, hidden_size: int, num_labels: int, pooling: Pooling, dropout: float) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""The JSON messages on every topic (DESIGN.md section 3), validated by pydantic. Every message has v = 1.
+"""The JSON messages on every topic (docs/method.md section 3), validated by pydantic. Every message has v = 1.
 
 Parsing goes through `parse`, which turns any failure (no value, an oversized message, bad UTF-8, bad JSON,
 a missing field, a wrong type, an empty or oversized field, a label the model does not have) into a

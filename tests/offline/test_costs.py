@@ -118,7 +118,7 @@ def test_normalising_makes_a_cloud_only_sample_cost_one_and_keeps_the_ratios():
     for name in ("lambda_m", "lambda_e", "lambda_c", "o_e", "o_c", "kappa", "o_hidden_per_kb"):
         assert getattr(cost, name) == pytest.approx(getattr(raw, name) / raw.cloud_only(6))
     assert cost.beta == raw.beta == 0.3
-    # The defaults land near DESIGN.md's constants on a machine that runs a MiniLM layer in about 2 ms.
+    # The defaults land near docs/method.md's constants on a machine that runs a MiniLM layer in about 2 ms.
     default, _ = priced(_measured(), Pricing())
     assert 0.05 < default.lambda_m < 0.15 and 0.02 < default.lambda_e < 0.08 and 0.1 < default.o_e < 0.4
 

@@ -10,7 +10,7 @@ The conversion, per sample (KB = 1000 bytes on the wire):
     o_hidden_per_kb = price per KB of hidden state carried by a `continue` escalation
 
 Normalised (the default), every constant but β is divided by what a cloud-only sample costs at those prices
-(o_c + κ + λ_c·L), so a cloud-only sample costs exactly 1.0: the units of DESIGN.md's constants and of every
+(o_c + κ + λ_c·L), so a cloud-only sample costs exactly 1.0: the units of docs/method.md's constants and of every
 report. The router runs on the mobile, so the mobile's own routed message is free.
 
 torch is imported only where a model runs, so prices and files can be handled without it.

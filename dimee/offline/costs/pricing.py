@@ -15,7 +15,7 @@ from dimee.offline.costs.figures import Measured, TierFigures
 @dataclass(frozen=True)
 class Pricing:
     """What a ms of compute on each tier, a KB on each link and a request cost, in any one unit (see the package
-    docstring). The defaults count in mobile-millisecond equivalents and echo DESIGN.md's choices: an edge ms
+    docstring). The defaults count in mobile-millisecond equivalents and echo docs/method.md's choices: an edge ms
     costs half a mobile ms, cloud compute is inside the cloud charge, the cloud link costs twice the edge link
     per KB, and the hidden state travels at the edge link's price. Normalised, only their ratios matter."""
 

@@ -1,1 +1,1 @@
-"""The offline evaluator: every method of DESIGN.md section 2 on recorded test exits, plus report and plots."""
+"""The offline evaluator: every method of docs/method.md section 2 on recorded test exits, plus report and plots."""

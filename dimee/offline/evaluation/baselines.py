@@ -1,4 +1,4 @@
-"""The paper's baselines and DIMEE (DESIGN.md section 2) as functions of recorded exits → per-sample
+"""The paper's baselines and DIMEE (docs/method.md section 2) as functions of recorded exits → per-sample
 prediction, tier and cost. `MethodResult` is the row type every evaluated policy produces."""
 
 from __future__ import annotations

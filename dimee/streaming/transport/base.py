@@ -56,7 +56,7 @@ class _Named:
 
 @dataclass(frozen=True)
 class Topics:
-    """Topic names under one prefix (DESIGN.md section 3)."""
+    """Topic names under one prefix (docs/method.md section 3)."""
 
     prefix: str = "dimee"
 

@@ -34,7 +34,7 @@ def _priced(name: str, help_text: str) -> inspect.Parameter:
 
 
 NormaliseOpt = Annotated[bool, typer.Option(
-    help="Divide every constant but β by the cost of a cloud-only sample, so that it costs 1.0 (docs/method.md's units).",
+    help="Divide every constant but β by the cost of a cloud-only sample, so that it costs 1.0 (docs/method.md).",
     rich_help_panel="Prices")]
 # Declared once as `pricing: Pricing`; the names are Pricing's fields. Units: any one, e.g. mobile-ms equivalents.
 pricing_options = opt.bundled("pricing", Pricing, [

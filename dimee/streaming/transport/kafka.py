@@ -428,7 +428,7 @@ def _fenceable(group: object | None) -> bool:
 
 
 class KafkaMark(NamedTuple):
-    offsets: dict  # TopicPartition → OffsetAndMetadata: the next offset of every assigned partition
+    offsets: dict  # TopicPartition → OffsetAndMetadata: the offsets to commit (a stage's: where its records end)
     group: object  # the group metadata (generation, member id): a transaction's offsets are fenced by it
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import threading
 
+import pytest
 from dimee.producers.producer import ProduceOptions, produce
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
@@ -92,14 +93,6 @@ class WholeBatchRefusal(InMemoryBroker):
                 pass
 
         return Producer()
-
-
-def test_records_refused_with_a_bad_batch_mate_are_tried_alone():
-    broker, topics = WholeBatchRefusal(), Topics("batch")
-    records = [*stream_records(3), {"id": "big", "text": "x" * 2000}]
-    result = produce(broker, topics, records, ProduceOptions(progress=False))
-    assert sorted(r.key.decode() for r in broker.read_all(topics.samples)) == ["s-0", "s-1", "s-2"]
-    assert result.acknowledged == 3 and [label for label, _ in result.refused] == ["big"]
 
 
 class _HeldFuture:
@@ -276,12 +269,6 @@ class RefusingWholeTransactions(InMemoryBroker):
         return _Answering(super().producer(transactional_id, replacing), _too_large_refuses_the_batch)
 
 
-def test_a_transaction_refused_for_one_record_is_sent_again_without_it():
-    broker, topics = RefusingWholeTransactions(), Topics("batch")
-    records = [*stream_records(3), {"id": "big", "text": "x" * 2000}]
-    result = produce(broker, topics, records, ProduceOptions(progress=False))
-    assert sorted(r.key.decode() for r in broker.read_all(topics.samples)) == ["s-0", "s-1", "s-2"]
-    assert result.acknowledged == 3 and [label for label, _ in result.refused] == ["big"]
 
 
 def test_what_a_waiting_source_gave_so_far_is_sent_while_it_waits():
@@ -359,3 +346,14 @@ def test_the_kafka_adapter_commits_a_chunk_through_a_fresh_client_once_the_first
     assert sorted(transport.log) == sorted(r["id"].encode() for r in records)
     stuck = transport.clients[0]
     assert len(transport.clients) == 2 and stuck.closed and stuck.open  # never committed: the new init aborts it
+
+
+@pytest.mark.parametrize("refusing", [WholeBatchRefusal, RefusingWholeTransactions])
+def test_records_refused_with_a_bad_batch_mate_are_sent_again_without_it(refusing):
+    """A broker refusing a whole batch (plain sends) or a whole transaction for one bad record in it: the others
+    are sent again without it, and only it is reported."""
+    broker, topics = refusing(), Topics("batch")
+    records = [*stream_records(3), {"id": "big", "text": "x" * 2000}]
+    result = produce(broker, topics, records, ProduceOptions(progress=False))
+    assert sorted(r.key.decode() for r in broker.read_all(topics.samples)) == ["s-0", "s-1", "s-2"]
+    assert result.acknowledged == 3 and [label for label, _ in result.refused] == ["big"]

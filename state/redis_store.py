@@ -109,7 +109,8 @@ return {1}
 # What Redis says when it refuses a command for a while (out of memory, a read-only replica after a failover, a
 # failed snapshot, a busy script, still loading): a service condition to wait out, never a reason to dead-letter.
 REFUSING = ("OOM", "READONLY", "MISCONF", "BUSY", "LOADING", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN", "CLUSTERDOWN")
-REFUSING_CLASSES = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
+REFUSING_CLASSES = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError, redis.exceptions.MasterDownError,
+                    redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
 MAX_ATTEMPTS = 50  # each lost race means another router moved the pool: progress is being made
 
 
@@ -153,9 +154,10 @@ class RedisCentroidStore:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailable(f"cannot reach Redis at {self._host} ({exc.__class__.__name__})") from exc
         except redis.ResponseError as exc:
-            # redis-py maps "OOM …" and "READONLY …" to classes and drops the prefix (and a pipeline rewrites the
-            # message): both are looked for
-            if isinstance(exc, REFUSING_CLASSES) or str(exc).startswith(REFUSING):
+            # redis-py maps "OOM …", "READONLY …" and others to classes and drops the prefix, and a pipeline puts
+            # "Command # N (…) of pipeline caused error: " before the reply: both are looked through
+            reply = str(exc).rsplit("caused error: ", 1)[-1]
+            if isinstance(exc, REFUSING_CLASSES) or reply.startswith(REFUSING):
                 raise RefusesWrites(f"Redis at {self._host} refuses the command: {str(exc)[:200]}") from exc
             raise
 

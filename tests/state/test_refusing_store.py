@@ -65,3 +65,22 @@ def test_a_worker_goes_on_when_its_audit_copies_cannot_be_recorded(monkeypatch):
 
 def test_the_namespace_names_the_pipeline_and_the_model_in_one_hash_tag():
     assert namespace("dimee", "rt-sentences-0123456789ab") == "dimee:{dimee/rt-sentences-0123456789ab}"
+
+
+@pytest.mark.parametrize("refusal", [
+    redis.exceptions.MasterDownError("Link with MASTER is down and replica-serve-stale-data is set to 'no'."),
+    redis.exceptions.TryAgainError("Multiple keys request during rehashing of slot"),
+    redis.ResponseError("Command # 1 (HMGET k mean) of pipeline caused error: MISCONF Redis is configured to save "
+                        "RDB snapshots, but it's currently unable to persist to disk."),
+], ids=["masterdown", "tryagain", "misconf-in-a-pipeline"])
+def test_every_refusal_is_an_outage_however_redis_py_words_it(refusal):
+    """Defect: redis-py maps MASTERDOWN and TRYAGAIN to classes without the prefix, and a pipeline rewrites a reply's
+    text; the store did not recognise them, and the router dead-lettered its samples during a replica failover."""
+    store = RedisCentroidStore("redis://127.0.0.1:1/0", namespace("p", "m"))  # never connects: the call raises first
+
+    def refuse(*args, **kwargs):
+        raise refusal
+
+    store.client.hget = refuse
+    with pytest.raises(ServiceUnavailable, match="refuses the command"):
+        store.snapshot()

@@ -198,6 +198,7 @@ class TransactionalPublisher(Publisher):
                 sent.append(item)
             except Refused as exc:
                 self.result.refused.append((item.label, str(exc)))
+        batch[:] = sent  # a try of this batch again (a failed commit) sends only these: the refused are reported once
         try:
             producer.flush(timeout_s=max(1.0, min(FLUSH_S, bound.left())))
         except DeliveryError as exc:

@@ -12,7 +12,7 @@ import pytest
 from dimee.producers.producer import ProduceOptions, produce
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
-from dimee.common.errors import DeliveryError
+from dimee.common.errors import DeliveryError, Refused
 from dimee.streaming.runtime import StopFlag
 from dimee.streaming.transport.base import Topics
 from dimee.streaming.transport.memory import InMemoryBroker
@@ -357,3 +357,38 @@ def test_records_refused_with_a_bad_batch_mate_are_sent_again_without_it(refusin
     result = produce(broker, topics, records, ProduceOptions(progress=False))
     assert sorted(r.key.decode() for r in broker.read_all(topics.samples)) == ["s-0", "s-1", "s-2"]
     assert result.acknowledged == 3 and [label for label, _ in result.refused] == ["big"]
+
+
+class RefusedAtSendThenAFailedCommit(InMemoryBroker):
+    """A client that refuses one record as it is sent (too large for it), and whose first commit fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed_commits = 0
+
+    def producer(self, transactional_id=None, replacing=None):
+        inner, outer = super().producer(transactional_id, replacing), self
+
+        class Client(_Answering):
+            def send(self, topic, key, value, timestamp_s=None, headers=()):
+                if key == b"big":
+                    raise Refused("MessageSizeTooLargeError: the record is larger than the client's limit")
+                super().send(topic, key, value, timestamp_s, headers)
+
+            def commit(self, consumer, mark=None):
+                if outer.failed_commits == 0:
+                    outer.failed_commits += 1
+                    raise DeliveryError("Kafka did not commit the transaction (simulated)")
+                super().commit(consumer, mark)
+
+        return Client(inner, lambda sent: None)
+
+
+def test_a_record_refused_at_send_is_reported_once_however_often_its_chunk_is_tried():
+    """Defect: the chunk was tried again whole after a failed commit, and the refused record reported each time."""
+    broker, topics = RefusedAtSendThenAFailedCommit(), Topics("refused-once")
+    records = [*stream_records(3), {"id": "big", "text": "x"}]
+    result = produce(broker, topics, records, ProduceOptions(progress=False))
+    assert broker.failed_commits == 1
+    assert sorted(r.key.decode() for r in broker.read_all(topics.samples)) == ["s-0", "s-1", "s-2"]
+    assert [label for label, _ in result.refused] == ["big"] and result.acknowledged == 3

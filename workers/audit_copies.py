@@ -27,9 +27,9 @@ class AuditCopies:
         """The pipeline's store where this worker makes audit copies (a tier below the last, a rate above 0)."""
         if settings.state.startswith("memory://") and not settings.broker.startswith("memory://"):
             # a store in this process alone: no controller could read it, and the records would only pile up
-            log.warning("audit copies not recorded: the state store is this process's memory, so a controller "
-                        "refuses their audits (give this worker the router's DIMEE_STATE)", stage=stage,
-                        state=redact(settings.state))
+            log.warning("audit copies not recorded: the state store is this process's memory; if a threshold "
+                        "controller runs, it refuses their audits (then give this worker the router's DIMEE_STATE)",
+                        stage=stage, state=redact(settings.state))
             return cls(None, tier)
         return cls(open_store(settings.state, state_id, settings.seen_ttl_s, pipeline=settings.topic_prefix), tier)
 

@@ -95,17 +95,18 @@ def audit_figures(audits: list[dict], letters: list[dict], stored: ControlState 
 
 
 def _stored_control(run: Run) -> ControlState | str:
-    import redis
-    from dimee.state.base import BadControl, read_control
+    """The control as the store reads it (its key layout and checks), or why it could not be read."""
+    from dimee.state.redis_store import RedisCentroidStore
 
-    client = redis.Redis.from_url(run.suite.cluster.redis, socket_timeout=5)
+    from dimee.common.errors import ServiceUnavailable
+
+    store = RedisCentroidStore(run.suite.cluster.redis, namespace(run.prefix, run.suite.state_id))
     try:
-        fields = client.hgetall(f"{namespace(run.prefix, run.suite.state_id)}:control")
-        return read_control({k.decode(): v for k, v in fields.items()})
-    except (BadControl, redis.RedisError) as exc:
+        return store.control_state()
+    except ServiceUnavailable as exc:  # BadControl among them
         return f"{exc.__class__.__name__}: {exc}"
     finally:
-        client.close()
+        store.close()
 
 
 def _audits_settled(run: Run, forged: int, replays: int, limit_s: float = 90.0) -> dict:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dimee.common.errors import DeliveryError, DimeeError, Refused, ServiceUnavailable
+from dimee.common.errors import DeliveryError, DimeeError, Refused, ServiceUnavailable, Unanswered
 from dimee.streaming.runtime import StopFlag, log, retry
 
 if TYPE_CHECKING:
@@ -91,35 +91,12 @@ class Bounded(StopFlag):
         return self.is_set()
 
 
-class _NoOffsets:
-    """The consumer a transaction of sends alone commits with (`TransactionalProducer.commit` takes one whose
-    positions it commits too): it has none. Answers as the embedded broker's consumers do."""
-
-    generation = 0
-
-    def mark(self) -> _NoOffsets:
-        return self
-
-    def commit(self, mark: object | None = None) -> None:
-        pass
-
-
 def _commit_sends(producer: TransactionalProducer) -> None:
     """Commit a transaction of sends alone. Raises DeliveryError if it was aborted, _Unknown if no answer came
     (it may yet commit)."""
-    from kafka.errors import KafkaError
-
-    from dimee.streaming.transport import kafka
-
-    if not isinstance(producer, kafka.KafkaTransactionalProducer):
-        producer.commit(_NoOffsets())  # type: ignore[arg-type]
-        return
     try:
-        # Kafka's commit() would add a consumer group's offsets; without any it is the client's own commit.
-        kafka._within(kafka.TRANSACTION_REQUEST_TIMEOUT_S, producer.producer.commit_transaction, "commit")
-    except KafkaError as exc:  # the client gave the transaction up: aborted
-        raise DeliveryError(f"Kafka did not commit the transaction: {exc}") from exc
-    except DeliveryError as exc:  # no answer in time: the coordinator may still commit it
+        producer.commit(None)
+    except Unanswered as exc:
         raise _Unknown(str(exc)) from exc
 
 

@@ -32,6 +32,10 @@ class DeliveryError(ServiceUnavailable):
         self.held = held or []
 
 
+class Unanswered(DeliveryError):
+    """A request Kafka did not answer in time: its outcome is unknown (a transaction's commit may yet take effect)."""
+
+
 class Fenced(DimeeError):
     """Another instance with this stage's transactional id has started: this one is a zombie and must stop."""
 

@@ -208,12 +208,13 @@ class TransactionalProducer(Producer, Protocol):
 
     def begin(self) -> None: ...
 
-    def commit(self, consumer: Consumer, mark: object | None = None) -> None:
+    def commit(self, consumer: Consumer | None, mark: object | None = None) -> None:
         """Commit the sends since begin() and the consumer's positions of `mark` (default: everything it
-        returned so far), atomically. Raises `Fenced`, `Rebalanced` (the group moved on: the transaction was
-        aborted; the caller rewinds the consumer to its committed offsets) or `ServiceUnavailable` (aborted;
-        the caller may run the transaction again). Touches only the producer when given a mark, so it may run
-        on another thread than the one polling the consumer."""
+        returned so far), atomically; with no consumer, the sends alone (a producer's own transaction). Raises
+        `Fenced`, `Rebalanced` (the group moved on: the transaction was aborted; the caller rewinds the consumer to
+        its committed offsets), `Unanswered` (no answer in time: it may yet commit) or `ServiceUnavailable`
+        (aborted; the caller may run the transaction again). Touches only the producer when given a mark, so it
+        may run on another thread than the one polling the consumer."""
 
     def abort(self) -> None: ...
 

@@ -21,7 +21,7 @@ from kafka.errors import KafkaConfigurationError, KafkaError, TopicAlreadyExists
 from kafka.producer.transaction_manager import InitProducerIdHandler, ProducerIdAndEpoch, TransactionState
 from kafka.structs import MemberState
 
-from dimee.common.errors import DeliveryError, DimeeError, Fenced, Rebalanced, Refused, ServiceUnavailable
+from dimee.common.errors import DeliveryError, DimeeError, Fenced, Rebalanced, Refused, ServiceUnavailable, Unanswered
 from dimee.streaming.transport.base import Consumer, ConsumerGuard, Headers, Record, TransactionalProducer
 
 # The broker says another producer with this transactional id is newer: this instance is a zombie.
@@ -116,7 +116,7 @@ def _within(seconds: float, action: Callable[[], None], what: str) -> None:
     thread.start()
     thread.join(seconds)
     if not outcome:
-        raise DeliveryError(f"Kafka did not answer the transaction's {what} in {seconds:.0f} s")
+        raise Unanswered(f"Kafka did not answer the transaction's {what} in {seconds:.0f} s")
     if outcome[0] is not None:
         raise outcome[0]
 
@@ -386,15 +386,18 @@ class KafkaTransactionalProducer(KafkaProducerAdapter):
                 raise Fenced(f"fenced by a newer instance with the same transactional id ({exc})") from exc
             raise DeliveryError(f"Kafka did not begin the transaction: {exc}") from exc
 
-    def commit(self, consumer: Consumer, mark: object | None = None) -> None:
+    def commit(self, consumer: Consumer | None, mark: object | None = None) -> None:
         try:
-            offsets, group = cast(KafkaMark, mark or consumer.mark())  # a KafkaConsumerAdapter's
+            # a KafkaConsumerAdapter's mark, asked of the consumer if none is given; neither: the sends alone
+            kafka_mark = cast(KafkaMark | None, mark or (None if consumer is None else consumer.mark()))
         except Rebalanced:
             self.abort()
             raise
         try:
-            _within(TRANSACTION_REQUEST_TIMEOUT_S, lambda: self.producer.send_offsets_to_transaction(offsets, group),
-                    "offset commit")
+            if kafka_mark is not None:
+                offsets, group = kafka_mark
+                _within(TRANSACTION_REQUEST_TIMEOUT_S,
+                        lambda: self.producer.send_offsets_to_transaction(offsets, group), "offset commit")
             _within(TRANSACTION_REQUEST_TIMEOUT_S, self.producer.commit_transaction, "commit")
         except FENCED_ERRORS as exc:
             raise Fenced(f"fenced by a newer instance with the same transactional id ({type(exc).__name__})") from exc

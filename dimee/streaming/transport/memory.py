@@ -153,23 +153,24 @@ class _MemoryTransactionalProducer(_MemoryProducer):
             raise RuntimeError("send outside a transaction: call begin() first")
         self._pending.append((topic, key, value))
 
-    def commit(self, consumer: Consumer, mark: object | None = None) -> None:
-        consumer = cast(_MemoryConsumer, consumer)  # this broker's, as is its mark
+    def commit(self, consumer: Consumer | None, mark: object | None = None) -> None:
+        member = cast(_MemoryConsumer | None, consumer)  # this broker's, as is its mark
         with self.broker._lock:
             try:
-                mark = cast(_Mark, mark or consumer.mark())
+                mark = cast(_Mark | None, mark or (None if member is None else member.mark()))
             except Rebalanced:
                 self._pending = None
                 raise
             if self.broker._epochs[self.transactional_id] != self.epoch:
                 self._pending = None
                 raise Fenced(f"transactional id {self.transactional_id!r} was taken over by a newer instance")
-            if mark.generation != consumer.generation:
+            if member is not None and mark is not None and mark.generation != member.generation:
                 self._pending = None  # the rebalance rewound the consumer to its committed offsets
-                raise Rebalanced(f"group {consumer.group_id!r} rebalanced before the transaction committed")
+                raise Rebalanced(f"group {member.group_id!r} rebalanced before the transaction committed")
             for topic, key, value in self._pending or []:
                 self.broker.append(topic, key, value)
-            consumer.commit(mark)
+            if member is not None and mark is not None:
+                member.commit(mark)
         self._pending = None
 
     def abort(self) -> None:

@@ -379,6 +379,7 @@ class KafkaTransactionalProducer(KafkaProducerAdapter):
 
     def begin(self) -> None:
         self._pending = []
+        _forget_refused_offsets(self.producer)
         try:
             self.producer.begin_transaction()
         except KafkaError as exc:
@@ -419,6 +420,19 @@ class KafkaTransactionalProducer(KafkaProducerAdapter):
             raise Fenced(f"fenced by a newer instance with the same transactional id ({type(exc).__name__})") from exc
         except (KafkaError, DeliveryError):
             pass  # nothing to abort, or the broker aborts it on timeout: either way nothing was committed
+
+
+def _forget_refused_offsets(producer: KafkaProducer) -> None:
+    """kafka-python (3.0.12) keeps the offsets of a transactional offset commit that the broker refused (a stale
+    generation: CommitFailedError) and sends them again with the next transaction's offsets, under the new
+    generation, which the broker accepts. A partition that is another member's by then is committed back (its
+    owner's records are read again: duplicates) or past what its owner has read (lost). So a transaction starts
+    without them: its offsets are exactly the ones its mark carries."""
+    manager = getattr(producer, "_transaction_manager", None)
+    refused = getattr(manager, "_pending_txn_offset_commits", None)
+    if refused:
+        with manager._lock:  # type: ignore[union-attr]
+            refused.clear()
 
 
 def _fenceable(group: object | None) -> bool:

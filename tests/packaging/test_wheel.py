@@ -62,3 +62,15 @@ def test_the_image_copies_what_the_package_is_built_from() -> None:
               if line.startswith("COPY ")]
     copied = {source for sources in copies for source in sources}
     assert {"pyproject.toml", "setup.py", "dimee", *ROLE_FOLDERS} <= copied
+
+
+def test_the_image_runs_as_the_non_root_user_the_chart_names() -> None:
+    """A pod without the chart's securityContext (compose, a plain `docker run`) must not run as root either."""
+    import yaml
+
+    users = [line.split()[1] for line in (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
+             if line.startswith("USER ")]
+    assert users, "the image runs as root"
+    context = yaml.safe_load((ROOT / "deploy" / "helm" / "dimee" / "values.yaml").read_text())["podSecurityContext"]
+    assert users[-1] == f"{context['runAsUser']}:{context['runAsGroup']}"
+    assert context["runAsUser"] != 0

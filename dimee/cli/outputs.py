@@ -103,9 +103,9 @@ def schema_cmd(
 ) -> None:
     """JSON Schemas of every message on dimee's topics (sample, routed, prediction, feedback, dead letter),
     for consumers in other languages; docs/streaming.md says how versions change."""
-    from dimee.streaming.messages import SCHEMAS
+    from dimee.streaming.schemas import json_schemas
 
-    schemas = {name: kind.model_json_schema() for name, kind in SCHEMAS.items()}
+    schemas = json_schemas()
     if out is None:
         typer.echo(json.dumps(schemas, indent=2))
         return

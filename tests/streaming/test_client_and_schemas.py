@@ -6,11 +6,24 @@ from __future__ import annotations
 import json
 
 import jsonschema
+import pytest
+from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from dimee.cli import app
-from dimee.streaming.client import Predictions
-from dimee.streaming.messages import SCHEMAS, CostBreakdown, DeadLetter, Prediction, Routed, Sample, Timings
+from dimee.streaming.client import Predictions, UnsupportedVersion
+from dimee.streaming.messages import (
+    SCHEMAS,
+    CostBreakdown,
+    DeadLetter,
+    MessageError,
+    Prediction,
+    Routed,
+    Sample,
+    Timings,
+    parse,
+)
+from dimee.streaming.schemas import json_schemas
 from dimee.streaming.transport.base import Record, Topics
 from dimee.streaming.transport.memory import shared_broker
 
@@ -84,3 +97,112 @@ def test_a_rebalance_between_the_clients_poll_and_its_commit_hands_out_the_predi
         assert [p.id for p in stream.poll(timeout_s=0.5)] == ["a", "b"]
         stream.consumer.poll = plain_poll
         assert stream.poll(timeout_s=0.2) == [] and stream.skipped == 2  # read again, each id handed out once
+
+
+def _send(broker_url: str, prefix: str, *values: tuple[str, bytes]) -> None:
+    broker = shared_broker(broker_url)
+    topic = Topics(prefix).predictions
+    broker.ensure_topics([topic], partitions=1)
+    producer = broker.producer()
+    for key, value in values:
+        producer.send(topic, key.encode(), value)
+    producer.flush()
+
+
+def _ids(url: str, prefix: str) -> list[str]:
+    """What a new member of the group reads (and leaves uncommitted)."""
+    stream = Predictions(url, group="app", topic_prefix=prefix)
+    try:
+        return [p.id for p in stream.poll(timeout_s=0.2)]
+    finally:
+        stream.close(commit=False)
+
+
+def test_a_batch_the_caller_did_not_finish_is_read_again():
+    """At least once: a caller that crashes between a poll and the next one reads the batch again (the client
+    used to commit it inside poll, so it was lost)."""
+    url, prefix = "memory://client-crash", "crash"
+    _send(url, prefix, *((i, _prediction(i).to_bytes()) for i in ("a", "b")))
+    with pytest.raises(RuntimeError), Predictions(url, group="app", topic_prefix=prefix) as stream:
+        assert [p.id for p in stream.poll(timeout_s=0.5)] == ["a", "b"]
+        raise RuntimeError("the application crashes while handling the batch")
+    assert _ids(url, prefix) == ["a", "b"]
+
+
+def test_the_next_poll_or_commit_commits_the_batch_before():
+    url, prefix = "memory://client-commit", "commit"
+    _send(url, prefix, ("a", _prediction("a").to_bytes()))
+    with pytest.raises(RuntimeError), Predictions(url, group="app", topic_prefix=prefix) as stream:
+        assert [p.id for p in stream.poll(timeout_s=0.5)] == ["a"]
+        _send(url, prefix, ("b", _prediction("b").to_bytes()))
+        assert [p.id for p in stream.poll(timeout_s=0.5)] == ["b"]  # says "a" is done
+        raise RuntimeError("crash while handling b")
+    assert _ids(url, prefix) == ["b"]
+    with pytest.raises(RuntimeError), Predictions(url, group="app", topic_prefix=prefix) as stream:
+        assert [p.id for p in stream.poll(timeout_s=0.5)] == ["b"]
+        stream.commit()
+        raise RuntimeError("crash after committing b")
+    assert _ids(url, prefix) == []
+
+
+def test_a_loop_broken_mid_batch_leaves_the_rest_to_be_read_again():
+    url, prefix = "memory://client-loop", "loop"
+    _send(url, prefix, *((i, _prediction(i).to_bytes()) for i in ("a", "b", "c")))
+    with Predictions(url, group="app", topic_prefix=prefix) as stream:
+        for prediction in stream:
+            assert prediction.id == "a"
+            break
+    assert {"b", "c"} <= set(_ids(url, prefix))  # never handed out: not committed
+
+
+def test_a_prediction_with_an_added_optional_field_validates_and_is_read(tmp_path):
+    """A field added within version 1 is compatible: the shipped schema takes it and the client reads the
+    prediction, keeping the field (both used to refuse it, the client silently)."""
+    assert CliRunner().invoke(app, ["schema", "--out", str(tmp_path)]).exit_code == 0
+    newer = {**json.loads(_prediction("a").to_bytes()), "queue_ms": 7}
+    jsonschema.validate(newer, json.loads((tmp_path / "prediction.schema.json").read_text()))
+    url, prefix = "memory://client-newer", "newer"
+    _send(url, prefix, ("a", json.dumps(newer).encode()))
+    with Predictions(url, group="app", topic_prefix=prefix) as stream:
+        [read] = stream.poll(timeout_s=0.5)
+        assert read.id == "a" and read.model_extra == {"queue_ms": 7} and stream.unreadable == 0
+    with pytest.raises(MessageError):  # the pipeline's own stages stay strict about what they take
+        parse(Prediction, json.dumps(newer).encode())
+    with pytest.raises(jsonschema.ValidationError):  # and so does the schema of what they take
+        jsonschema.validate({**json.loads(Sample(id="a", text="t").to_bytes()), "queue_ms": 7},
+                            json.loads((tmp_path / "sample.schema.json").read_text()))
+
+
+def test_a_prediction_of_a_later_version_is_refused_loudly_after_those_before_it():
+    url, prefix = "memory://client-v2", "v2"
+    later = {**json.loads(_prediction("b").to_bytes()), "v": 2, "renamed": True}
+    _send(url, prefix, ("a", _prediction("a").to_bytes()), ("b", json.dumps(later).encode()),
+          ("c", _prediction("c").to_bytes()))
+    with Predictions(url, group="app", topic_prefix=prefix) as stream:
+        assert [p.id for p in stream.poll(timeout_s=0.5)] == ["a"]
+        with capture_logs() as said, pytest.raises(UnsupportedVersion) as refused:
+            stream.poll(timeout_s=0.5)
+        assert (refused.value.version, refused.value.offset) == (2, 1) and "version 2" in str(refused.value)
+        assert [(e["log_level"], e["version"], e["offset"]) for e in said] == [("error", 2, 1)]
+        assert stream.unsupported == 1 and stream.unreadable == 0
+        assert [p.id for p in stream.poll(timeout_s=0.5)] == ["c"]  # caught: the caller goes on past it
+
+
+def test_a_record_that_is_not_a_prediction_is_logged():
+    url, prefix = "memory://client-junk", "junk"
+    _send(url, prefix, ("x", b"not a prediction"))
+    with Predictions(url, group="app", topic_prefix=prefix) as stream, capture_logs() as said:
+        assert stream.poll(timeout_s=0.5) == [] and stream.unreadable == 1
+    assert [(e["log_level"], e["offset"]) for e in said] == [("error", 0)]
+
+
+def test_every_schema_has_an_id_a_dialect_and_every_field_described():
+    schemas = json_schemas()
+    assert len({s["$id"] for s in schemas.values()}) == len(schemas)
+    for name, schema in schemas.items():
+        jsonschema.Draft202012Validator.check_schema(schema)
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+        for owner, node in [(name, schema), *schema.get("$defs", {}).items()]:
+            assert node.get("description"), f"{name}: {owner} is not described"
+            undescribed = [f for f, spec in node.get("properties", {}).items() if not spec.get("description")]
+            assert not undescribed, f"{name}: {owner}'s fields {undescribed} are not described"

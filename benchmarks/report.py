@@ -7,8 +7,9 @@ import statistics
 from pathlib import Path
 
 from dimee.method.tiers import TIER_NAMES as TIERS
+from dimee.streaming.config import setting_default
 
-MAX_WAIT_S = 0.020  # the workers' default --max-wait-ms
+MAX_WAIT_S = setting_default("max_wait_ms") / 1000  # the workers' default --max-wait-ms
 
 
 def spread(values: list[float | None]) -> dict:

@@ -4,10 +4,11 @@
 from dimee.state.base import CentroidSnapshot, CentroidStore, NotSeeded, Update, namespace
 
 from dimee.common.errors import DimeeError
-from dimee.streaming.config import check_state_url, redact
+from dimee.streaming.config import check_state_url, redact, setting_default
 
 
-def open_store(url: str, state_id: str, seen_ttl_s: int = 7 * 24 * 3600, *, pipeline: str) -> CentroidStore:
+def open_store(url: str, state_id: str, seen_ttl_s: int = setting_default("seen_ttl_s"), *,
+               pipeline: str) -> CentroidStore:
     """The state of one pipeline (`pipeline`: its topic prefix) of one model (`state_id`: `Deployment.state_id`)."""
     where = namespace(pipeline, state_id)
     if url.startswith("memory://"):

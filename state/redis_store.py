@@ -36,7 +36,7 @@ from dimee.state.base import (
 
 from dimee.common.errors import DimeeError, ServiceUnavailable
 from dimee.method.control import Control, ControlRule, ControlState
-from dimee.streaming.config import redact
+from dimee.streaming.config import redact, setting_default
 
 # KEYS: the pools moved, then the seen-markers of the batch's sample ids.
 # ARGV: pools moved, seen TTL, then per pool: the version read, the new mean, the new count, updates applied.
@@ -130,7 +130,7 @@ class RedisUnavailable(ServiceUnavailable):
 
 
 class RedisCentroidStore:
-    def __init__(self, url: str, namespace: str, seen_ttl_s: int = 3600) -> None:
+    def __init__(self, url: str, namespace: str, seen_ttl_s: int = setting_default("seen_ttl_s")) -> None:
         """`namespace`: the pipeline's (`state.base.namespace`)."""
         self.url = url
         self.namespace = namespace

@@ -3,6 +3,7 @@ torch: arguments are checked before any slow import."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from dimee.common.errors import DimeeError
 from dimee.data.registry import NAMES_HELP, DatasetSpec
 from dimee.method.routing_policy import POLICIES
 from dimee.producers.sources import SourceSpec
-from dimee.streaming.config import Settings, check_state_url, kafka_servers
+from dimee.streaming.config import Settings, check_state_url, kafka_servers, setting_default
 from dimee.streaming.stage import BatchLimits
 
 DEFAULT_WORKDIR = Path("artifacts/demo")
@@ -78,16 +79,35 @@ ControlTargetOpt = Annotated[float | None, _control(
                            "calibration's, for a tuned policy). Env: DIMEE_CONTROL_TARGET.")]
 ControlStepOpt = Annotated[float | None, _control(
     min=0.0, max=1.0, help="How far one audit moves the offset (default 0.02). Env: DIMEE_CONTROL_STEP.")]
-MaxBatchOpt = Annotated[int, typer.Option(min=1, help="Largest micro-batch.")]
-MaxWaitOpt = Annotated[float, typer.Option(min=0.0, help="How long a partial micro-batch waits (ms).")]
-CommitIntervalOpt = Annotated[float, typer.Option(
-    min=0.0, envvar="DIMEE_COMMIT_INTERVAL_MS",
-    help="Least time between two commits (transactions) of a stage (ms): batches computed sooner are sent "
-         "together, at most --max-queued-batches of them. 0: as soon as the broker took the previous one.")]
-MaxQueuedOpt = Annotated[int, typer.Option(
-    min=1, envvar="DIMEE_MAX_QUEUED_BATCHES",
-    help="Most micro-batches a stage keeps back (while a commit runs or the interval has not passed) before it "
-         "sends them as one.")]
+def _batches(**kwargs: object) -> typer.models.OptionInfo:
+    return typer.Option(rich_help_panel="Micro-batches", **kwargs)  # type: ignore[arg-type]
+
+
+def _default(name: str) -> str:
+    """A Settings default as a help text shows it (from Settings: the help never repeats it)."""
+    return f"{setting_default(name):g}"
+
+
+# These default to None: the value then comes from Settings (the environment, a .env file, else its default).
+MaxWaitOpt = Annotated[float | None, _batches(
+    min=0.0, help=f"How long a partial micro-batch waits for more records (ms; default {_default('max_wait_ms')}). "
+                  "Env: DIMEE_MAX_WAIT_MS.")]
+CommitIntervalOpt = Annotated[float | None, _batches(
+    min=0.0, help="Least time between two commits (transactions) of a stage (ms; default "
+                  f"{_default('commit_interval_ms')}): batches computed sooner are sent together, at most "
+                  "--max-queued-batches of them. 0: as soon as the broker took the previous one. Env: "
+                  "DIMEE_COMMIT_INTERVAL_MS.")]
+MaxQueuedOpt = Annotated[int | None, _batches(
+    min=1, help="Most micro-batches a stage keeps back (while a commit runs or the interval has not passed) before "
+                f"it sends them as one (default {_default('max_queued_batches')}). Env: DIMEE_MAX_QUEUED_BATCHES.")]
+
+
+def _max_batch_opt(role_default: int | None) -> object:
+    shown = _default("max_batch") if role_default is None else role_default
+    return Annotated[int | None, _batches(min=1, help=f"Largest micro-batch (default {shown}). Env: "
+                                                      "DIMEE_MAX_BATCH.")]
+
+
 IdleExitOpt = Annotated[float | None, typer.Option(help="Exit after this many idle seconds (default: run until "
                                                         "SIGTERM/SIGINT).")]
 MetricsOpt = Annotated[int | None, typer.Option(
@@ -200,19 +220,29 @@ policy_options = bundled("policy", lambda policy, adaptive: "DIMEE-D" if adaptiv
 
 
 
-def _batch_limits(max_batch: int, max_wait_ms: float, commit_interval_ms: float,
-                  max_queued_batches: int) -> BatchLimits:
-    return BatchLimits(max_batch=max_batch, max_wait_s=max_wait_ms / 1000.0, max_queued_batches=max_queued_batches,
-                       commit_interval_s=commit_interval_ms / 1000.0)
+def batch_limits(settings: Settings) -> BatchLimits:
+    """The batch limits the settings give (ms on the command line and in the environment, s in the stage)."""
+    return BatchLimits(max_batch=settings.max_batch, max_wait_s=settings.max_wait_ms / 1000.0,
+                       poll_timeout_s=settings.poll_timeout_s, max_poll_interval_s=settings.max_poll_interval_s,
+                       max_queued_batches=settings.max_queued_batches,
+                       commit_interval_s=settings.commit_interval_ms / 1000.0)
 
 
-def batch_options(max_batch: int) -> Callable[[Command], Command]:
-    """`--max-batch` (default `max_batch`), `--max-wait-ms`, `--commit-interval-ms` and `--max-queued-batches` as
-    one `limits: BatchLimits`."""
-    return bundled("limits", _batch_limits, [
-        _option("max_batch", MaxBatchOpt, max_batch), _option("max_wait_ms", MaxWaitOpt, 20.0),
-        _option("commit_interval_ms", CommitIntervalOpt, BatchLimits.commit_interval_s * 1000),
-        _option("max_queued_batches", MaxQueuedOpt, BatchLimits.max_queued_batches)])
+def batch_options(max_batch: int | None = None) -> Callable[[Command], Command]:
+    """`--max-batch`, `--max-wait-ms`, `--commit-interval-ms` and `--max-queued-batches` as one `limits:
+    BatchLimits`: each from the command line, else the environment (DIMEE_MAX_BATCH, …), else Settings' default.
+    `max_batch`: this command's own default batch, where it is not Settings' (taken unless either gives one)."""
+
+    def build(**given: object) -> BatchLimits:
+        settings = stream_settings(**given)  # a bad value, on the command line or in the environment: one line
+        limits = batch_limits(settings)
+        if max_batch is not None and "max_batch" not in settings.model_fields_set:
+            limits = dataclasses.replace(limits, max_batch=max_batch)
+        return limits
+
+    return bundled("limits", build, [
+        _option("max_batch", _max_batch_opt(max_batch)), _option("max_wait_ms", MaxWaitOpt),
+        _option("commit_interval_ms", CommitIntervalOpt), _option("max_queued_batches", MaxQueuedOpt)])
 
 
 KAFKA = ("broker", "topic_prefix", "kafka_api_version")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
@@ -116,6 +117,19 @@ class Settings(BaseSettings):
     seen_ttl_s: int = Field(3600, ge=1, description="how long the router remembers that an id moved a centroid: "
                             "at least the longest time a record may be read again (consumer lag, restarts); "
                             "each id costs about 90 bytes of Redis for this long")
+    # A stage's batch limits (dimee.streaming.stage.BatchLimits takes its defaults from here; --max-wait-ms and
+    # the other batch options of the roles fall back to these). Times in ms where a command line takes them.
+    max_batch: int = Field(32, ge=1, description="largest micro-batch (a command may have its own default, "
+                           "e.g. the router's; this variable overrides it too)")
+    max_wait_ms: float = Field(20.0, ge=0.0, description="how long a partial micro-batch waits for more records")
+    commit_interval_ms: float = Field(0.0, ge=0.0, description="least time between two commits (transactions) "
+                                      "of a stage; 0: as soon as the broker took the previous one")
+    max_queued_batches: int = Field(8, ge=1, description="most micro-batches a stage keeps back (while a commit "
+                                    "runs or the interval has not passed) before it sends them as one")
+    poll_timeout_s: float = Field(0.5, gt=0.0, description="longest poll of an idle stage: also how soon it "
+                                  "notices a stop")
+    max_poll_interval_s: float = Field(300.0, gt=0.0, description="longest time between two polls before the "
+                                       "broker takes the consumer's partitions away")
 
     @property
     def data_dir(self) -> Path:
@@ -146,3 +160,9 @@ class Settings(BaseSettings):
         if not self.kafka_api_version:
             return None
         return tuple(int(part) for part in self.kafka_api_version.split("."))
+
+
+def setting_default(name: str) -> Any:
+    """The default of a Settings field: its one home. Whatever else needs the value (BatchLimits, the command
+    lines' help, open_store) reads it here instead of repeating it."""
+    return Settings.model_fields[name].default

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from dimee.common.errors import ServiceUnavailable
-from dimee.streaming.config import Settings
+from dimee.streaming.config import Settings, setting_default
 from dimee.streaming.delivery import AtLeastOnce, Delivery, ExactlyOnce, InFlight
 from dimee.streaming.health import HEALTH
 from dimee.streaming.messages import DeadLetter, Message, MessageError, envelope, parse
@@ -42,17 +42,20 @@ class Output:
 
 @dataclass(frozen=True)
 class BatchLimits:
-    max_batch: int = 32
-    max_wait_s: float = 0.05  # how long a partial batch waits for more records
-    poll_timeout_s: float = 0.5  # also how soon an idle stage notices a stop
-    max_poll_interval_s: float = 300.0
+    """A stage's batch limits. Their defaults are Settings' (the one home of each), so that a stage built
+    in-process waits as long as a deployed role; the roles' commands take them from the environment (DIMEE_*)."""
+
+    max_batch: int = setting_default("max_batch")
+    max_wait_s: float = setting_default("max_wait_ms") / 1000.0  # how long a partial batch waits for more records
+    poll_timeout_s: float = setting_default("poll_timeout_s")  # also how soon an idle stage notices a stop
+    max_poll_interval_s: float = setting_default("max_poll_interval_s")
     # batches computed while the broker takes the one in flight, then sent together (one transaction): under
     # load a stage commits less often instead of waiting for each commit
-    max_queued_batches: int = 8
+    max_queued_batches: int = setting_default("max_queued_batches")
     # the least time between two sends (transactions, under exactly-once), as Kafka Streams' commit.interval.ms:
     # batches computed sooner wait, up to max_queued_batches, whichever comes first; 0: as soon as the broker
     # has taken the previous one
-    commit_interval_s: float = 0.0
+    commit_interval_s: float = setting_default("commit_interval_ms") / 1000.0
 
 
 class StageEvents(Protocol):

@@ -9,6 +9,7 @@ import numpy as np
 
 from dimee.method.calibration import Calibration
 from dimee.method.exits import ExitRecords
+from dimee.method.signals import SIGNALS, agreement_auroc
 from dimee.method.tiers import POOLS, TIER_NAMES, TIERS
 from dimee.offline.evaluation import baselines, floors, plots, sweeps
 
@@ -27,6 +28,18 @@ def method_rows(results: list[baselines.MethodResult], test: ExitRecords, cal: C
          "floor_multiple": r.mean_cost() / floor if floor else float("nan"), "tier_shares": r.tier_shares()}
         for r, ci in zip(results, intervals, strict=True)
     ]
+
+
+def signal_scores(cal_exits: ExitRecords, cal: Calibration) -> dict:
+    """How well each candidate confidence signal predicts, at every exit k < L, that exit k answers as the last
+    layer does (AUROC; `dimee.method.signals`). On the calibration split only: the signal a cascade uses is a
+    calibration choice, and choosing it on the test split would make the test split's numbers a fit. NaN (None in
+    report.json) where every calibration sample agrees at that exit or none does."""
+    rows = agreement_auroc(cal_exits.probs)
+    for row in rows:
+        row["auroc"] = {name: None if np.isnan(v) else v for name, v in row["auroc"].items()}
+        row["tier_cap"] = next((tier.value for tier, cap in cal.plan if cap == row["layer"]), None)
+    return {"split": "calibration", "samples": len(cal_exits.labels), "signals": list(SIGNALS), "rows": rows}
 
 
 def build_report(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration, seed: int = 0) -> dict:
@@ -49,6 +62,7 @@ def build_report(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration, se
         "calibration": {"grid": cal.grid, "reward": cal.reward_curve, "accuracy": cal.accuracy_curve,
                         "cost": cal.cost_curve, "full_model_accuracy": cal.full_model_accuracy},
         "cost_model": cal.cost_model.model_dump(),
+        "agreement_auroc": signal_scores(cal_exits, cal),
     }
 
 
@@ -97,6 +111,19 @@ def _confusion_md(name: str, block: dict) -> str:
     return "\n".join(lines)
 
 
+def signals_table(block: dict) -> str:
+    """The agreement AUROC per exit and signal: 1 means the signal ranks every sample whose exit answers as the
+    last layer above every one that does not, 0.5 no better than chance; – where it is undefined."""
+    names = block["signals"]
+    lines = ["| exit | tier cap | agrees with last layer (%) | differs (samples) | " + " | ".join(names)
+             + " | best |", "| ---: | --- | ---: | ---: |" + " ---: |" * len(names) + " --- |"]
+    for row in block["rows"]:
+        cells = " | ".join("–" if row["auroc"][n] is None else f"{row['auroc'][n]:.3f}" for n in names)
+        lines.append(f"| {row['layer']} | {row['tier_cap'] or ''} | {100 * row['agree']:.1f} | {row['differ']} | "
+                     f"{cells} | {row['best'] or '–'} |")
+    return "\n".join(lines)
+
+
 def render_markdown(report: dict, title: str) -> str:
     rows = {r["name"]: r for r in report["methods"]}
     parts = [
@@ -137,6 +164,12 @@ def render_markdown(report: dict, title: str) -> str:
     parts += ["", "## Device ablation (DIMEE-D)", "", "| devices | accuracy (%) | mean cost |", "| --- | ---: | ---: |"]
     for r in report["device_ablation"]:
         parts.append(f"| {r['devices']} | {100 * r['accuracy']:.2f} | {r['cost']:.3f} |")
+    if "agreement_auroc" in report:
+        block = report["agreement_auroc"]
+        parts += ["", f"## Agreement AUROC per exit and signal (calibration split, {block['samples']} samples)", "",
+                  "How well each confidence signal separates the samples whose exit answers as the last layer from "
+                  "those it does not (the cascades use max-softmax today; see docs/policies.md).", "",
+                  signals_table(block)]
     parts += ["", "Plots: `accuracy_vs_cost.png`, `cost_sweeps.png`, `device_ablation.png`, `calibration.png`.", ""]
     return "\n".join(parts)
 

@@ -139,7 +139,7 @@ def route_cmd(
 
 
 @app.command("work")
-@opt.batch_options(max_batch=32)
+@opt.batch_options()
 @opt.settings_options(*opt.STAGE, "threads", "device", "audit_rate")
 def work_cmd(
     settings: Settings,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from dimee.common.errors import DimeeError
 from dimee.method.tiers import TIER_NAMES
 from dimee.offline.capacity.rates import Rates
-from dimee.streaming.config import Settings
+from dimee.streaming.config import Settings, setting_default
 from dimee.streaming.stage import BatchLimits
 
 BATCHES = tuple(2**k for k in range(3, 11))  # 8 … 1024
@@ -48,7 +48,7 @@ class Target:
     headroom: float = 0.3  # capacity kept spare: a burst, a lost pod, a rebalance
     burst: float = 2.0  # how far past the target the autoscaler may go (sets the partitions)
     commit_ms: float = COMMIT_MS["exactly-once"]
-    max_wait_ms: float = 20.0
+    max_wait_ms: float = float(setting_default("max_wait_ms"))
     replication: int = 3
     broker_mb_s: float = 50.0  # replicated writes one broker takes: an assumption to replace with yours
 

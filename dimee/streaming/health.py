@@ -2,11 +2,12 @@
 
     /healthz   200 while every stage's loop has turned within `stall_s` (2 minutes: stuck, or waiting that long
                on an outage, answers 503)
-    /readyz    200 once every stage has loaded its model and joined its consumer group, and every service it
-               needs (Redis) answers; 503 with the reasons otherwise
+    /readyz    200 once every stage has joined its consumer group (one with a model has loaded it first), and
+               every service it needs (Redis) answers; 503 with the reasons otherwise, each stage's saying what
+               it does (only the router and the workers say "loading its model")
     /metrics   Prometheus text
 
-The server starts before the model loads, so an orchestrator sees "alive, not ready" during a slow start.
+The server starts before any model loads, so an orchestrator sees "alive, not ready" during a slow start.
 A probe never waits on a service: each service's check runs on a thread of its own, one call at a time; a
 probe that finds it running waits at most `answer_within_s` (half a second), then answers 503 with
 "SERVICE not answering (N s)". A paused Redis would otherwise hold every probe for its socket timeout.

@@ -144,3 +144,24 @@ def test_a_stage_waiting_for_the_broker_says_so(monkeypatch):
     finally:
         stage_context.stop.set()
         opening.join()
+
+
+@pytest.mark.parametrize("role", ["sink", "tail"])
+def test_the_sink_and_the_tail_never_say_they_load_a_model(role, monkeypatch):
+    """Every stage said 'loading its model' while it started, the sink and the tail too, which load none: each
+    reason they give from construction to a served poll names what they do (starting, the broker, the group)."""
+    from dimee.predictions.sink import Sink
+    from dimee.predictions.tail import Tail
+
+    import dimee.streaming.stage as stage_module
+
+    health = Health()
+    said: list[str] = []
+    expect = health.expect
+    monkeypatch.setattr(health, "expect", lambda stage, what: (said.append(what), expect(stage, what)))
+    monkeypatch.setattr(stage_module, "HEALTH", health)
+    stage_context = context(InMemoryBroker(), Topics(role))
+    stage = Sink(stage_context, None) if role == "sink" else Tail(stage_context, every_s=float("inf"))
+    stage.run(idle_exit_s=0.1)
+    assert said == ["starting", "waiting for the broker", "joining its consumer group"]
+    assert health.ready() == (True, {"waiting_for": []})  # the poll came back: nothing pending

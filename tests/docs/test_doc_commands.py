@@ -23,9 +23,6 @@ What is checked:
 
 What is skipped: a fenced block whose info string is not a shell. Output and wrong-usage examples go in a
 ```text block for that reason, and so do ```python and ```yaml blocks. Indented code blocks are not read.
-
-KNOWN_BROKEN lists the commands of docs/faults.md and docs/operations.md that do not parse yet. Each entry
-must still fail; once its page is fixed, remove the entry.
 """
 
 from __future__ import annotations
@@ -47,16 +44,6 @@ SEPARATORS = {"|", "||", "&&", ";", "&", ";;", "(", ")"}
 ENV_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 PYTHON = re.compile(r"python[0-9.]*")
 ELISIONS = {"…", "..."}
-
-# (page, command as extracted) → why it does not parse. These pages are being edited separately, so they are
-# fixed there. Each entry must still fail (see test_the_known_broken_commands_are_still_broken).
-_FAULTS_PACKAGE = "fix in docs/faults.md: benchmarks/faults.py is now the package benchmarks/faults/ (python -m " \
-                  "benchmarks.faults)"
-KNOWN_BROKEN: dict[tuple[str, str], str] = {
-    ("docs/faults.md", ".venv/bin/python benchmarks/faults.py --scenarios f,g,h,i,j --other-samples 300"):
-        _FAULTS_PACKAGE,
-    ("docs/faults.md", ".venv/bin/python benchmarks/faults.py --json runs/faults.json"): _FAULTS_PACKAGE,
-}
 
 
 @dataclass(frozen=True)
@@ -269,19 +256,9 @@ def test_the_docs_quote_commands():
     assert "dimee" in programs and any(PYTHON.fullmatch(program.rsplit("/", 1)[-1]) for program in programs)
 
 
-@pytest.mark.parametrize("command", [c for c in QUOTED if (c.where.split(":")[0], c.text) not in KNOWN_BROKEN],
-                         ids=lambda c: f"{c.where} {c.text}"[:120])
+@pytest.mark.parametrize("command", QUOTED, ids=lambda c: f"{c.where} {c.text}"[:120])
 def test_a_quoted_command_parses(command: Command):
     assert problem(command) is None, f"{command.where}: `{command.text}`: {problem(command)}"
-
-
-@pytest.mark.parametrize(("page", "text"), list(KNOWN_BROKEN))
-def test_the_known_broken_commands_are_still_broken(page: str, text: str):
-    """An entry whose command was fixed (or removed) must go: the allow-list never hides a new mistake."""
-    matching = [c for c in QUOTED if c.where.split(":")[0] == page and c.text == text]
-    why = KNOWN_BROKEN[(page, text)]
-    assert matching, f"{page} no longer quotes `{text}` ({why}): remove it from KNOWN_BROKEN"
-    assert all(problem(c) is not None for c in matching), f"{page}: `{text}` parses now: remove it from KNOWN_BROKEN"
 
 
 # The checker on samples: it must catch what it is for, and let through what is fine.

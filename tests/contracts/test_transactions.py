@@ -148,6 +148,17 @@ def test_a_batch_polled_before_a_rebalance_never_commits_its_outputs(transport, 
     assert _read_committed(transport, f"{topic}-out", 0) == []
 
 
+def _recording(consumer, into: list):
+    """`consumer`'s poll, keeping what it returns in `into`."""
+
+    def poll(max_records: int, timeout_s: float) -> list:
+        records = consumer.poll(max_records, timeout_s)
+        into.extend(records)
+        return records
+
+    return poll
+
+
 @contextlib.contextmanager
 def _joining(member):
     """`member` joins its group, polling in the background until the block ends: a member that stops polling holds
@@ -189,11 +200,7 @@ def test_a_partition_kept_across_a_rebalance_is_read_again_from_its_committed_of
     assert kept, "partition 0 got none of the 20 records"
     newcomer = _member(transport, "z-newcomer").consumer([topic], group, read_committed=True)
     after: list = []
-
-    def poll_first(max_records: int, timeout_s: float) -> list:
-        records = first.poll(max_records, timeout_s)
-        after.extend(records)
-        return records
+    poll_first = _recording(first, after)
 
     with _joining(newcomer):
         _poll_until(lambda: newcomer.joined() and first.joined(), poll_first)  # it rejoins inside its polls
@@ -218,11 +225,7 @@ def test_an_offset_commit_refused_for_a_rebalance_is_not_carried_into_the_next_t
     stale = first.mark()  # both partitions, in the generation before the newcomer
     newcomer = _member(transport, "a-newcomer").consumer([topic], group, read_committed=True)
     again: list = []
-
-    def poll_first(max_records: int, timeout_s: float) -> list:
-        records = first.poll(max_records, timeout_s)
-        again.extend(records)
-        return records
+    poll_first = _recording(first, again)
 
     with _joining(newcomer):
         _poll_until(lambda: newcomer.joined() and first.joined(), poll_first)  # it rejoins inside its polls

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.stats import rankdata
+from sklearn.metrics import roc_auc_score
 
 
 def max_softmax(probs: np.ndarray) -> np.ndarray:
@@ -70,17 +70,13 @@ def agrees_with_last(probs: np.ndarray) -> np.ndarray:
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Exact AUROC: the chance that a random positive scores above a random negative, ties counting one half
-    (the Mann–Whitney U over the product of the class sizes, with average ranks). NaN when either class is
-    empty: nothing to separate."""
+    """Exact AUROC (scikit-learn's, as the learned router's features are scored): the chance that a random
+    positive scores above a random negative, ties counting one half. NaN when either class is empty: nothing to
+    separate."""
     scores, positive = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(positive, dtype=bool).ravel()
-    n_pos = int(positive.sum())
-    n_neg = positive.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if positive.all() or not positive.any():
         return float("nan")
-    ranks = rankdata(scores)  # average ranks: a tie between a positive and a negative counts one half
-    u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2
-    return float(u / (n_pos * n_neg))
+    return float(roc_auc_score(positive, scores))
 
 
 # Signals that order samples alike in exact arithmetic (with two classes: max-softmax, margin and entropy) differ

@@ -91,13 +91,22 @@ class Bounded(StopFlag):
         return self.is_set()
 
 
-def _commit_sends(producer: TransactionalProducer) -> None:
-    """Commit a transaction of sends alone. Raises DeliveryError if it was aborted, _Unknown if no answer came
-    (it may yet commit)."""
+def _commit_sends(producer: TransactionalProducer, bound: Bounded, samples: int) -> None:
+    """Commit a transaction of sends alone. Raises DeliveryError if it was aborted; a commit Kafka does not
+    answer in time (an outage) is waited for until the bound, as it may yet take effect; still unanswered then,
+    _Unknown (its sends may be in the topic, so they are never sent again)."""
     try:
         producer.commit(None)
-    except Unanswered as exc:
-        raise _Unknown(str(exc)) from exc
+    except Unanswered as unanswered:
+        log.warning("a transaction's commit was not answered yet; waiting for it", samples=samples,
+                    error=str(unanswered), waits_at_most_s=round(bound.left(), 1))
+        while not bound.is_set():
+            try:
+                unanswered.wait(min(5.0, bound.left()))
+                return
+            except Unanswered as still:
+                unanswered = still
+        raise _Unknown(str(unanswered)) from unanswered
 
 
 class _Unknown(DimeeError):
@@ -147,10 +156,10 @@ class TransactionalPublisher(Publisher):
                 batches = self._attempt(batch, bound) + batches
                 delay = 0.2
             except _Unknown as exc:
-                log.warning("a transaction's commit was not answered; its sends are not sent again",
+                log.warning("a transaction's commit was not answered in time; its sends are not sent again",
                             samples=len(batch), error=str(exc))
-                self.result.unacknowledged += [item.label for item in batch]
                 self._drop_producer()
+                raise self._give_up([item for b in [batch, *batches] for item in b]) from exc
             except ServiceUnavailable as exc:  # DeliveryError too: sent again, through a fresh client
                 self._drop_producer()
                 batches.insert(0, batch)
@@ -190,7 +199,7 @@ class TransactionalPublisher(Publisher):
                 rest = [item for i, item in enumerate(sent) if i != index]
                 return [rest] if rest else []
             return [[item] for item in sent]  # which of them the broker refuses shows when each is alone
-        _commit_sends(producer)
+        _commit_sends(producer, bound, len(sent))
         self.result.acknowledged += len(sent)
         return []
 

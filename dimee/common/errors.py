@@ -1,5 +1,9 @@
 """Errors a user can act on: the CLI prints their message on one line instead of a traceback."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
 # The exit status of a command that ended on a DimeeError or a usage error (click's own status for those): what
 # the user must fix, which running the command again cannot. A supervisor (`dimee up`) stops rather than restart
 # a role that exits with it; any other non-zero status (a crash, a signal, a stuck poll's 70) is restarted.
@@ -33,7 +37,18 @@ class DeliveryError(ServiceUnavailable):
 
 
 class Unanswered(DeliveryError):
-    """A request Kafka did not answer in time: its outcome is unknown (a transaction's commit may yet take effect)."""
+    """A request Kafka did not answer in time: its outcome is unknown (a transaction's commit may yet take effect).
+    `wait(seconds)` waits that much longer for the answer, where the request is still in flight: it returns once
+    the request succeeded, raises DeliveryError if it failed, or Unanswered again."""
+
+    def __init__(self, message: str, answer: Callable[[float], None] | None = None) -> None:
+        super().__init__(message)
+        self._answer = answer
+
+    def wait(self, seconds: float) -> None:
+        if self._answer is None:
+            raise self
+        self._answer(seconds)
 
 
 class Fenced(DimeeError):

@@ -12,7 +12,7 @@ import pytest
 from dimee.producers.producer import ProduceOptions, produce
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
-from dimee.common.errors import DeliveryError, Refused
+from dimee.common.errors import DeliveryError, Refused, Unanswered
 from dimee.streaming.runtime import StopFlag
 from dimee.streaming.transport.base import Topics
 from dimee.streaming.transport.memory import InMemoryBroker
@@ -392,3 +392,56 @@ def test_a_record_refused_at_send_is_reported_once_however_often_its_chunk_is_tr
     assert broker.failed_commits == 1
     assert sorted(r.key.decode() for r in broker.read_all(topics.samples)) == ["s-0", "s-1", "s-2"]
     assert [label for label, _ in result.refused] == ["big"] and result.acknowledged == 3
+
+
+class LateCommitAnswers(InMemoryBroker):
+    """Its first client's first commit is not answered in time (the coordinator's broker was killed): the
+    answer comes on the `answered_on`-th wait for it, as `answer` says (a commit, or a refusal)."""
+
+    def __init__(self, answered_on: int | float, answer: str) -> None:
+        super().__init__()
+        self.answered_on, self.answer, self.waits, self.clients = answered_on, answer, 0, []
+
+    def producer(self, transactional_id=None, replacing=None):
+        inner, broker = super().producer(transactional_id, replacing), self
+
+        class Client(_Answering):
+            def commit(self, consumer, mark=None):
+                if len(broker.clients) > 1 or broker.waits:
+                    return super().commit(consumer, mark)
+
+                def answer(seconds: float) -> None:
+                    broker.waits += 1
+                    if broker.waits < broker.answered_on:
+                        raise Unanswered("still no answer", answer)
+                    if broker.answer == "refused":
+                        inner.abort()
+                        raise DeliveryError("Kafka answered the transaction's commit late, with an error")
+                    inner.commit(consumer, mark)
+
+                raise Unanswered("Kafka did not answer the transaction's commit in 20 s", answer)
+
+        client = Client(inner, lambda sent: None)
+        self.clients.append(client)
+        return client
+
+
+@pytest.mark.parametrize("answer", ["committed", "refused"])
+def test_a_commit_answered_late_is_waited_for_and_its_chunk_delivered_once(answer):
+    """Defect (the failover test under load): a commit Kafka did not answer in 20 s, while the broker it was sent
+    to restarted, was given up at once: its 6 samples were named not acknowledged and never reached the router,
+    though kafka-python went on retrying it. It is now waited for: a late commit counts, a late refusal is sent
+    again through a fresh client."""
+    broker, records = LateCommitAnswers(answered_on=3, answer=answer), stream_records(6)
+    result = _produce_in_time(broker, records, ProduceOptions(progress=False))
+    assert result is not None and result.complete and result.acknowledged == 6
+    stored = [r.key.decode() for r in broker.read_all(Topics("stuck").samples)]
+    assert sorted(stored) == sorted(r["id"] for r in records)  # each once, to a read_committed reader
+    assert broker.waits == 3 and len(broker.clients) == (1 if answer == "committed" else 2)
+
+
+def test_a_commit_still_unanswered_at_the_bound_is_named_and_never_sent_again():
+    broker, records = LateCommitAnswers(answered_on=math.inf, answer="committed"), stream_records(6)
+    result = _produce_in_time(broker, records, ProduceOptions(progress=False, flush_every=2, give_up_s=0.5))
+    assert result is not None and result.gave_up is not None
+    assert result.unacknowledged == ["s-0", "s-1"] and len(broker.clients) == 1

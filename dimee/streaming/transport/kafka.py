@@ -102,7 +102,9 @@ def _take_over(producer: KafkaProducer, predecessor: ProducerIdAndEpoch, timeout
 
 def _within(seconds: float, action: Callable[[], None], what: str) -> None:
     """Run a transactional request, giving up after `seconds` (kafka-python waits without a limit, for ever
-    if the coordinator's broker died): the caller then replaces the producer, which finds the new one."""
+    if the coordinator's broker died): the caller then replaces the producer, which finds the new one, or waits
+    longer for the answer through the Unanswered it raised (the request stays in flight: a commit may yet take
+    effect, and kafka-python retries it on the coordinator a restarted broker or a new leader gives)."""
     outcome: list[BaseException | None] = []
 
     def run() -> None:
@@ -114,11 +116,21 @@ def _within(seconds: float, action: Callable[[], None], what: str) -> None:
 
     thread = threading.Thread(target=run, name=f"kafka-{what}", daemon=True)
     thread.start()
-    thread.join(seconds)
-    if not outcome:
-        raise Unanswered(f"Kafka did not answer the transaction's {what} in {seconds:.0f} s")
-    if outcome[0] is not None:
-        raise outcome[0]
+    started = time.monotonic()
+
+    def answer(wait_s: float, first: bool) -> None:
+        thread.join(wait_s)
+        if not outcome:
+            raise Unanswered(f"Kafka did not answer the transaction's {what} in {time.monotonic() - started:.0f} s",
+                             lambda more_s: answer(more_s, first=False))
+        error = outcome[0]
+        if error is None:
+            return
+        if first:  # the caller's own handling sorts kafka-python's errors
+            raise error
+        raise DeliveryError(f"Kafka answered the transaction's {what} late, with an error: {error}") from error
+
+    answer(seconds, first=True)
 
 
 def _unreachable(servers: str, exc: Exception) -> DimeeError:

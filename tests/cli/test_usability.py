@@ -1,0 +1,23 @@
+"""The small things a user trips over at the command line (issue 30, item 8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from dimee.cli import app
+
+
+def _labelled_csv(path: Path, rows: int = 40) -> Path:
+    path.write_text("text,label\n" + "".join(f"sample number {i},{'pos' if i % 2 else 'neg'}\n" for i in range(rows)))
+    return path
+
+
+def test_data_show_takes_the_dataset_as_data_fetch_does(tmp_path):
+    """Defect: `data fetch NAME` took the name positionally but `data show NAME` refused it (only -d NAME)."""
+    data = str(_labelled_csv(tmp_path / "reviews.csv"))
+    positional = CliRunner().invoke(app, ["data", "show", data])
+    assert positional.exit_code == 0, positional.output
+    assert "train" in positional.output and "neg:" in positional.output
+    assert CliRunner().invoke(app, ["data", "show", "-d", data]).output == positional.output  # -d still works

@@ -83,7 +83,10 @@ def experiment_cmd(
 @app.command("drift")
 def drift_cmd(
     calibrate_on: Annotated[str, typer.Option(help="uci-sentences domain to train and calibrate on.")] = "amazon",
-    stream: Annotated[str, typer.Option(help="Domains streamed after its test split, in order.")] = "imdb,yelp",
+    stream: Annotated[str, typer.Option(
+        help="Domains streamed after its test split, in order, comma-separated; with --calibrated also data files "
+             "(.csv/.tsv/.jsonl with text and label columns) or other data set names, each streamed whole.")
+    ] = "imdb,yelp",
     workdir: Annotated[Path | None, typer.Option(help="Default artifacts/drift-DOMAIN.")] = None,
     out: Annotated[Path, typer.Option(help="Folder for drift.md, drift.json and drift.png.")] = Path("runs/drift"),
     epochs: Annotated[int, typer.Option(min=1)] = 3,
@@ -110,8 +113,8 @@ def drift_cmd(
 
     domains = [d for d in stream.split(",") if d]
     if calibrated is not None:
-        if not domains or set(domains) - set(UCI_DOMAINS):
-            raise DimeeError(f"--stream takes values of {', '.join(UCI_DOMAINS)}")
+        if not domains:
+            raise DimeeError(f"--stream takes uci-sentences domains ({', '.join(UCI_DOMAINS)}) or data files")
         _drift_windows(calibrated, dataset, domains, out,
                        Settings(audit_rate=audit_rate, control_target=control_target), policy)
         return
@@ -128,7 +131,7 @@ def drift_cmd(
 def _drift_windows(workdir: Path, dataset: str, domains: list[str], out: Path, settings: Settings,
                    policy: str) -> None:
     from dimee.composition.drift_windows import Segment, drift_windows
-    from dimee.offline.experiments import uci_domains
+    from dimee.offline.experiments import stream_segments
     from dimee.offline.workflow import splits_for
     from dimee.streaming.deployment import Deployment
     from dimee.streaming.runtime import configure_logging
@@ -137,6 +140,6 @@ def _drift_windows(workdir: Path, dataset: str, domains: list[str], out: Path, s
     configure_logging("WARNING")
     test = splits_for(DatasetSpec(name=dataset), settings.data_dir).test
     segments = [Segment(f"{dataset} test", test),
-                *(Segment(name, data) for name, data in uci_domains(settings.data_dir, domains))]
+                *(Segment(name, data) for name, data in stream_segments(settings.data_dir, domains))]
     drift_windows(Deployment.load(workdir, policy), segments, settings, out)
     typer.echo((out / "drift-windows.md").read_text())

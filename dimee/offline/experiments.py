@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from dimee.common.errors import DataError
 from dimee.common.workdir import Workdir
-from dimee.data import DatasetSpec, Splits
+from dimee.data import DatasetSpec, Splits, fetch
 from dimee.data.dataset import TextDataset
+from dimee.data.registry import load_dataset
 from dimee.method import arithmetic, learned_router
 from dimee.method.calibration import Calibration, CalibrationConfig
 from dimee.method.exits import ExitRecords
@@ -115,6 +117,29 @@ def uci_domains(data_dir: Path, domains: list[str], seed: int = 0) -> list[tuple
                     labels.append(label)
         out.append((domain, TextDataset(domain, texts, labels, others.train.label_names)))
     return out
+
+
+def stream_segments(data_dir: Path, names: list[str]) -> list[tuple[str, TextDataset]]:
+    """What `dimee drift --calibrated` streams after the test split, in the order given: a uci-sentences domain
+    whole, or any other data set `--dataset` names (a .csv/.tsv/.jsonl file, a packaged name), all its rows."""
+    domains = [name for name in names if name in fetch.UCI_DOMAINS]
+    whole = dict(uci_domains(data_dir, domains)) if domains else {}
+    out = []
+    for name in names:
+        if name in whole:
+            out.append((name, whole[name]))
+            continue
+        loaded = load_dataset(DatasetSpec(name=name), data_dir)
+        out.append((name, _joined(name, loaded) if isinstance(loaded, tuple) else replace(loaded, name=name)))
+    return out
+
+
+def _joined(name: str, parts: tuple[TextDataset, ...]) -> TextDataset:
+    if len({tuple(part.label_names) for part in parts}) != 1:
+        raise DataError(f"{name}: its splits name their labels differently")
+    pairs = None if any(p.text_pairs is None for p in parts) else [x for p in parts for x in p.text_pairs or []]
+    return TextDataset(name, [t for p in parts for t in p.texts], [y for p in parts for y in p.labels],
+                       parts[0].label_names, pairs)
 
 
 def drift(data_dir: Path, workdir: Workdir, out_dir: Path, domains: tuple[str, list[str]],

@@ -100,7 +100,8 @@ def run_evaluate(splits: Splits, workdir: Workdir, out_dir: Path, seed: int = 0,
     in_model_labels(load_spec(workdir.model).label_names, splits.test)  # refused before anything is written
     splits, cal, cal_exits = evaluation_splits(splits, workdir)
     test_exits = record_split(splits, workdir, "test", test_exits_path(out_dir), raw=cal.embedding == "raw")
-    report = build_report(test_exits, cal_exits, cal, seed=seed)
+    deployed = json.loads(workdir.policy.read_text()) if workdir.policy.exists() else None
+    report = build_report(test_exits, cal_exits, cal, seed=seed, deployed=deployed)
     write_report(report, out_dir, title or f"dimee evaluation ({splits.test.name})")
     return report, test_exits
 

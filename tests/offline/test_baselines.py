@@ -97,3 +97,19 @@ def test_report_rows_and_files(hand_cal, tmp_path):
 def test_cost_model_changes_the_cloud_baseline():
     hand_cal = hc.calibration(cost=CostModel(kappa=1.5))
     assert baselines.cloud_only(hc.records(), hand_cal).cost.tolist() == [2.0, 2.0, 2.0]
+
+
+def test_the_deployed_default_gets_its_own_row_with_its_calibration_bound(hand_cal):
+    """Issue 29 item 4: `dimee evaluate` on another data set said nothing of the policy the work folder serves."""
+    plain = {row["name"]: row for row in build_report(hc.records(), hc.records(), hand_cal)["methods"]}
+    report = build_report(hc.records(), hc.records(), hand_cal, deployed={"name": "Tuned-edge-cascade"})
+    names = [row["name"] for row in report["methods"]]
+    assert names.index("Tuned-edge-cascade (deployed default)") == names.index("Floor: agreement") - 1
+    row = report["methods"][names.index("Tuned-edge-cascade (deployed default)")]
+    # The hand calibration's tuned thresholds never exit early: from the edge, every sample goes up to the cloud.
+    assert row["tier_shares"]["cloud"] == 1.0 and row["cost"] > plain["Cloud-only"]["cost"]
+    assert row["loss_bound"] == 0.0 and row["budget_shown"]
+    assert "| Tuned-edge-cascade (deployed default) |" in render_markdown(report, "t")
+    same = build_report(hc.records(), hc.records(), hand_cal, deployed={"name": "DIMEE-F"})["methods"]
+    deployed = next(r for r in same if r["name"] == "DIMEE-F (deployed default)")
+    assert deployed["cost"] == plain["DIMEE-F"]["cost"] and "loss_bound" not in deployed

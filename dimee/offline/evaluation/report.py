@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from dimee.method.calibration import Calibration
 from dimee.method.exits import ExitRecords
+from dimee.method.routing_policy import POLICIES
 from dimee.method.signals import SIGNALS, agreement_auroc
 from dimee.method.tiers import POOLS, TIER_NAMES, TIERS
 from dimee.offline.evaluation import baselines, floors, plots, sweeps
+from dimee.offline.evaluation.policies import PolicyInputs, offline_policy
 
 
 def method_rows(results: list[baselines.MethodResult], test: ExitRecords, cal: Calibration) -> list[dict]:
@@ -42,12 +45,18 @@ def signal_scores(cal_exits: ExitRecords, cal: Calibration) -> dict:
     return {"split": "calibration", "samples": len(cal_exits.labels), "signals": list(SIGNALS), "rows": rows}
 
 
-def build_report(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration, seed: int = 0) -> dict:
+def build_report(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration, seed: int = 0,
+                 deployed: dict | None = None) -> dict:
+    """`deployed`: the work folder's policy.json, if it has one: its policy gets a row of its own (on another
+    data set than the calibration's too: the row a user of that deployment wants)."""
     results = baselines.all_methods(test, cal_exits, cal, seed) + floors.floors(test, cal)
     by_name = {r.name: r for r in results}
     pool_names = [POOLS[TIERS.index(tier)] for tier in cal.plan.tiers]
+    rows = method_rows(results, test, cal)
+    if deployed is not None and (row := _deployed_row(deployed, test, cal)) is not None:
+        rows.insert(next(i for i, r in enumerate(rows) if r["name"].startswith("Floor")), row)
     return {
-        "methods": method_rows(results, test, cal),
+        "methods": rows,
         "alpha": cal.alpha,
         "objective": cal.objective,
         "calibration_pool_sizes": dict(zip(pool_names, cal.pool_sizes, strict=True)),
@@ -64,6 +73,20 @@ def build_report(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration, se
         "cost_model": cal.cost_model.model_dump(),
         "agreement_auroc": signal_scores(cal_exits, cal),
     }
+
+
+def _deployed_row(deployed: dict, test: ExitRecords, cal: Calibration) -> dict | None:
+    """The deployed default served on the test split by the definition the workers serve, with the loss bound the
+    calibration shows of it. None for a learned-router policy: its features need the texts, which recorded exits lack
+    (`dimee study` scores it)."""
+    policy = POLICIES[deployed["name"]]
+    if policy.router == "learned":
+        return None
+    result = replace(offline_policy(policy)(PolicyInputs(test), cal), name=f"{policy.name} (deployed default)")
+    (row,) = method_rows([result], test, cal)
+    if (shown := policy.guarantee(cal)) is not None:  # this calibration's, which the served thresholds come from
+        row["loss_bound"], row["budget_shown"] = shown.loss_bound, shown.certified
+    return row
 
 
 def _shares(shares: dict[str, float]) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from dimee.method.certification import Guarantee
+from dimee.method.routing_policy import POLICIES
 from dimee.offline.evaluation import plots
 from dimee.offline.evaluation.report import methods_table
 
@@ -40,13 +41,30 @@ def study_markdown(study: dict, title: str) -> str:
 
 
 def guarantee_lines(study: dict) -> list[str]:
-    """What the calibration split shows of the default and of the tuned cascades."""
+    """What the calibration split shows of the default and of the tuned cascades, each beside what it costs on
+    the test split and that cost as a multiple of the agreement floor: the price of the promise."""
+    rows = {row["name"]: row for row in study["methods"]}
+
+    def on_test(name: str) -> str:
+        row = rows.get(name)
+        if row is None:
+            return ""
+        return (f"; on test: cost {row['cost']:.3f}, {row['floor_multiple']:.2f}× the agreement floor, "
+                f"{100 * row['delta_accuracy']:+.2f} pt against the full model")
+
     lines = []
     if study.get("default_guarantee"):
-        lines.append(f"- Default: {Guarantee.model_validate(study['default_guarantee']).describe()}.")
+        shown = Guarantee.model_validate(study["default_guarantee"]).describe()
+        lines.append(f"- Default: {shown}{on_test(study['default_policy'])}.")
     for start, shown in study.get("cascade_guarantees", {}).items():
-        lines.append(f"- Tuned cascade from the {start}: {Guarantee.model_validate(shown).describe()}.")
+        described = Guarantee.model_validate(shown).describe()
+        lines.append(f"- Tuned cascade from the {start}: {described}{on_test(_tuned_cascade(start))}.")
     return [*lines, ""] if lines else []
+
+
+def _tuned_cascade(start: str) -> str:
+    """The name of the tuned policy that starts every sample on tier `start`."""
+    return next((name for name, p in POLICIES.items() if p.thresholds == "tuned" and p.router == start), "")
 
 
 def write_study(study: dict, out_dir: Path, title: str) -> None:

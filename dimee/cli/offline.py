@@ -67,6 +67,10 @@ def train_cmd(
     loss: Annotated[LossWeighting, typer.Option(help="Joint loss: mean over exits, or pabee (Σ i·CE_i / Σ i).")
                     ] = "mean",
     max_train_samples: Annotated[int | None, typer.Option(min=1, help="Train on a random subset.")] = None,
+    distil: Annotated[float, typer.Option(
+        min=0.0, help="Self-distillation weight: every earlier exit also learns the last exit's softmax (KL), so "
+                      "more samples exit early for the same promise against the full model; 0 (default): off.")
+    ] = 0.0,
 ) -> None:
     """Fine-tune the encoder and one exit head per layer jointly; keep the epoch best on calibration."""
     opt.existing_base_model(base_model)
@@ -77,7 +81,7 @@ def train_cmd(
     splits = splits_for(data, Settings().data_dir)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=data.seed, loss=loss,
                          max_train_samples=max_train_samples, base_model=base_model, pooling=pooling,
-                         max_length=max_length)
+                         max_length=max_length, distil=distil)
     summary = run_train(splits, Workdir(workdir), config)
     typer.echo(f"model saved to {Workdir(workdir).model} (best epoch {summary['best_epoch'] + 1})")
 

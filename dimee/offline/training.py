@@ -30,6 +30,7 @@ class TrainConfig:
     base_model: str | None = None  # hub id or local folder; None: the bundled all-MiniLM-L6-v2
     pooling: Pooling = "mean"
     max_length: int = 64  # tokens per sample after truncation
+    distil: float = 0.0  # self-distillation weight: every earlier exit also learns the last exit's answer
 
 
 @dataclass
@@ -45,13 +46,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def joint_loss(logits: list[torch.Tensor], labels: torch.Tensor, weighting: LossWeighting) -> torch.Tensor:
-    """Mean of the exits' cross-entropies, or PABEE's Σ i·CE_i / Σ i (later exits weigh more)."""
+def joint_loss(logits: list[torch.Tensor], labels: torch.Tensor, weighting: LossWeighting,
+               distil: float = 0.0) -> torch.Tensor:
+    """Mean of the exits' cross-entropies, or PABEE's Σ i·CE_i / Σ i (later exits weigh more); plus, with
+    `distil` > 0, that weight times the mean KL divergence of every earlier exit from the last exit's softmax
+    (self-distillation, as in FastBERT): a cascade is promised accuracy *against the full model*, so an exit that
+    learns to say what the last layer says can answer more samples for the same promise. The last exit is the
+    teacher as it is (detached, temperature 1): the labels alone train it."""
     losses = torch.stack([torch.nn.functional.cross_entropy(out, labels) for out in logits])
     if weighting == "pabee":
         weights = torch.arange(1, len(logits) + 1, dtype=losses.dtype)
-        return (weights * losses).sum() / weights.sum()
-    return losses.mean()
+        loss = (weights * losses).sum() / weights.sum()
+    else:
+        loss = losses.mean()
+    if distil > 0 and len(logits) > 1:
+        teacher = torch.nn.functional.log_softmax(logits[-1].detach(), dim=-1)
+        gaps = [torch.nn.functional.kl_div(torch.nn.functional.log_softmax(out, dim=-1), teacher,
+                                           reduction="batchmean", log_target=True) for out in logits[:-1]]
+        loss = loss + distil * torch.stack(gaps).mean()
+    return loss
 
 
 def batches(data: TextDataset, batch_size: int, order: list[int] | None = None) -> Iterator[list[int]]:
@@ -114,7 +127,7 @@ def train(
         for idx in progress:
             inputs = batch_tensors(tokenizer, train_data, idx, model.spec.max_length)
             labels = torch.tensor([train_data.labels[i] for i in idx])
-            loss = joint_loss(model(**inputs), labels, config.loss)
+            loss = joint_loss(model(**inputs), labels, config.loss, config.distil)
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

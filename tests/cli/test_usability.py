@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from dimee.cli import app
@@ -21,3 +23,17 @@ def test_data_show_takes_the_dataset_as_data_fetch_does(tmp_path):
     assert positional.exit_code == 0, positional.output
     assert "train" in positional.output and "neg:" in positional.output
     assert CliRunner().invoke(app, ["data", "show", "-d", data]).output == positional.output  # -d still works
+
+
+TYPE_TAG = re.compile(r"<[a-z][a-z ]*(\|[\w-]+)*>")  # typer's <bool>, <str>, <path>, <int range>, <a|b>
+
+
+@pytest.mark.parametrize("command", [[], ["data"], ["data", "show"], ["data", "fetch"], ["produce"], ["train"],
+                                     ["up"], ["route"]])
+def test_help_shows_no_type_tags(command):
+    """Defect: every flag's --help showed a `<bool>`/`<str>`-style tag (even --help itself)."""
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "--help" in result.output and not TYPE_TAG.findall(result.output), TYPE_TAG.findall(result.output)
+    if command in (["produce"], ["up"]):
+        assert "[debug|info|warning|error]" in result.output  # choices are still listed

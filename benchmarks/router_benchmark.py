@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from dimee.routers.router import Router
 from dimee.routers.strategies import CentroidRouting
 from threadpoolctl import threadpool_limits
 
+from benchmarks.report import router_figures
 from dimee.data import DatasetSpec, load_splits
 from dimee.streaming.config import Settings
 from dimee.streaming.deployment import Deployment
@@ -82,28 +82,44 @@ def one_round(records: list[Record], router: Router, parts: Parts, batch: int) -
     return total, parts.seconds
 
 
-def measure(workdir: Path, state: str, batch: int = 64, samples: int = 2642, rounds: int = 3) -> dict:
-    """The router (DIMEE-D, adaptive) on one thread over rt-sentences' test texts: samples/s per round and the
-    µs per sample of each part (median over rounds)."""
-    from dimee.composition import roles
+class InProcessRouter:
+    """The router (DIMEE-D, adaptive) on one thread over rt-sentences' test texts, set up once; `round()` times
+    one pass over them. `make bench` runs a round in every one of its rounds, right before the router alone on
+    Kafka, so that the two are measured at the same moment."""
 
-    threadpool_limits(1)  # one thread: numpy's BLAS (the router imports no torch)
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # and the tokenizer's pool
-    texts = load_splits(DatasetSpec(name="rt-sentences"), Settings().data_dir).test.texts[:samples]
-    deployment = Deployment.load(workdir, "DIMEE-D")
-    settings = Settings(broker="memory://bench-router", state=state, topic_prefix="bench")
-    store = roles.centroid_store(settings, deployment)
-    store.seed(deployment.calibration.centroid_arrays(), deployment.calibration.pool_sizes)
-    router = Router(roles.context(settings, "bench-router"), deployment, store)
-    rates, all_parts, parts = [], [], instrument(router)
-    for round_no in range(rounds):
-        seconds, round_parts = one_round(_records(texts, round_no), router, parts, batch)
-        rates.append(len(texts) / seconds)
-        all_parts.append(round_parts)
-    store.close()
-    return {"per_s": statistics.median(rates), "rounds": rates, "state": state.split("://")[0], "batch": batch,
-            "parts_us": {name: statistics.median(p[name] for p in all_parts) / len(texts) * 1e6
-                         for name in all_parts[0]}}
+    def __init__(self, workdir: Path, state: str, batch: int = 64, samples: int = 2642) -> None:
+        from dimee.composition import roles
+
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread: the tokenizer's pool too
+        self.texts = load_splits(DatasetSpec(name="rt-sentences"), Settings().data_dir).test.texts[:samples]
+        self.state, self.batch, self.rounds = state.split("://")[0], batch, 0
+        deployment = Deployment.load(workdir, "DIMEE-D")
+        settings = Settings(broker="memory://bench-router", state=state, topic_prefix="bench")
+        self.store = roles.centroid_store(settings, deployment)
+        self.store.seed(deployment.calibration.centroid_arrays(), deployment.calibration.pool_sizes)
+        self.router = Router(roles.context(settings, "bench-router"), deployment, self.store)
+        self.parts = instrument(self.router)
+
+    def round(self) -> dict:
+        """One pass over the texts, with new ids (the centroids move again): samples/s and each part's seconds."""
+        records = _records(self.texts, self.rounds)
+        self.rounds += 1
+        with threadpool_limits(1):  # numpy's BLAS on one thread (the router imports no torch); restored after
+            seconds, parts = one_round(records, self.router, self.parts, self.batch)
+        return {"per_s": len(self.texts) / seconds, "samples": len(self.texts), "parts_s": dict(parts),
+                "state": self.state, "batch": self.batch}
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def measure(workdir: Path, state: str, batch: int = 64, samples: int = 2642, rounds: int = 3) -> dict:
+    """Figure c on its own: `rounds` rounds back to back."""
+    router = InProcessRouter(workdir, state, batch, samples)
+    try:
+        return router_figures([router.round() for _ in range(rounds)])
+    finally:
+        router.close()
 
 
 def main() -> None:
@@ -116,10 +132,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     figures = measure(args.workdir, args.state, args.batch, args.samples, args.rounds)
-    rates = figures["rounds"]
+    rates = figures["per_s"]
     print(f"router, one thread, adaptive (DIMEE-D), state {figures['state']}, batch {args.batch}: "
-          f"{figures['per_s']:,.0f} samples/s (median of {args.rounds}; min {min(rates):,.0f}, "
-          f"max {max(rates):,.0f}); goal 10,000: {figures['per_s'] / 10_000:.2f}×")
+          f"{rates['median']:,.0f} samples/s (median of {args.rounds}; min {rates['min']:,.0f}, "
+          f"max {rates['max']:,.0f}); goal 10,000: {rates['median'] / 10_000:.2f}×")
     print("where the time goes (µs per sample, median over rounds):")
     for name, us in figures["parts_us"].items():
         print(f"  {name:<56} {us:8.1f}")

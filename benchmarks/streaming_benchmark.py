@@ -1,13 +1,16 @@
 """Speed of dimee on this machine (`make bench`): figures and ratios from one run; asserts nothing.
 
 Every stream figure runs the roles as separate processes on the Kafka + Redis of deploy/local-services.sh,
-each with `--threads 1` unless said, and is repeated over --rounds interleaved rounds (median and range):
+each with `--threads 1` unless said, and is repeated over --rounds interleaved rounds (median and range). A
+ratio is taken within each round and reported as its median and range over rounds; an in-process reference
+is measured in every round right before the stream figure it divides (benchmarks/report.py says why):
 
   a  the pipeline (router, 3 workers, sink; exactly-once) against the in-process compute bound — the same
      routed workload through the same partitions with the machine's cores, no broker, no state store;
   b  each stage alone on a full input topic: records/s and efficiency (process time ÷ wall time), on the
      samples five times over (fresh ids): their steady rate rather than their start-up;
-  c  the router on one thread with its parts (adaptive, the Redis update included);
+  c  the router in-process on one thread with its parts (adaptive, the Redis update included), and the
+     router alone on Kafka (b) against it;
   d  batched early exit against the batch-1 loop, per tier (in-process);
   e  p50 / p99 produce → prediction latency at half the saturated rate, exactly-once and at-least-once;
   f  exactly-once against at-least-once throughput;
@@ -31,7 +34,9 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -128,20 +133,41 @@ def once_more_if_stalled(runs: dict, run, *args: object) -> dict:
         return run(*args)
 
 
-def stream_rounds(setup: Setup, records: list[dict], deployment: Deployment, rounds: int) -> dict:
-    """Interleaved rounds: the bound, the pipeline in both guarantees, the stages one by one, the scale-out."""
+T = TypeVar("T")
+
+
+def beside(reference: Callable[[], dict] | None, stream: Callable[..., T], *args: object) -> tuple[dict | None, T]:
+    """An in-process reference, then at once the stream figure that is divided by it: the two halves of a ratio
+    measured at the same moment (with once_more_if_stalled, a stall measures both again)."""
+    measured = None if reference is None else reference()
+    return measured, stream(*args)
+
+
+def stream_rounds(setup: Setup, records: list[dict], deployment: Deployment, rounds: int,
+                  router: router_benchmark.InProcessRouter | None = None) -> dict:
+    """Interleaved rounds: the bound and right after it the pipeline exactly-once, at-least-once, the router
+    in-process (figure c, without --code) and right after it the stages one by one, the scale-out."""
     texts = [r["text"] for r in records]
-    runs: dict[str, list] = {k: [] for k in ("bound", "exactly_once", "at_least_once", "stages", "one_worker",
-                                             "two_workers", "one_worker_two_threads")}
-    for number in range(1, rounds + 1):
-        print(f"round {number}/{rounds}: in-process bound", flush=True)
+    runs: dict[str, list] = {k: [] for k in ("bound", "exactly_once", "at_least_once", "router", "stages",
+                                             "one_worker", "two_workers", "one_worker_two_threads")}
+
+    def bound() -> dict:
         torch.set_num_threads(os.cpu_count() or 1)
-        runs["bound"].append(compute_bound(texts, deployment, setup.batch))
-        for guarantee in ("exactly-once", "at-least-once"):
-            print(f"round {number}/{rounds}: pipeline, {guarantee}", flush=True)
-            runs[guarantee.replace("-", "_")].append(once_more_if_stalled(runs, pipeline, setup, records, guarantee))
-        print(f"round {number}/{rounds}: stage by stage", flush=True)
-        stages, filled = once_more_if_stalled(runs, stage_by_stage, setup, records)
+        return compute_bound(texts, deployment, setup.batch)
+
+    for number in range(1, rounds + 1):
+        print(f"round {number}/{rounds}: in-process bound, then the pipeline, exactly-once", flush=True)
+        bounded, exactly_once = once_more_if_stalled(runs, beside, bound, pipeline, setup, records, "exactly-once")
+        runs["bound"].append(bounded)
+        runs["exactly_once"].append(exactly_once)
+        print(f"round {number}/{rounds}: pipeline, at-least-once", flush=True)
+        runs["at_least_once"].append(once_more_if_stalled(runs, pipeline, setup, records, "at-least-once"))
+        print(f"round {number}/{rounds}: {'' if router is None else 'router in-process, then '}stage by stage",
+              flush=True)
+        routed, (stages, filled) = once_more_if_stalled(runs, beside, None if router is None else router.round,
+                                                        stage_by_stage, setup, records)
+        if routed is not None:
+            runs["router"].append(routed)
         runs["stages"].append(stages)
         print(f"round {number}/{rounds}: scale-out of the {filled.busiest} tier ({filled.routed[filled.busiest]} "
               "samples)", flush=True)
@@ -182,13 +208,17 @@ def main() -> None:
     figures: dict = {"machine": f"{platform.node()}: {os.cpu_count()} cores, {platform.processor() or 'cpu'}",
                      "code": str(args.code or "this checkout"), "samples": len(records), "batch": args.batch,
                      "policy": args.policy, "rounds": args.rounds, "started": time.strftime("%Y-%m-%d %H:%M")}
+    router = None
     if args.code is None:
-        print("c: router on one thread (Redis, adaptive)", flush=True)
-        figures["router"] = router_benchmark.measure(args.workdir, os.environ["DIMEE_TEST_REDIS"], rounds=args.rounds)
+        router = router_benchmark.InProcessRouter(args.workdir, os.environ["DIMEE_TEST_REDIS"])  # c, in the rounds
         print("d: batched early exit against the batch-1 loop", flush=True)
         torch.set_num_threads(1)
         figures["early_exit"] = early_exit_vs_batch1([r["text"] for r in records], deployment, args.batch)
-    runs = stream_rounds(setup, records, deployment, args.rounds)
+    try:
+        runs = stream_rounds(setup, records, deployment, args.rounds, router)
+    finally:
+        if router is not None:
+            router.close()
     saturated = statistics.median(r["per_s"] for r in runs["exactly_once"])
     paced = records[: max(100, len(records) // 2)]
     for guarantee, key in (("exactly-once", "paced"), ("at-least-once", "paced_at_least_once")):

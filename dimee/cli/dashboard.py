@@ -37,7 +37,6 @@ def dashboard_cmd(
 ) -> None:
     """A live web page of the stream: throughput, tier shares, cost against cloud-only, accuracy, latency,
     escalations, dead letters and how far each adaptive centroid has moved. Ctrl-C stops it."""
-    opt.needs_a_broker(settings)
     calibration = None if workdir is None else Workdir(workdir).calibration
     if calibration is not None and not calibration.is_file():
         raise DimeeError(f"--workdir {workdir}: no {calibration.name} there (run `dimee calibrate` first)")

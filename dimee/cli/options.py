@@ -43,7 +43,11 @@ def _connection(**kwargs: object) -> typer.models.OptionInfo:
 
 
 BrokerOpt = Annotated[str | None, _connection(
-    help="memory:// (embedded, default) or kafka://HOST:PORT[,HOST:PORT]. Env: DIMEE_BROKER.")]
+    help="kafka://HOST:PORT[,HOST:PORT] of the Kafka cluster; required (here or in DIMEE_BROKER): this command "
+         "talks to the other roles only through it.")]
+EmbeddedBrokerOpt = Annotated[str | None, _connection(
+    help="memory:// (embedded, the default: every role in this process) or kafka://HOST:PORT[,HOST:PORT]. Env: "
+         "DIMEE_BROKER.")]
 StateOpt = Annotated[str | None, _connection(
     help="memory:// (default) or redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS). Env: DIMEE_STATE.")]
 PrefixOpt = Annotated[str | None, _connection(help="Topic prefix (default dimee). Env: DIMEE_TOPIC_PREFIX.")]
@@ -195,10 +199,20 @@ CONNECTION = {"broker": BrokerOpt, "state": StateOpt, "topic_prefix": PrefixOpt,
 CONTROL = ("control", "control_target", "control_step")
 
 
-def settings_options(*names: str) -> Callable[[Command], Command]:
+def settings_options(*names: str, embedded: bool = False) -> Callable[[Command], Command]:
     """The named connection options (Settings fields; see `CONNECTION`) as one `settings: Settings`, from the
-    environment with the command line on top."""
-    return bundled("settings", stream_settings, [_option(name, CONNECTION[name]) for name in names])
+    environment with the command line on top. A command with `broker` needs a real one (`needs_a_broker`, as its
+    --help says) unless `embedded`: it runs every role in its own process, where memory:// (the default) works."""
+    if "broker" not in names or embedded:
+        return bundled("settings", stream_settings, [
+            _option(name, EmbeddedBrokerOpt if name == "broker" else CONNECTION[name]) for name in names])
+
+    def kafka_settings(**options: object) -> Settings:
+        settings = stream_settings(**options)
+        needs_a_broker(settings)
+        return settings
+
+    return bundled("settings", kafka_settings, [_option(name, CONNECTION[name]) for name in names])
 
 
 source_options = bundled("source", SourceSpec, [
@@ -293,12 +307,12 @@ def device_available(device: str) -> None:
                          f"{torch.cuda.device_count()} CUDA device(s)); use --device cpu")
 
 
-def router_options(max_batch: int, *more: str) -> Callable[[Command], Command]:
+def router_options(max_batch: int, *more: str, embedded: bool = False) -> Callable[[Command], Command]:
     """What a command hosting the router takes: `settings` (with the state store and the `more` settings),
-    `limits` and `policy`."""
+    `limits` and `policy`; `embedded` as `settings_options` takes it."""
 
     def decorate(command: Command) -> Command:
-        return batch_options(max_batch)(settings_options(*STAGE, "state", "threads", *CONTROL, *more)(
-            policy_options(command)))
+        return batch_options(max_batch)(settings_options(*STAGE, "state", "threads", *CONTROL, *more,
+                                                         embedded=embedded)(policy_options(command)))
 
     return decorate

@@ -26,7 +26,6 @@ def sink_cmd(
     idle_exit: opt.IdleExitOpt = None, metrics_port: opt.MetricsOpt = None, log_level: opt.LogOpt = "INFO",
 ) -> None:
     """Write predictions to JSONL, deduplicated by id."""
-    opt.needs_a_broker(settings)
     from dimee.composition import roles
 
     ctx = roles.context(settings, "dimee-sink", start_role(log_level, metrics_port, settings.metrics_host))
@@ -44,7 +43,6 @@ def tail_cmd(
     idle_exit: opt.IdleExitOpt = None, log_level: opt.LogOpt = "WARNING",
 ) -> None:
     """Live view of the predictions: throughput, accuracy, cost vs cloud-only, tier shares, latency."""
-    opt.needs_a_broker(settings)
     from dimee.composition import roles
     from dimee.streaming.deployment import Deployment
 
@@ -55,7 +53,7 @@ def tail_cmd(
 
 
 @app.command("pipeline")
-@opt.router_options(32, "audit_rate")
+@opt.router_options(32, "audit_rate", embedded=True)
 @opt.source_options
 def pipeline_cmd(
     settings: Settings,
@@ -149,7 +147,6 @@ def up_cmd(
     from dimee.streaming.runtime import StopFlag
     from dimee.streaming.supervisor import Program, Supervisor
 
-    opt.needs_a_broker(settings)
     programs = []
     for i, (name, args) in enumerate(roles.commands(workdir, policy, out, log_level)):
         metrics = ["--metrics-port", str(metrics_port + i)] if metrics_port else []

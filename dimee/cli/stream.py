@@ -40,7 +40,6 @@ def produce_cmd(
     log_level: opt.LogOpt = "INFO",
 ) -> None:
     """Publish samples to the samples topic, keyed by sample id."""
-    opt.needs_a_broker(settings)
     from dimee.producers.producer import ProduceOptions, produce
     from dimee.producers.sources import for_the_model, open_source
     from dimee.streaming.transport import Topics, open_transport
@@ -109,7 +108,6 @@ def route_cmd(
 ) -> None:
     """Pick each sample's start tier before any transformer layer runs (default: the policy `dimee study`
     chose on calibration, else the paper's nearest-centroid DIMEE-F) and publish it to that tier."""
-    opt.needs_a_broker(settings)
     from dimee.composition import roles
     from dimee.streaming.deployment import Deployment
 
@@ -160,7 +158,6 @@ def work_cmd(
 ) -> None:
     """Serve one tier: batched early exit on the tier's partition under the policy the router stamped on each
     message; publish predictions (or escalate)."""
-    opt.needs_a_broker(settings)
     from dimee.composition import roles
     from dimee.streaming.deployment import Deployment
 

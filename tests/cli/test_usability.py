@@ -37,3 +37,21 @@ def test_help_shows_no_type_tags(command):
     assert "--help" in result.output and not TYPE_TAG.findall(result.output), TYPE_TAG.findall(result.output)
     if command in (["produce"], ["up"]):
         assert "[debug|info|warning|error]" in result.output  # choices are still listed
+
+
+def _help_line(command: list[str], option: str) -> str:
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    return next(line for line in result.output.splitlines() if f"{option} " in line)
+
+
+@pytest.mark.parametrize("command", ["up", "produce", "tail", "route", "work", "sink", "dashboard"])
+def test_broker_help_says_what_the_command_takes(command):
+    """Defect: --broker's help called memory:// the default where these commands refuse it."""
+    line = _help_line([command], "--broker")
+    assert "kafka://HOST:PORT" in line and "required" in line and "memory://" not in line, line
+
+
+def test_the_embedded_pipeline_says_memory_is_its_default():
+    line = _help_line(["pipeline"], "--broker")
+    assert "memory:// (embedded, the default" in line and "kafka://HOST:PORT" in line, line

@@ -55,7 +55,7 @@ class App(typer.Typer):
 
 app = App(
     help="dimee: classify text across mobile, edge and cloud tiers, routed before any layer runs.",
-    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    no_args_is_help=True, pretty_exceptions_enable=False,  # add_completion: --install-completion, --show-completion
 )
 data_app = App(help="Fetch and inspect datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")

@@ -55,3 +55,14 @@ def test_broker_help_says_what_the_command_takes(command):
 def test_the_embedded_pipeline_says_memory_is_its_default():
     line = _help_line(["pipeline"], "--broker")
     assert "memory:// (embedded, the default" in line and "kafka://HOST:PORT" in line, line
+
+
+def test_shell_completion_is_offered():
+    """Defect: no shell completion (typer's was turned off). --show-completion prints the bash script that asks
+    dimee itself for the words, and dimee answers with its commands."""
+    script = CliRunner().invoke(app, ["--show-completion", "bash"], prog_name="dimee")
+    assert script.exit_code == 0 and script.exception is None, script.output
+    assert "_DIMEE_COMPLETE=complete_bash" in script.output and "complete " in script.output
+    words = CliRunner().invoke(app, [], prog_name="dimee", env={
+        "_DIMEE_COMPLETE": "complete_bash", "COMP_WORDS": "dimee da", "COMP_CWORD": "1"})
+    assert set(words.output.split()) == {"data", "dashboard"}

@@ -76,7 +76,13 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     show_version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                                help="Print the version and exit.")] = False,
 ) -> None:
     """dimee: classify text across mobile, edge and cloud tiers, routed before any layer runs."""
+    import os
+
+    from dimee.cli.environment import warn_unknown
+
+    warn_unknown(os.environ, ctx.find_root().command)  # before any command runs: a mistyped name is not silent

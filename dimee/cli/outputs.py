@@ -117,6 +117,7 @@ def schema_cmd(
 @opt.settings_options(*opt.STAGE, "state", "threads", "audit_rate", *opt.CONTROL)
 @opt.policy_options
 def up_cmd(
+    ctx: typer.Context,
     settings: Settings,
     policy: str,
     workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR,
@@ -142,6 +143,7 @@ def up_cmd(
     import socket
     import sys
 
+    from dimee.cli.environment import without_unknown
     from dimee.composition import roles
     from dimee.streaming.processes import DIMEE_IN_PYTHON as dimee
     from dimee.streaming.runtime import StopFlag
@@ -154,9 +156,11 @@ def up_cmd(
     if dashboard_port:  # supervised like a role: restarted if it dies, stopped with the rest
         programs.append(Program("dashboard", [*dimee, "dashboard", "--port", str(dashboard_port),
                                               "--workdir", str(workdir), "--log-level", log_level]))
-    # the connection settings as given here (options or environment) reach every role the same way
-    env = {**os.environ, **{f"DIMEE_{name.upper()}": str(getattr(settings, name)) for name in opt.CONNECTION
-                            if getattr(settings, name) is not None}}
+    # the connection settings as given here (options or environment) reach every role the same way; the unknown
+    # DIMEE_* variables do not: `up` has warned of them once, its roles need not again
+    env = {**without_unknown(os.environ, ctx.find_root().command),
+           **{f"DIMEE_{name.upper()}": str(getattr(settings, name)) for name in opt.CONNECTION
+              if getattr(settings, name) is not None}}
     # One instance id for every role, the same after a restart: a restarted role's transactional id is its
     # predecessor's, so its init ends the open transaction the killed one left (read_committed readers of its
     # partitions wait ~0.3 s instead of the transaction timeout). Two `up`s on one host need their own ids.

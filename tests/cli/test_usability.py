@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from typer.testing import CliRunner
@@ -66,3 +68,41 @@ def test_shell_completion_is_offered():
     words = CliRunner().invoke(app, [], prog_name="dimee", env={
         "_DIMEE_COMPLETE": "complete_bash", "COMP_WORDS": "dimee da", "COMP_CWORD": "1"})
     assert set(words.output.split()) == {"data", "dashboard"}
+
+
+def test_a_mistyped_dimee_variable_is_named_once_with_the_closest_known_name(monkeypatch):
+    """Defect: DIMEE_BROKR=... was ignored in silence (the embedded broker was used instead)."""
+    for name in [n for n in os.environ if n.upper().startswith("DIMEE_")]:
+        monkeypatch.delenv(name)  # only the variables this test sets
+    env = {"DIMEE_BROKR": "kafka://h:9092", "DIMEE_NOT_A_THING": "1",
+           # known: a setting, an option's own variable, the test services' addresses
+           "DIMEE_BROKER": "kafka://h:9092", "DIMEE_LOG_FORMAT": "json", "DIMEE_TEST_KAFKA": "h:9092"}
+    result = CliRunner().invoke(app, ["schema"], env=env)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "warning: DIMEE_BROKR is not a dimee setting and is ignored (did you mean DIMEE_BROKER?)",
+        "warning: DIMEE_NOT_A_THING is not a dimee setting and is ignored"]
+
+
+class _Supervisor:
+    """Stands in for `up`'s Supervisor: records the roles' environment, starts nothing."""
+
+    env: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, programs: list, env: dict[str, str]) -> None:
+        _Supervisor.env = env
+
+    def run(self, stop: object) -> int:
+        return 0
+
+
+def test_up_warns_once_not_once_per_role(tmp_path, monkeypatch):
+    from dimee.streaming.runtime import StopFlag
+
+    monkeypatch.setattr("dimee.streaming.supervisor.Supervisor", _Supervisor)
+    monkeypatch.setattr(StopFlag, "install_signal_handlers", lambda self: None)
+    monkeypatch.setenv("DIMEE_STAET", "redis://h:6379/0")
+    result = CliRunner().invoke(app, ["up", "--broker", "kafka://127.0.0.1:1", "--workdir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "DIMEE_STAET is not a dimee setting" in result.stderr
+    assert "DIMEE_STAET" not in _Supervisor.env and _Supervisor.env["DIMEE_BROKER"] == "kafka://127.0.0.1:1"

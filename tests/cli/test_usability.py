@@ -106,3 +106,21 @@ def test_up_warns_once_not_once_per_role(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "DIMEE_STAET is not a dimee setting" in result.stderr
     assert "DIMEE_STAET" not in _Supervisor.env and _Supervisor.env["DIMEE_BROKER"] == "kafka://127.0.0.1:1"
+
+
+def test_training_says_how_far_it_is_where_its_output_is_a_log(tmp_path, monkeypatch, capsys):
+    """Defect: `dimee train` printed nothing for minutes when stderr was not a terminal (tqdm's bar is off
+    there). It writes a progress line to stderr (here after every batch: the interval is set to 0)."""
+    from dimee.data.dataset import TextDataset
+    from dimee.offline import training
+    from tests.support.helpers import sentences, tiny_model, tiny_tokenizer
+
+    monkeypatch.setattr(training, "PROGRESS_EVERY_S", 0.0)
+    texts = sentences(20)
+    data = TextDataset("tiny", texts, [len(t) % 2 for t in texts], ["0", "1"])
+    training.train(tiny_model(num_layers=2), tiny_tokenizer(tmp_path / "tok"), data, data,
+                   training.TrainConfig(epochs=1, batch_size=8))
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(", loss")[0] for line in lines if line.startswith("epoch 1/1:")] == [
+        "epoch 1/1: 1/3 batches", "epoch 1/1: 2/3 batches", "epoch 1/1: 3/3 batches"]
+    assert "calibration accuracy: 1/1 batches" in lines  # the calibration pass after the epoch too

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -51,21 +50,18 @@ class InFlight:
 
 
 class Delivery(ABC):
-    """Sends a stage's batches and commits their offsets after them. `send` puts a group of batches' outputs
-    in flight: by default `deliver`; a stage passes its own `_deliver`, which calls `deliver` (a seam tests
-    override to kill a stage mid-delivery)."""
+    """Sends a stage's batches and commits their offsets after them; `deliver` puts a group of batches' outputs
+    in flight."""
 
     guarantee: str
     transactional_id: str | None = None
 
-    def __init__(self, stage: str, group_id: str, context: StageContext,
-                 send: Callable[[list[Output]], None] | None = None) -> None:
+    def __init__(self, stage: str, group_id: str, context: StageContext) -> None:
         self.stage, self.group_id = stage, group_id  # the group whose offsets it commits
         self.transport, self.stop, self.events = context.transport, context.stop, context.events
         self.max_queued = context.limits.max_queued_batches
         self.commit_interval = context.limits.commit_interval_s
         self.last_sent = -math.inf  # when the batches in flight were sent (monotonic)
-        self.send = send or self.deliver
         self.producer: Producer | None = None
         self.consumer: Consumer | None = None  # the stage's (replaced with it): marked, committed, rewound here
         self.computed: list[InFlight] = []  # batches computed while the broker took the one in flight
@@ -160,7 +156,7 @@ class Delivery(ABC):
         self.sending = InFlight([m for b in batches for m in b.messages], outputs, mark, batches[0].started, records)
         self.last_sent = time.monotonic()
         try:
-            retry(lambda: self.send(outputs), "broker", self.stop)
+            retry(lambda: self.deliver(outputs), "broker", self.stop)
         except Rebalanced as exc:  # aborted: the records are read again by whoever owns their partitions now
             log.warning("batch aborted; it will be read again", stage=self.stage, records=records, error=str(exc))
 
@@ -254,9 +250,8 @@ class ExactlyOnce(Delivery):
 
     guarantee = "exactly-once"
 
-    def __init__(self, stage: str, group_id: str, context: StageContext,
-                 send: Callable[[list[Output]], None] | None = None) -> None:
-        super().__init__(stage, group_id, context, send)
+    def __init__(self, stage: str, group_id: str, context: StageContext) -> None:
+        super().__init__(stage, group_id, context)
         # A stable id per stage and instance: a restarted (or duplicated) instance fences its predecessor.
         self.transactional_id: str = f"{group_id}.{context.instance(stage)}"
         self.producer: TransactionalProducer | None = None

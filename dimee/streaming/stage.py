@@ -106,7 +106,7 @@ class Stage(ABC):
         self.in_topics, self.group_id = in_topics, group_id
         self.consumer: Consumer | None = None
         # Until open() picks one by the guarantee: a delivery that has opened nothing and committed nothing.
-        self.delivery: Delivery = AtLeastOnce(self.name, group_id, context, self._deliver)
+        self.delivery: Delivery = AtLeastOnce(self.name, group_id, context)
         self.exactly_once = False
         self.dead_letters = 0
         start_stage(self.name)
@@ -129,7 +129,7 @@ class Stage(ABC):
         HEALTH.expect(self.name, "waiting for the broker")  # until its topics exist and its clients are made
         self.exactly_once = settings.exactly_once(transport.supports_transactions)
         kind = ExactlyOnce if self.exactly_once else AtLeastOnce
-        self.delivery = kind(self.name, self.group_id, self.context, self._deliver)
+        self.delivery = kind(self.name, self.group_id, self.context)
         log.info("delivery", stage=self.name, guarantee=self.delivery.guarantee,
                  transactional_id=self.delivery.transactional_id)
         # Every topic of the stream: a first send to a missing one would create it with the broker's defaults.
@@ -210,10 +210,6 @@ class Stage(ABC):
             offsets[partition] = max(record.offset + 1, offsets.get(partition, 0))
         self.delivery.hand(InFlight([message for _, message in valid], outputs, None, started, len(records),
                                     offsets=offsets))
-
-    def _deliver(self, outputs: list[Output]) -> None:
-        """Put a group of batches' outputs in flight: the delivery calls back here (a seam for tests)."""
-        self.delivery.deliver(outputs)
 
     def run(self, idle_exit_s: float | None = None) -> None:
         """Until stopped (or idle for idle_exit_s, used by batch jobs and tests). Stopped in the middle of an

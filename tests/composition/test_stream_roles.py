@@ -85,11 +85,17 @@ class CrashingWorker(TierWorker):
     """Dies (before sending or committing anything) on its second batch, as a killed process would. (An error
     inside process() is a per-record failure now: those records are dead-lettered and the worker goes on.)"""
 
-    def _deliver(self, outputs):
-        self.batches = getattr(self, "batches", 0) + 1
-        if self.batches == 2:
-            raise RuntimeError("simulated crash")
-        return super()._deliver(outputs)
+    def open(self):
+        super().open()
+        deliver, batches = self.delivery.deliver, []
+
+        def crashes_on_the_second(outputs):
+            batches.append(outputs)
+            if len(batches) == 2:
+                raise RuntimeError("simulated crash")
+            deliver(outputs)
+
+        self.delivery.deliver = crashes_on_the_second
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")

@@ -26,16 +26,22 @@ from tests.support.helpers import context, deployment, stream_records
 class DiesBeforeCommit(TierWorker):
     """Sends its second batch's outputs, then dies before the commit, as a process killed mid-transaction."""
 
-    def _deliver(self, outputs):
-        self.batches = getattr(self, "batches", 0) + 1
-        if self.batches == 2:
-            if self.exactly_once:
-                self.producer.begin()
-            for out in outputs:
-                self.producer.send(out.topic, out.key, out.value)
-            self.producer.flush()
-            raise RuntimeError("killed after sending, before committing")
-        super()._deliver(outputs)
+    def open(self):
+        super().open()
+        deliver, batches = self.delivery.deliver, []
+
+        def dies_on_the_second(outputs):
+            batches.append(outputs)
+            if len(batches) == 2:
+                if self.exactly_once:
+                    self.producer.begin()
+                for out in outputs:
+                    self.producer.send(out.topic, out.key, out.value)
+                self.producer.flush()
+                raise RuntimeError("killed after sending, before committing")
+            deliver(outputs)
+
+        self.delivery.deliver = dies_on_the_second
 
 
 def _run(stage) -> threading.Thread:
@@ -58,6 +64,7 @@ def test_a_worker_killed_mid_transaction_leaves_no_duplicate(workdir, cal, guara
     produce(broker, topics, records, ProduceOptions(progress=False))
     dying = _run(DiesBeforeCommit(ctx, served, Tier.CLOUD))
     dying.join(timeout=60)
+    assert not dying.is_alive()  # it died mid-transaction
     threads.append(_run(TierWorker(ctx, served, Tier.CLOUD)))  # its successor, same group and instance
     deadline = time.monotonic() + 60
     while len(broker.read_all(topics.predictions)) < len(records) and time.monotonic() < deadline:

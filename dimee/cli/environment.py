@@ -17,6 +17,16 @@ TOOLING_PREFIX = f"{PREFIX}TEST_"
 the README's walk has them in the shell where it runs dimee."""
 
 
+# Read by the repository's scripts, not by dimee (deploy/local-services.sh, install-helm.sh, compose.yaml, the
+# chart tests): exported in a shell that also runs dimee, they are no typo. tests/cli/test_usability.py keeps this
+# list in step with the scripts.
+TOOLING_VARIABLES = frozenset({
+    "DIMEE_ARTIFACTS", "DIMEE_HELM", "DIMEE_KAFKA_JAVA_OPTS", "DIMEE_KAFKA_PORT",
+    "DIMEE_KAFKA_REPLICA_FETCH_WAIT_MS", "DIMEE_MAVEN_REPO", "DIMEE_REDIS_PORT", "DIMEE_SERVICES_DIR",
+    "DIMEE_ZK_PORT",
+})
+
+
 def _commands(command: TyperCommand | TyperGroup) -> Iterator[TyperCommand | TyperGroup]:
     yield command
     for sub in getattr(command, "commands", {}).values():
@@ -36,7 +46,7 @@ def known_variables(root: TyperCommand | TyperGroup) -> set[str]:
 def unknown_variables(environ: Mapping[str, str], known: set[str]) -> list[str]:
     """The DIMEE_* names in `environ` that dimee reads nowhere (Settings reads them whatever their case)."""
     return sorted(name for name in environ if name.upper().startswith(PREFIX)
-                  and name.upper() not in known and not name.upper().startswith(TOOLING_PREFIX))
+                  and name.upper() not in known | TOOLING_VARIABLES and not name.upper().startswith(TOOLING_PREFIX))
 
 
 def warn_unknown(environ: Mapping[str, str], root: TyperCommand | TyperGroup) -> None:

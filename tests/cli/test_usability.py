@@ -84,6 +84,21 @@ def test_a_mistyped_dimee_variable_is_named_once_with_the_closest_known_name(mon
         "warning: DIMEE_NOT_A_THING is not a dimee setting and is ignored"]
 
 
+def test_the_variables_the_repositorys_scripts_read_are_no_typo():
+    """Defect: DIMEE_KAFKA_PORT, which deploy/local-services.sh reads, was warned of as a mistyped setting."""
+    import typer.main
+
+    from dimee.cli.environment import TOOLING_PREFIX, known_variables, unknown_variables
+
+    root = Path(__file__).resolve().parents[2]
+    scripts = [*root.joinpath("deploy").rglob("*"), root / "Makefile", root / "tests/deploy/test_helm_chart.py"]
+    read = {name for path in scripts if path.is_file()
+            for name in re.findall(r"DIMEE_[A-Z0-9_]*[A-Z0-9]", path.read_text(errors="replace"))}
+    read = {name for name in read if not name.startswith(TOOLING_PREFIX)}
+    assert {"DIMEE_KAFKA_PORT", "DIMEE_MAVEN_REPO", "DIMEE_HELM"} <= read  # the scan finds them
+    assert unknown_variables(dict.fromkeys(read, "1"), known_variables(typer.main.get_command(app))) == []
+
+
 class _Supervisor:
     """Stands in for `up`'s Supervisor: records the roles' environment, starts nothing."""
 

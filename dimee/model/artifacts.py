@@ -10,7 +10,6 @@ import os
 import re
 from pathlib import Path
 
-import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import PreTrainedTokenizerBase
@@ -92,7 +91,3 @@ def load_model(folder: Path, num_layers: int | None = None) -> EarlyExitEncoder:
 
 def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
     return auto_class("AutoTokenizer").from_pretrained(folder)
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

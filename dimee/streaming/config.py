@@ -135,10 +135,6 @@ class Settings(BaseSettings):
     def data_dir(self) -> Path:
         return self.home / "data"
 
-    @property
-    def artifacts_dir(self) -> Path:
-        return self.home / "artifacts"
-
     def exactly_once(self, broker_has_transactions: bool) -> bool:
         if self.guarantee == "exactly-once" and not broker_has_transactions:
             raise DimeeError("--guarantee exactly-once needs a broker with transactions (Kafka 0.11 or newer)")

@@ -91,19 +91,10 @@ def _are_ids(names: list[str]) -> bool:
     return names == [str(i) for i in range(len(names))]
 
 
-def from_split(spec: DatasetSpec, split: str, data_dir: Path) -> list[dict]:
-    return load_splits(spec, data_dir).get(split).records()
-
-
 def run_token() -> str:
     """Part of every id this run generates, so two runs over the same file or stdin never reuse an id (a
     reused id would be dropped downstream as a duplicate)."""
     return uuid.uuid4().hex[:8]
-
-
-def from_file(path: Path, text_col: str = "text", label_col: str | None = "label", pair_col: str | None = None,
-              id_col: str | None = None) -> list[dict]:
-    return read_file(path, text_col, label_col, pair_col, id_col)[0]
 
 
 def read_file(path: Path, text_col: str = "text", label_col: str | None = "label", pair_col: str | None = None,

@@ -155,13 +155,14 @@ def test_each_user_mistake_is_one_line(tmp_path):
 
 def test_file_labels_are_mapped_as_everywhere():
     """Defect: `produce` from a CSV with string labels ended in a traceback; `data show` and `train` map them."""
-    from dimee.producers.sources import from_file
+    from dimee.producers.sources import SourceSpec, open_source
 
     from dimee.data.loaders import load_table
 
     folder = Path(tempfile.mkdtemp())
     path = _files(folder)["named.csv"]
-    assert [r["label"] for r in from_file(path)] == load_table(path).labels == [1, 0, 0]
+    read = open_source(SourceSpec(source=str(path)), folder)
+    assert [r["label"] for r in read.records] == load_table(path).labels == [1, 0, 0]
 
 
 def test_an_unreachable_broker_is_reported_at_once(tmp_path):
@@ -221,16 +222,16 @@ def test_produce_refuses_label_names_it_cannot_map(tmp_path):
 
 def test_a_jsonl_file_may_mix_labelled_and_unlabelled_rows(tmp_path):
     """Regression: rows without a label field (JSONL) are unlabelled, not an error; an empty label is."""
-    from dimee.producers.sources import from_file
+    from dimee.producers.sources import SourceSpec, open_source
 
     from dimee.common.errors import DataError
 
     mixed = tmp_path / "m.jsonl"
     mixed.write_text('{"text": "a", "label": "pos"}\n{"text": "b"}\n{"text": "c", "label": "neg"}\n')
-    assert [r.get("label") for r in from_file(mixed)] == [1, None, 0]
+    assert [r.get("label") for r in open_source(SourceSpec(source=str(mixed)), tmp_path).records] == [1, None, 0]
     mixed.write_text('{"text": "a", "label": "pos"}\n{"text": "b", "label": ""}\n')
     with pytest.raises(DataError, match="empty label at row 2"):
-        from_file(mixed)
+        open_source(SourceSpec(source=str(mixed)), tmp_path)
 
 
 # Passwords made of marked pieces ("PW…") joined by every character a URL gives a meaning to: whatever the

@@ -165,13 +165,14 @@ def test_fetch_failure_reports_the_tools_last_line(tmp_path, monkeypatch):
 def test_generated_ids_are_unique_per_run(tmp_path):
     import io
 
-    from dimee.producers.sources import from_file, from_lines
+    from dimee.producers.sources import SourceSpec, from_lines, open_source
 
     first, second = list(from_lines(io.StringIO("a\nb\n"))), list(from_lines(io.StringIO("a\nb\n")))
     assert not {r["id"] for r in first} & {r["id"] for r in second}  # two stdin runs never reuse an id
     table = tmp_path / "t.csv"
     table.write_text("text\nfine\n")
-    assert from_file(table)[0]["id"] != from_file(table)[0]["id"]
+    runs = [list(open_source(SourceSpec(source=str(table)), tmp_path).records) for _ in range(2)]
+    assert runs[0][0]["id"] != runs[1][0]["id"]
 
 
 def _bbc_tree(folder, topics=("business", "sports", "tech"), per_topic=2):

@@ -5,8 +5,8 @@ The pool is a calibrated work folder's recorded calibration exits and the test s
 replayed). Per order (a seed): `--start` labelled samples drawn from the calibration split start the evidence
 (0 for a label-free start), and every other sample of the pool arrives once, in random order. The Tuned-edge-
 cascade's family (λ from the top) is bet on in a fixed sequence (`Bets`, δ = 5%, the calibration's budget). At
-every sample the served setting is the cheapest certified one by the running mean cost seen on the evidence, if
-that is below Cloud-only's, else Cloud-only. Evidence:
+every sample the served setting is the cheapest certified one by the running mean cost seen on the evidence (its
+audits' expected share included), if that is below Cloud-only's by two standard errors, else Cloud-only. Evidence:
 
 - while Cloud-only is served, every sample: the cloud runs every exit anyway, so what each λ would have answered
   is known for free; without a label the observation is whether λ's answer differs from the full model's (an
@@ -88,10 +88,17 @@ def one_order(pool: Pool, start: np.ndarray, stream: np.ndarray, rules: Rules, r
     cost_seen, cost_count = np.zeros(k), 0
     losses = pool.full_correct[None, :] & ~pool.correct  # (K, N): λ loses where the full model is right
 
+    # What serving λ costs a sample, its audit's expected share included: a setting is served only if this is
+    # below Cloud-only's, so the stream never pays more than the full model would.
+    with_audits = pool.cost + audit_rate * pool.cloud_cost * pool.below
+
+    squares = np.zeros(k)
+
     def observe(i: int, label_known: bool) -> None:
-        nonlocal cost_seen, cost_count
+        nonlocal cost_seen, cost_count, squares
         bets.observe(losses[:, i] if label_known else ~pool.agrees[:, i])
-        cost_seen, cost_count = cost_seen + pool.cost[:, i], cost_count + 1
+        cost_seen, cost_count = cost_seen + with_audits[:, i], cost_count + 1
+        squares = squares + with_audits[:, i] ** 2
 
     for i in start:
         observe(int(i), label_known=True)
@@ -99,10 +106,12 @@ def one_order(pool: Pool, start: np.ndarray, stream: np.ndarray, rules: Rules, r
     for position, i in enumerate(stream, 1):
         certified = bets.certified()
         served = None
-        if certified and cost_count:
+        if certified and cost_count > 1:
             mean = cost_seen[:certified] / cost_count
+            spread = np.sqrt(np.maximum(squares[:certified] / cost_count - mean**2, 0.0) / cost_count)
             cheapest = int(np.argmin(mean))
-            served = cheapest if mean[cheapest] < pool.cloud_cost else None
+            # cheaper than Cloud-only by two standard errors: a setting about as dear is not worth the risk
+            served = cheapest if mean[cheapest] + 2 * spread[cheapest] < pool.cloud_cost else None
         audited = rng.random() < audit_rate
         if served is None:
             spent += pool.cloud_cost

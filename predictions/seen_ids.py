@@ -20,6 +20,9 @@ class RecentIds:
     def __init__(self, capacity: int = RECENT_IDS) -> None:
         self.capacity, self._ids = capacity, OrderedDict[str, str | None]()
 
+    def __len__(self) -> int:
+        return len(self._ids)
+
     def known(self, ids: Iterable[str]) -> Seen:
         return {i: self._ids[i] for i in ids if i in self._ids}
 

@@ -1,12 +1,14 @@
 """`dimee sink`: predictions → JSONL, each id once. A line is on disk (fsync) before its offset is committed,
 and its id in a persistent index (predictions/seen_ids.py) before the next batch, so predictions delivered
-again (at-least-once, a restart) are dropped, a torn last line is repaired, and memory stays bounded."""
+again (at-least-once, a restart) are not written again, a torn last line is repaired, and memory stays bounded.
+Every record read is counted, repeats as such (predictions/answered.py), in its summary and in Prometheus."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from dimee.predictions.answered import Answered
 from dimee.predictions.seen_ids import IndexedJsonl, RecentIds
 from dimee.predictions.stats import PredictionStats
 
@@ -24,29 +26,31 @@ class Sink(Stage):
         super().__init__(context, [context.topics.predictions], group_id or context.topics.sink_group)
         self.path = path
         self.seen = IndexedJsonl(path) if path is not None else RecentIds()
-        self.duplicates = 0
-        self.stats = PredictionStats(cloud_only_cost=cloud_only_cost)
+        self.answered = Answered(self.seen, stage=self.name)
+        self.stats = PredictionStats(cloud_only_cost=cloud_only_cost, answered=self.answered)
+
+    @property
+    def duplicates(self) -> int:
+        """Records for an id already read (counted, not written again)."""
+        return self.answered.repeats
 
     def process(self, batch: list[tuple[Record, Prediction]]) -> list[Output]:
-        """Each id once. A prediction for an id already written is dropped as a redelivery, unless it is for
-        other content (another digest): then the id was reused, which is dead-lettered, never dropped."""
-        known = self.seen.known(p.id for _, p in batch)
-        fresh: dict[str, Prediction] = {}
+        """Each id written once; every record counted (predictions/answered.py). A repeat of an id is not written
+        again, unless it is for other content (another digest): then the id was reused, which is dead-lettered,
+        never dropped."""
+        predictions = [p for _, p in batch]
+        fresh, repeats = self.answered.sort(predictions)
         letters = []
-        for record, prediction in batch:
-            earlier = fresh[prediction.id].digest if prediction.id in fresh else known.get(prediction.id, "")
-            if earlier == "":
-                fresh[prediction.id] = prediction
-            elif earlier and prediction.digest and earlier != prediction.digest:
+        for place, earlier in repeats:
+            record, prediction = batch[place]
+            if earlier and prediction.digest and earlier != prediction.digest:
                 letters.append(self.dead_letter(record, f"id reused: {prediction.id!r} was already answered for "
                                                         f"other content (digest {earlier}, now {prediction.digest})"))
-            else:
-                self.duplicates += 1
-        if fresh:
-            seen = {sample_id: p.digest for sample_id, p in fresh.items()}
-            self.seen.add(seen, self._append(list(fresh.values())))  # only once the lines are on disk
+        if fresh:  # the ids only once the lines are on disk
+            self.answered.remember(fresh, self._append(list(fresh.values())))
         for prediction in fresh.values():
             self.stats.add(prediction)
+        self.answered.count(len(batch), len(repeats))
         return letters
 
     def _append(self, predictions: list[Prediction]) -> int:

@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+from dimee.predictions.answered import Answered
 
 from dimee.method.tiers import TIER_NAMES
 from dimee.streaming.messages import Prediction
 
 
+def percentiles_ms(latencies_s: Iterable[float]) -> tuple[float, float]:
+    """p50 and p99 in ms; NaN for none (not numpy's all-NaN warning)."""
+    values = list(latencies_s)
+    if not values:
+        return float("nan"), float("nan")
+    p50, p99 = np.percentile(values, [50, 99]) * 1000
+    return float(p50), float(p99)
+
+
 @dataclass
 class PredictionStats:
+    """Over the distinct samples answered (each id once); `answered`, where its owner counts the records read
+    (predictions/answered.py), is shown first."""
+
     cloud_only_cost: float = 1.0
+    answered: Answered | None = None
     count: int = 0
     labelled: int = 0
     correct: int = 0
@@ -39,26 +54,27 @@ class PredictionStats:
     def summary(self) -> dict:
         elapsed = self.last_finished - self.first_produced if self.count else 0.0
         mean_cost = self.total_cost / self.count if self.count else float("nan")
-        # no latency yet is NaN, not numpy's all-NaN warning
-        p50, p99 = np.percentile(self.latencies_s, [50, 99]) * 1000 if self.latencies_s else (np.nan, np.nan)
+        p50, p99 = percentiles_ms(self.latencies_s)
         return {
+            **(self.answered.summary() if self.answered is not None else {}),
             "count": self.count,
             "accuracy": self.correct / self.labelled if self.labelled else None,
             "mean_cost": mean_cost,
             "delta_cost": (mean_cost - self.cloud_only_cost) / self.cloud_only_cost,
             "tier_shares": {t: self.tiers[t] / self.count if self.count else 0.0 for t in TIER_NAMES},
             "throughput_per_s": self.count / elapsed if elapsed > 0 else None,
-            "latency_p50_ms": float(p50),
-            "latency_p99_ms": float(p99),
+            "latency_p50_ms": p50,
+            "latency_p99_ms": p99,
         }
 
     def line(self) -> str:
+        counted = self.answered.text() if self.answered is not None else f"{self.count} predictions"
         if not self.count:  # no mean to show: "cost nan (+nan% vs cloud-only)" said nothing
-            return "0 predictions"
+            return counted
         s = self.summary()
         accuracy = f"{100 * s['accuracy']:.2f}%" if s["accuracy"] is not None else "n/a"
         rate = f"{s['throughput_per_s']:.1f}/s" if s["throughput_per_s"] else "-"
         shares = " ".join(f"{t} {100 * v:.0f}%" for t, v in s["tier_shares"].items())
-        return (f"{s['count']} predictions | {rate} | accuracy {accuracy} | cost {s['mean_cost']:.3f} "
+        return (f"{counted} | {rate} | accuracy {accuracy} | cost {s['mean_cost']:.3f} "
                 f"({100 * s['delta_cost']:+.1f}% vs cloud-only) | {shares} | "
                 f"latency p50 {s['latency_p50_ms']:.0f} ms p99 {s['latency_p99_ms']:.0f} ms")

@@ -54,6 +54,10 @@ CENTROID_UPDATES_SKIPPED = Counter("dimee_centroid_updates_skipped_total", "Adap
 CONTROL_UNUSABLE = Gauge("dimee_threshold_control_unusable", "1 while the router cannot use the stored threshold "
                          "control (malformed, unreadable, unreachable): it stamps none, and the workers serve the "
                          "calibrated thresholds")
+ANSWERED = Counter("dimee_answered_total", "Prediction records a reader of the predictions topic read, repeats "
+                   "included: the count the sink, `dimee tail` and the dashboard show (docs/operations.md)", ["stage"])
+ANSWER_REPEATS = Counter("dimee_answer_repeats_total", "Of dimee_answered_total, the records for a sample id already "
+                         "read (a sample produced twice, a prediction delivered again)", ["stage"])
 ESCALATIONS = Counter("dimee_escalations_total", "Samples passed up a tier", ["from_tier", "to_tier"])
 
 ROUTED = Counter("dimee_routed_total", "Samples routed, by start tier", ["tier"])

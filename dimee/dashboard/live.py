@@ -4,7 +4,7 @@ the numbers are tested by feeding it messages."""
 from __future__ import annotations
 
 import math
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -12,7 +12,9 @@ import numpy as np
 
 from dimee.method.control import Control
 from dimee.method.tiers import TIER_NAMES
-from dimee.predictions.stats import PredictionStats
+from dimee.predictions.answered import Answered
+from dimee.predictions.seen_ids import RecentIds
+from dimee.predictions.stats import PredictionStats, percentiles_ms
 from dimee.streaming.audit import AuditTally
 from dimee.streaming.messages import Audit, DeadLetter, Prediction
 from dimee.streaming.metrics import dead_letter_reason
@@ -44,20 +46,30 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-class LiveView:
-    """Running totals over every prediction (each sample id once) and dead letter seen, plus a rolling
-    window for the current throughput."""
+# The latency card's window: the predictions finished in the last minute, by the pipeline's clock. Over the whole
+# history it stayed at a cleared backlog's minute-long waits long after the stream was served in milliseconds.
+LATENCY_WINDOW_S = 60.0
+# The charts' points the server keeps for a page that opens (one a second: the last ten minutes).
+HISTORY_POINTS = 600
+CHART_FIELDS = ("at", "tier_shares", "mean_cost", "cloud_only_cost", "latency_p50_ms", "latency_p99_ms")
 
-    def __init__(self, cloud_only_cost: float = 1.0, window_s: float = 10.0, remember: int = 1_000_000) -> None:
-        self.stats = PredictionStats(cloud_only_cost=cloud_only_cost)
-        self.window_s, self.remember = window_s, remember
-        self.seen: OrderedDict[str, None] = OrderedDict()
-        # finish times of the latest predictions: the rate is by the pipeline's clock, not by when the page
-        # read them, so catching up on a backlog does not look like a burst
-        self.finished: deque[float] = deque(maxlen=100_000)
+
+class LiveView:
+    """Every prediction record read (counted once, repeats as such: predictions/answered.py), running totals over
+    the distinct samples answered and the dead letters, and rolling windows for the current throughput and
+    latency."""
+
+    def __init__(self, cloud_only_cost: float = 1.0, window_s: float = 10.0, remember: int = 1_000_000,
+                 latency_window_s: float = LATENCY_WINDOW_S) -> None:
+        self.answered = Answered(RecentIds(remember))
+        self.stats = PredictionStats(cloud_only_cost=cloud_only_cost, answered=self.answered)
+        self.window_s, self.latency_window_s = window_s, latency_window_s
+        # (finish time, latency) of the latest predictions: the windows are by the pipeline's clock, not by when
+        # the page read them, so catching up on a backlog does not look like a burst
+        self.finished: deque[tuple[float, float]] = deque(maxlen=100_000)
         self.paths: Counter[str] = Counter()
         self.dead_letters: Counter[str] = Counter()
-        self.duplicates = self.unreadable = 0
+        self.unreadable = 0
         self.shifts: list[PoolShift] | None = None  # None: no adaptive state to show (no workdir, no store)
         self.centroid_note = "no centroid store"
         self.audits = AuditTally()
@@ -65,15 +77,12 @@ class LiveView:
         self.control: Control | None = None  # the live threshold offset, where a store is read
 
     def add_prediction(self, prediction: Prediction) -> bool:
-        """Fold one prediction in; a redelivered one (an id seen before) is counted as a duplicate only."""
-        if prediction.id in self.seen:
-            self.duplicates += 1
+        """Fold one prediction in; a repeat (an id read before) is counted as a repeat only."""
+        if not self.answered.fold([prediction]):
             return False
-        self.seen[prediction.id] = None
-        if len(self.seen) > self.remember:
-            self.seen.popitem(last=False)
         self.stats.add(prediction)
-        self.finished.append(prediction.timings.finished_at)
+        timings = prediction.timings
+        self.finished.append((timings.finished_at, timings.finished_at - timings.produced_at))
         if len(prediction.path) > 1:  # passed up at least once: the path is the escalation
             self.paths[" → ".join(tier.value for tier in prediction.path)] += 1
         return True
@@ -93,15 +102,24 @@ class LiveView:
     def throughput(self, now: float) -> float:
         """Predictions finished in the last `window_s` seconds, per second."""
         start = now - self.window_s
-        return sum(1 for t in self.finished if start < t <= now) / self.window_s
+        return sum(1 for t, _ in self.finished if start < t <= now) / self.window_s
+
+    def latency_ms(self, now: float) -> tuple[float, float]:
+        """p50 and p99 of the predictions finished in the last `latency_window_s` seconds (NaN for none)."""
+        start = now - self.latency_window_s
+        return percentiles_ms(latency for t, latency in self.finished if start < t <= now)
 
     def snapshot(self, now: float) -> dict:
         """Everything the page shows, as JSON-ready values (null where not known yet)."""
         s = self.stats.summary()
         cloud = self.stats.cloud_only_cost
+        p50, p99 = self.latency_ms(now)
         return {
             "at": now,
-            "answered": s["count"],
+            "answered": self.answered.total,
+            "repeats": self.answered.repeats,
+            "distinct": self.answered.distinct,
+            "answered_text": self.answered.text(),
             "throughput_per_s": self.throughput(now),
             "throughput_overall_per_s": _finite(s["throughput_per_s"]),
             "tier_shares": {tier: s["tier_shares"][tier] for tier in TIER_NAMES},
@@ -111,13 +129,13 @@ class LiveView:
             "cost_vs_cloud": _finite(s["mean_cost"] / cloud) if s["count"] else None,
             "accuracy": s["accuracy"],
             "labelled": self.stats.labelled,
-            "latency_p50_ms": _finite(s["latency_p50_ms"]),
-            "latency_p99_ms": _finite(s["latency_p99_ms"]),
+            "latency_p50_ms": _finite(p50),
+            "latency_p99_ms": _finite(p99),
+            "latency_window_s": self.latency_window_s,
             "escalations": sum(self.paths.values()),
             "escalation_paths": dict(self.paths.most_common()),
             "dead_letters": sum(self.dead_letters.values()),
             "dead_letter_reasons": dict(self.dead_letters.most_common()),
-            "duplicates": self.duplicates,
             "unreadable": self.unreadable,
             "centroids": None if self.shifts is None else [
                 {"pool": p.pool, "tier": p.tier, "shift": p.shift, "adapted": p.adapted} for p in self.shifts],
@@ -127,3 +145,18 @@ class LiveView:
             "threshold_offset": None if self.control is None else self.control.offset,
             "threshold_version": None if self.control is None else self.control.version,
         }
+
+
+class ChartHistory:
+    """The charts' latest points (a bounded ring), so a page that opens draws the recent past at once instead
+    of starting empty. Kept by the server, one point per snapshot interval."""
+
+    def __init__(self, points: int = HISTORY_POINTS) -> None:
+        self.points: deque[dict] = deque(maxlen=points)
+
+    def add(self, snapshot: dict) -> None:
+        self.points.append({name: snapshot[name] for name in CHART_FIELDS})
+
+    def served(self) -> dict:
+        """What /history serves: the points, oldest first, and how many a page keeps."""
+        return {"keep": self.points.maxlen, "points": list(self.points)}

@@ -22,6 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from dimee.common.errors import DimeeError
+from dimee.dashboard.live import HISTORY_POINTS, ChartHistory
 
 STATIC = Path(__file__).parent / "static"
 
@@ -46,9 +47,12 @@ def plotly_js() -> Response:
     return Response(get_plotlyjs(), media_type="application/javascript")
 
 
-def create_app(source: SnapshotSource, every_s: float = 1.0) -> Starlette:
+def create_app(source: SnapshotSource, every_s: float = 1.0, history_points: int = HISTORY_POINTS) -> Starlette:
     """`/` the page, `/events` a snapshot every `every_s` seconds, `/snapshot` the latest one as JSON,
-    `/healthz`, and `/static/…` the page's scripts. The source runs for the app's lifetime."""
+    `/history` the charts' last `history_points` points (one every `every_s` seconds, kept whether a page is
+    open or not: a page that opens starts with them), `/healthz`, and `/static/…` the page's scripts. The
+    source runs for the app's lifetime."""
+    history = ChartHistory(history_points)
 
     async def snapshot() -> dict:
         return await anyio.to_thread.run_sync(source.snapshot)  # takes the follower's lock: off the loop
@@ -64,18 +68,31 @@ def create_app(source: SnapshotSource, every_s: float = 1.0) -> Starlette:
     async def latest(_: Request) -> JSONResponse:
         return JSONResponse(await snapshot())
 
+    async def recent(_: Request) -> JSONResponse:  # on the loop, where `record` adds: no lock needed
+        return JSONResponse(history.served())
+
+    async def record() -> None:
+        while True:
+            history.add(await snapshot())
+            await asyncio.sleep(every_s)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         source.start()
+        recording = asyncio.create_task(record())
         try:
             yield
         finally:
+            recording.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recording
             await anyio.to_thread.run_sync(source.stop)
 
     routes = [
         Route("/", lambda _: FileResponse(STATIC / "index.html")),
         Route("/events", events),
         Route("/snapshot", latest),
+        Route("/history", recent),
         Route("/healthz", lambda _: PlainTextResponse("ok\n")),
         Route("/static/plotly.min.js", lambda _: plotly_js()),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -47,13 +47,14 @@ def _dead_letter(stage: str, error: str) -> DeadLetter:
 
 def test_live_view_folds_hand_worked_numbers():
     view = LiveView(cloud_only_cost=2.0, window_s=10.0)
-    for prediction in [*HAND, HAND[0]]:  # the redelivered "a" counts once
+    for prediction in [*HAND, HAND[0]]:  # the redelivered "a": one more record read, a repeat, one sample
         view.add_prediction(prediction)
     view.add_dead_letter(_dead_letter("router", "invalid JSON: EOF while parsing"))
     view.add_dead_letter(_dead_letter("router", "invalid JSON: trailing characters"))
     view.add_dead_letter(_dead_letter("worker-edge", "the record has no value (a tombstone)"))
     s = view.snapshot(now=100.45)
-    assert s["answered"] == 4 and s["duplicates"] == 1
+    assert (s["answered"], s["repeats"], s["distinct"]) == (5, 1, 4)
+    assert s["answered_text"] == "5 answered, 1 repeat of 4 distinct"
     assert s["tier_shares"] == {"mobile": 0.5, "edge": 0.25, "cloud": 0.25}
     assert s["mean_cost"] == pytest.approx(0.5) and s["cost_vs_cloud"] == pytest.approx(0.25)  # 0.5 / 2.0
     assert s["accuracy"] == pytest.approx(2 / 3) and s["labelled"] == 3

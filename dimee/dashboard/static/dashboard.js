@@ -1,8 +1,9 @@
-// The dashboard page: one EventSource on /events; each message is a snapshot (dimee/dashboard/live.py) that
-// updates the numbers in place and appends a point to the time-series charts (the last HISTORY kept).
+// The dashboard page: first the charts' recent points from /history (kept by the server, so a page that opens
+// does not start empty), then one EventSource on /events; each message is a snapshot (dimee/dashboard/live.py)
+// that updates the numbers in place and appends a point to the time-series charts (the last `keepPoints` kept).
 "use strict";
 
-const HISTORY = 600;
+let keepPoints = 600;  // how many points the charts keep: the server's, once /history has said
 const PALETTE = ["#4c9be8", "#f0a030", "#9b59b6"];  // by the tier's place in the order, cheapest first
 let tiers = [];  // the tier order: the keys of the snapshot's tier_shares, as the server orders them
 const series = { t: [], shares: {}, cost: [], cloud: [], p50: [], p99: [] };
@@ -44,12 +45,14 @@ function rows(id, pairs) {
 }
 
 function showNumbers(s) {
-  text("answered", s.answered);
+  text("answered", s.answered);  // a plain integer: scripts read it
+  text("repeats", s.answered_text);  // the sink's and tail's words (predictions/answered.py)
   text("throughput", fixed(s.throughput_per_s, 1, " /s"));
   text("accuracy", percent(s.accuracy));
   text("labelled", `${s.labelled} labelled`);
   text("cost-vs-cloud", percent(s.cost_vs_cloud));
   text("mean-cost", `mean ${fixed(s.mean_cost, 3)}, cloud-only ${fixed(s.cloud_only_cost, 3)}`);
+  text("latency-window", `(finished in the last ${s.latency_window_s} s)`);
   text("latency-p50", fixed(s.latency_p50_ms, 0, " ms"));
   text("latency-p99", fixed(s.latency_p99_ms, 0, " ms"));
   text("tier-shares", tiers.map((t) => (100 * s.tier_shares[t]).toFixed(0)).join(" / ") + " %");
@@ -67,7 +70,9 @@ function showNumbers(s) {
 }
 
 function remember(s) {
-  const keep = (list, value) => { list.push(value); if (list.length > HISTORY) list.shift(); };
+  const last = series.t[series.t.length - 1];
+  if (last !== undefined && s.at * 1000 <= last.getTime()) return;  // already drawn (from /history)
+  const keep = (list, value) => { list.push(value); if (list.length > keepPoints) list.shift(); };
   keep(series.t, new Date(s.at * 1000));
   for (const tier of tiers) keep(series.shares[tier] ??= [], s.tier_shares[tier]);
   keep(series.cost, s.mean_cost);
@@ -89,7 +94,7 @@ function drawCharts(s) {
   Plotly.react("chart-latency", [
     { x: t, y: series.p50, name: "p50" }, { x: t, y: series.p99, name: "p99" },
   ], layout("latency (ms)", { rangemode: "tozero" }), config);
-  const pools = s.centroids || [];
+  const pools = (s && s.centroids) || [];
   Plotly.react("chart-centroids", [{
     type: "bar", x: pools.map((p) => `pool ${p.pool} (${p.tier})`), y: pools.map((p) => p.shift),
     marker: { color: pools.map((p) => colour(p.tier)) },
@@ -110,4 +115,19 @@ function connect() {
   };
 }
 
-connect();
+async function start() {
+  try {
+    const recent = await (await fetch("/history")).json();
+    keepPoints = recent.keep;
+    if (recent.points.length > 0) {
+      tiers = Object.keys(recent.points[0].tier_shares);
+      recent.points.forEach(remember);
+      drawCharts(null);
+    }
+  } catch (error) {
+    console.warn("no chart history:", error);  // the live points still come
+  }
+  connect();
+}
+
+start();

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, TypeAdapter, model_validator
 
 from dimee.common.choices import Distance, EmbeddingKind, Objective
 from dimee.common.errors import DimeeError
@@ -42,15 +42,16 @@ StoredPlan = Annotated[TierPlan, PlainValidator(_read_plan, json_schema_input_ty
                        PlainSerializer(_stored_plan, return_type=list[TierCap])]
 
 
+# The fields that held the caps beside `plan` in calibration.json before the plan alone held them.
+LEGACY_CAPS = {"m": Tier.MOBILE, "n": Tier.EDGE, "num_layers": Tier.CLOUD}
+
+
 class Calibration(BaseModel):
     """α*, the pools and their centroids, with everything needed to reproduce or audit them."""
 
     version: int = 1
     model_id: str = "dimee"
     alpha: float
-    m: int
-    n: int
-    num_layers: int
     num_labels: int
     plan: StoredPlan
     cost_model: CostModel
@@ -80,6 +81,40 @@ class Calibration(BaseModel):
     calibration_samples: int | None = Field(
         None, description="calibrated on a stratified subset of this many calibration samples (null: all)")
     calibration_seed: int = Field(0, description="the seed that drew that subset")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _caps_only_in_the_plan(cls, data: Any) -> Any:
+        """A calibration.json written before `plan` was the one home of the caps also holds m, n and num_layers:
+        it still loads, and is refused where they disagree with its plan (an edit that changed only one of them
+        would otherwise be ignored without a word)."""
+        if not isinstance(data, dict) or not LEGACY_CAPS.keys() & data.keys():
+            return data
+        data = dict(data)
+        said = {name: data.pop(name) for name in LEGACY_CAPS if name in data}
+        try:
+            plan = _read_plan(data.get("plan"))
+            caps = {name: plan.cap(tier) for name, tier in LEGACY_CAPS.items() if name in said}
+        except ValueError:
+            return data  # a plan that does not read, or lacks a tier: the field's own validation says what is wrong
+        if said != caps:
+            raise ValueError(f"the caps {said} disagree with the plan's {caps}: the plan alone sets them")
+        return data
+
+    @property
+    def m(self) -> int:
+        """The mobile tier's cap: the last layer a sample may run there."""
+        return self.plan.cap(Tier.MOBILE)
+
+    @property
+    def n(self) -> int:
+        """The edge tier's cap."""
+        return self.plan.cap(Tier.EDGE)
+
+    @property
+    def num_layers(self) -> int:
+        """The model's depth L: the cloud runs every layer, so its cap."""
+        return self.plan.cap(Tier.CLOUD)
 
     def at_alpha(self, probs: np.ndarray, embeddings: np.ndarray, alpha: float) -> Calibration:
         """This calibration served at another α: pools and centroids re-derived from the calibration split's
@@ -182,9 +217,8 @@ def calibrate(exits: ExitRecords, config: CalibrationConfig | None = None, plan:
     tuned = {plan[s][0].value: tune_cascade(recorded, plan, config.cost, s, budget)
              for s in range(len(plan) - 1)}
     return Calibration(
-        model_id=config.model_id, alpha=alpha, m=m, n=n, num_layers=num_layers, num_labels=num_labels,
-        plan=plan, cost_model=config.cost, objective=config.objective,
-        max_drop=config.max_drop, distance=config.distance,
+        model_id=config.model_id, alpha=alpha, num_labels=num_labels, plan=plan, cost_model=config.cost,
+        objective=config.objective, max_drop=config.max_drop, distance=config.distance,
         embedding=config.embedding, grid=grid.tolist(), reward_curve=curve.reward, accuracy_curve=curve.accuracy,
         cost_curve=curve.cost, full_model_accuracy=full_accuracy, pool_sizes=counts,
         calibration_samples=config.calibration_samples, calibration_seed=config.calibration_seed,

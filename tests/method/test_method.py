@@ -105,3 +105,33 @@ def test_serve_costs():
 def test_plan_validation():
     with pytest.raises(ValueError):
         TierPlan.default(4, 4, 6)
+
+
+def test_the_plan_alone_holds_the_caps(tmp_path):
+    """m, n and L are read from the plan: the saved file says each cap once, and reads back the same."""
+    import json
+
+    cal = hc.calibration()
+    assert (cal.m, cal.n, cal.num_layers) == (hc.M, hc.N, 3)
+    cal.save(tmp_path / "calibration.json")
+    written = json.loads((tmp_path / "calibration.json").read_text())
+    assert not {"m", "n", "num_layers"} & written.keys()
+    assert written["plan"] == [{"tier": "mobile", "cap": 1}, {"tier": "edge", "cap": 2}, {"tier": "cloud", "cap": 3}]
+    assert Calibration.load(tmp_path / "calibration.json") == cal
+
+
+def test_an_older_calibration_file_still_loads(tmp_path):
+    """calibration.json written before the plan was the caps' one home also holds m, n and num_layers: it loads
+    into the same plan; where those fields disagree with the plan it is refused, not read one way or the other."""
+    import json
+
+    from pydantic import ValidationError
+
+    cal = hc.calibration()
+    older = {**cal.model_dump(mode="json"), "m": hc.M, "n": hc.N, "num_layers": 3}
+    (tmp_path / "calibration.json").write_text(json.dumps(older, indent=2))
+    loaded = Calibration.load(tmp_path / "calibration.json")
+    assert loaded == cal and loaded.plan == TierPlan.default(hc.M, hc.N, 3)
+    (tmp_path / "calibration.json").write_text(json.dumps({**older, "n": 3, "num_layers": 4}))
+    with pytest.raises(ValidationError, match="disagree with the plan"):
+        Calibration.load(tmp_path / "calibration.json")

@@ -62,8 +62,7 @@ def test_the_search_scores_what_serving_does(hand_cal, start, per_kb):
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     labels = np.where(rng.random(300) < 0.8, probs[:, -1].argmax(-1), rng.integers(0, 3, 300))
     plan, cost = TierPlan.default(2, 4, 6), CostModel(o_hidden_per_kb=per_kb)
-    cal = hand_cal.model_copy(update={"plan": plan, "m": 2, "n": 4, "num_layers": 6, "num_labels": 3,
-                                      "cost_model": cost})
+    cal = hand_cal.model_copy(update={"plan": plan, "num_labels": 3, "cost_model": cost})  # the plan says m, n, L
     hidden_kb = rng.integers(5, 60, 300) * 0.768  # tokens × 384 units × 2 bytes
     tuned = tune_cascade(Recorded.of(probs, labels, hidden_kb), plan, cost, start, Budget(2.0))
     journey = with_carry(serve_escalating(probs, np.full(300, start), cal, "continue", tuned.thresholds), hidden_kb,

@@ -35,7 +35,7 @@ from dimee.model.early_exit import EarlyExitEncoder, ExitResult, Resume
 from dimee.model.spec import load_spec
 from dimee.model.tokenize import encode
 from dimee.streaming import metrics
-from dimee.streaming.audit import audited
+from dimee.streaming.audit import AuditPlan
 from dimee.streaming.deployment import Deployment
 from dimee.streaming.health import HEALTH
 from dimee.streaming.messages import (
@@ -132,6 +132,7 @@ class TierWorker(Stage):
         self.default_rule = self.rule(deployment.policy)  # for messages the router did not stamp
         self.full_model_rule = self.rule(POLICIES["Cloud-only"])  # for audit copies: no early exit
         self.audit_rate, self.auditor = context.settings.audit_rate, self.plan.tiers[-1]
+        self.audit_plan = AuditPlan(self.audit_rate, self.auditor.value)
         audits_of = [t.value for t in self.plan.tiers[:-1]] if self.tier == self.auditor and self.audit_rate > 0 else []
         metrics.start_worker(self.tier.value, self.next_tier.value if self.next_tier else None,
                              CostBreakdown.model_fields, audits_of)
@@ -305,7 +306,7 @@ class TierWorker(Stage):
         )
         self._count(prediction)
         outputs = [Output.of(self.topics.predictions, prediction)]
-        if self.tier != self.auditor and audited(message.id, self.audit_rate):
+        if self.audit_plan.audits(self.tier.value, message.id):
             check = AuditOf(tier=self.tier, label_pred=outcome.label_pred, confidence=outcome.confidence,
                             exit_layer=outcome.exit_layer)
             copy = message.model_copy(update={"tier": self.auditor, "hops": [], "start_layer": 0, "hidden_fp16": None,

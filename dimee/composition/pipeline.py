@@ -14,7 +14,7 @@ from pathlib import Path
 from dimee.composition import roles
 from dimee.method.control import Control
 from dimee.producers.producer import ProduceOptions, produce
-from dimee.streaming.audit import audited
+from dimee.streaming.audit import AuditPlan
 from dimee.streaming.config import Settings
 from dimee.streaming.deployment import Deployment
 from dimee.streaming.messages import Audit, Message, Prediction
@@ -42,17 +42,6 @@ class PipelineOptions:
     timeout_s: float = 3600.0
     rate: float | None = None
     progress: bool = True
-
-
-@dataclass(frozen=True)
-class AuditPlan:
-    """Which answers are audited: those of every tier but `auditor` whose id `audited` picks at `rate`."""
-
-    rate: float = 0.0
-    auditor: str = "cloud"
-
-    def expects(self, prediction: Prediction) -> bool:
-        return prediction.tier.value != self.auditor and audited(prediction.id, self.rate)
 
 
 class Collector:
@@ -86,7 +75,7 @@ class Collector:
                     self.duplicates += 1
                 else:
                     self.predictions[message.id] = message
-                    if self.audit.expects(message) and message.id not in self.audits:
+                    if self.audit.audits(message.tier.value, message.id) and message.id not in self.audits:
                         self.awaiting_audit.add(message.id)
             for output in outputs:
                 if output.topic == self.topics.audits:

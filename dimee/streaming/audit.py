@@ -25,6 +25,19 @@ def audited(sample_id: str, rate: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < rate
 
 
+@dataclass(frozen=True)
+class AuditPlan:
+    """Which answers are audited: those of every tier but `auditor` (the last, which runs the whole model) whose
+    id `audited` picks at `rate`. The one rule for the workers that make audit copies and for the in-process run
+    that waits for their audits."""
+
+    rate: float = 0.0
+    auditor: str = "cloud"
+
+    def audits(self, tier: str, sample_id: str) -> bool:
+        return tier != self.auditor and audited(sample_id, self.rate)
+
+
 @dataclass
 class AuditTally:
     """Audits so far, per audited tier: how many, how many disagreed, and (where labelled) who was right."""

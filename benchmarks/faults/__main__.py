@@ -55,7 +55,7 @@ def prepare(args: argparse.Namespace) -> Suite:
     folder.mkdir(parents=True, exist_ok=True)
     workdir = Path(args.workdir) if args.workdir else None
     if workdir is None:
-        from tests.support.helpers import tiny_workdir
+        from benchmarks.tiny_model import tiny_workdir
 
         workdir = tiny_workdir(folder / "tiny-workdir")
         say(f"tiny workdir (no download): {workdir}")

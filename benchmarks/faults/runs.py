@@ -56,7 +56,7 @@ class Run:
 
 
 def new_run(suite: Suite, key: str, title: str, count: int) -> Run:
-    from tests.support.helpers import stream_records
+    from benchmarks.tiny_model import stream_records
 
     prefix = f"faults-{key}-{uuid.uuid4().hex[:6]}"
     folder = suite.folder / prefix

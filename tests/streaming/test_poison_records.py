@@ -252,12 +252,34 @@ def test_a_record_whose_key_names_another_id_is_dead_lettered_by_the_stage(workd
 def test_a_sample_stamped_ahead_of_the_producer_host_gets_a_record_time_the_broker_accepts(monkeypatch):
     from dimee.producers import producer
 
+    from dimee.streaming.transport.memory import InMemoryBroker
+
+    class Stamps(InMemoryBroker):
+        """Remembers the record time each sample is sent with (the embedded broker keeps none)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.stamps: dict[bytes | None, float | None] = {}
+
+        def producer(self, transactional_id=None, replacing=None):
+            client, stamps = super().producer(transactional_id, replacing), self.stamps
+            send = client.send
+
+            def stamped(topic, key, value, timestamp_s=None, headers=()):
+                stamps[key] = timestamp_s
+                send(topic, key, value, timestamp_s, headers)
+
+            client.send = stamped
+            return client
+
     host_clock = 1_800_000_000.0  # a fixed clock: the test compares times, it never reads the real one
     monkeypatch.setattr(producer, "now", lambda: host_clock)
-    encoded = producer._encode(0, {"id": "ahead", "text": "fun", "produced_at": host_clock + 7200})
-    assert encoded.timestamp == host_clock  # clamped to the host's clock, not two hours ahead
-    assert producer._encode(1, {"id": "behind", "text": "fun", "produced_at": host_clock - 5}).timestamp == \
-        host_clock - 5  # a time already behind the clock is kept
+    broker = Stamps()
+    samples = [{"id": "ahead", "text": "fun", "produced_at": host_clock + 7200},
+               {"id": "behind", "text": "fun", "produced_at": host_clock - 5}]
+    producer.produce(broker, Topics("stamps"), samples, producer.ProduceOptions(progress=False))
+    assert broker.stamps[b"ahead"] == host_clock  # clamped to the host's clock, not two hours ahead
+    assert broker.stamps[b"behind"] == host_clock - 5  # a time already behind the clock is kept
 
 
 def test_an_audit_copy_that_is_not_one_is_dead_lettered(workdir, cal):

@@ -172,17 +172,27 @@ from dimee.streaming.transport.memory import InMemoryBroker
 from tests.support.helpers import context
 from tests.streaming.test_stage_overlap import Echo
 
+class StuckPolls:  # the embedded broker, whose consumers' polls never return
+    supports_transactions = True
+
+    def __init__(self, broker):
+        self.broker = broker
+
+    def consumer(self, *args, **kwargs):
+        consumer = self.broker.consumer(*args, **kwargs)
+
+        def poll(*args):
+            consumer.polling_since = time.monotonic()  # as the Kafka adapter marks a poll, which never returns
+            time.sleep(600)
+
+        consumer.poll = poll
+        return consumer
+
+    def __getattr__(self, name):
+        return getattr(self.broker, name)
+
 base.POLL_STUCK_S = 0.5
-broker = InMemoryBroker()
-echo = Echo(context(broker, Topics("stuck")), ["stuck.samples"], "stuck-group")
-echo.open()
-
-def poll(*args):
-    echo.consumer.polling_since = time.monotonic()  # as the Kafka adapter marks a poll, which never returns
-    time.sleep(600)
-
-echo.consumer.poll = poll
-echo._loop(None)
+Echo(context(StuckPolls(InMemoryBroker()), Topics("stuck")), ["stuck.samples"], "stuck-group").run()
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled(60))
     assert proc.returncode == 70 and "stopped answering" in proc.stderr + proc.stdout

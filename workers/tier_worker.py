@@ -296,7 +296,8 @@ class TierWorker(Stage):
         for hop in message.hops:
             total = total + hop.cost
         prediction = Prediction(
-            id=message.id, tier=self.tier, label_pred=outcome.label_pred, confidence=outcome.confidence,
+            id=message.id, tier=self.tier, label_pred=outcome.label_pred,
+            label_name=self.spec.label_names[outcome.label_pred], confidence=outcome.confidence,
             exit_layer=outcome.exit_layer, layers_run=outcome.layers_run + sum(h.layers_run for h in message.hops),
             cost=total, label=message.label,
             correct=None if message.label is None else outcome.label_pred == message.label,

@@ -348,6 +348,9 @@ class Prediction(Message):
     id: Id
     tier: Tier
     label_pred: StrictInt
+    label_name: str | None = Field(None, max_length=MAX_NAME_CHARS,
+                                   description="the model's name for label_pred (its work folder's labels), so a "
+                                               "reader needs no label list; absent from workers before it")
     confidence: Number  # a NaN result is dead-lettered by the worker, never published as null
     exit_layer: StrictInt = Field(ge=1)
     layers_run: StrictInt = Field(ge=1)

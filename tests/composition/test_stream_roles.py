@@ -304,3 +304,16 @@ def test_the_tail_redraws_without_stale_characters(monkeypatch, capsys):
     tail.show(final=True)
     drawn = screen.getvalue().split(tail_module.CLEAR_LINE)
     assert drawn == ["", "1 predictions | latency p99 5913 ms", "2 predictions | p99 591 ms\n"]
+
+
+def test_every_prediction_names_its_label_as_the_model_does(workdir, cal):
+    """Issue 30 item 6: label_pred was a bare integer; the names lived only in the work folder."""
+    from dimee.composition.pipeline import PipelineOptions, run_pipeline
+    from dimee.model.spec import load_spec
+    from dimee.streaming.config import Settings
+
+    names = load_spec(workdir / "model").label_names
+    settings = Settings(broker="memory://names", state="memory://names", topic_prefix="names")
+    run = run_pipeline(stream_records(30, seed=5), deployment(workdir, cal), settings, PipelineOptions(progress=False))
+    assert len(run.predictions) == 30
+    assert all(p.label_name == names[p.label_pred] for p in run.predictions.values())

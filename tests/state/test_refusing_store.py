@@ -16,26 +16,28 @@ from dimee.common.errors import ServiceUnavailable
 from dimee.streaming import metrics
 
 
+def _replying(monkeypatch, reply: str) -> RedisCentroidStore:
+    """A store whose Redis answers every pipeline with the error `reply` (it connects on first use only, and a
+    pipeline only when it runs, so no Redis is needed)."""
+
+    def execute(pipe, raise_on_error=True):
+        command = " ".join(str(arg) for arg in pipe.command_stack[0][0])  # as redis-py names the failed one
+        raise redis.ResponseError(f"Command # 1 ({command}) of pipeline caused error: {reply}")
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    return RedisCentroidStore("redis://127.0.0.1:1/0", namespace("p", "m"))
+
+
 @pytest.mark.parametrize("refusal", ["OOM command not allowed when used memory > 'maxmemory'.",
                                      "READONLY You can't write against a read only replica."])
-def test_a_refusing_redis_is_waited_for_not_dead_lettered(refusal):
-    store = RedisCentroidStore("redis://127.0.0.1:1/0", namespace("p", "m"))  # connects on first use only
-
-    def refuse():
-        raise redis.ResponseError(refusal)
-
+def test_a_refusing_redis_is_waited_for_not_dead_lettered(monkeypatch, refusal):
     with pytest.raises(ServiceUnavailable, match="refuses the command"):
-        store._call(refuse)
+        _replying(monkeypatch, refusal).mark_audit_copies({"a": "edge:1"})
 
 
-def test_another_redis_error_is_not_taken_for_a_refusal():
-    store = RedisCentroidStore("redis://127.0.0.1:1/0", namespace("p", "m"))
-
-    def wrong():
-        raise redis.ResponseError("ERR syntax error")
-
-    with pytest.raises(redis.ResponseError):
-        store._call(wrong)
+def test_another_redis_error_is_not_taken_for_a_refusal(monkeypatch):
+    with pytest.raises(redis.ResponseError, match="ERR syntax error"):
+        _replying(monkeypatch, "ERR syntax error").mark_audit_copies({"a": "edge:1"})
 
 
 class Refusing(InMemoryCentroidStore):

@@ -7,6 +7,9 @@ sample id once (a redelivered prediction is skipped), reading only committed tra
         for prediction in stream:
             store(prediction.id, prediction.label_pred, prediction.tier, prediction.cost.total)
 
+On a secured cluster, `Predictions.from_settings("my-app")` connects as the roles do (TLS/SASL from the DIMEE_*
+variables), or pass those `settings=` with another broker.
+
 Consumers in other languages: `dimee schema` writes the JSON Schemas (docs/streaming.md says how versions change).
 """
 
@@ -22,6 +25,7 @@ from typing import Any, get_args
 from pydantic import ConfigDict
 
 from dimee.common.errors import DimeeError, Rebalanced
+from dimee.streaming.config import Settings
 from dimee.streaming.messages import MessageError, Prediction, parse
 from dimee.streaming.runtime import log
 from dimee.streaming.transport import open_transport
@@ -76,15 +80,26 @@ class Predictions:
     not a prediction at all is logged as an error, counted in `unreadable` and skipped.
     """
 
-    def __init__(self, broker: str, group: str, topic_prefix: str = "dimee", api_version: tuple[int, ...] | None = None,
-                 remember: int = 1_000_000) -> None:
-        self.transport = open_transport(broker, api_version, client_id=f"dimee-client-{group}")
+    def __init__(self, broker: str, group: str, topic_prefix: str = "dimee", remember: int = 1_000_000,
+                 settings: Settings | None = None) -> None:
+        """`settings`: where the Kafka API version and the TLS/SASL options come from (none by default);
+        `from_settings` takes the broker and topic prefix from them too."""
+        api_version, security = (None, None) if settings is None else \
+            (settings.api_version_tuple(), settings.kafka_security())
+        self.transport = open_transport(broker, api_version, client_id=f"dimee-client-{group}", security=security)
         self.consumer: Consumer = self.transport.consumer([Topics(topic_prefix).predictions], group,
                                                           read_committed=self.transport.supports_transactions)
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.remember, self.skipped, self.unreadable, self.unsupported = remember, 0, 0, 0
         self._pending: deque[Record] = deque()  # polled, not yet read: it stopped at a later version's record
         self._ready: deque[ReadPrediction] = deque()  # read, not yet handed out (a loop broken mid-batch)
+
+    @classmethod
+    def from_settings(cls, group: str, settings: Settings | None = None, remember: int = 1_000_000) -> Predictions:
+        """Connected as the roles are: DIMEE_BROKER, DIMEE_TOPIC_PREFIX, DIMEE_KAFKA_API_VERSION and the TLS/SASL
+        variables (DIMEE_KAFKA_SECURITY_PROTOCOL, DIMEE_KAFKA_SASL_*, DIMEE_KAFKA_SSL_*), or `settings`."""
+        settings = settings or Settings()
+        return cls(settings.broker, group, settings.topic_prefix, remember, settings)
 
     def poll(self, max_records: int = BATCH, timeout_s: float = WAIT_S) -> list[ReadPrediction]:
         """The next predictions not seen before (possibly none). Commits what was handed out before first:

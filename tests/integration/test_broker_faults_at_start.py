@@ -38,3 +38,16 @@ def test_a_refused_sasl_login_is_one_configuration_error():
     with pytest.raises(DimeeError, match="refuses the SASL login") as caught:
         transport.consumer(["t"], "g")
     assert not isinstance(caught.value, ServiceUnavailable) and "PWwrong" not in str(caught.value)
+
+
+def test_the_predictions_client_logs_in_as_the_roles_do():
+    """The client takes the roles' TLS/SASL settings (issue 30 item 2): the same refused login, the same one line."""
+    from dimee.streaming.client import Predictions
+    from dimee.streaming.config import Settings
+
+    settings = Settings(broker=f"kafka://{KAFKA}", kafka_api_version=".".join(map(str, api_version() or ())) or None,
+                        kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="SCRAM-SHA-512",
+                        kafka_sasl_username="dimee", kafka_sasl_password="PWwrong")
+    with pytest.raises(DimeeError, match="refuses the SASL login") as caught:
+        Predictions.from_settings("app", settings)
+    assert not isinstance(caught.value, ServiceUnavailable) and "PWwrong" not in str(caught.value)

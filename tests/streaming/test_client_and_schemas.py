@@ -206,3 +206,27 @@ def test_every_schema_has_an_id_a_dialect_and_every_field_described():
             assert node.get("description"), f"{name}: {owner} is not described"
             undescribed = [f for f, spec in node.get("properties", {}).items() if not spec.get("description")]
             assert not undescribed, f"{name}: {owner}'s fields {undescribed} are not described"
+
+
+def test_the_client_connects_as_the_roles_do_with_tls_and_sasl(monkeypatch):
+    """Issue 30 item 2: the client could not reach a secured cluster (no TLS/SASL)."""
+    import dimee.streaming.client as client
+    from dimee.streaming.config import Settings
+
+    seen: dict = {}
+    real = client.open_transport
+
+    def opened(url, api_version=None, client_id="dimee", security=None):
+        seen.update(url=url, api_version=api_version, security=security)
+        return real("memory://secured")  # the embedded broker stands in for the secured cluster
+
+    monkeypatch.setattr(client, "open_transport", opened)
+    settings = Settings(broker="kafka://broker:9093", topic_prefix="secure", kafka_api_version="3.7",
+                        kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
+                        kafka_sasl_username="app", kafka_sasl_password="secret", kafka_ssl_cafile="/etc/ca.pem")
+    with client.Predictions.from_settings("app", settings) as stream:
+        assert stream.poll(timeout_s=0.1) == []
+    assert seen["url"] == "kafka://broker:9093" and seen["api_version"] == (3, 7)
+    assert seen["security"] == {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+                                "sasl_plain_username": "app", "sasl_plain_password": "secret",
+                                "ssl_cafile": "/etc/ca.pem"}

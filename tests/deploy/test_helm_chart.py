@@ -13,8 +13,9 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from urllib.error import HTTPError
 from urllib.parse import urlsplit, urlunsplit
-from wsgiref.util import setup_testing_defaults
+from urllib.request import urlopen
 
 import kubernetes_validate
 import numpy as np
@@ -31,7 +32,7 @@ from dimee.method.control import ControlRule
 from dimee.method.tiers import TIER_NAMES
 from dimee.offline.capacity import Target, from_cost_file, plan, write_values
 from dimee.offline.capacity.chart_values import chart_values
-from dimee.streaming.health import Health, _app
+from dimee.streaming.health import Health, serve
 from dimee.streaming.transport.base import Topics
 from dimee.streaming.transport.kafka import TRANSACTION_TIMEOUT_MS
 from tests.support.real_services import REDIS, needs
@@ -186,12 +187,16 @@ def test_helm_template_piped_to_kubernetes_validate_passes(helm):
 
 
 def wsgi_status(path: str) -> int:
-    """The status a stage role's health server (dimee/streaming/health.py) answers on `path`."""
-    environ: dict = {"PATH_INFO": path}
-    setup_testing_defaults(environ)
-    status: list[str] = []
-    b"".join(_app(Health())(environ, lambda line, headers: status.append(line)))
-    return int(status[0].split()[0])
+    """The status a stage role's health server (dimee/streaming/health.py) answers on `path`, asked over HTTP."""
+    server = serve("127.0.0.1", 0, Health())  # a free port of this host
+    try:
+        with urlopen(f"http://127.0.0.1:{server.server_port}{path}", timeout=30) as reply:
+            return reply.status
+    except HTTPError as refused:
+        return refused.code
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class _NoStream:

@@ -12,7 +12,6 @@ import typer
 from dimee.cli import options as opt
 from dimee.cli.app import app
 from dimee.cli.runtime import end_role, start_role
-from dimee.common.choices import EscalationMode
 from dimee.common.errors import DimeeError
 from dimee.method.tiers import Tier
 from dimee.producers.producer import GIVE_UP_S
@@ -146,13 +145,6 @@ def work_cmd(
                                             "or cloud (1..L).")],
     workdir: opt.WorkdirOpt = opt.DEFAULT_WORKDIR,
     group: Annotated[str | None, typer.Option(help="Consumer group (default PREFIX.worker.TIER).")] = None,
-    escalation: Annotated[EscalationMode | None, typer.Option(
-        help="Only for messages without the router's policy stamp (older routers): off (answer at the cap), "
-             "recompute or continue; default as WORKDIR/policy.json says. Stamped messages are served by the "
-             "policy the router stamped."
-    )] = None,
-    feedback: Annotated[bool | None, typer.Option(
-        help="Only for unstamped messages: report observed pools on the feedback topic.")] = None,
     idle_exit: opt.IdleExitOpt = None,
     metrics_port: opt.MetricsOpt = None, log_level: opt.LogOpt = "INFO",
 ) -> None:
@@ -165,8 +157,6 @@ def work_cmd(
     opt.use_threads(settings.threads)
     opt.device_available(settings.device)
     deployment = Deployment.load(workdir)
-    overrides = {k: v for k, v in {"escalation": escalation, "feedback": feedback}.items() if v is not None}
-    deployment = deployment.with_policy(deployment.policy.model_copy(update=overrides))
     ctx = roles.context(settings, f"dimee-{tier.value}", stop, limits)
     roles.worker(ctx, deployment, tier, group).run(idle_exit_s=idle_exit)
     end_role()

@@ -44,7 +44,7 @@ class Run:
     extra: dict = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     stream_at: float = 0.0  # when the producer started
-    policy_args: list[str] = field(default_factory=lambda: ["--adaptive"])  # the routers' policy options
+    policy_args: list[str] = field(default_factory=lambda: ["--policy", "DIMEE-D"])  # the routers' policy options
     worker_args: list[str] = field(default_factory=list)
 
     @property

@@ -118,7 +118,6 @@ MetricsOpt = Annotated[int | None, typer.Option(
     min=1, max=65535, help="Serve /healthz, /readyz and Prometheus /metrics on this port (address: "
                            "DIMEE_METRICS_HOST, default 127.0.0.1).")]
 LogOpt = Annotated[LogLevel, typer.Option(case_sensitive=False, help="Log level.")]
-AdaptiveOpt = Annotated[bool, typer.Option(help="The paper's DIMEE-D (same as --policy DIMEE-D).")]
 PolicyOpt = Annotated[str, typer.Option(
     help="auto (what `dimee study` chose on calibration, else DIMEE-F), or one of: " + ", ".join(POLICIES) + ".")]
 
@@ -228,9 +227,8 @@ source_options = bundled("source", SourceSpec, [
     _option("seed", Annotated[int, typer.Option(help="Split seed.")], 0)])
 """Where samples come from (`dimee produce`, `dimee pipeline`) as one `source: SourceSpec`."""
 
-policy_options = bundled("policy", lambda policy, adaptive: "DIMEE-D" if adaptive else policy, [
-    _option("policy", PolicyOpt, "auto"), _option("adaptive", AdaptiveOpt, False)])
-"""`--policy` and its shorthand `--adaptive` as one `policy: str` (a name of POLICIES, or auto)."""
+policy_options = bundled("policy", lambda policy: policy, [_option("policy", PolicyOpt, "auto")])
+"""`--policy` as `policy: str` (a name of POLICIES, or auto)."""
 
 
 

@@ -264,7 +264,7 @@ def test_a_restarted_tail_reuses_its_consumer_group():
 
 
 def test_workers_serve_the_policy_the_router_stamped(workdir, cal):
-    """Defect: `dimee route --adaptive` (DIMEE-D, no escalation) ran beside workers that escalated because
+    """Defect: `dimee route --policy DIMEE-D` (no escalation) ran beside workers that escalated because
     their policy.json said so. The router stamps its policy; the workers serve that one."""
     broker, topics, stop, collector = InMemoryBroker(), Topics("stamp"), StopFlag(), Collector()
     store = InMemoryCentroidStore()

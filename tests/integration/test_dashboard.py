@@ -44,7 +44,7 @@ def _text(browser, element_id: str) -> str:
 
 def test_dashboard_shows_the_stream_live(workdir, env, tmp_path, browser):
     port, lines = free_port(), []
-    up = subprocess.Popen([DIMEE, "up", "--workdir", str(workdir), "--reseed", "--adaptive", "--out",
+    up = subprocess.Popen([DIMEE, "up", "--workdir", str(workdir), "--reseed", "--policy", "DIMEE-D", "--out",
                            str(tmp_path / "dimee.predictions.jsonl"), "--dashboard-port", str(port)],
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     threading.Thread(target=lambda: lines.extend(up.stdout), daemon=True).start()  # type: ignore[arg-type]

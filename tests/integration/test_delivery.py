@@ -50,7 +50,7 @@ def test_adaptive_routing_refuses_a_redis_that_may_evict_its_keys(workdir, env):
     client = redis.Redis.from_url(REDIS)
     client.config_set("maxmemory-policy", "allkeys-lru")
     try:
-        proc = subprocess.run([DIMEE, "route", "--workdir", str(workdir), "--adaptive", "--reseed"], env=env,
+        proc = subprocess.run([DIMEE, "route", "--workdir", str(workdir), "--policy", "DIMEE-D", "--reseed"], env=env,
                               capture_output=True, text=True, timeout=scaled(120))
     finally:
         client.config_set("maxmemory-policy", "noeviction")

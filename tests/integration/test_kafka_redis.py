@@ -63,8 +63,8 @@ def settings(prefix: str) -> Settings:
 
 def start_roles(procs, workdir, adaptive: bool = False, sink_out=None, metrics_port: int | None = None) -> None:
     metrics = ["--metrics-port", str(metrics_port)] if metrics_port else []
-    procs.start("router", "route", "--workdir", str(workdir), "--reseed", *(["--adaptive"] if adaptive else []),
-                "--max-batch", "16", *metrics)
+    policy = ["--policy", "DIMEE-D"] if adaptive else []
+    procs.start("router", "route", "--workdir", str(workdir), "--reseed", *policy, "--max-batch", "16", *metrics)
     for tier in TIERS:
         procs.start(f"worker-{tier}", "work", "--tier", tier, "--workdir", str(workdir), "--max-batch", "16")
     procs.start("sink", "sink", "--out", str(sink_out))
@@ -116,9 +116,9 @@ def test_a_worker_killed_mid_stream_loses_nothing(workdir, procs, tmp_path):
 
 
 def test_two_adaptive_routers_over_one_redis(workdir, cal, procs, prefix, tmp_path):
-    procs.start("router-a", "route", "--workdir", str(workdir), "--reseed", "--adaptive", "--max-batch", "8")
+    procs.start("router-a", "route", "--workdir", str(workdir), "--reseed", "--policy", "DIMEE-D", "--max-batch", "8")
     procs.wait_started("router-a")
-    procs.start("router-b", "route", "--workdir", str(workdir), "--adaptive", "--max-batch", "8")
+    procs.start("router-b", "route", "--workdir", str(workdir), "--policy", "DIMEE-D", "--max-batch", "8")
     procs.wait_started("router-b")
     time.sleep(scaled(8))  # let both join the group before the stream starts
     records = stream_records(200, seed=13)

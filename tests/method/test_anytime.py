@@ -1,5 +1,6 @@
 """The anytime-valid bets (dimee.method.anytime): a setting over the budget is shown within it in at most δ of
-streams however long one watches; one well within it is shown; the fixed sequence stops at the first setting over the budget."""
+streams however long one watches; one well within it is shown; the fixed sequence stops at the first setting
+over the budget."""
 
 from __future__ import annotations
 

@@ -71,7 +71,7 @@ def layer_splits(test: ExitRecords, cal_exits: ExitRecords, cal: Calibration) ->
     for m in range(1, num_layers - 1):
         for n in range(m + 1, num_layers):
             new_cal = _recalibrated(cal_exits, cal, plan=TierPlan.default(m, n, num_layers))
-            rows.append({"m": m, "n": n, **_row(test, new_cal.model_copy(update={"m": m, "n": n}))})
+            rows.append({"m": m, "n": n, **_row(test, new_cal)})
     return rows
 
 

@@ -12,7 +12,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dimee.common.choices import Guarantee, KafkaProtocol, SaslMechanism
 from dimee.common.errors import DimeeError
-from dimee.streaming.messages import DEFAULT_MAX_TEXT_CHARS
 
 
 def redact(url: str) -> str:
@@ -102,8 +101,10 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = None
     metrics_host: str = Field("127.0.0.1", description="address the roles' /healthz, /readyz and /metrics "
                               "listen on (0.0.0.0 in a container)")
-    max_text_chars: int = Field(DEFAULT_MAX_TEXT_CHARS, ge=1, description="longer texts are cut to this many "
+    # 10,000 is far beyond what the encoder reads (max_length tokens): cutting there changes nothing.
+    max_text_chars: int = Field(10_000, ge=1, description="longer texts are cut to this many "
                                 "characters (as the offline evaluator cuts them at the default)")
+    # Under Kafka's default max.message.bytes (1 MiB).
     max_message_bytes: int = Field(1_000_000, ge=1024, description="largest message a stage reads or writes; "
                                                                    "keep it under the broker's max.message.bytes")
     audit_rate: float = Field(0.05, ge=0.0, le=1.0, description="share of the samples a lower tier answers that "

@@ -34,12 +34,14 @@ from pydantic import (
 from dimee.method.control import Control
 from dimee.method.routing_policy import RoutingPolicy
 from dimee.method.tiers import Tier, TierPlan
+from dimee.streaming.config import setting_default
 
-if TYPE_CHECKING:  # a leaf module: dimee.streaming.transport imports dimee.streaming.config, which imports this
+if TYPE_CHECKING:  # dimee.streaming.transport imports this module
     from dimee.streaming.transport.base import Record
 
-DEFAULT_MAX_TEXT_CHARS = 10_000  # far beyond what the encoder reads (max_length tokens): cutting there changes nothing
-DEFAULT_MAX_MESSAGE_BYTES = 1_000_000  # under Kafka's default max.message.bytes (1 MiB)
+# The settings' defaults (their one home), for a message read without a stage's settings in its context.
+DEFAULT_MAX_TEXT_CHARS: int = setting_default("max_text_chars")
+DEFAULT_MAX_MESSAGE_BYTES: int = setting_default("max_message_bytes")
 MAX_META_BYTES = 16_384  # the serialised `meta` a sample may carry
 MAX_NAME_CHARS = 256  # router and worker names
 DEAD_LETTER_PAYLOAD_BYTES = 65_536  # a dead letter keeps at most this much of the original payload

@@ -61,10 +61,14 @@ InstanceOpt = Annotated[str | None, _connection(
          "old one's transactions. Default: host and process id. Env: DIMEE_INSTANCE_ID.")]
 PartitionsOpt = Annotated[int | None, _connection(
     min=1, help="Partitions of the topics dimee creates (default 3). Env: DIMEE_PARTITIONS.")]
-ThreadsOpt = Annotated[int | None, _connection(
+def _compute(**kwargs: object) -> typer.models.OptionInfo:
+    return typer.Option(rich_help_panel="Compute", **kwargs)  # type: ignore[arg-type]
+
+
+ThreadsOpt = Annotated[int | None, _compute(
     min=1, help="Torch (and tokenizer) threads of this role; default all cores. Split a machine's cores between "
                 "the roles on it (docs/operations.md, sizing). Env: DIMEE_THREADS.")]
-DeviceOpt = Annotated[str | None, _connection(
+DeviceOpt = Annotated[str | None, _compute(
     help="Where the worker runs its partition: cpu (default), cuda, cuda:N or mps. Env: DIMEE_DEVICE.")]
 def _control(*names: str, **kwargs: object) -> typer.models.OptionInfo:
     return typer.Option(*names, rich_help_panel="Audit and control", **kwargs)  # type: ignore[arg-type]
@@ -191,7 +195,8 @@ dataset_options = bundled("data", DatasetSpec, [
     _option("label_col", LabelColOpt, "label"), _option("pair_col", PairColOpt), _option("seed", SeedOpt, 0)])
 """The dataset options (`--dataset`, `--data-path`, the columns, `--seed`) as one `data: DatasetSpec`."""
 
-CONNECTION = {"broker": BrokerOpt, "state": StateOpt, "topic_prefix": PrefixOpt, "kafka_api_version": ApiOpt,
+# Every command-line option backed by a Settings field, by field name: a command takes the ones it names.
+SETTING_OPTIONS = {"broker": BrokerOpt, "state": StateOpt, "topic_prefix": PrefixOpt, "kafka_api_version": ApiOpt,
               "guarantee": GuaranteeOpt, "instance_id": InstanceOpt, "partitions": PartitionsOpt,
               "threads": ThreadsOpt, "device": DeviceOpt, "audit_rate": AuditRateOpt,
               "control": ControlOpt, "control_target": ControlTargetOpt, "control_step": ControlStepOpt}
@@ -199,19 +204,19 @@ CONTROL = ("control", "control_target", "control_step")
 
 
 def settings_options(*names: str, embedded: bool = False) -> Callable[[Command], Command]:
-    """The named connection options (Settings fields; see `CONNECTION`) as one `settings: Settings`, from the
+    """The named connection options (Settings fields; see `SETTING_OPTIONS`) as one `settings: Settings`, from the
     environment with the command line on top. A command with `broker` needs a real one (`needs_a_broker`, as its
     --help says) unless `embedded`: it runs every role in its own process, where memory:// (the default) works."""
     if "broker" not in names or embedded:
         return bundled("settings", stream_settings, [
-            _option(name, EmbeddedBrokerOpt if name == "broker" else CONNECTION[name]) for name in names])
+            _option(name, EmbeddedBrokerOpt if name == "broker" else SETTING_OPTIONS[name]) for name in names])
 
     def kafka_settings(**options: object) -> Settings:
         settings = stream_settings(**options)
         needs_a_broker(settings)
         return settings
 
-    return bundled("settings", kafka_settings, [_option(name, CONNECTION[name]) for name in names])
+    return bundled("settings", kafka_settings, [_option(name, SETTING_OPTIONS[name]) for name in names])
 
 
 source_options = bundled("source", SourceSpec, [

@@ -159,7 +159,7 @@ def up_cmd(
     # the connection settings as given here (options or environment) reach every role the same way; the unknown
     # DIMEE_* variables do not: `up` has warned of them once, its roles need not again
     env = {**without_unknown(os.environ, ctx.find_root().command),
-           **{f"DIMEE_{name.upper()}": str(getattr(settings, name)) for name in opt.CONNECTION
+           **{f"DIMEE_{name.upper()}": str(getattr(settings, name)) for name in opt.SETTING_OPTIONS
               if getattr(settings, name) is not None}}
     # One instance id for every role, the same after a restart: a restarted role's transactional id is its
     # predecessor's, so its init ends the open transaction the killed one left (read_committed readers of its

@@ -196,10 +196,11 @@ dataset_options = bundled("data", DatasetSpec, [
 """The dataset options (`--dataset`, `--data-path`, the columns, `--seed`) as one `data: DatasetSpec`."""
 
 # Every command-line option backed by a Settings field, by field name: a command takes the ones it names.
-SETTING_OPTIONS = {"broker": BrokerOpt, "state": StateOpt, "topic_prefix": PrefixOpt, "kafka_api_version": ApiOpt,
-              "guarantee": GuaranteeOpt, "instance_id": InstanceOpt, "partitions": PartitionsOpt,
-              "threads": ThreadsOpt, "device": DeviceOpt, "audit_rate": AuditRateOpt,
-              "control": ControlOpt, "control_target": ControlTargetOpt, "control_step": ControlStepOpt}
+SETTING_OPTIONS = {
+    "broker": BrokerOpt, "state": StateOpt, "topic_prefix": PrefixOpt, "kafka_api_version": ApiOpt,
+    "guarantee": GuaranteeOpt, "instance_id": InstanceOpt, "partitions": PartitionsOpt,
+    "threads": ThreadsOpt, "device": DeviceOpt, "audit_rate": AuditRateOpt,
+    "control": ControlOpt, "control_target": ControlTargetOpt, "control_step": ControlStepOpt}
 CONTROL = ("control", "control_target", "control_step")
 
 

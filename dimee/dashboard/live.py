@@ -56,8 +56,8 @@ CHART_FIELDS = ("at", "tier_shares", "mean_cost", "cloud_only_cost", "latency_p5
 
 class LiveView:
     """Every prediction record read (counted once, repeats as such: predictions/answered.py), running totals over
-    the distinct samples answered and the dead letters, and rolling windows for the current throughput and
-    latency."""
+    the distinct samples answered and the dead letters, and rolling windows of every record for the current
+    throughput and latency."""
 
     def __init__(self, cloud_only_cost: float = 1.0, window_s: float = 10.0, remember: int = 1_000_000,
                  latency_window_s: float = LATENCY_WINDOW_S) -> None:
@@ -77,12 +77,14 @@ class LiveView:
         self.control: Control | None = None  # the live threshold offset, where a store is read
 
     def add_prediction(self, prediction: Prediction) -> bool:
-        """Fold one prediction in; a repeat (an id read before) is counted as a repeat only."""
+        """Fold one prediction in. Throughput and latency count every record, a repeat too (the pipeline did
+        answer it again: a produce repeated while the page was open showed 0/s and no latency); accuracy, cost,
+        tier shares and paths count each sample once."""
+        timings = prediction.timings
+        self.finished.append((timings.finished_at, timings.finished_at - timings.produced_at))
         if not self.answered.fold([prediction]):
             return False
         self.stats.add(prediction)
-        timings = prediction.timings
-        self.finished.append((timings.finished_at, timings.finished_at - timings.produced_at))
         if len(prediction.path) > 1:  # passed up at least once: the path is the escalation
             self.paths[" → ".join(tier.value for tier in prediction.path)] += 1
         return True

@@ -58,8 +58,9 @@ def test_live_view_folds_hand_worked_numbers():
     assert s["tier_shares"] == {"mobile": 0.5, "edge": 0.25, "cloud": 0.25}
     assert s["mean_cost"] == pytest.approx(0.5) and s["cost_vs_cloud"] == pytest.approx(0.25)  # 0.5 / 2.0
     assert s["accuracy"] == pytest.approx(2 / 3) and s["labelled"] == 3
-    assert s["latency_p50_ms"] == pytest.approx(250.0) and s["latency_p99_ms"] == pytest.approx(397.0)
-    assert s["throughput_per_s"] == pytest.approx(0.4)  # 4 finished in the last 10 s
+    # Throughput and latency count every record read, as dimee_answered_total does: a's 100 ms twice.
+    assert s["latency_p50_ms"] == pytest.approx(200.0) and s["latency_p99_ms"] == pytest.approx(396.0)
+    assert s["throughput_per_s"] == pytest.approx(0.5)  # 5 records finished in the last 10 s
     assert view.snapshot(now=110.25)["throughput_per_s"] == pytest.approx(0.2)  # 100.3 and 100.4 still inside
     assert s["escalations"] == 2
     assert s["escalation_paths"] == {"mobile → edge": 1, "mobile → edge → cloud": 1}

@@ -176,3 +176,16 @@ def test_a_page_that_opens_draws_the_recent_history_at_once():
         browser.quit()
         server.should_exit = True
         thread.join(10)
+
+
+def test_a_repeated_produce_shows_as_throughput_and_latency():
+    """Seen on the local cluster: 600 repeats answered at 15/s while the page showed 0.0/s and no latency."""
+    view, now = LiveView(), 1_000.0
+    ids = [f"s-{i}" for i in range(20)]
+    for sample_id in ids:
+        view.add_prediction(_prediction(sample_id, produced_at=now - 500.0))
+    for sample_id in ids:  # the same ids answered again within the last ten seconds
+        view.add_prediction(_prediction(sample_id, produced_at=now - 5.0))
+    snap = view.snapshot(now)
+    assert (snap["answered"], snap["repeats"], snap["distinct"]) == (40, 20, 20)
+    assert snap["throughput_per_s"] == 20 / 10.0 and snap["latency_p50_ms"] == pytest.approx(50.0)

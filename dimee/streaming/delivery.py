@@ -87,9 +87,9 @@ class Delivery(ABC):
         it could not be."""
 
     @abstractmethod
-    def _failed(self, exc: ServiceUnavailable) -> None:
+    def _failed(self, exc: ServiceUnavailable, flight: InFlight) -> bool:
         """After `_complete` failed for want of the broker: rewind the consumer to the committed offsets, or
-        raise."""
+        raise. True if `flight` turns out to have committed after all (its answer was lost)."""
 
     def hand(self, batch: InFlight) -> None:
         """A computed batch: sent now with those computed before it, or, while the broker still takes the batch
@@ -153,7 +153,8 @@ class Delivery(ABC):
                         error=str(exc))
             return
         outputs = [out for b in batches for out in b.outputs]
-        self.sending = InFlight([m for b in batches for m in b.messages], outputs, mark, batches[0].started, records)
+        self.sending = InFlight([m for b in batches for m in b.messages], outputs, mark, batches[0].started, records,
+                                offsets=carried)
         self.last_sent = time.monotonic()
         try:
             retry(lambda: self.deliver(outputs), "broker", self.stop)
@@ -173,15 +174,19 @@ class Delivery(ABC):
             log.warning("batch aborted; it will be read again", stage=self.stage, error=str(exc))
             return False
         except ServiceUnavailable as exc:
-            self._failed(exc)
+            if self._failed(exc, flight):
+                self._committed(flight)
             return False
+        self._committed(flight)
+        return True
+
+    def _committed(self, flight: InFlight) -> None:
         self.processed += len(flight.messages)
         COMMITTED.labels(self.stage).inc(flight.records)
         self.events.committed(self.stage, flight.messages, flight.outputs)
         for out in flight.outputs:
             OUT.labels(self.stage, out.topic).inc()
         BATCH.labels(self.stage).observe(time.perf_counter() - flight.started)
-        return True
 
     def _interval_left(self) -> float:
         return self.commit_interval - (time.monotonic() - self.last_sent)
@@ -198,9 +203,9 @@ class Delivery(ABC):
         for out in outputs:
             self.producer.send(out.topic, out.key, out.value, out.timestamp_s, out.headers)
 
-    def _rewind(self) -> None:
+    def _rewind(self) -> dict[tuple[str, int], int]:
         assert self.consumer is not None
-        self.consumer.rewind()
+        return self.consumer.rewind()
 
 
 class AtLeastOnce(Delivery):
@@ -229,7 +234,7 @@ class AtLeastOnce(Delivery):
     def _complete(self, flight: InFlight) -> None:
         retry(lambda: self._acknowledge_and_commit(flight), "broker", self.stop)
 
-    def _failed(self, exc: ServiceUnavailable) -> None:
+    def _failed(self, exc: ServiceUnavailable, flight: InFlight) -> bool:
         raise exc  # only a stop ends the retries: the stage returns, nothing committed past the failure
 
     def _acknowledge_and_commit(self, flight: InFlight) -> None:
@@ -286,14 +291,20 @@ class ExactlyOnce(Delivery):
         assert flight.commit is not None
         flight.commit.result()
 
-    def _failed(self, exc: ServiceUnavailable) -> None:
-        # a failed transaction may still have committed (its answer lost): never send it again; read again
-        # from the committed offsets whatever did not commit
-        retry(self._renew_producer_and_rewind, "broker", self.stop)
+    def _failed(self, exc: ServiceUnavailable, flight: InFlight) -> bool:
+        # A failed transaction may still have committed (its answer lost): never send it again; read again from
+        # the committed offsets whatever did not commit. The new producer's init settles it first (waits for a
+        # commit under way, or aborts), so the committed offsets then say which: where they reach the end of
+        # every partition the batch read, it committed, and is reported as committed (the in-process run's
+        # view, the stage's counts), as it would have been had the answer come.
+        committed = retry(self._renew_producer_and_rewind, "broker", self.stop)
+        landed = bool(flight.offsets) and all(committed.get(partition, -1) >= offset
+                                              for partition, offset in flight.offsets.items())
         log.warning("transaction failed; its batch is read again if it did not commit", stage=self.stage,
-                    error=str(exc))
+                    error=str(exc), committed_after_all=landed)
+        return landed
 
-    def _renew_producer_and_rewind(self) -> None:
+    def _renew_producer_and_rewind(self) -> dict[tuple[str, int], int]:
         """A new producer that takes over the transactional id from the failed one (never a plain init, which
         would fence a newer instance if the failure was a fencing nobody reported); Fenced if one has it."""
         if self.producer is not None:
@@ -303,7 +314,7 @@ class ExactlyOnce(Delivery):
         self.producer = self.transport.producer(self.transactional_id, replacing=self._retired)
         self.producer.expect(self._topics)
         self._retired = None
-        self._rewind()
+        return self._rewind()
 
     def close(self) -> None:
         """A commit still running first: it may need the consumer."""

@@ -129,8 +129,9 @@ class Consumer(Protocol):
     def commit(self, mark: object | None = None) -> None:
         """Commit the positions of `mark`, or everything returned by poll so far."""
 
-    def rewind(self) -> None:
-        """Go back to the committed offsets: what was polled since is returned again."""
+    def rewind(self) -> dict[tuple[str, int], int]:
+        """Go back to the committed offsets: what was polled since is returned again. Returns them, per assigned
+        (topic, partition) that has one: where a failed transaction's offsets stand tells whether it committed."""
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Per assigned (topic, partition): records between the read position and the partition's end, as

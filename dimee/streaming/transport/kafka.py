@@ -530,12 +530,13 @@ class KafkaConsumerAdapter(ConsumerGuard, ConsumerRebalanceListener):
         return KafkaMark({TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
                           for (topic, partition), offset in carried.items()}, group)
 
-    def rewind(self) -> None:
+    def rewind(self) -> dict[tuple[str, int], int]:
         """Back to the committed offsets (after an aborted transaction), so the batch is read again."""
-        self._seek_committed()
+        committed = self._seek_committed()
         self.polled_in = self.polled_at = None  # what was polled since the last mark is read again
+        return committed
 
-    def _seek_committed(self) -> None:
+    def _seek_committed(self) -> dict[tuple[str, int], int]:
         """Every assigned partition to its committed offset, as the group coordinator has it now. kafka-python
         answers `committed()` from an earlier request for the same partitions while one is cached (a poll that timed
         out leaves it there), which may predate the commits since: read again, those would be duplicates."""
@@ -553,6 +554,7 @@ class KafkaConsumerAdapter(ConsumerGuard, ConsumerRebalanceListener):
         except KafkaError as exc:
             raise ServiceUnavailable(f"cannot read the committed offsets ({type(exc).__name__}: {exc})") from exc
         self.unsettled = False
+        return {(tp.topic, tp.partition): meta.offset for tp, meta in committed.items() if tp in assigned}
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         if self.unsettled:  # a rebalance whose seek failed (an outage): before anything is read

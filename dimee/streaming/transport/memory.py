@@ -249,11 +249,12 @@ class _MemoryConsumer(ConsumerGuard):
                 if (topic, partition) in self.assigned:  # a partition given to another member is its to commit
                     self.broker._committed[(self.group_id, topic, partition)] = position
 
-    def rewind(self) -> None:
+    def rewind(self) -> dict[tuple[str, int], int]:
         with self.broker._lock:
             for topic, partition in self.assigned:
                 self.assigned[(topic, partition)] = self.committed(topic, partition)
             self.batch_generation = None
+            return dict(self.assigned)
 
     def committed(self, topic: str, partition: int) -> int:
         return self.broker._committed.get((self.group_id, topic, partition), 0)

@@ -32,6 +32,8 @@ class PipelineRun:
     duplicates: int
     audits: dict[str, Audit] = field(default_factory=dict)  # by sample id
     controls: list[tuple[bool, Control]] = field(default_factory=list)  # the controller's steps: (disagreed, after)
+    # ids the producer could not confirm (a commit Kafka never answered): they may or may not be in the stream
+    unacknowledged: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -131,9 +133,11 @@ def run_pipeline(records: list, deployment: Deployment, settings: Settings,
         thread.start()
     started = time.perf_counter()
     try:
-        produce(ctx.transport, ctx.topics, records,
-                ProduceOptions(rate=options.rate, stop=stop, progress=options.progress, total=len(records)))
-        _wait(lambda: collector.finished(records, deployment.policy.feedback, settings.control), threads, stop,
+        produced = produce(ctx.transport, ctx.topics, records,
+                           ProduceOptions(rate=options.rate, stop=stop, progress=options.progress, total=len(records)))
+        unsure = set(produced.unacknowledged)  # never in the stream, or in it unconfirmed: not waited for
+        expected = [r for r in records if not (isinstance(r, dict) and r.get("id") in unsure)]
+        _wait(lambda: collector.finished(expected, deployment.policy.feedback, settings.control), threads, stop,
               options.timeout_s)
     finally:
         stop.set()
@@ -142,7 +146,7 @@ def run_pipeline(records: list, deployment: Deployment, settings: Settings,
         store.close()
     return PipelineRun(dict(collector.predictions), sink.stats.summary(), time.perf_counter() - started,
                        collector.dead_letters, collector.duplicates, dict(collector.audits),
-                       list(controller.applied) if controller is not None else [])
+                       list(controller.applied) if controller is not None else [], produced.unacknowledged)
 
 
 def _wait(done, threads: list[threading.Thread], stop: StopFlag, timeout_s: float) -> None:

@@ -98,6 +98,11 @@ def test_the_leader_of_a_tier_partition_killed_mid_stream(workdir, cal, prefix):
                        PipelineOptions(progress=False, rate=30, timeout_s=scaled(300)))
     thread.join()
     assert "restarted" in failover
-    assert sorted(run.predictions) == sorted(r["id"] for r in records)
-    seen = committed_prediction_ids(prefix, len(records))
-    assert sorted(seen) == sorted(r["id"] for r in records) and max(seen.values()) == 1
+    # Every sample the producer saw acknowledged is answered, once; one whose commit Kafka never answered
+    # (kafka-python may not, after its coordinator's broker died) is named by the producer, and answered only
+    # if that commit took effect after all.
+    acknowledged = {r["id"] for r in records} - set(run.unacknowledged)
+    assert acknowledged <= set(run.predictions) <= {r["id"] for r in records}
+    assert run.duplicates == 0 and len(run.unacknowledged) < len(records) // 4
+    seen = committed_prediction_ids(prefix, len(run.predictions))
+    assert sorted(seen) == sorted(run.predictions) and max(seen.values()) == 1

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from typing import ClassVar
 
 import pytest
 from typer.testing import CliRunner
@@ -15,6 +14,7 @@ from dimee.cli.app import app
 from dimee.common.errors import DimeeError
 from dimee.streaming.runtime import StopFlag, configure_logging, log
 from tests.support.deadlines import scaled
+from tests.support.helpers import RecordingSupervisor
 from tests.support.processes import DIMEE
 
 NO_KAFKA = ["--broker", "kafka://127.0.0.1:1"]  # a broker the roles never reach: they fail before they need it
@@ -32,28 +32,16 @@ def test_up_stops_at_a_role_with_a_configuration_error_and_names_it(tmp_path):
     assert "restarting" not in up.stdout and "sink stopped" in up.stdout, up.stdout
 
 
-class _Recorded:
-    """Stands in for the Supervisor: what `up` hands its roles, nothing started."""
-
-    env: ClassVar[dict[str, str]] = {}
-
-    def __init__(self, programs: list, env: dict[str, str]) -> None:
-        _Recorded.env = env
-
-    def run(self, stop: StopFlag) -> int:
-        return 0
-
-
 @pytest.mark.parametrize(("args", "expected"), [([], "json"), (["--log-format", "json"], "json"),
                                                 (["--log-format", "console"], "console")])
 def test_up_passes_its_log_format_to_the_roles(args, expected, tmp_path, monkeypatch):
     """Default: json here (CliRunner's output is no terminal), as through any pipe; console on a terminal."""
-    monkeypatch.setattr("dimee.streaming.supervisor.Supervisor", _Recorded)
+    monkeypatch.setattr("dimee.streaming.supervisor.Supervisor", RecordingSupervisor)
     monkeypatch.setattr(StopFlag, "install_signal_handlers", lambda self: None)
     monkeypatch.delenv("DIMEE_LOG_FORMAT", raising=False)
     result = CliRunner().invoke(app, ["up", *NO_KAFKA, "--workdir", str(tmp_path), *args])
     assert result.exit_code == 0, result.output
-    assert _Recorded.env["DIMEE_LOG_FORMAT"] == expected
+    assert RecordingSupervisor.env["DIMEE_LOG_FORMAT"] == expected
 
 
 @pytest.fixture

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 from typer.testing import CliRunner
 
 from dimee.cli import app
+from tests.support.helpers import RecordingSupervisor
 
 
 def _labelled_csv(path: Path, rows: int = 40) -> Path:
@@ -99,28 +99,17 @@ def test_the_variables_the_repositorys_scripts_read_are_no_typo():
     assert unknown_variables(dict.fromkeys(read, "1"), known_variables(typer.main.get_command(app))) == []
 
 
-class _Supervisor:
-    """Stands in for `up`'s Supervisor: records the roles' environment, starts nothing."""
-
-    env: ClassVar[dict[str, str]] = {}
-
-    def __init__(self, programs: list, env: dict[str, str]) -> None:
-        _Supervisor.env = env
-
-    def run(self, stop: object) -> int:
-        return 0
-
-
 def test_up_warns_once_not_once_per_role(tmp_path, monkeypatch):
     from dimee.streaming.runtime import StopFlag
 
-    monkeypatch.setattr("dimee.streaming.supervisor.Supervisor", _Supervisor)
+    monkeypatch.setattr("dimee.streaming.supervisor.Supervisor", RecordingSupervisor)
     monkeypatch.setattr(StopFlag, "install_signal_handlers", lambda self: None)
     monkeypatch.setenv("DIMEE_STAET", "redis://h:6379/0")
     result = CliRunner().invoke(app, ["up", "--broker", "kafka://127.0.0.1:1", "--workdir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "DIMEE_STAET is not a dimee setting" in result.stderr
-    assert "DIMEE_STAET" not in _Supervisor.env and _Supervisor.env["DIMEE_BROKER"] == "kafka://127.0.0.1:1"
+    env = RecordingSupervisor.env
+    assert "DIMEE_STAET" not in env and env["DIMEE_BROKER"] == "kafka://127.0.0.1:1"
 
 
 def test_training_says_how_far_it_is_where_its_output_is_a_log(tmp_path, monkeypatch, capsys):

@@ -23,7 +23,7 @@ from dimee.streaming.runtime import StopFlag
 from dimee.streaming.stage import BatchLimits
 from dimee.streaming.transport.base import Topics
 from dimee.streaming.transport.memory import InMemoryBroker
-from tests.support.helpers import context, deployment, stream_records
+from tests.support.helpers import context, deployment, dies_on_second_delivery, stream_records
 from tests.support.stream_checks import assert_matches_offline
 
 
@@ -87,15 +87,11 @@ class CrashingWorker(TierWorker):
 
     def open(self):
         super().open()
-        deliver, batches = self.delivery.deliver, []
 
-        def crashes_on_the_second(outputs):
-            batches.append(outputs)
-            if len(batches) == 2:
-                raise RuntimeError("simulated crash")
-            deliver(outputs)
+        def crash(outputs):
+            raise RuntimeError("simulated crash")
 
-        self.delivery.deliver = crashes_on_the_second
+        dies_on_second_delivery(self, crash)
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")

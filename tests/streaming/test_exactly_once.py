@@ -20,7 +20,7 @@ from dimee.streaming.runtime import StopFlag
 from dimee.streaming.stage import BatchLimits
 from dimee.streaming.transport.base import Topics
 from dimee.streaming.transport.memory import InMemoryBroker
-from tests.support.helpers import context, deployment, stream_records
+from tests.support.helpers import context, deployment, dies_on_second_delivery, stream_records
 
 
 class DiesBeforeCommit(TierWorker):
@@ -28,20 +28,16 @@ class DiesBeforeCommit(TierWorker):
 
     def open(self):
         super().open()
-        deliver, batches = self.delivery.deliver, []
 
-        def dies_on_the_second(outputs):
-            batches.append(outputs)
-            if len(batches) == 2:
-                if self.exactly_once:
-                    self.producer.begin()
-                for out in outputs:
-                    self.producer.send(out.topic, out.key, out.value)
-                self.producer.flush()
-                raise RuntimeError("killed after sending, before committing")
-            deliver(outputs)
+        def send_then_die(outputs):
+            if self.exactly_once:
+                self.producer.begin()
+            for out in outputs:
+                self.producer.send(out.topic, out.key, out.value)
+            self.producer.flush()
+            raise RuntimeError("killed after sending, before committing")
 
-        self.delivery.deliver = dies_on_the_second
+        dies_on_second_delivery(self, send_then_die)
 
 
 def _run(stage) -> threading.Thread:

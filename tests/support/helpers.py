@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import ClassVar
 
 from benchmarks.tiny_model import (  # noqa: F401  (re-exported: the tests' one import for builders)
     WORDS,
@@ -41,3 +42,30 @@ def modules_imported_by(code: str, modules: tuple[str, ...]) -> list[str]:
     probe = f"{code}\nimport sys; print(sorted(m for m in {modules!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     return ast.literal_eval(out.stdout.strip().splitlines()[-1])
+
+
+class RecordingSupervisor:
+    """Stands in for `dimee up`'s Supervisor (monkeypatched over it): records the environment `up` hands its
+    roles, starts nothing."""
+
+    env: ClassVar[dict[str, str]] = {}  # the last one recorded, read by the test
+
+    def __init__(self, programs: list, env: dict[str, str]) -> None:
+        RecordingSupervisor.env = env
+
+    def run(self, stop: object) -> int:
+        return 0
+
+
+def dies_on_second_delivery(stage, dying) -> None:
+    """Wrap an opened stage's delivery so that its second group of outputs goes to `dying`, which raises (a
+    process killed mid-delivery), instead of being delivered."""
+    deliver, groups = stage.delivery.deliver, []
+
+    def deliver_or_die(outputs) -> None:
+        groups.append(outputs)
+        if len(groups) == 2:
+            dying(outputs)
+        deliver(outputs)
+
+    stage.delivery.deliver = deliver_or_die
